@@ -1,0 +1,113 @@
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace popbridge::config {
+
+using Duration = std::chrono::milliseconds;
+
+enum class TlsMode { kNone, kStartTls, kImplicit };
+enum class TlsVersion { k1_2, k1_3 };
+enum class UidlFormat { kDovecot, kUid };  // "dovecot": %08Xu%08Xv; "uid": <uidvalidity>.<uid>
+enum class LogFormat { kLogfmt, kJson };
+
+struct Endpoint {
+  std::string host;  // IPv6 without brackets
+  std::uint16_t port = 0;
+  std::string to_string() const;  // "host:port" or "[v6]:port"
+};
+
+struct Listener {
+  std::string name;
+  Endpoint address;
+  TlsMode tls = TlsMode::kImplicit;
+};
+
+struct TlsSettings {
+  std::string certificate;  // PEM chain; empty when no listener needs TLS
+  std::string private_key;
+  TlsVersion min_version = TlsVersion::k1_2;
+};
+
+struct Upstream {
+  Endpoint address;
+  TlsMode tls = TlsMode::kImplicit;
+  std::string ca_file = "/etc/ssl/certs/ca-certificates.crt";
+  bool verify_certificate = true;
+  std::string server_name;  // defaults to address.host
+  std::string mailbox = "INBOX";
+  Duration connect_timeout = std::chrono::seconds(10);
+  Duration command_timeout = std::chrono::seconds(60);
+  bool mark_seen = false;  // RETR/TOP set \Seen (BODY[] instead of BODY.PEEK[])
+  UidlFormat uidl_format = UidlFormat::kDovecot;
+  bool expunge_without_uidplus = false;  // allow a bare EXPUNGE when UIDPLUS is missing
+};
+
+struct Auth {
+  bool allow_plaintext = false;
+  Duration failure_delay = std::chrono::seconds(2);
+  std::uint32_t max_attempts = 3;  // failed logins per connection before it is closed
+};
+
+struct Limits {
+  Duration idle_timeout = std::chrono::minutes(10);
+  std::uint32_t max_connections = 10000;
+  std::size_t client_write_high_watermark = 256 * 1024;
+  std::size_t client_write_low_watermark = 64 * 1024;
+};
+
+struct Logging {
+  std::string level = "info";  // trace | debug | info | warn | error | off
+  LogFormat format = LogFormat::kLogfmt;
+};
+
+struct Metrics {
+  std::optional<Endpoint> address;  // absent: no admin endpoint
+};
+
+struct Config {
+  std::vector<Listener> listeners;
+  TlsSettings tls;
+  Upstream upstream;
+  Auth auth;
+  Limits limits;
+  Logging logging;
+  Metrics metrics;
+};
+
+struct Diagnostic {
+  std::string key_path;  // e.g. "listeners[1].address" (0-based); empty for the file as a whole
+  int line = 0;          // 1-based line in the file; 0 when unknown
+  std::string message;
+  std::string to_string(std::string_view source) const;  // "file:12: key: message"
+};
+
+struct LoadResult {
+  std::optional<Config> config;  // set only when errors is empty
+  std::vector<Diagnostic> errors;
+  std::vector<Diagnostic> warnings;  // e.g. idle_timeout below RFC 1939's 10 minutes
+};
+
+// Parses and validates the whole document in one pass, collecting every problem.
+LoadResult load_config_string(std::string_view yaml);
+// Reads the file; an unreadable file is a single error.
+LoadResult load_config_file(const std::string& path);
+
+// "10m", "30s", "500ms", "1h" or a bare number of seconds. Units may be combined largest
+// first, each once ("2h30m", "1m30s500ms"). Rejects signs, fractions, spaces and anything
+// longer than std::chrono::nanoseconds can hold, so callers may convert freely.
+std::optional<Duration> parse_duration(std::string_view text);
+// "host:port", "[v6]:port"; host may be a name.
+std::optional<Endpoint> parse_endpoint(std::string_view text);
+// As above; on failure `error` says what is wrong, e.g. "port must be 1-65535".
+std::optional<Endpoint> parse_endpoint(std::string_view text, std::string& error);
+// A byte count: "65536", "512B", "64KiB", "1MiB" or "1GiB" (binary units only).
+std::optional<std::size_t> parse_size(std::string_view text);
+
+}  // namespace popbridge::config

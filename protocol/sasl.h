@@ -1,0 +1,31 @@
+#pragma once
+
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "protocol/secret.h"
+
+namespace popbridge::protocol {
+
+// RFC 4616 PLAIN: authzid NUL authcid NUL passwd.
+struct PlainCredentials {
+  std::string authzid;  // empty when absent
+  std::string authcid;
+  Secret password;
+};
+// Parses a decoded PLAIN message; nullopt if malformed (wrong NUL count, empty authcid
+// or password, NUL inside a field).
+std::optional<PlainCredentials> parse_sasl_plain(std::string_view message);
+// Builds the PLAIN message (not base64-encoded).
+Secret build_sasl_plain(std::string_view authzid, std::string_view authcid,
+                        std::string_view password);
+
+// A client's SASL response line: "*" cancels, "=" is an empty response, else base64.
+struct SaslResponse {
+  enum class Kind { kData, kCancel, kInvalid } kind = Kind::kInvalid;
+  Secret data;  // decoded, for kData
+};
+SaslResponse decode_sasl_response(std::string_view line);
+
+}  // namespace popbridge::protocol

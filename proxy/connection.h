@@ -1,0 +1,141 @@
+#pragma once
+
+#include <openssl/ssl.h>
+#include <uv.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+namespace popbridge::proxy {
+
+class Connection;
+
+// Destroying the owner's pointer releases the connection: no more upcalls, the socket
+// closes (after a requested graceful flush, if any), and the memory goes in the
+// uv_close callback.
+struct ConnectionReleaser {
+  void operator()(Connection* connection) const noexcept;
+};
+using ConnectionPtr = std::unique_ptr<Connection, ConnectionReleaser>;
+
+// One TCP connection with optional TLS on top. TLS runs on memory BIOs: ciphertext read by
+// libuv goes into the read BIO and SSL_read yields plaintext; SSL_write fills the write
+// BIO, which is flushed with uv_write. Session code sees the same interface for plain and
+// TLS, and STLS/STARTTLS turn TLS on in place.
+//
+// Writes are queued in one buffer with a single uv_write in flight; pending_bytes() is
+// what the peer has not taken yet, which is what backpressure watches.
+//
+// Re-entrancy: any upcall may release or close the connection; the connection checks
+// for that after every upcall and stops touching its handler.
+class Connection {
+ public:
+  enum class Role { kServer, kClient };
+
+  class Handler {
+   public:
+    virtual ~Handler() = default;
+    // Outbound connect finished: 0 or a libuv error code.
+    virtual void on_connected(int status) { (void)status; }
+    virtual void on_tls_established() {}
+    virtual void on_data(std::string_view bytes) = 0;
+    // pending_bytes() fell below the low watermark after having been above it.
+    virtual void on_drained() {}
+    // The peer closed, or a socket or TLS error happened; the connection is closed.
+    virtual void on_disconnected(std::string_view reason) = 0;
+  };
+
+  static ConnectionPtr create(uv_loop_t* loop, Handler* handler);
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+
+  // An accepted connection gets its handler once the session that owns it exists.
+  void set_handler(Handler* handler) { handler_ = handler; }
+
+  uv_stream_t* stream() { return reinterpret_cast<uv_stream_t*>(&tcp_); }
+  int connect(const sockaddr* address);
+  // Called after accept or connect: nodelay, keep-alive, and the peer's address.
+  void configure_socket();
+  void start_reading();
+  void stop_reading();
+  bool reading() const { return reading_; }
+
+  // Starts TLS in place. For kClient, verify_host (a DNS name or IP literal) is used
+  // for SNI and checked against the certificate when the context verifies peers.
+  bool start_tls(SSL_CTX* context, Role role, const std::string& verify_host);
+  bool tls_active() const { return ssl_ != nullptr; }
+  bool tls_established() const { return handshake_done_; }
+  // "TLSv1.3 TLS_AES_128_GCM_SHA256", for logs.
+  std::string tls_summary() const;
+
+  void write(std::string_view plaintext);
+  std::size_t pending_bytes() const { return out_.size() + inflight_.size(); }
+  void set_low_watermark(std::size_t bytes) { low_watermark_ = bytes; }
+  void set_high_watermark(std::size_t bytes) { high_watermark_ = bytes; }
+  bool above_high_watermark() const { return pending_bytes() >= high_watermark_; }
+
+  // Sends what is queued (and a TLS close_notify), then shuts down and closes.
+  void close_after_flush();
+  // Closes now; queued data is dropped.
+  void close();
+  bool closing() const { return closing_ || close_requested_; }
+
+  const std::string& peer_address() const { return peer_address_; }
+  std::uint16_t peer_port() const { return peer_port_; }
+  std::uint64_t bytes_received() const { return bytes_received_; }
+  std::uint64_t bytes_sent() const { return bytes_sent_; }
+
+ private:
+  friend struct ConnectionReleaser;
+  Connection(uv_loop_t* loop, Handler* handler);
+  ~Connection();
+  void release() noexcept;
+
+  static void on_alloc(uv_handle_t* handle, std::size_t suggested, uv_buf_t* buf) noexcept;
+  static void on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) noexcept;
+  static void on_write_done(uv_write_t* request, int status) noexcept;
+  static void on_connect_done(uv_connect_t* request, int status) noexcept;
+  static void on_shutdown_done(uv_shutdown_t* request, int status) noexcept;
+  static void on_closed(uv_handle_t* handle) noexcept;
+
+  void handle_ciphertext(std::string_view bytes);
+  void pump_tls_reads();
+  void write_tls(std::string_view plaintext);
+  void move_tls_output();
+  void flush();
+  void maybe_finish_graceful_close();
+  void fail(std::string_view reason);
+  bool handler_gone() const { return handler_ == nullptr || closing_; }
+
+  uv_tcp_t tcp_{};
+  uv_write_t write_request_{};
+  uv_connect_t connect_request_{};
+  uv_shutdown_t shutdown_request_{};
+  Handler* handler_;
+
+  SSL* ssl_ = nullptr;
+  BIO* read_bio_ = nullptr;   // owned by ssl_
+  BIO* write_bio_ = nullptr;  // owned by ssl_
+  bool handshake_done_ = false;
+  std::string pending_plaintext_;  // written before the handshake finished
+
+  std::string out_;       // queued, not yet handed to libuv
+  std::string inflight_;  // owned by the one uv_write in flight
+  bool writing_ = false;
+  std::size_t high_watermark_ = 256 * 1024;
+  std::size_t low_watermark_ = 64 * 1024;
+  bool was_above_high_ = false;
+
+  bool reading_ = false;
+  bool close_requested_ = false;  // graceful close pending
+  bool shutdown_started_ = false;
+  bool closing_ = false;          // uv_close called
+  std::string peer_address_;
+  std::uint16_t peer_port_ = 0;
+  std::uint64_t bytes_received_ = 0;
+  std::uint64_t bytes_sent_ = 0;
+};
+
+}  // namespace popbridge::proxy

@@ -1,0 +1,522 @@
+// Session lifecycle, command dispatch and the AUTHORIZATION state.
+#include "proxy/pop3_session.h"
+
+#include <array>
+
+#include "protocol/sasl.h"
+#include "proxy/log.h"
+
+namespace popbridge::proxy {
+namespace {
+
+using protocol::Pop3Command;
+using protocol::Pop3Verb;
+using protocol::RespCode;
+
+// Unread pipelined input above this stops reading from the client until it is worked off.
+constexpr std::size_t kMaxBufferedInput = 64 * 1024;
+// A handshake or a login in progress is bounded by the idle timeout too.
+
+enum StateMask : unsigned { kAuthorization = 1, kTransaction = 2 };
+
+std::string_view mechanism_label(std::string_view mechanism) {
+  if (mechanism == "PLAIN") {
+    return "plain";
+  }
+  if (mechanism == "LOGIN") {
+    return "login";
+  }
+  return "user";
+}
+
+}  // namespace
+
+const Pop3Session::CommandEntry& Pop3Session::command_entry(Pop3Verb verb) {
+  static const std::array<CommandEntry, protocol::kPop3VerbCount> table = [] {
+    std::array<CommandEntry, protocol::kPop3VerbCount> entries{};
+    auto set = [&](Pop3Verb verb, void (Pop3Session::*handler)(Pop3Command&), unsigned states) {
+      entries[static_cast<std::size_t>(verb)] = {handler, states};
+    };
+    set(Pop3Verb::kUser, &Pop3Session::cmd_user, kAuthorization);
+    set(Pop3Verb::kPass, &Pop3Session::cmd_pass, kAuthorization);
+    set(Pop3Verb::kApop, &Pop3Session::cmd_apop, kAuthorization);
+    set(Pop3Verb::kAuth, &Pop3Session::cmd_auth, kAuthorization);
+    set(Pop3Verb::kStls, &Pop3Session::cmd_stls, kAuthorization);
+    set(Pop3Verb::kCapa, &Pop3Session::cmd_capa, kAuthorization | kTransaction);
+    set(Pop3Verb::kQuit, &Pop3Session::cmd_quit, kAuthorization | kTransaction);
+    set(Pop3Verb::kStat, &Pop3Session::cmd_stat, kTransaction);
+    set(Pop3Verb::kList, &Pop3Session::cmd_list, kTransaction);
+    set(Pop3Verb::kUidl, &Pop3Session::cmd_uidl, kTransaction);
+    set(Pop3Verb::kRetr, &Pop3Session::cmd_retr, kTransaction);
+    set(Pop3Verb::kTop, &Pop3Session::cmd_top, kTransaction);
+    set(Pop3Verb::kDele, &Pop3Session::cmd_dele, kTransaction);
+    set(Pop3Verb::kRset, &Pop3Session::cmd_rset, kTransaction);
+    set(Pop3Verb::kNoop, &Pop3Session::cmd_noop, kTransaction);
+    return entries;
+  }();
+  return table[static_cast<std::size_t>(verb)];
+}
+
+Pop3Session::Pop3Session(Server& server, const SessionContext& context,
+                         const config::Listener& listener, ConnectionPtr client, std::uint64_t id)
+    : server_(server),
+      context_(context),
+      listener_(listener),
+      client_(std::move(client)),
+      id_(id),
+      id_text_(std::to_string(id)),
+      reader_(protocol::kMaxAuthLine),
+      idle_timer_(context.loop),
+      delay_timer_(context.loop) {
+  Connection::Handler& handler = *this;
+  client_->set_handler(&handler);
+}
+
+Pop3Session::~Pop3Session() {
+  if (upstream_) {
+    upstream_->shutdown();
+  }
+}
+
+void Pop3Session::start() {
+  client_->set_high_watermark(config().limits.client_write_high_watermark);
+  client_->set_low_watermark(config().limits.client_write_low_watermark);
+  log::info("session_start", {{"session", id_text_},
+                              {"listener", listener_.name},
+                              {"client", client_->peer_address()},
+                              {"client_port", static_cast<unsigned>(client_->peer_port())}});
+  reset_idle_timer();
+  client_->start_reading();
+  if (listener_.tls == config::TlsMode::kImplicit) {
+    state_ = State::kHandshake;
+    if (!client_->start_tls(context_.server_tls, Connection::Role::kServer, {})) {
+      abort("tls_setup_failed");
+    }
+    return;
+  }
+  send_greeting();
+}
+
+void Pop3Session::send_greeting() {
+  state_ = State::kAuthorization;
+  reply(protocol::ok_reply("POP3 gateway ready."));
+}
+
+void Pop3Session::on_tls_established() {
+  log::info("tls_established", {{"session", id_text_}, {"tls", client_->tls_summary()}});
+  if (state_ == State::kHandshake) {
+    send_greeting();
+  }
+  // After STLS the state stays AUTHORIZATION (RFC 2595 §4); the client speaks next.
+}
+
+void Pop3Session::on_data(std::string_view bytes) {
+  if (state_ == State::kClosing) {
+    return;
+  }
+  reader_.append(bytes);
+  process_input();
+  if (reader_.buffered() > kMaxBufferedInput) {
+    client_->stop_reading();
+  }
+}
+
+void Pop3Session::process_input() {
+  if (processing_) {
+    return;  // the outer call continues with the next line
+  }
+  processing_ = true;
+  while (!busy_ && (state_ == State::kAuthorization || state_ == State::kTransaction) &&
+         !client_->above_high_watermark()) {
+    std::optional<protocol::LineReader::Line> line = reader_.next();
+    if (!line) {
+      break;
+    }
+    reset_idle_timer();
+    if (line->too_long) {
+      reply(protocol::err_reply(RespCode::kNone, "line too long"));
+      continue;
+    }
+    dispatch(line->text);
+  }
+  processing_ = false;
+  if (state_ != State::kClosing && !busy_ && reader_.buffered() <= kMaxBufferedInput) {
+    client_->start_reading();
+  }
+}
+
+void Pop3Session::dispatch(std::string_view line) {
+  if (sasl_step_ != SaslStep::kNone) {
+    handle_sasl_line(line);
+    return;
+  }
+  protocol::Pop3ParseResult parsed = protocol::parse_pop3_command(line);
+  if (auto* error = std::get_if<protocol::Pop3ParseError>(&parsed)) {
+    context_.metrics.commands.Add({{"command", "invalid"}, {"result", "err"}}).Increment();
+    reply(protocol::err_reply(RespCode::kNone, error->message));
+    return;
+  }
+  Pop3Command& command = std::get<Pop3Command>(parsed);
+  const CommandEntry& entry = command_entry(command.verb);
+  const unsigned state_bit = state_ == State::kAuthorization ? kAuthorization : kTransaction;
+  counting_ = command.verb;
+  if ((entry.states & state_bit) == 0) {
+    reply(protocol::err_reply(RespCode::kNone, "command not valid in this state"));
+    return;
+  }
+  log::debug("command", {{"session", id_text_}, {"command", protocol::verb_name(command.verb)}});
+  (this->*entry.handler)(command);
+}
+
+void Pop3Session::reply(std::string_view bytes) {
+  if (counting_) {
+    const bool ok = !bytes.empty() && bytes[0] == '+';
+    context_.metrics.commands
+        .Add({{"command", std::string(protocol::verb_name(*counting_))}, {"result", ok ? "ok" : "err"}})
+        .Increment();
+    counting_.reset();
+  }
+  client_->write(bytes);
+}
+
+void Pop3Session::command_done() {
+  busy_ = false;
+  reset_idle_timer();
+  process_input();
+}
+
+void Pop3Session::reset_idle_timer() {
+  idle_timer_.start(static_cast<std::uint64_t>(config().limits.idle_timeout.count()), [this] {
+    if (busy_ && transfer_ != Transfer::kNone) {
+      // A message is still flowing to the client: that is activity, not idleness.
+      reset_idle_timer();
+      return;
+    }
+    reply(protocol::err_reply(RespCode::kNone, "autologout; idle for too long"));
+    close_gracefully("timeout");
+  });
+}
+
+// --- capabilities and STLS -------------------------------------------------------------
+
+bool Pop3Session::plaintext_allowed() const {
+  return client_->tls_established() || config().auth.allow_plaintext;
+}
+
+void Pop3Session::cmd_capa(Pop3Command&) {
+  out_.clear();
+  out_ += "+OK Capability list follows\r\n";
+  out_ += "TOP\r\nUIDL\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\nPIPELINING\r\n";
+  // RFC 2449 §5: what AUTHORIZATION offers is announced in TRANSACTION too.
+  if (plaintext_allowed()) {
+    out_ += "USER\r\nSASL PLAIN LOGIN\r\n";
+  }
+  if (state_ == State::kAuthorization && listener_.tls == config::TlsMode::kStartTls &&
+      !client_->tls_active() && context_.server_tls != nullptr) {
+    out_ += "STLS\r\n";
+  }
+  out_ += "IMPLEMENTATION popbridge\r\n.\r\n";
+  reply(out_);
+}
+
+void Pop3Session::cmd_stls(Pop3Command&) {
+  if (listener_.tls != config::TlsMode::kStartTls || context_.server_tls == nullptr) {
+    reply(protocol::err_reply(RespCode::kNone, "STLS not available on this port"));
+    return;
+  }
+  if (client_->tls_active()) {
+    reply(protocol::err_reply(RespCode::kNone, "TLS already active"));
+    return;
+  }
+  reply(protocol::ok_reply("Begin TLS negotiation"));
+  // Whatever the client sent after the STLS line was sent in the clear and could have
+  // been injected by an attacker (CVE-2011-0411 class): it is never parsed.
+  reader_.discard();
+  user_.clear();
+  if (!client_->start_tls(context_.server_tls, Connection::Role::kServer, {})) {
+    abort("tls_setup_failed");
+  }
+}
+
+// --- login -----------------------------------------------------------------------------
+
+void Pop3Session::cmd_user(Pop3Command& command) {
+  if (!plaintext_allowed()) {
+    context_.metrics.auth_attempts.Add({{"mechanism", "user"}, {"result", "plaintext_refused"}})
+        .Increment();
+    reply(protocol::err_reply(RespCode::kAuth,
+                              "Plaintext authentication disallowed on non-secure connections"));
+    return;
+  }
+  user_ = command.argument;
+  reply(protocol::ok_reply("Send your password"));
+}
+
+void Pop3Session::cmd_pass(Pop3Command& command) {
+  if (!plaintext_allowed()) {
+    context_.metrics.auth_attempts.Add({{"mechanism", "user"}, {"result", "plaintext_refused"}})
+        .Increment();
+    reply(protocol::err_reply(RespCode::kAuth,
+                              "Plaintext authentication disallowed on non-secure connections"));
+    return;
+  }
+  if (user_.empty()) {
+    reply(protocol::err_reply(RespCode::kNone, "USER first"));
+    return;
+  }
+  std::string user = std::move(user_);
+  user_.clear();
+  begin_login("USER", std::move(user), std::move(command.secret));
+}
+
+void Pop3Session::cmd_apop(Pop3Command&) {
+  // APOP needs the cleartext password on our side, which a gateway never has.
+  reply(protocol::err_reply(RespCode::kNone, "APOP not supported"));
+}
+
+void Pop3Session::cmd_auth(Pop3Command& command) {
+  if (command.argument.empty()) {
+    // Outlook asks with a bare AUTH which mechanisms exist.
+    reply(plaintext_allowed() ? "+OK\r\nPLAIN\r\nLOGIN\r\n.\r\n" : "+OK\r\n.\r\n");
+    return;
+  }
+  if (!plaintext_allowed()) {
+    context_.metrics.auth_attempts
+        .Add({{"mechanism", std::string(mechanism_label(command.argument))},
+              {"result", "plaintext_refused"}})
+        .Increment();
+    reply(protocol::err_reply(RespCode::kAuth,
+                              "Plaintext authentication disallowed on non-secure connections"));
+    return;
+  }
+  if (command.argument != "PLAIN" && command.argument != "LOGIN") {
+    reply(protocol::err_reply(RespCode::kNone, "unsupported authentication mechanism"));
+    return;
+  }
+  login_mechanism_ = command.argument;
+  if (!command.initial_response) {
+    // RFC 5034: a mechanism that starts with the client gets an empty challenge.
+    sasl_step_ = command.argument == "PLAIN" ? SaslStep::kPlainResponse : SaslStep::kLoginUser;
+    reply(sasl_step_ == SaslStep::kPlainResponse ? "+ \r\n" : "+ VXNlcm5hbWU6\r\n");
+    return;
+  }
+  sasl_step_ = command.argument == "PLAIN" ? SaslStep::kPlainResponse : SaslStep::kLoginUser;
+  handle_sasl_line(command.initial_response->view());
+}
+
+void Pop3Session::handle_sasl_line(std::string_view line) {
+  const SaslStep step = sasl_step_;
+  sasl_step_ = SaslStep::kNone;
+  counting_ = Pop3Verb::kAuth;
+  protocol::SaslResponse response = protocol::decode_sasl_response(line);
+  if (response.kind == protocol::SaslResponse::Kind::kCancel) {
+    reply(protocol::err_reply(RespCode::kNone, "authentication cancelled"));
+    return;
+  }
+  if (response.kind == protocol::SaslResponse::Kind::kInvalid) {
+    reply(protocol::err_reply(RespCode::kNone, "invalid base64 in authentication exchange"));
+    return;
+  }
+  switch (step) {
+    case SaslStep::kPlainResponse: {
+      std::optional<protocol::PlainCredentials> credentials =
+          protocol::parse_sasl_plain(response.data.view());
+      if (!credentials) {
+        reply(protocol::err_reply(RespCode::kAuth, "malformed PLAIN response"));
+        return;
+      }
+      if (!credentials->authzid.empty() && credentials->authzid != credentials->authcid) {
+        // Acting as another user needs a master login, which passthrough cannot grant.
+        login_failed(RespCode::kAuth, "Authentication failed.", "bad_credentials");
+        return;
+      }
+      begin_login("PLAIN", std::move(credentials->authcid), std::move(credentials->password));
+      return;
+    }
+    case SaslStep::kLoginUser:
+      if (response.data.empty()) {
+        reply(protocol::err_reply(RespCode::kAuth, "empty user name"));
+        return;
+      }
+      user_ = std::string(response.data.view());
+      sasl_step_ = SaslStep::kLoginPassword;
+      counting_.reset();
+      client_->write("+ UGFzc3dvcmQ6\r\n");
+      return;
+    case SaslStep::kLoginPassword: {
+      std::string user = std::move(user_);
+      user_.clear();
+      begin_login("LOGIN", std::move(user), std::move(response.data));
+      return;
+    }
+    case SaslStep::kNone:
+      break;
+  }
+}
+
+void Pop3Session::begin_login(std::string_view mechanism, std::string user,
+                              protocol::Secret password) {
+  login_mechanism_ = std::string(mechanism);
+  user_ = std::move(user);
+  if (user_.empty() || password.empty()) {
+    login_failed(RespCode::kAuth, "Authentication failed.", "bad_credentials");
+    return;
+  }
+  busy_ = true;
+  idle_timer_.stop();
+  ImapClient::Observer& observer = *this;
+  upstream_ = std::make_shared<ImapClient>(context_.loop, config().upstream, context_.upstream_tls,
+                                           observer);
+  upstream_->connect([this, password = std::move(password)](const ImapResult& connected) {
+    if (!connected.ok()) {
+      context_.metrics.upstream_errors.Add({{"kind", std::string(failure_name(connected.failure))}})
+          .Increment();
+      login_failed(RespCode::kSysTemp, "Temporary failure, try again later.",
+                   "upstream_unavailable");
+      return;
+    }
+    upstream_->login({}, user_, password, [this](const ImapResult& result) {
+      if (result.ok()) {
+        select_mailbox();
+        return;
+      }
+      const std::string code = result.code_atom();
+      if (result.kind == ImapResult::Kind::kFailed) {
+        context_.metrics.upstream_errors.Add({{"kind", std::string(failure_name(result.failure))}})
+            .Increment();
+        login_failed(RespCode::kSysTemp, "Temporary failure, try again later.",
+                     "upstream_unavailable");
+      } else if (code == "INUSE") {
+        login_failed(RespCode::kInUse, "Mailbox in use.", "in_use");
+      } else if (code == "UNAVAILABLE" || code == "SERVERBUG" || code == "LIMIT") {
+        login_failed(RespCode::kSysTemp, "Temporary failure, try again later.",
+                     "upstream_unavailable");
+      } else {
+        // A tagged NO without a code (Cyrus, Courier) is a credentials failure too. The
+        // text is the same whether the user exists or not (RFC 8314 §4.1).
+        login_failed(RespCode::kAuth, "Authentication failed.", "bad_credentials");
+      }
+    });
+  });
+}
+
+void Pop3Session::login_failed(RespCode code, std::string_view text, std::string_view result) {
+  retire_upstream(false);
+  context_.metrics.auth_attempts
+      .Add({{"mechanism", std::string(mechanism_label(login_mechanism_))},
+            {"result", std::string(result)}})
+      .Increment();
+  log::info("login_failed",
+            {{"session", id_text_}, {"user", user_}, {"mechanism", login_mechanism_}, {"result", result}});
+  user_.clear();
+  busy_ = true;
+  const bool credentials = code == RespCode::kAuth;
+  if (credentials) {
+    ++failed_logins_;
+  }
+  // Slow down password guessing; the reply comes only after the delay.
+  const auto delay = credentials ? config().auth.failure_delay : config::Duration(0);
+  std::string message = protocol::err_reply(code, text);
+  delay_timer_.start(static_cast<std::uint64_t>(delay.count()), [this, message] {
+    counting_ = Pop3Verb::kPass;
+    reply(message);
+    if (failed_logins_ >= config().auth.max_attempts) {
+      close_gracefully("auth_failures");
+      return;
+    }
+    command_done();
+  });
+}
+
+void Pop3Session::finish_login() {
+  state_ = State::kTransaction;
+  context_.metrics.auth_attempts
+      .Add({{"mechanism", std::string(mechanism_label(login_mechanism_))}, {"result", "success"}})
+      .Increment();
+  log::info("login", {{"session", id_text_},
+                      {"user", user_},
+                      {"mechanism", login_mechanism_},
+                      {"messages", maildrop_.count()},
+                      {"upstream_tls", upstream_->tls_summary()}});
+  counting_ = Pop3Verb::kPass;
+  reply(protocol::ok_reply("Logged in, " + std::to_string(maildrop_.visible_count()) +
+                           " messages (" + std::to_string(maildrop_.visible_octets()) +
+                           " octets)"));
+  command_done();
+}
+
+// --- endings ----------------------------------------------------------------------------
+
+void Pop3Session::on_disconnected(std::string_view reason) {
+  if (state_ == State::kClosing) {
+    return;
+  }
+  log::debug("client_disconnected", {{"session", id_text_}, {"reason", reason}});
+  const bool in_handshake = state_ == State::kHandshake;
+  state_ = State::kClosing;
+  // RFC 1939 §6: a connection that ends without QUIT removes nothing.
+  retire_upstream(true);
+  finish(in_handshake ? "tls_handshake" : "client_closed");
+}
+
+void Pop3Session::on_upstream_lost(const ImapResult& why) {
+  context_.metrics.upstream_errors.Add({{"kind", std::string(failure_name(why.failure))}}).Increment();
+  retire_upstream(false);
+}
+
+void Pop3Session::abort(std::string_view reason) {
+  if (state_ == State::kClosing) {
+    return;
+  }
+  state_ = State::kClosing;
+  client_->close();
+  retire_upstream(false);
+  finish(reason);
+}
+
+void Pop3Session::close_gracefully(std::string_view reason) {
+  if (state_ == State::kClosing) {
+    return;
+  }
+  state_ = State::kClosing;
+  retire_upstream(true);
+  client_->close_after_flush();
+  finish(reason);
+}
+
+void Pop3Session::finish(std::string_view reason) {
+  if (!end_reason_.empty()) {
+    return;
+  }
+  end_reason_ = std::string(reason);
+  idle_timer_.stop();
+  delay_timer_.stop();
+  context_.metrics.sessions.Add({{"reason", end_reason_}}).Increment();
+  context_.metrics.bytes.Add({{"direction", "client_in"}}).Increment(static_cast<double>(client_->bytes_received()));
+  context_.metrics.bytes.Add({{"direction", "client_out"}}).Increment(static_cast<double>(client_->bytes_sent()));
+  log::info("session_end", {{"session", id_text_},
+                            {"reason", end_reason_},
+                            {"bytes_in", client_->bytes_received()},
+                            {"bytes_out", client_->bytes_sent()}});
+  server_.session_finished(this);
+}
+
+void Pop3Session::retire_upstream(bool logout) {
+  if (!upstream_) {
+    return;
+  }
+  context_.metrics.bytes.Add({{"direction", "upstream_in"}})
+      .Increment(static_cast<double>(upstream_->bytes_received()));
+  context_.metrics.bytes.Add({{"direction", "upstream_out"}})
+      .Increment(static_cast<double>(upstream_->bytes_sent()));
+  if (logout) {
+    upstream_->logout();
+  } else {
+    upstream_->shutdown();
+  }
+  // We may be inside one of its callbacks: it is deleted on a later loop turn.
+  server_.dispose(std::move(upstream_));
+  upstream_.reset();
+}
+
+}  // namespace popbridge::proxy

@@ -1,0 +1,161 @@
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "config/config.h"
+#include "protocol/line_reader.h"
+#include "protocol/pop3_command.h"
+#include "protocol/pop3_reply.h"
+#include "protocol/secret.h"
+#include "proxy/connection.h"
+#include "proxy/imap_client.h"
+#include "proxy/maildrop.h"
+#include "proxy/server.h"
+#include "proxy/uv_handle.h"
+
+namespace popbridge::proxy {
+
+// One POP3 client and, once it has logged in, its one upstream IMAP connection.
+//
+// States (RFC 1939 §3): kHandshake (implicit TLS) -> kAuthorization -> kTransaction ->
+// kUpdate -> kClosing. Commands are taken one at a time (PIPELINING: a pipelined batch
+// waits in the LineReader while a command is busy upstream).
+//
+// Numbering: see Maildrop (POP3 number n <-> index n-1 <-> UID), fixed at login.
+//
+// Data integrity: RETR/TOP write the terminating "." only after the whole body arrived
+// and the upstream's tagged OK was read; any failure before that closes the client
+// connection without it. Nothing is changed upstream before QUIT in TRANSACTION.
+class Pop3Session final : Connection::Handler, ImapClient::Observer, FetchSink {
+ public:
+  Pop3Session(Server& server, const SessionContext& context, const config::Listener& listener,
+              ConnectionPtr client, std::uint64_t id);
+  ~Pop3Session() override;
+  Pop3Session(const Pop3Session&) = delete;
+  Pop3Session& operator=(const Pop3Session&) = delete;
+
+  void start();
+  // Closes at once without UPDATE (shutdown).
+  void abort(std::string_view reason);
+
+ private:
+  enum class State { kHandshake, kAuthorization, kTransaction, kUpdate, kClosing };
+  enum class SaslStep { kNone, kPlainResponse, kLoginUser, kLoginPassword };
+  enum class Transfer { kNone, kSnapshot, kRetrieve, kTopHeader, kTopText };
+  using Handler = void (Pop3Session::*)(protocol::Pop3Command&);
+  struct CommandEntry {
+    Handler handler = nullptr;
+    unsigned states = 0;  // bit 0: AUTHORIZATION, bit 1: TRANSACTION
+  };
+  // The dispatch table: handler and valid states for each verb.
+  static const CommandEntry& command_entry(protocol::Pop3Verb verb);
+
+  // Connection::Handler (the client side)
+  void on_tls_established() override;
+  void on_data(std::string_view bytes) override;
+  void on_drained() override;
+  void on_disconnected(std::string_view reason) override;
+  // ImapClient::Observer
+  void on_upstream_lost(const ImapResult& why) override;
+  // FetchSink
+  void on_fetch_begin(std::uint32_t sequence) override;
+  void on_fetch_uid(std::uint32_t uid) override;
+  void on_fetch_size(std::uint64_t size) override;
+  void on_body_begin(std::string_view section, std::uint64_t origin, std::uint64_t size) override;
+  void on_body_data(std::string_view chunk) override;
+  void on_body_end() override;
+  void on_fetch_end() override;
+
+  void send_greeting();
+  void process_input();
+  void dispatch(std::string_view line);
+  void handle_sasl_line(std::string_view line);
+
+  // Command handlers, one per verb (see the table in pop3_session.cc).
+  void cmd_capa(protocol::Pop3Command& command);
+  void cmd_stls(protocol::Pop3Command& command);
+  void cmd_user(protocol::Pop3Command& command);
+  void cmd_pass(protocol::Pop3Command& command);
+  void cmd_apop(protocol::Pop3Command& command);
+  void cmd_auth(protocol::Pop3Command& command);
+  void cmd_quit(protocol::Pop3Command& command);
+  void cmd_stat(protocol::Pop3Command& command);
+  void cmd_list(protocol::Pop3Command& command);
+  void cmd_uidl(protocol::Pop3Command& command);
+  void cmd_retr(protocol::Pop3Command& command);
+  void cmd_top(protocol::Pop3Command& command);
+  void cmd_dele(protocol::Pop3Command& command);
+  void cmd_rset(protocol::Pop3Command& command);
+  void cmd_noop(protocol::Pop3Command& command);
+
+  // Login: connect upstream, log in, SELECT, snapshot.
+  bool plaintext_allowed() const;
+  void begin_login(std::string_view mechanism, std::string user, protocol::Secret password);
+  void login_failed(protocol::RespCode code, std::string_view text, std::string_view result);
+  void select_mailbox();
+  void finish_login();
+  // QUIT in TRANSACTION.
+  void update_store(std::vector<std::uint32_t> uids, std::size_t offset);
+  void update_expunge(std::vector<std::uint32_t> uids, std::size_t offset);
+  void update_done(bool removed, std::string_view detail);
+
+  // Message transfer (RETR, TOP).
+  void fetch_top_text();
+  void finish_transfer(const ImapResult& result);
+  void emit_body(std::string_view data);
+  void apply_backpressure();
+
+  void reply(std::string_view bytes);
+  void command_done();
+  void reset_idle_timer();
+  void close_gracefully(std::string_view reason);
+  void finish(std::string_view reason);
+  void fail_transfer(std::string_view why);
+  void upstream_gone_reply();
+  bool require_upstream();
+  void retire_upstream(bool logout);
+  const config::Config& config() const { return context_.config; }
+
+  Server& server_;
+  const SessionContext& context_;
+  const config::Listener& listener_;
+  ConnectionPtr client_;
+  std::uint64_t id_;
+  std::string id_text_;
+  State state_ = State::kAuthorization;
+  protocol::LineReader reader_;
+  bool busy_ = false;        // a command is waiting for the upstream or a delay
+  bool processing_ = false;  // process_input() is on the stack
+  std::optional<protocol::Pop3Verb> counting_;  // command whose first reply line is counted
+  Timer idle_timer_;
+  Timer delay_timer_;
+
+  // AUTHORIZATION
+  std::string user_;  // from USER, or the SASL step in progress
+  SaslStep sasl_step_ = SaslStep::kNone;
+  std::uint32_t failed_logins_ = 0;
+  std::string login_mechanism_;
+
+  // TRANSACTION
+  std::shared_ptr<ImapClient> upstream_;
+  Maildrop maildrop_;
+  std::vector<Maildrop::Message> snapshot_;  // collected during the initial FETCH
+  Maildrop::Message fetching_;
+  Transfer transfer_ = Transfer::kNone;
+  protocol::DotStuffer stuffer_;
+  std::optional<protocol::TopFilter> top_filter_;
+  std::uint32_t transfer_uid_ = 0;
+  std::uint64_t transfer_listed_size_ = 0;
+  std::uint64_t transfer_offset_ = 0;       // TOP: next BODY[TEXT] origin
+  std::uint64_t transfer_last_literal_ = 0; // TOP: size of the last partial
+  bool transfer_started_ = false;           // "+OK" sent: failure must now drop the client
+  bool body_complete_ = false;              // the literal arrived in full
+  std::string out_;                         // reused scratch for replies and stuffed data
+  std::string end_reason_;
+};
+
+}  // namespace popbridge::proxy

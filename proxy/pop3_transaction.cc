@@ -1,0 +1,441 @@
+// The TRANSACTION and UPDATE states: the snapshot, maildrop commands, RETR/TOP streaming
+// and the expunge at QUIT.
+#include <algorithm>
+
+#include "protocol/imap_writer.h"
+#include "proxy/log.h"
+#include "proxy/pop3_session.h"
+
+namespace popbridge::proxy {
+namespace {
+
+using protocol::Pop3Command;
+using protocol::RespCode;
+
+// TOP reads the body in partial fetches of this size until it has its lines.
+constexpr std::uint64_t kTopChunk = 64 * 1024;
+// UIDs per STORE/EXPUNGE command, to keep command lines short for every server.
+constexpr std::size_t kUidsPerCommand = 500;
+
+std::vector<unsigned> slice(const std::vector<std::uint32_t>& uids, std::size_t offset) {
+  const std::size_t end = std::min(uids.size(), offset + kUidsPerCommand);
+  return {uids.begin() + static_cast<std::ptrdiff_t>(offset),
+          uids.begin() + static_cast<std::ptrdiff_t>(end)};
+}
+
+}  // namespace
+
+// --- snapshot ---------------------------------------------------------------------------
+
+void Pop3Session::select_mailbox() {
+  protocol::ImapCommand select("SELECT");
+  select.astring(config().upstream.mailbox);
+  upstream_->run(select, nullptr, [this](const ImapResult& selected) {
+    if (!selected.ok() || !upstream_->uidvalidity()) {
+      log::warn("select_failed", {{"session", id_text_}, {"mailbox", config().upstream.mailbox},
+                                  {"reason", selected.text}});
+      login_failed(RespCode::kSysTemp, "Unable to open the maildrop.", "upstream_unavailable");
+      return;
+    }
+    snapshot_.clear();
+    if (upstream_->exists() == 0) {
+      maildrop_ = Maildrop({}, *upstream_->uidvalidity(), config().upstream.uidl_format);
+      finish_login();
+      return;
+    }
+    transfer_ = Transfer::kSnapshot;
+    protocol::ImapCommand fetch("UID FETCH");
+    fetch.raw("1:*").raw("(UID RFC822.SIZE)");
+    upstream_->run(fetch, this, [this](const ImapResult& fetched) {
+      transfer_ = Transfer::kNone;
+      if (!fetched.ok()) {
+        login_failed(RespCode::kSysTemp, "Unable to read the maildrop.", "upstream_unavailable");
+        return;
+      }
+      maildrop_ = Maildrop(std::move(snapshot_), *upstream_->uidvalidity(),
+                           config().upstream.uidl_format);
+      snapshot_ = {};
+      finish_login();
+    });
+  });
+}
+
+void Pop3Session::on_fetch_begin(std::uint32_t) { fetching_ = {}; }
+
+void Pop3Session::on_fetch_uid(std::uint32_t uid) { fetching_.uid = uid; }
+
+void Pop3Session::on_fetch_size(std::uint64_t size) { fetching_.size = size; }
+
+void Pop3Session::on_fetch_end() {
+  if (transfer_ == Transfer::kSnapshot && fetching_.uid != 0) {
+    snapshot_.push_back(fetching_);
+  }
+}
+
+// --- commands answered from the snapshot -------------------------------------------------
+
+void Pop3Session::cmd_stat(Pop3Command&) {
+  reply(protocol::ok_reply(std::to_string(maildrop_.visible_count()) + " " +
+                           std::to_string(maildrop_.visible_octets())));
+}
+
+void Pop3Session::cmd_list(Pop3Command& command) {
+  if (command.message) {
+    const Maildrop::Message* message = maildrop_.find(*command.message);
+    if (message == nullptr) {
+      reply(protocol::err_reply(RespCode::kNone, "no such message"));
+      return;
+    }
+    reply(protocol::ok_reply(std::to_string(*command.message) + " " + std::to_string(message->size)));
+    return;
+  }
+  out_.clear();
+  out_ += protocol::ok_reply(std::to_string(maildrop_.visible_count()) + " messages (" +
+                             std::to_string(maildrop_.visible_octets()) + " octets)");
+  std::uint32_t number = 0;
+  for (const Maildrop::Message& message : maildrop_.messages()) {
+    ++number;
+    if (!message.deleted) {
+      out_ += std::to_string(number);
+      out_ += ' ';
+      out_ += std::to_string(message.size);
+      out_ += "\r\n";
+    }
+  }
+  out_ += ".\r\n";
+  reply(out_);
+}
+
+void Pop3Session::cmd_uidl(Pop3Command& command) {
+  if (command.message) {
+    const Maildrop::Message* message = maildrop_.find(*command.message);
+    if (message == nullptr) {
+      reply(protocol::err_reply(RespCode::kNone, "no such message"));
+      return;
+    }
+    reply(protocol::ok_reply(std::to_string(*command.message) + " " + maildrop_.uidl(*message)));
+    return;
+  }
+  out_.clear();
+  out_ += protocol::ok_reply("unique-id listing follows");
+  std::uint32_t number = 0;
+  for (const Maildrop::Message& message : maildrop_.messages()) {
+    ++number;
+    if (!message.deleted) {
+      out_ += std::to_string(number);
+      out_ += ' ';
+      out_ += maildrop_.uidl(message);
+      out_ += "\r\n";
+    }
+  }
+  out_ += ".\r\n";
+  reply(out_);
+}
+
+void Pop3Session::cmd_dele(Pop3Command& command) {
+  if (!maildrop_.mark_deleted(*command.message)) {
+    reply(protocol::err_reply(RespCode::kNone, "no such message"));
+    return;
+  }
+  reply(protocol::ok_reply("message " + std::to_string(*command.message) + " deleted"));
+}
+
+void Pop3Session::cmd_rset(Pop3Command&) {
+  maildrop_.reset();
+  reply(protocol::ok_reply("maildrop has " + std::to_string(maildrop_.visible_count()) +
+                           " messages (" + std::to_string(maildrop_.visible_octets()) + " octets)"));
+}
+
+// --- commands that need the upstream -----------------------------------------------------
+
+bool Pop3Session::require_upstream() {
+  if (upstream_ && upstream_->usable()) {
+    return true;
+  }
+  upstream_gone_reply();
+  return false;
+}
+
+void Pop3Session::upstream_gone_reply() {
+  reply(protocol::err_reply(RespCode::kSysTemp, "connection to the mail store lost"));
+  close_gracefully("upstream_failed");
+}
+
+void Pop3Session::cmd_noop(Pop3Command&) {
+  if (!require_upstream()) {
+    return;
+  }
+  busy_ = true;
+  // Forwarded so the upstream connection lives as long as the POP3 session.
+  upstream_->run(protocol::ImapCommand("NOOP"), nullptr, [this](const ImapResult& result) {
+    if (result.kind == ImapResult::Kind::kFailed) {
+      upstream_gone_reply();
+      return;
+    }
+    reply(protocol::ok_reply({}));
+    command_done();
+  });
+}
+
+void Pop3Session::cmd_retr(Pop3Command& command) {
+  const Maildrop::Message* message = maildrop_.find(*command.message);
+  if (message == nullptr) {
+    reply(protocol::err_reply(RespCode::kNone, "no such message"));
+    return;
+  }
+  if (!require_upstream()) {
+    return;
+  }
+  busy_ = true;
+  transfer_ = Transfer::kRetrieve;
+  transfer_uid_ = message->uid;
+  transfer_listed_size_ = message->size;
+  transfer_started_ = false;
+  body_complete_ = false;
+  stuffer_ = {};
+  protocol::ImapCommand fetch("UID FETCH");
+  fetch.raw(std::to_string(message->uid))
+      .raw(config().upstream.mark_seen ? "(BODY[])" : "(BODY.PEEK[])");
+  upstream_->run(fetch, this, [this](const ImapResult& result) { finish_transfer(result); });
+}
+
+void Pop3Session::cmd_top(Pop3Command& command) {
+  const Maildrop::Message* message = maildrop_.find(*command.message);
+  if (message == nullptr) {
+    reply(protocol::err_reply(RespCode::kNone, "no such message"));
+    return;
+  }
+  if (!require_upstream()) {
+    return;
+  }
+  busy_ = true;
+  transfer_ = Transfer::kTopHeader;
+  transfer_uid_ = message->uid;
+  transfer_started_ = false;
+  body_complete_ = false;
+  stuffer_ = {};
+  top_filter_.emplace(command.lines);
+  protocol::ImapCommand fetch("UID FETCH");
+  fetch.raw(std::to_string(message->uid)).raw("(BODY.PEEK[HEADER])");
+  upstream_->run(fetch, this, [this](const ImapResult& result) {
+    if (!result.ok() || !body_complete_ || top_filter_->done()) {
+      finish_transfer(result);
+      return;
+    }
+    transfer_ = Transfer::kTopText;
+    transfer_offset_ = 0;
+    fetch_top_text();
+  });
+}
+
+void Pop3Session::fetch_top_text() {
+  body_complete_ = false;
+  transfer_last_literal_ = 0;
+  protocol::ImapCommand fetch("UID FETCH");
+  fetch.raw(std::to_string(transfer_uid_))
+      .raw("(BODY.PEEK[TEXT]<" + std::to_string(transfer_offset_) + "." +
+           std::to_string(kTopChunk) + ">)");
+  upstream_->run(fetch, this, [this](const ImapResult& result) {
+    const bool more = result.ok() && body_complete_ && !top_filter_->done() &&
+                      transfer_last_literal_ == kTopChunk;
+    if (!more) {
+      // A short partial means the body ended; a body of fewer lines is sent whole.
+      body_complete_ = body_complete_ || (result.ok() && transfer_started_);
+      finish_transfer(result);
+      return;
+    }
+    transfer_offset_ += transfer_last_literal_;
+    fetch_top_text();
+  });
+}
+
+void Pop3Session::on_body_begin(std::string_view, std::uint64_t, std::uint64_t size) {
+  switch (transfer_) {
+    case Transfer::kRetrieve:
+      if (transfer_started_) {
+        return;
+      }
+      transfer_started_ = true;
+      reply(protocol::ok_reply(std::to_string(size) + " octets"));
+      break;
+    case Transfer::kTopHeader:
+      if (transfer_started_) {
+        return;
+      }
+      transfer_started_ = true;
+      reply(protocol::ok_reply("top of message follows"));
+      break;
+    case Transfer::kTopText:
+      transfer_last_literal_ = size;
+      break;
+    default:
+      break;
+  }
+}
+
+void Pop3Session::on_body_data(std::string_view chunk) {
+  if (!transfer_started_ || state_ == State::kClosing) {
+    return;
+  }
+  if (transfer_ == Transfer::kRetrieve) {
+    emit_body(chunk);
+  } else if (transfer_ == Transfer::kTopHeader || transfer_ == Transfer::kTopText) {
+    emit_body(top_filter_->take(chunk));
+  }
+}
+
+void Pop3Session::on_body_end() {
+  if (transfer_ != Transfer::kNone && transfer_ != Transfer::kSnapshot) {
+    body_complete_ = true;
+  }
+}
+
+void Pop3Session::emit_body(std::string_view data) {
+  if (data.empty()) {
+    return;
+  }
+  out_.clear();
+  stuffer_.feed(data, out_);
+  client_->write(out_);
+  apply_backpressure();
+}
+
+void Pop3Session::apply_backpressure() {
+  if (upstream_ && client_->above_high_watermark()) {
+    upstream_->pause_reading();
+  }
+}
+
+void Pop3Session::on_drained() {
+  if (upstream_) {
+    upstream_->resume_reading();
+  }
+  process_input();
+}
+
+void Pop3Session::finish_transfer(const ImapResult& result) {
+  const Transfer kind = transfer_;
+  transfer_ = Transfer::kNone;
+  if (result.ok() && transfer_started_ && body_complete_) {
+    // The whole body is here and the upstream said OK: only now may the client see the
+    // terminator (data-integrity rule 1).
+    out_.clear();
+    stuffer_.finish(out_);
+    client_->write(out_);
+    if (kind == Transfer::kRetrieve) {
+      context_.metrics.messages_retrieved.Increment();
+      if (stuffer_.octets() != transfer_listed_size_) {
+        context_.metrics.retrieve_size_mismatches.Increment();
+        log::warn("size_mismatch", {{"session", id_text_},
+                                    {"uid", transfer_uid_},
+                                    {"listed", transfer_listed_size_},
+                                    {"sent", stuffer_.octets()}});
+      }
+    }
+    top_filter_.reset();
+    command_done();
+    return;
+  }
+  top_filter_.reset();
+  if (transfer_started_) {
+    fail_transfer(result.text.empty() ? "upstream failed during transfer" : result.text);
+    return;
+  }
+  if (result.kind == ImapResult::Kind::kFailed) {
+    upstream_gone_reply();
+    return;
+  }
+  if (result.ok()) {
+    // OK without the body: another client expunged the message since our snapshot.
+    reply(protocol::err_reply(RespCode::kNone, "message was removed from the mailbox"));
+  } else {
+    reply(protocol::err_reply(RespCode::kSysTemp, "unable to read the message"));
+  }
+  command_done();
+}
+
+void Pop3Session::fail_transfer(std::string_view why) {
+  // Part of the message is already with the client: without the terminator the client
+  // knows it is incomplete; with one it would store a truncated message as complete.
+  log::error("transfer_failed", {{"session", id_text_}, {"uid", transfer_uid_}, {"reason", why}});
+  abort("upstream_failed");
+}
+
+// --- QUIT and UPDATE ---------------------------------------------------------------------
+
+void Pop3Session::cmd_quit(Pop3Command&) {
+  if (state_ == State::kAuthorization) {
+    reply(protocol::ok_reply("popbridge signing off"));
+    close_gracefully("quit");
+    return;
+  }
+  state_ = State::kUpdate;
+  std::vector<std::uint32_t> uids = maildrop_.deleted_uids();
+  if (uids.empty()) {
+    reply(protocol::ok_reply("popbridge signing off"));
+    close_gracefully("quit");
+    return;
+  }
+  if (!upstream_ || !upstream_->usable()) {
+    update_done(false, "connection to the mail store lost");
+    return;
+  }
+  if (!upstream_->has_capability("UIDPLUS") && !config().upstream.expunge_without_uidplus) {
+    // A bare EXPUNGE would also remove messages other clients marked \Deleted.
+    update_done(false, "the mail store lacks UIDPLUS");
+    return;
+  }
+  busy_ = true;
+  update_store(std::move(uids), 0);
+}
+
+void Pop3Session::update_store(std::vector<std::uint32_t> uids, std::size_t offset) {
+  if (offset >= uids.size()) {
+    update_expunge(std::move(uids), 0);
+    return;
+  }
+  protocol::ImapCommand store("UID STORE");
+  store.raw(protocol::compress_uid_set(slice(uids, offset))).raw("+FLAGS.SILENT (\\Deleted)");
+  upstream_->run(store, nullptr, [this, uids = std::move(uids), offset](const ImapResult& result) mutable {
+    if (!result.ok()) {
+      update_done(false, result.text);
+      return;
+    }
+    update_store(std::move(uids), offset + kUidsPerCommand);
+  });
+}
+
+void Pop3Session::update_expunge(std::vector<std::uint32_t> uids, std::size_t offset) {
+  if (offset >= uids.size()) {
+    context_.metrics.messages_deleted.Increment(static_cast<double>(uids.size()));
+    log::info("expunged", {{"session", id_text_}, {"messages", uids.size()}});
+    update_done(true, std::to_string(uids.size()) + " messages deleted");
+    return;
+  }
+  protocol::ImapCommand expunge(upstream_->has_capability("UIDPLUS") ? "UID EXPUNGE" : "EXPUNGE");
+  if (upstream_->has_capability("UIDPLUS")) {
+    expunge.raw(protocol::compress_uid_set(slice(uids, offset)));
+  }
+  const std::size_t step = upstream_->has_capability("UIDPLUS") ? kUidsPerCommand : uids.size();
+  upstream_->run(expunge, nullptr,
+                 [this, uids = std::move(uids), offset, step](const ImapResult& result) mutable {
+                   if (!result.ok()) {
+                     update_done(false, result.text);
+                     return;
+                   }
+                   update_expunge(std::move(uids), offset + step);
+                 });
+}
+
+void Pop3Session::update_done(bool removed, std::string_view detail) {
+  if (removed) {
+    reply(protocol::ok_reply("popbridge signing off (" + std::string(detail) + ")"));
+    close_gracefully("quit");
+    return;
+  }
+  log::error("update_failed", {{"session", id_text_}, {"reason", detail}});
+  reply(protocol::err_reply(RespCode::kSysTemp, "some deleted messages not removed"));
+  close_gracefully("quit");
+}
+
+}  // namespace popbridge::proxy

@@ -1,0 +1,135 @@
+#include "proxy/server.h"
+
+#include "protocol/pop3_reply.h"
+#include "proxy/connection.h"
+#include "proxy/log.h"
+#include "proxy/pop3_session.h"
+#include "proxy/resolver.h"
+
+namespace popbridge::proxy {
+Server::Server(uv_loop_t* loop, const config::Config& config, SslCtxPtr server_tls,
+               SslCtxPtr upstream_tls, metrics::Metrics& metrics)
+    : server_tls_(std::move(server_tls)),
+      upstream_tls_(std::move(upstream_tls)),
+      context_{loop, config, server_tls_.get(), upstream_tls_.get(), metrics},
+      reaper_(loop) {}
+
+Server::~Server() {
+  stop();
+  graveyard_.clear();
+}
+
+bool Server::start(std::string& error) {
+  for (const config::Listener& settings : context_.config.listeners) {
+    auto listener = std::make_unique<Listener>(this, &settings, context_.loop);
+    sockaddr_storage address{};
+    if (!parse_ip_literal(settings.address, address)) {
+      error = "listener '" + settings.name + "': address must be an IP literal, got '" +
+              settings.address.host + "'";
+      return false;
+    }
+    int status = uv_tcp_bind(listener->handle.get(), reinterpret_cast<const sockaddr*>(&address), 0);
+    if (status == 0) {
+      status = uv_listen(reinterpret_cast<uv_stream_t*>(listener->handle.get()), 511,
+                         &Server::on_connection);
+    }
+    if (status != 0) {
+      error = "listener '" + settings.name + "' on " + settings.address.to_string() + ": " +
+              uv_strerror(status);
+      return false;
+    }
+    log::info("listening", {{"listener", settings.name},
+                            {"address", settings.address.to_string()},
+                            {"tls", settings.tls == config::TlsMode::kImplicit   ? "implicit"
+                                    : settings.tls == config::TlsMode::kStartTls ? "starttls"
+                                                                                 : "none"}});
+    listeners_.push_back(std::move(listener));
+  }
+  return true;
+}
+
+void Server::stop() {
+  listeners_.clear();
+  // Sessions remove themselves from the map as they finish.
+  std::vector<Pop3Session*> open;
+  open.reserve(sessions_.size());
+  for (auto& [session, owner] : sessions_) {
+    open.push_back(session);
+  }
+  for (Pop3Session* session : open) {
+    session->abort("shutdown");
+  }
+}
+
+void Server::on_connection(uv_stream_t* stream, int status) noexcept {
+  auto* listener = static_cast<Listener*>(stream->data);
+  if (listener == nullptr) {
+    return;
+  }
+  if (status != 0) {
+    log::warn("accept_failed", {{"reason", uv_strerror(status)}});
+    return;
+  }
+  listener->server->accept(*listener);
+}
+
+void Server::accept(Listener& listener) {
+  ConnectionPtr connection = Connection::create(context_.loop, nullptr);
+  if (uv_accept(reinterpret_cast<uv_stream_t*>(listener.handle.get()), connection->stream()) != 0) {
+    return;
+  }
+  connection->configure_socket();
+  if (sessions_.size() >= context_.config.limits.max_connections) {
+    context_.metrics.connections_rejected.Add({{"reason", "limit"}}).Increment();
+    log::warn("connection_refused", {{"listener", listener.settings->name},
+                                     {"client", connection->peer_address()},
+                                     {"reason", "limit"}});
+    // Said in the clear even on an implicit-TLS port: a client that cannot read it just
+    // sees the connection close, which is the same outcome.
+    if (listener.settings->tls != config::TlsMode::kImplicit) {
+      connection->write(protocol::err_reply(protocol::RespCode::kSysTemp, "too many connections"));
+    }
+    connection->close_after_flush();
+    return;
+  }
+  context_.metrics.connections_accepted.Add({{"listener", listener.settings->name}}).Increment();
+  context_.metrics.connections_active.Increment();
+  const std::uint64_t id = next_session_id_++;
+  auto session =
+      std::make_unique<Pop3Session>(*this, context_, *listener.settings, std::move(connection), id);
+  Pop3Session* raw = session.get();
+  sessions_.emplace(raw, std::move(session));
+  raw->start();
+}
+
+void Server::session_finished(Pop3Session* session) {
+  auto found = sessions_.find(session);
+  if (found == sessions_.end()) {
+    return;
+  }
+  context_.metrics.connections_active.Decrement();
+  dispose(std::shared_ptr<void>(std::move(found->second)));
+  sessions_.erase(found);
+}
+
+void Server::dispose(std::shared_ptr<void> object) {
+  graveyard_.push_back(std::move(object));
+  schedule_reaping();
+}
+
+void Server::schedule_reaping() {
+  if (reaper_.active()) {
+    return;
+  }
+  reaper_.start(0, [this] {
+    // Destructors may dispose more objects; those wait for the next turn.
+    std::vector<std::shared_ptr<void>> dead = std::move(graveyard_);
+    graveyard_.clear();
+    dead.clear();
+    if (!graveyard_.empty()) {
+      schedule_reaping();
+    }
+  });
+}
+
+}  // namespace popbridge::proxy

@@ -1,0 +1,14 @@
+"""Test harness for popbridge's integration tests.
+
+Everything here uses Debian's /usr/bin/python3 standard library plus the
+`openssl`, `dovecot` and `curl` command-line tools; no pip packages.
+
+Modules:
+  ports    -- free TCP ports on 127.0.0.1
+  wait     -- waiting on conditions with deadlines (never fixed sleeps)
+  certs    -- a throwaway CA and a server certificate made with `openssl`
+  dovecot  -- a private Dovecot instance (IMAP upstream) plus imaplib helpers
+  gateway  -- the popbridge process under test
+  clients  -- poplib helpers, a byte-exact raw POP3 client, curl helpers
+  messages -- deterministic test messages (tricky and large ones)
+"""

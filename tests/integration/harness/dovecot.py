@@ -1,0 +1,491 @@
+"""A private Dovecot instance as the upstream IMAP server, plus imaplib helpers.
+
+Dovecot (Debian's dovecot-imapd 2.3) is started as root with `dovecot -F -c CONF`
+from a configuration generated into a temporary directory that also holds its
+base_dir, state_dir, logs, passwd-file and maildirs, so nothing under /etc, /run
+or /var is touched and the system's own Dovecot (if any) is left alone.
+
+Quirks this works around (see also the notes in the methods):
+  * Dovecot treats a client whose IP equals the server's own IP as "secured":
+    with both on 127.0.0.1 `disable_plaintext_auth = yes` has no effect. So
+    require_tls=True makes the instance listen on 127.0.0.2 (clients connecting
+    from the default loopback source 127.0.0.1 are then not "secured").
+  * After a failed login Dovecot's auth process delays further logins from the
+    same IP (the anvil "auth penalty", 2 s doubling up to 15 s) until one
+    succeeds, and answers each failure only after auth_failure_delay (2 s by
+    default). The generated config sets auth_failure_delay to 0 and, unless
+    auth_penalty=True, removes anvil's auth-penalty socket so the penalty is
+    off. Tests still end failure sequences with a good login, which also resets
+    the penalty when it is on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import imaplib
+import itertools
+import os
+import re
+import signal
+import ssl
+import subprocess
+import time
+from typing import Iterable, Mapping, Optional
+
+from . import procs, tempdirs
+from .certs import Pki
+from .ports import free_ports
+from .wait import port_accepts, port_refuses, wait_until
+
+DOVECOT = "/usr/sbin/dovecot"
+MAIL_UID = 65534  # nobody
+MAIL_GID = 65534  # nogroup
+
+_instance_counter = itertools.count(1)
+_user_counter = itertools.count(1)
+
+
+@dataclasses.dataclass(frozen=True)
+class Account:
+    name: str
+    password: str
+
+
+class Dovecot:
+    """One Dovecot instance. Use as a context manager or call start()/stop().
+
+    users: {name: password}. Names are [A-Za-z0-9._@+-] (each is also a file
+    name); passwords must not contain ":" or newlines (passwd-file format);
+    the {PLAIN} scheme is used.
+    """
+
+    START_TIMEOUT = 20.0
+    STOP_TIMEOUT = 10.0
+
+    def __init__(self, pki: Pki, users: Mapping[str, str] | Iterable[tuple[str, str]] = (),
+                 *, require_tls: bool = False, host: Optional[str] = None,
+                 auth_penalty: bool = False, auth_failure_delay: str = "0",
+                 extra_config: str = ""):
+        self.pki = pki
+        self.require_tls = require_tls
+        self.host = host or ("127.0.0.2" if require_tls else "127.0.0.1")
+        self.auth_penalty = auth_penalty
+        self.auth_failure_delay = auth_failure_delay
+        self.extra_config = extra_config
+        self._users: dict[str, str] = {}
+        for name, password in (users.items() if isinstance(users, Mapping) else users):
+            self._check_user(name, password)
+            self._users[name] = password
+        self.imap_port, self.imaps_port = free_ports(2, self.host)
+        self.instance_name = f"popbridge-test-{os.getpid()}-{next(_instance_counter)}"
+        self.dir: Optional[str] = None
+        self.proc: Optional[subprocess.Popen] = None
+
+    # ----------------------------------------------------------------- paths
+
+    @property
+    def conf_path(self) -> str:
+        return os.path.join(self.dir, "dovecot.conf")
+
+    @property
+    def log_path(self) -> str:
+        return os.path.join(self.dir, "dovecot.log")
+
+    @property
+    def users_path(self) -> str:
+        """Directory of passwd-files, one per user."""
+        return os.path.join(self.dir, "users")
+
+    @property
+    def mail_root(self) -> str:
+        return os.path.join(self.dir, "mail")
+
+    # ------------------------------------------------------------ lifecycle
+
+    def __enter__(self) -> "Dovecot":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def start(self) -> None:
+        """Starts the instance (again, after stop()/kill(), on the same ports and
+        with the same mail), and waits until both listeners accept connections."""
+        if self.proc is not None and self.proc.poll() is None:
+            raise RuntimeError("Dovecot is already running")
+        if self.dir is None:
+            self._prepare_dir()
+        with open(self.log_path, "ab") as log:
+            log.write(f"=== harness: starting {self.instance_name} ===\n".encode())
+        # Dovecot daemonizes unless -F; its own stdout/stderr carry only early
+        # start-up errors (before log_path is open), so they go to a file too.
+        self._stderr = open(os.path.join(self.dir, "dovecot.stderr"), "ab")
+        self.proc = subprocess.Popen(
+            [DOVECOT, "-F", "-c", self.conf_path],
+            stdin=subprocess.DEVNULL, stdout=self._stderr, stderr=self._stderr,
+            start_new_session=True, close_fds=True)
+        procs.register(self.proc)
+
+        def ready() -> bool:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"dovecot exited with status {self.proc.returncode} during start-up\n{self.diagnostics()}")
+            return port_accepts(self.host, self.imap_port) and port_accepts(self.host, self.imaps_port)
+
+        try:
+            wait_until(ready, self.START_TIMEOUT, f"dovecot {self.instance_name} to listen on "
+                       f"{self.host}:{self.imap_port} and :{self.imaps_port}", on_timeout=self.diagnostics)
+        except BaseException:
+            self._reap(kill=True)
+            raise
+
+    def stop(self) -> None:
+        """SIGTERM to the master, SIGKILL to the whole process group after a
+        deadline; returns when no process of the instance is left and the ports
+        no longer accept connections. Mail and config stay (start() again works)."""
+        self._reap(kill=False)
+
+    def kill(self) -> None:
+        """SIGKILLs every process of the instance at once (the "upstream dies"
+        case): the master, auth, login and imap processes all vanish, so open IMAP
+        connections are closed by the kernel mid-stream."""
+        self._reap(kill=True)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def close(self) -> None:
+        """Stops the instance and removes its directory."""
+        try:
+            self._reap(kill=False)
+        finally:
+            if self.dir is not None:
+                tempdirs.remove(self.dir)
+                self.dir = None
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def _reap(self, kill: bool) -> None:
+        if self.proc is None:
+            return
+        try:
+            if kill:
+                procs.kill_group(self.proc)
+            else:
+                procs.stop_group(self.proc, term_timeout=self.STOP_TIMEOUT)
+        finally:
+            self._stderr.close()
+        wait_until(lambda: port_refuses(self.host, self.imap_port) and port_refuses(self.host, self.imaps_port),
+                   5.0, "dovecot's ports to close")
+        self.proc = None
+
+    # ------------------------------------------------------------ config
+
+    def _prepare_dir(self) -> None:
+        self.dir = tempdirs.make("dovecot")
+        try:
+            # Dovecot's unprivileged processes (imap as 65534, auth as dovecot)
+            # must traverse the directory to reach the maildirs and passwd-file.
+            os.chmod(self.dir, 0o755)
+            for sub in ("run", "state"):
+                os.mkdir(os.path.join(self.dir, sub), 0o755)
+            os.mkdir(self.mail_root, 0o700)
+            os.chown(self.mail_root, MAIL_UID, MAIL_GID)
+            self._write_users()
+            with open(self.conf_path, "w") as f:
+                f.write(self._config_text())
+        except BaseException:
+            tempdirs.remove(self.dir)
+            self.dir = None
+            raise
+
+    def _config_text(self) -> str:
+        d = self.dir
+        penalty = "" if self.auth_penalty else """
+# No anvil auth-penalty socket: the auth process then runs without the
+# per-IP login penalty (auth-penalty.c disables itself when it cannot connect).
+service anvil {
+  unix_listener anvil-auth-penalty {
+    mode = 0
+  }
+}
+"""
+        return f"""# Generated by tests/integration/harness/dovecot.py; throwaway test instance.
+instance_name = {self.instance_name}
+base_dir = {d}/run
+state_dir = {d}/state
+log_path = {d}/dovecot.log
+info_log_path = {d}/dovecot.log
+debug_log_path = {d}/dovecot.log
+protocols = imap
+listen = {self.host}
+shutdown_clients = yes
+
+ssl = yes
+ssl_cert = <{self.pki.cert}
+ssl_key = <{self.pki.key}
+ssl_min_protocol = TLSv1.2
+disable_plaintext_auth = {"yes" if self.require_tls else "no"}
+auth_mechanisms = plain login
+auth_failure_delay = {self.auth_failure_delay}
+login_trusted_networks =
+
+# One passwd-file per user: passwd-file re-reads a changed file at most once a
+# second, so a user added to a shared file could stay unknown for up to a
+# second; a new file (new path) is read on first use.
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {d}/users/%u
+}}
+userdb {{
+  driver = passwd-file
+  args = username_format=%u {d}/users/%u
+}}
+
+mail_location = maildir:{d}/mail/%u
+mail_uid = {MAIL_UID}
+mail_gid = {MAIL_GID}
+first_valid_uid = {MAIL_UID}
+first_valid_gid = {MAIL_GID}
+
+service imap-login {{
+  inet_listener imap {{
+    address = {self.host}
+    port = {self.imap_port}
+  }}
+  inet_listener imaps {{
+    address = {self.host}
+    port = {self.imaps_port}
+    ssl = yes
+  }}
+}}
+{penalty}
+{self.extra_config}
+"""
+
+    # ------------------------------------------------------------- users
+
+    @staticmethod
+    def _check_user(name: str, password: str) -> None:
+        # The name is also a file name (one passwd-file per user).
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}", name):
+            raise ValueError(f"unusable user name {name!r}")
+        if not password or any(c in password for c in ":\r\n\0"):
+            raise ValueError(f"unusable passwd-file password {password!r}")
+
+    def _write_users(self) -> None:
+        os.makedirs(self.users_path, mode=0o755, exist_ok=True)
+        for name, password in self._users.items():
+            self._write_user(name, password)
+
+    def _write_user(self, name: str, password: str) -> None:
+        # name:password:uid:gid:gecos:home:shell:extra; uid/gid come from mail_uid/mail_gid.
+        path = os.path.join(self.users_path, name)
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(f"{name}:{{PLAIN}}{password}::::::\n")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+
+    def add_user(self, name: Optional[str] = None, password: Optional[str] = None) -> Account:
+        """Adds a user (a fresh, empty mailbox) and returns its account; the user
+        can log in at once, also while the instance runs."""
+        n = next(_user_counter)
+        name = name or f"user{n}x{os.getpid()}"
+        password = password or f"{name}-secret-{n}"
+        self._check_user(name, password)
+        if name in self._users:
+            raise ValueError(f"user {name} exists")
+        self._users[name] = password
+        if self.dir is not None:
+            self._write_user(name, password)
+        return Account(name, password)
+
+    def account(self, name: str) -> Account:
+        return Account(name, self._users[name])
+
+    @property
+    def users(self) -> dict[str, str]:
+        return dict(self._users)
+
+    # -------------------------------------------------------------- logs
+
+    def log_text(self) -> str:
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except (OSError, TypeError):
+            return ""
+
+    def diagnostics(self, lines: int = 40) -> str:
+        parts = []
+        if self.dir is not None:
+            for name in ("dovecot.stderr", "dovecot.log"):
+                try:
+                    with open(os.path.join(self.dir, name), "rb") as f:
+                        tail = f.read().decode("utf-8", "replace").splitlines()[-lines:]
+                except OSError:
+                    continue
+                parts.append(f"--- {name} (tail) ---\n" + "\n".join(tail))
+        return "\n".join(parts)
+
+    def session_ends(self, user: str) -> int:
+        """How many IMAP sessions of `user` have ended, from the log ("imap(user)...
+        Logged out" or "Disconnected"). Waiting for this number to grow tells a test
+        that a client's upstream session is really over."""
+        pattern = re.compile(r"imap\(" + re.escape(user) + r"\)<[^>]*><[^>]*>: (?:Info: )?(?:Logged out|Disconnected)")
+        return len(pattern.findall(self.log_text()))
+
+    def wait_session_ends(self, user: str, at_least: int, timeout: float = 15.0) -> None:
+        wait_until(lambda: self.session_ends(user) >= at_least, timeout,
+                   f"{at_least} ended IMAP session(s) of {user} in the Dovecot log",
+                   on_timeout=self.diagnostics)
+
+    # ----------------------------------------------------- imaplib helpers
+
+    def client_context(self) -> ssl.SSLContext:
+        return self.pki.client_context()
+
+    def imap(self, user: str, tls: str = "starttls") -> imaplib.IMAP4:
+        """A logged-in imaplib connection. tls: "starttls" (port imap), "implicit"
+        (port imaps) or "none" (plain LOGIN on port imap). The server certificate is
+        verified against the test CA, including the host name."""
+        password = self._users[user]
+        if tls == "implicit":
+            conn = imaplib.IMAP4_SSL(self.host, self.imaps_port, ssl_context=self.client_context(), timeout=30)
+        else:
+            conn = imaplib.IMAP4(self.host, self.imap_port, timeout=30)
+            if tls == "starttls":
+                conn.starttls(self.client_context())
+            elif tls != "none":
+                raise ValueError(f"tls={tls!r}")
+        try:
+            conn.login(user, password)
+        except BaseException:
+            conn.shutdown()
+            raise
+        return conn
+
+    def append(self, user: str, message: bytes, flags: str = "", tls: str = "starttls") -> int:
+        """APPENDs `message` to the user's INBOX and returns its UID (from UIDPLUS's
+        APPENDUID). The message must use CRLF line ends only: imaplib would rewrite
+        bare CR or LF, and tests compare bytes exactly."""
+        if re.search(rb"\r(?!\n)|(?<!\r)\n", message):
+            raise ValueError("message has a bare CR or LF; use CRLF line ends")
+        conn = self.imap(user, tls)
+        try:
+            typ, data = conn.append("INBOX", flags or None, None, message)
+            if typ != "OK":
+                raise RuntimeError(f"APPEND failed: {typ} {data}")
+            m = re.search(rb"\[APPENDUID (\d+) (\d+)\]", data[0] or b"")
+            if not m:
+                raise RuntimeError(f"no APPENDUID in {data!r}")
+            return int(m.group(2))
+        finally:
+            conn.logout()
+
+    def append_many(self, user: str, messages: Iterable[bytes]) -> list[int]:
+        return [self.append(user, m) for m in messages]
+
+    def _examine(self, conn: imaplib.IMAP4) -> None:
+        typ, data = conn.select("INBOX", readonly=True)
+        if typ != "OK":
+            raise RuntimeError(f"EXAMINE failed: {typ} {data}")
+
+    def uids(self, user: str) -> list[int]:
+        conn = self.imap(user)
+        try:
+            self._examine(conn)
+            typ, data = conn.uid("SEARCH", None, "ALL")
+            if typ != "OK":
+                raise RuntimeError(f"UID SEARCH failed: {typ} {data}")
+            return sorted(int(x) for x in (data[0] or b"").split())
+        finally:
+            conn.logout()
+
+    def fetch_all(self, user: str) -> dict[int, bytes]:
+        """{uid: exact bytes of BODY[]} for every message of the user's INBOX (read-only, no \\Seen change)."""
+        conn = self.imap(user)
+        try:
+            self._examine(conn)
+            typ, data = conn.uid("FETCH", "1:*", "(UID BODY.PEEK[])")
+            if typ != "OK":
+                raise RuntimeError(f"UID FETCH failed: {typ} {data}")
+            out: dict[int, bytes] = {}
+            for item in data:
+                if isinstance(item, tuple):
+                    m = re.search(rb"\bUID (\d+)", item[0])
+                    if not m:
+                        raise RuntimeError(f"no UID in {item[0]!r}")
+                    out[int(m.group(1))] = item[1]
+            return out
+        finally:
+            conn.logout()
+
+    def fetch(self, user: str, uid: int) -> bytes:
+        return self.fetch_all(user)[uid]
+
+    def sizes(self, user: str) -> dict[int, int]:
+        """{uid: RFC822.SIZE}."""
+        conn = self.imap(user)
+        try:
+            self._examine(conn)
+            typ, data = conn.uid("FETCH", "1:*", "(UID RFC822.SIZE)")
+            if typ != "OK":
+                raise RuntimeError(f"UID FETCH failed: {typ} {data}")
+            out = {}
+            for item in data:
+                if not item:
+                    continue
+                line = item if isinstance(item, bytes) else item[0]
+                m = re.search(rb"UID (\d+) RFC822\.SIZE (\d+)|RFC822\.SIZE (\d+) UID (\d+)", line)
+                if m:
+                    if m.group(1):
+                        out[int(m.group(1))] = int(m.group(2))
+                    else:
+                        out[int(m.group(4))] = int(m.group(3))
+            return out
+        finally:
+            conn.logout()
+
+    def flags(self, user: str, uid: int) -> set[str]:
+        conn = self.imap(user)
+        try:
+            self._examine(conn)
+            typ, data = conn.uid("FETCH", str(uid), "(FLAGS)")
+            if typ != "OK":
+                raise RuntimeError(f"UID FETCH failed: {typ} {data}")
+            for item in data:
+                line = item[0] if isinstance(item, tuple) else item
+                if line and re.search(rb"\bUID %d\b" % uid, line):
+                    m = re.search(rb"FLAGS \(([^)]*)\)", line)
+                    return set(m.group(1).decode().split()) if m else set()
+            raise KeyError(f"no message with UID {uid}")
+        finally:
+            conn.logout()
+
+    def uidvalidity(self, user: str) -> int:
+        conn = self.imap(user)
+        try:
+            typ, data = conn.status("INBOX", "(UIDVALIDITY)")
+            if typ != "OK":
+                raise RuntimeError(f"STATUS failed: {typ} {data}")
+            m = re.search(rb"UIDVALIDITY (\d+)", data[0])
+            return int(m.group(1))
+        finally:
+            conn.logout()
+
+    def clear(self, user: str) -> None:
+        """Removes every message of the user's INBOX."""
+        conn = self.imap(user)
+        try:
+            typ, data = conn.select("INBOX")
+            if typ == "OK" and int(data[0]) > 0:  # "1:*" is a BAD in an empty mailbox
+                conn.store("1:*", "+FLAGS.SILENT", r"(\Deleted)")
+                conn.expunge()
+        finally:
+            conn.logout()

@@ -191,19 +191,32 @@ bool ImapParser::feed(std::string_view bytes) {
     return true;
   }
   in_feed_ = true;
+  halted_ = false;
   process(bytes);
   while (!failed_ && !queued_.empty()) {
+    halted_ = false;
     std::string pending;
     pending.swap(queued_);
     process(pending);
   }
   queued_.clear();
+  halted_ = false;
   in_feed_ = false;
   return !failed_;
 }
 
+void ImapParser::reset() {
+  end_response();
+  read_state_ = ReadState::kText;
+  literal_left_ = 0;
+  failed_ = false;
+  error_.clear();
+  queued_.clear();
+  halted_ = in_feed_;
+}
+
 void ImapParser::process(std::string_view bytes) {
-  while (!bytes.empty() && !failed_) {
+  while (!bytes.empty() && !failed_ && !halted_) {
     switch (read_state_) {
       case ReadState::kText: {
         const void* lf = std::memchr(bytes.data(), '\n', bytes.size());
@@ -251,7 +264,7 @@ void ImapParser::process(std::string_view bytes) {
           fetch_state_ = FetchState::kAfterItem;
         }
         events_.on_body_data(chunk);
-        if (done) {
+        if (done && !halted_) {
           events_.on_body_end();
         }
         break;
@@ -385,6 +398,9 @@ void ImapParser::parse_untagged(std::string_view line, std::string_view rest) {
     if (iequals(what, "FETCH")) {
       kind_ = ResponseKind::kFetch;
       events_.on_fetch_begin(static_cast<std::uint32_t>(number));
+      if (halted_) {
+        return;
+      }
       continue_response(line, static_cast<std::size_t>(what.data() + what.size() - line.data()));
       return;
     }
@@ -445,7 +461,7 @@ void ImapParser::parse_fetch(std::string_view text, bool has_literal, std::uint6
       ++pos;
     }
   };
-  while (!failed_) {
+  while (!failed_ && !halted_) {
     switch (fetch_state_) {
       case FetchState::kOpen:
         skip_spaces();
@@ -599,7 +615,7 @@ bool ImapParser::parse_body_value(std::string_view text, std::size_t& pos, std::
       literal_left_ = literal;
     }
     events_.on_body_begin(section, origin, literal);
-    if (literal == 0) {
+    if (literal == 0 && !halted_) {
       events_.on_body_end();
     }
     return false;
@@ -632,10 +648,12 @@ bool ImapParser::parse_body_value(std::string_view text, std::size_t& pos, std::
   }
   fetch_state_ = FetchState::kAfterItem;
   events_.on_body_begin(section, origin, value.size());
-  if (!value.empty()) {
+  if (!value.empty() && !halted_) {
     events_.on_body_data(value);
   }
-  events_.on_body_end();
+  if (!halted_) {
+    events_.on_body_end();
+  }
   return true;
 }
 

@@ -68,6 +68,13 @@ class ImapParser {
   bool failed() const { return failed_; }
   const std::string& error() const { return error_; }
 
+  // Forgets everything not yet reported (a partial response, queued bytes) and any error,
+  // as if newly constructed. Called from an event handler, it also drops the rest of the
+  // bytes of the feed() in progress, and the views of that event become invalid. For
+  // STARTTLS: call it on the tagged OK, so no plaintext sent after it (even an incomplete
+  // line) is ever parsed together with what arrives over TLS.
+  void reset();
+
  private:
   // Bytes are read as "segments": text up to a line end. A segment that ends with a
   // literal marker "{n}" is followed by n octets of the literal and then by a further
@@ -123,6 +130,7 @@ class ImapParser {
   std::uint64_t literal_left_ = 0;   // octets of the current literal still to come
   std::size_t skip_depth_ = 0;       // open "(" inside a skipped FETCH value
   bool in_feed_ = false;             // feed() re-entered from an event handler
+  bool halted_ = false;              // reset() inside feed(): stop parsing those bytes
   std::string queued_;               // bytes fed re-entrantly, parsed after the current ones
   std::string unescaped_;            // a quoted body value with escapes removed
   std::vector<std::string_view> capabilities_;  // reused across CAPABILITY responses

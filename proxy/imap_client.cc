@@ -224,6 +224,9 @@ void ImapClient::after_tls_or_greeting() {
           fail(ImapResult::Failure::kTls, "STARTTLS refused: " + result.text);
           return;
         }
+        // Bytes after the OK were sent in the clear and may be injected: the parser
+        // drops them with any partial line, and TLS starts from a clean slate.
+        parser_.reset();
         state_ = State::kTlsHandshake;
         const std::string& name =
             settings_.server_name.empty() ? settings_.address.host : settings_.server_name;

@@ -26,15 +26,20 @@ void check(bool ok) {
 class CheckingEvents : public ImapEvents {
  public:
   void on_status(const ImapStatus& status) override {
+    check(!silent_);
     outside_fetch();
     log_ += "S" + std::string(status.tag) + "|" + std::to_string(static_cast<int>(status.kind)) +
             "|" + std::string(status.code) + "|" + std::string(status.text) + "\n";
+    after_event();
   }
   void on_continuation(std::string_view text) override {
+    check(!silent_);
     outside_fetch();
     log_ += "+" + std::string(text) + "\n";
+    after_event();
   }
   void on_capability(const std::vector<std::string_view>& capabilities) override {
+    check(!silent_);
     outside_fetch();
     log_ += "C";
     for (std::string_view c : capabilities) {
@@ -42,29 +47,41 @@ class CheckingEvents : public ImapEvents {
       log_ += " " + std::string(c);
     }
     log_ += "\n";
+    after_event();
   }
   void on_exists(std::uint32_t count) override {
+    check(!silent_);
     outside_fetch();
     log_ += "E" + std::to_string(count) + "\n";
+    after_event();
   }
   void on_expunge(std::uint32_t sequence) override {
+    check(!silent_);
     outside_fetch();
     log_ += "X" + std::to_string(sequence) + "\n";
+    after_event();
   }
   void on_fetch_begin(std::uint32_t sequence) override {
+    check(!silent_);
     outside_fetch();
     in_fetch_ = true;
     log_ += "F" + std::to_string(sequence) + "\n";
+    after_event();
   }
   void on_fetch_uid(std::uint32_t uid) override {
+    check(!silent_);
     in_fetch_not_body();
     log_ += "U" + std::to_string(uid) + "\n";
+    after_event();
   }
   void on_fetch_size(std::uint64_t size) override {
+    check(!silent_);
     in_fetch_not_body();
     log_ += "Z" + std::to_string(size) + "\n";
+    after_event();
   }
   void on_body_begin(std::string_view section, std::uint64_t origin, std::uint64_t size) override {
+    check(!silent_);
     in_fetch_not_body();
     in_body_ = true;
     body_size_ = size;
@@ -72,8 +89,10 @@ class CheckingEvents : public ImapEvents {
     body_chunks_ = 0;
     log_ += "B" + std::string(section) + "|" + std::to_string(origin) + "|" + std::to_string(size) +
             "\n";
+    after_event();
   }
   void on_body_data(std::string_view chunk) override {
+    check(!silent_);
     check(!closed_ && in_body_);
     check(!chunk.empty());
     body_received_ += chunk.size();
@@ -85,30 +104,57 @@ class CheckingEvents : public ImapEvents {
                           chunk.data() + chunk.size() <= piece_.data() + piece_.size();
     check(in_piece || (body_chunks_ == 1 && chunk.size() == body_size_));
     log_ += chunk;  // unmarked, so any split logs the same
+    after_event();
   }
   void on_body_end() override {
+    check(!silent_);
     check(!closed_ && in_body_);
     check(body_received_ == body_size_);
     in_body_ = false;
     log_ += "\nb\n";
+    after_event();
   }
   void on_fetch_end() override {
+    check(!silent_);
     in_fetch_not_body();
     in_fetch_ = false;
     log_ += "f\n";
+    after_event();
   }
   void on_other_untagged(std::string_view line) override {
+    check(!silent_);
     outside_fetch();
     check(!line.empty() && line[0] == '*');
     log_ += "O" + std::string(line) + "\n";
+    after_event();
   }
 
   void set_piece(std::string_view piece) { piece_ = piece; }
+  // Makes the n-th event (counting from 1) reset the parser; 0 never does.
+  void reset_at(ImapParser* parser, std::uint64_t n) {
+    parser_ = parser;
+    reset_at_ = n;
+  }
+  // The feed that was interrupted by reset() has returned.
+  void end_silence() { silent_ = false; }
+  // The driver called reset() between feeds.
+  void forget() {
+    closed_ = false;
+    in_fetch_ = false;
+    in_body_ = false;
+  }
   // After a failed feed, no further event may arrive.
   void close() { closed_ = true; }
   const std::string& log() const { return log_; }
 
  private:
+  void after_event() {
+    if (++events_seen_ == reset_at_) {
+      parser_->reset();
+      forget();
+      silent_ = true;  // nothing more from the bytes being fed
+    }
+  }
   void outside_fetch() const { check(!closed_ && !in_fetch_ && !in_body_); }
   void in_fetch_not_body() const { check(!closed_ && in_fetch_ && !in_body_); }
 
@@ -120,6 +166,10 @@ class CheckingEvents : public ImapEvents {
   std::uint64_t body_size_ = 0;
   std::uint64_t body_received_ = 0;
   std::size_t body_chunks_ = 0;
+  ImapParser* parser_ = nullptr;
+  std::uint64_t reset_at_ = 0;
+  std::uint64_t events_seen_ = 0;
+  bool silent_ = false;
 };
 
 struct Run {
@@ -136,25 +186,38 @@ std::uint64_t next_random(std::uint64_t& state) {
 }
 
 // Feeds input whole, or in pseudo-random pieces (often of one byte) when split is set.
-Run parse(std::string_view input, std::size_t max_line, std::uint64_t seed, bool split) {
+// With resets, the parser is also reset from inside the reset_event-th event and, now
+// and then, between pieces; only the event grammar is checked then.
+Run parse(std::string_view input, std::size_t max_line, std::uint64_t seed, bool split,
+          bool resets = false) {
   CheckingEvents events;
   ImapParser parser(events, max_line);
   std::uint64_t state = seed | 1;
+  if (resets) {
+    events.reset_at(&parser, next_random(state) % 16 + 1);
+  }
   bool ok = true;
   while (!input.empty()) {
     std::size_t size = input.size();
+    const std::uint64_t r = next_random(state);
     if (split) {
-      const std::uint64_t r = next_random(state);
       size = (r & 3) == 0 ? 1 : static_cast<std::size_t>((r >> 8) % 64) + 1;
       size = std::min(size, input.size());
+    }
+    if (resets && (r >> 20) % 8 == 0) {
+      parser.reset();
+      events.forget();
+      check(!parser.failed() && parser.error().empty());
+      ok = true;
     }
     // Copy each piece so that views of it outlive nothing they should not.
     const std::string piece(input.substr(0, size));
     input.remove_prefix(size);
     events.set_piece(piece);
     const bool fed = parser.feed(piece);
+    events.end_silence();
     check(fed == !parser.failed());
-    check(ok || !fed);  // once failed, always failed
+    check(ok || !fed || resets);  // once failed, failed until reset
     if (!fed) {
       check(!parser.error().empty());
       events.close();
@@ -279,6 +342,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   check(whole.log == pieces.log);
   check(whole.failed == pieces.failed);
   check(whole.error == pieces.error);
+  parse(input, max_line, seed, true, true);
 
   const std::string_view text = input.substr(0, 2048);
   check_argument(text, true, false);

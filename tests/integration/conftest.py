@@ -20,6 +20,7 @@ or a harness temporary directory was left behind.
 from __future__ import annotations
 
 import os
+import signal
 import ssl
 from typing import Callable, Iterator
 
@@ -56,8 +57,22 @@ def _leftover_processes() -> list[str]:
     return sorted(set(found))
 
 
+def pytest_configure(config):
+    """SIGTERM (e.g. from `timeout` or a CI runner) interrupts like Ctrl-C, so
+    fixtures are torn down and no Dovecot or gateway is left running. (Should the
+    test process die outright, the servers get SIGTERM through PR_SET_PDEATHSIG,
+    see harness/procs.py.)"""
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
+@pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session, exitstatus):
-    """After every fixture is torn down: fail the run if anything was left behind."""
+    """After every fixture is torn down (pytest's runner tears down what is left in
+    its own pytest_sessionfinish, hence trylast): fail the run if anything was left behind."""
     left = _leftover_processes()
     dirs = sorted(tempdirs.live())
     if left or dirs:

@@ -124,7 +124,8 @@ class Dovecot:
         self.proc = subprocess.Popen(
             [DOVECOT, "-F", "-c", self.conf_path],
             stdin=subprocess.DEVNULL, stdout=self._stderr, stderr=self._stderr,
-            start_new_session=True, close_fds=True)
+            start_new_session=True, close_fds=True,
+            preexec_fn=procs.die_with_parent())
         procs.register(self.proc)
 
         def ready() -> bool:

@@ -215,7 +215,8 @@ class Gateway:
         self.returncode = None
         self.proc = subprocess.Popen([self.binary, "--config", self.config_path],
                                      stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log,
-                                     start_new_session=True, close_fds=True)
+                                     start_new_session=True, close_fds=True,
+                                     preexec_fn=procs.die_with_parent())
         procs.register(self.proc)
 
         def ready() -> bool:

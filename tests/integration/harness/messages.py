@@ -115,6 +115,13 @@ def as_retrieved(message: bytes) -> bytes:
     return message if message.endswith(CRLF) or not message else message + CRLF
 
 
+def stuffed(message: bytes) -> bytes:
+    """The message as a RETR body on the wire, without the terminator: CRLF-completed,
+    with a "." added before every line that starts with "."."""
+    m = as_retrieved(message)
+    return re.sub(rb"(?:^|(?<=\r\n))\.", b"..", m)
+
+
 def split_header(message: bytes) -> tuple[bytes, bytes]:
     """(header including the blank line, body). A message without a blank line is all header."""
     i = message.find(b"\r\n\r\n")

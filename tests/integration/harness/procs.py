@@ -8,11 +8,12 @@ group and waits, with a deadline, until no process of it is left.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
 import time
-from typing import Optional
+from typing import Callable, Optional
 
 # Every process group the harness started, for the end-of-run leak check.
 started: list[subprocess.Popen] = []
@@ -21,6 +22,24 @@ started: list[subprocess.Popen] = []
 def register(proc: subprocess.Popen) -> subprocess.Popen:
     started.append(proc)
     return proc
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(sig: int = signal.SIGTERM) -> Callable[[], None]:
+    """A preexec_fn: the child gets `sig` when the test process dies, so a test
+    run that is killed (CI timeout, SIGKILL) doesn't leave servers running.
+    SIGTERM lets Dovecot's master stop its children and the gateway drain."""
+    parent = os.getpid()
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def preexec() -> None:
+        libc.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return preexec
 
 
 def group_members(pgid: int) -> list[int]:

@@ -436,6 +436,70 @@ TEST(ImapParserReentrancy, HandlerMayFeedAgain) {
   EXPECT_EQ(feeder.log(), "status a1 OK [] first\nstatus a2 OK [] second\nstatus a3 OK [] third\n");
 }
 
+// A recorder that resets the parser when it sees a given tagged status or body chunk.
+class Resetter : public Recorder {
+ public:
+  void on_status(const ImapStatus& status) override {
+    Recorder::on_status(status);
+    if (status.tag == reset_on_tag) {
+      parser->reset();
+    }
+  }
+  void on_body_data(std::string_view chunk) override {
+    Recorder::on_body_data(chunk);
+    if (reset_on_body) {
+      parser->reset();
+    }
+  }
+  ImapParser* parser = nullptr;
+  std::string reset_on_tag;
+  bool reset_on_body = false;
+};
+
+TEST(ImapParserReset, DropsTheRestOfTheFeedAfterStartTlsOk) {
+  Resetter events;
+  ImapParser parser(events);
+  events.parser = &parser;
+  events.reset_on_tag = "a2";
+  // Plaintext injected after the STARTTLS OK, complete and partial, is never parsed.
+  EXPECT_TRUE(parser.feed(
+      "a2 OK Begin TLS negotiation now\r\n* OK [CAPABILITY AUTH=PLAIN] x\r\n* OK [CAPAB"));
+  EXPECT_TRUE(parser.feed("* CAPABILITY IMAP4rev1 AUTH=SCRAM\r\n"));
+  EXPECT_EQ(events.log(),
+            "status a2 OK [] Begin TLS negotiation now\ncapability <IMAP4rev1> <AUTH=SCRAM>\n");
+}
+
+TEST(ImapParserReset, DropsAPartialResponse) {
+  Recorder recorder;
+  ImapParser parser(recorder);
+  EXPECT_TRUE(parser.feed("* 1 FETCH (UID 5 BODY[] {10}\r\nabc"));
+  parser.reset();
+  EXPECT_TRUE(parser.feed("a1 OK done\r\n"));
+  EXPECT_EQ(recorder.log(), "fetch 1\nuid 5\nbody []<0> 10\ndata abc\nstatus a1 OK [] done\n");
+}
+
+TEST(ImapParserReset, InsideABodyStopsIt) {
+  Resetter events;
+  ImapParser parser(events);
+  events.parser = &parser;
+  events.reset_on_body = true;
+  EXPECT_TRUE(parser.feed("* 1 FETCH (BODY[] {3}\r\nabc)\r\na0 OK\r\n"));
+  events.reset_on_body = false;
+  EXPECT_TRUE(parser.feed("a1 OK\r\n"));
+  EXPECT_EQ(events.log(), "fetch 1\nbody []<0> 3\ndata abc\nstatus a1 OK [] \n");
+}
+
+TEST(ImapParserReset, ClearsAFailure) {
+  Recorder recorder;
+  ImapParser parser(recorder);
+  EXPECT_FALSE(parser.feed("((\r\n"));
+  parser.reset();
+  EXPECT_FALSE(parser.failed());
+  EXPECT_EQ(parser.error(), "");
+  EXPECT_TRUE(parser.feed("+ go\r\n"));
+  EXPECT_EQ(recorder.log(), "+ go\n");
+}
+
 TEST(ImapParserFailure, StaysFailed) {
   Recorder recorder;
   ImapParser parser(recorder);

@@ -1,0 +1,126 @@
+"""`popbridge --check-config`: bad configs are rejected naming the key and the line."""
+
+from __future__ import annotations
+
+import os
+import re
+
+import pytest
+
+from harness import tempdirs
+from harness.gateway import check_config
+
+GOOD = """\
+listeners:
+  - name: pop3s
+    address: "127.0.0.1:9995"
+    tls: implicit
+  - name: pop3
+    address: "127.0.0.1:9110"
+    tls: starttls
+tls:
+  certificate: {cert}
+  private_key: {key}
+  min_version: "1.2"
+upstream:
+  address: "127.0.0.1:9143"
+  tls: starttls
+  ca_file: {ca}
+  verify_certificate: true
+  server_name: localhost
+  mailbox: INBOX
+  connect_timeout: 5s
+  command_timeout: 10s
+auth:
+  allow_plaintext: false
+  failure_delay: 200ms
+  max_attempts: 3
+limits:
+  idle_timeout: 10m
+  max_connections: 100
+logging:
+  level: debug
+"""
+
+
+@pytest.fixture
+def workdir():
+    d = tempdirs.make("config")
+    yield d
+    tempdirs.remove(d)
+
+
+def write(workdir: str, text: str, name: str = "popbridge.yaml") -> str:
+    path = os.path.join(workdir, name)
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+def good_text(pki) -> str:
+    return GOOD.format(cert=pki.cert, key=pki.key, ca=pki.ca)
+
+
+def line_of(text: str, needle: str) -> int:
+    for i, line in enumerate(text.splitlines(), 1):
+        if needle in line:
+            return i
+    raise AssertionError(f"{needle!r} not in the config")
+
+
+def assert_names(output: str, key: str, line: int) -> None:
+    """Some line of the output names both the key and the line number."""
+    for out_line in output.splitlines():
+        if key in out_line and re.search(rf"(?<![0-9]){line}(?![0-9])", out_line):
+            return
+    raise AssertionError(f"no diagnostic names key {key!r} and line {line}:\n{output}")
+
+
+def test_good_config_passes(popbridge_bin, pki, workdir):
+    rc, out = check_config(write(workdir, good_text(pki)), popbridge_bin)
+    assert rc == 0, out
+
+
+def test_unknown_key(popbridge_bin, pki, workdir):
+    text = good_text(pki).replace("  server_name: localhost\n", "  server_name: localhost\n  sever_nmae: typo\n")
+    rc, out = check_config(write(workdir, text), popbridge_bin)
+    assert rc != 0, out
+    assert_names(out, "sever_nmae", line_of(text, "sever_nmae"))
+
+
+def test_unknown_top_level_key(popbridge_bin, pki, workdir):
+    text = good_text(pki) + "listners: []\n"
+    rc, out = check_config(write(workdir, text), popbridge_bin)
+    assert rc != 0, out
+    assert_names(out, "listners", line_of(text, "listners"))
+
+
+@pytest.mark.parametrize("bad", ["127.0.0.1:notaport", "127.0.0.1:99999", "127.0.0.1", ":"])
+def test_bad_listener_address(popbridge_bin, pki, workdir, bad):
+    text = good_text(pki).replace('"127.0.0.1:9110"', f'"{bad}"')
+    rc, out = check_config(write(workdir, text), popbridge_bin)
+    assert rc != 0, f"{bad!r} accepted:\n{out}"
+    assert_names(out, "address", line_of(text, f'address: "{bad}"'))
+
+
+def test_bad_upstream_address(popbridge_bin, pki, workdir):
+    text = good_text(pki).replace('"127.0.0.1:9143"', '"127.0.0.1:0x8f"')
+    rc, out = check_config(write(workdir, text), popbridge_bin)
+    assert rc != 0, out
+    assert_names(out, "address", line_of(text, "0x8f"))
+
+
+def test_several_errors_reported_in_one_pass(popbridge_bin, pki, workdir):
+    text = (good_text(pki)
+            .replace("  server_name: localhost\n", "  server_name: localhost\n  sever_nmae: typo\n")
+            .replace('"127.0.0.1:9110"', '"127.0.0.1:notaport"'))
+    rc, out = check_config(write(workdir, text), popbridge_bin)
+    assert rc != 0, out
+    assert_names(out, "sever_nmae", line_of(text, "sever_nmae"))
+    assert_names(out, "address", line_of(text, "notaport"))
+
+
+def test_missing_file(popbridge_bin, workdir):
+    rc, out = check_config(os.path.join(workdir, "nonexistent.yaml"), popbridge_bin)
+    assert rc != 0
+    assert "nonexistent.yaml" in out

@@ -5,6 +5,8 @@
 #include <prometheus/registry.h>
 #include <uv.h>
 
+#include <sys/resource.h>
+
 #include <csignal>
 #include <cstdio>
 #include <iostream>
@@ -62,6 +64,13 @@ int run(const config::Config& config) {
     upstream_tls = std::move(made.context);
   }
 
+  // Each session holds two sockets: lift the soft descriptor limit to the hard one so
+  // max_connections, not a distro default of 1024, is what limits the gateway.
+  rlimit files{};
+  if (getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < files.rlim_max) {
+    files.rlim_cur = files.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &files);
+  }
   // A peer that resets the connection must give EPIPE on write, not kill the process.
   std::signal(SIGPIPE, SIG_IGN);
   uv_loop_t* loop = uv_default_loop();

@@ -133,6 +133,10 @@ def test_stls_command_injection(gateway, ctx):
         assert r.ok, f"STLS: {r}"
         # RawPop3.starttls() fails if any clear-text byte followed the +OK.
         c.starttls(ctx)
+        # Nothing may arrive before we send a command. Absence can only be watched
+        # over a window (0.5 s here); the CAPA/QUIT exchange below is the exact check.
+        with pytest.raises(TimeoutError):
+            c.read_line(timeout=0.5)
         # After the handshake we send CAPA and QUIT. If the injected CAPA were
         # processed, its reply would come first and we'd see two CAPA replies.
         c.send(b"CAPA\r\nQUIT\r\n")

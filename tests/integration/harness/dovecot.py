@@ -114,6 +114,10 @@ class Dovecot:
         with the same mail), and waits until both listeners accept connections."""
         if self.proc is not None and self.proc.poll() is None:
             raise RuntimeError("Dovecot is already running")
+        if not os.access(DOVECOT, os.X_OK):
+            raise RuntimeError(f"{DOVECOT} not found: apt-get install dovecot-imapd")
+        if os.geteuid() != 0:
+            raise RuntimeError("Dovecot is started as root (it switches to mail_uid 65534 itself); run the tests as root")
         if self.dir is None:
             self._prepare_dir()
         with open(self.log_path, "ab") as log:

@@ -101,7 +101,9 @@ class Pop3Session final : Connection::Handler, ImapClient::Observer, FetchSink {
   // QUIT in TRANSACTION.
   void update_store(std::vector<std::uint32_t> uids, std::size_t offset);
   void update_expunge(std::vector<std::uint32_t> uids, std::size_t offset);
-  void update_done(bool removed, std::string_view detail);
+  void update_rollback(std::vector<std::uint32_t> uids, std::string_view why);
+  void update_done(bool removed, std::string_view detail,
+                   protocol::RespCode failure_code = protocol::RespCode::kSysTemp);
 
   // Message transfer (RETR, TOP).
   void fetch_top_text();

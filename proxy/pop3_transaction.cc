@@ -34,7 +34,10 @@ void Pop3Session::select_mailbox() {
     if (!selected.ok() || !upstream_->uidvalidity()) {
       log::warn("select_failed", {{"session", id_text_}, {"mailbox", config().upstream.mailbox},
                                   {"reason", selected.text}});
-      login_failed(RespCode::kSysTemp, "Unable to open the maildrop.", "upstream_unavailable");
+      // A mailbox that does not exist will not appear by retrying.
+      const bool permanent = selected.code_atom() == "NONEXISTENT";
+      login_failed(permanent ? RespCode::kSysPerm : RespCode::kSysTemp,
+                   "Unable to open the maildrop.", "upstream_unavailable");
       return;
     }
     snapshot_.clear();
@@ -382,7 +385,7 @@ void Pop3Session::cmd_quit(Pop3Command&) {
   }
   if (!upstream_->has_capability("UIDPLUS") && !config().upstream.expunge_without_uidplus) {
     // A bare EXPUNGE would also remove messages other clients marked \Deleted.
-    update_done(false, "the mail store lacks UIDPLUS");
+    update_done(false, "the mail store lacks UIDPLUS", RespCode::kSysPerm);
     return;
   }
   busy_ = true;
@@ -398,7 +401,7 @@ void Pop3Session::update_store(std::vector<std::uint32_t> uids, std::size_t offs
   store.raw(protocol::compress_uid_set(slice(uids, offset))).raw("+FLAGS.SILENT (\\Deleted)");
   upstream_->run(store, nullptr, [this, uids = std::move(uids), offset](const ImapResult& result) mutable {
     if (!result.ok()) {
-      update_done(false, result.text);
+      update_rollback(std::move(uids), result.text);
       return;
     }
     update_store(std::move(uids), offset + kUidsPerCommand);
@@ -420,21 +423,40 @@ void Pop3Session::update_expunge(std::vector<std::uint32_t> uids, std::size_t of
   upstream_->run(expunge, nullptr,
                  [this, uids = std::move(uids), offset, step](const ImapResult& result) mutable {
                    if (!result.ok()) {
-                     update_done(false, result.text);
+                     update_rollback(std::move(uids), result.text);
                      return;
                    }
                    update_expunge(std::move(uids), offset + step);
                  });
 }
 
-void Pop3Session::update_done(bool removed, std::string_view detail) {
+void Pop3Session::update_rollback(std::vector<std::uint32_t> uids, std::string_view why) {
+  // Messages left flagged \Deleted would vanish at the next EXPUNGE of any other client,
+  // although the POP3 client was told they were not removed: take the flag off again.
+  std::string detail(why);
+  if (!upstream_ || !upstream_->usable()) {
+    update_done(false, detail);
+    return;
+  }
+  protocol::ImapCommand unflag("UID STORE");
+  unflag.raw(protocol::compress_uid_set({uids.begin(), uids.end()}))
+      .raw("-FLAGS.SILENT (\\Deleted)");
+  upstream_->run(unflag, nullptr, [this, detail](const ImapResult& result) {
+    if (!result.ok()) {
+      log::error("rollback_failed", {{"session", id_text_}, {"reason", result.text}});
+    }
+    update_done(false, detail);
+  });
+}
+
+void Pop3Session::update_done(bool removed, std::string_view detail, RespCode failure_code) {
   if (removed) {
     reply(protocol::ok_reply("popbridge signing off (" + std::string(detail) + ")"));
     close_gracefully("quit");
     return;
   }
   log::error("update_failed", {{"session", id_text_}, {"reason", detail}});
-  reply(protocol::err_reply(RespCode::kSysTemp, "some deleted messages not removed"));
+  reply(protocol::err_reply(failure_code, "some deleted messages not removed"));
   close_gracefully("quit");
 }
 

@@ -13,10 +13,12 @@ import ssl
 import struct
 import subprocess
 import time
-from typing import Callable, Optional, Sequence, Union
+from typing import Optional, Sequence, Union
+
+from .wait import TIME_FACTOR
 
 HOST = "127.0.0.1"
-DEFAULT_TIMEOUT = 30.0
+DEFAULT_TIMEOUT = 30.0  # seconds; RawPop3 multiplies every timeout by TIME_FACTOR
 TERMINATOR = b"\r\n.\r\n"
 
 
@@ -100,7 +102,8 @@ class RawPop3:
     tls_context: wrap the socket in TLS at once (implicit TLS). starttls() wraps it
     later. rcvbuf: set SO_RCVBUF before connecting (limits how much the kernel
     buffers for us, for backpressure tests). The greeting is read on connect and
-    kept in .greeting unless read_greeting=False.
+    kept in .greeting unless read_greeting=False. Timeouts (seconds) are
+    multiplied by TIME_FACTOR (slower sanitizer builds).
     """
 
     def __init__(self, port: int, host: str = HOST, *, tls_context: Optional[ssl.SSLContext] = None,
@@ -114,7 +117,7 @@ class RawPop3:
         try:
             if rcvbuf is not None:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-            sock.settimeout(timeout)
+            sock.settimeout(timeout * TIME_FACTOR)
             sock.connect((host, port))
             if tls_context is not None:
                 sock = tls_context.wrap_socket(sock, server_hostname=server_hostname)
@@ -123,7 +126,11 @@ class RawPop3:
             raise
         self.sock = sock
         if read_greeting:
-            self.greeting = self.read_reply()
+            try:
+                self.greeting = self.read_reply()
+            except BaseException:
+                self.close()
+                raise
 
     # -- context manager
     def __enter__(self) -> "RawPop3":
@@ -167,7 +174,7 @@ class RawPop3:
         return True
 
     def _deadline(self, timeout: Optional[float]) -> float:
-        return time.monotonic() + (self.timeout if timeout is None else timeout)
+        return time.monotonic() + (self.timeout if timeout is None else timeout) * TIME_FACTOR
 
     def read_line(self, timeout: Optional[float] = None, max_len: int = 1 << 20) -> bytes:
         """One line without its CRLF. Raises ConnectionClosed at EOF."""
@@ -256,7 +263,7 @@ class RawPop3:
         refused here (the caller checks for injection)."""
         if self.buf:
             raise AssertionError(f"plaintext received after the STLS reply: {bytes(self.buf)!r}")
-        self.sock.settimeout(self.timeout)
+        self.sock.settimeout(self.timeout * TIME_FACTOR)
         self.sock = context.wrap_socket(self.sock, server_hostname=server_hostname)
 
     # -- conveniences
@@ -278,8 +285,7 @@ class RawPop3:
         return [l.decode("utf-8", "replace") for l in r.body_lines()]
 
     def quit(self) -> Reply:
-        r = self.cmd("QUIT")
-        return r
+        return self.cmd("QUIT")
 
     def close(self) -> None:
         """Closes the socket without QUIT (a dropped connection, as far as the server can tell)."""
@@ -315,6 +321,7 @@ CURL = "/usr/bin/curl"
 def curl(url: str, user: str, password: str, ca_file: str, *extra: str,
          timeout: float = 60.0) -> subprocess.CompletedProcess:
     """Runs curl against a POP3 URL; stdout is bytes, exactly as curl wrote it."""
+    timeout *= TIME_FACTOR
     args = [CURL, "--silent", "--show-error", "--max-time", str(int(timeout)),
             "--cacert", ca_file, "--user", f"{user}:{password}", *extra, url]
     return subprocess.run(args, capture_output=True, timeout=timeout + 10, stdin=subprocess.DEVNULL)

@@ -26,16 +26,14 @@ import imaplib
 import itertools
 import os
 import re
-import signal
 import ssl
 import subprocess
-import time
 from typing import Iterable, Mapping, Optional
 
 from . import procs, tempdirs
 from .certs import Pki
 from .ports import free_ports
-from .wait import port_accepts, port_refuses, wait_until
+from .wait import TIME_FACTOR, port_accepts, port_refuses, wait_until
 
 DOVECOT = "/usr/sbin/dovecot"
 MAIL_UID = 65534  # nobody
@@ -60,7 +58,7 @@ class Dovecot:
     """
 
     START_TIMEOUT = 20.0
-    STOP_TIMEOUT = 10.0
+    STOP_TIMEOUT = 3.0  # graceful stop normally takes ~1 s; right after a start anvil can linger ~5 s, then SIGKILL
 
     def __init__(self, pki: Pki, users: Mapping[str, str] | Iterable[tuple[str, str]] = (),
                  *, require_tls: bool = False, host: Optional[str] = None,
@@ -346,6 +344,7 @@ service imap-login {{
         return len(pattern.findall(self.log_text()))
 
     def wait_session_ends(self, user: str, at_least: int, timeout: float = 15.0) -> None:
+        timeout *= TIME_FACTOR  # how fast the gateway closes its upstream session
         wait_until(lambda: self.session_ends(user) >= at_least, timeout,
                    f"{at_least} ended IMAP session(s) of {user} in the Dovecot log",
                    on_timeout=self.diagnostics)

@@ -12,13 +12,13 @@ import json
 import os
 import signal
 import subprocess
-from typing import Any, Iterable, Mapping, Optional, Sequence, Union
+from typing import Any, Iterable, Mapping, Optional, Union
 
 from . import procs, tempdirs
 from .certs import Pki
 from .dovecot import Dovecot
 from .ports import free_ports
-from .wait import port_accepts, wait_until
+from .wait import TIME_FACTOR, port_accepts, wait_until
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 HOST = "127.0.0.1"
@@ -121,8 +121,8 @@ class Gateway:
     e.g. {"auth": {"allow_plaintext": True}}.
     """
 
-    START_TIMEOUT = 20.0
-    STOP_TIMEOUT = 15.0  # SIGTERM drains sessions; SIGKILL after this
+    START_TIMEOUT = 20.0 * TIME_FACTOR
+    STOP_TIMEOUT = 15.0 * TIME_FACTOR  # SIGTERM drains sessions; SIGKILL after this
 
     def __init__(self, pki: Pki, upstream: Upstream, overrides: Optional[Mapping] = None, *,
                  upstream_tls: str = "starttls",

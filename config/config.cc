@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include <yaml-cpp/depthguard.h>
+#include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -20,7 +21,9 @@
 #include <charconv>
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <span>
+#include <sstream>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -806,6 +809,54 @@ void Loader::read_metrics(const std::optional<Value>& v) {
   }
 }
 
+// Where the first node of a document sits; the rest of the events are of no interest.
+class FirstNodeMark : public YAML::EventHandler {
+ public:
+  std::optional<YAML::Mark> mark;
+
+  void OnDocumentStart(const YAML::Mark&) override {}
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark& m, YAML::anchor_t) override { note(m); }
+  void OnAlias(const YAML::Mark& m, YAML::anchor_t) override { note(m); }
+  void OnScalar(const YAML::Mark& m, const std::string&, YAML::anchor_t,
+                const std::string&) override {
+    note(m);
+  }
+  void OnSequenceStart(const YAML::Mark& m, const std::string&, YAML::anchor_t,
+                       YAML::EmitterStyle::value) override {
+    note(m);
+  }
+  void OnSequenceEnd() override {}
+  void OnMapStart(const YAML::Mark& m, const std::string&, YAML::anchor_t,
+                  YAML::EmitterStyle::value) override {
+    note(m);
+  }
+  void OnMapEnd() override {}
+
+ private:
+  void note(const YAML::Mark& m) {
+    if (!mark) {
+      mark = m;
+    }
+  }
+};
+
+// The position of a second document in `text`, or nullopt when there is only one. Stops
+// after the second document, so yaml-cpp's endless stream of phantom documents cannot hang it.
+std::optional<YAML::Mark> second_document(const std::string& text) {
+  std::istringstream stream(text);
+  YAML::Parser parser(stream);
+  FirstNodeMark first;
+  if (!parser.HandleNextDocument(first)) {
+    return std::nullopt;
+  }
+  FirstNodeMark second;
+  if (!parser.HandleNextDocument(second)) {
+    return std::nullopt;
+  }
+  return second.mark.value_or(YAML::Mark::null_mark());
+}
+
 }  // namespace
 
 std::string Diagnostic::to_string(std::string_view source) const {
@@ -825,20 +876,18 @@ std::string Diagnostic::to_string(std::string_view source) const {
 LoadResult load_config_string(std::string_view yaml) {
   // yaml-cpp reports problems by throwing; nothing of that may reach the caller.
   try {
-    const std::vector<YAML::Node> documents = YAML::LoadAll(std::string(yaml));
-    if (documents.empty()) {
+    const std::string text(yaml);
+    // YAML::LoadAll would be the obvious call, but in yaml-cpp 0.7 it loops forever, allocating,
+    // on a stray ',' (jbeder/yaml-cpp#1040, fixed upstream after 0.7). Load reads one document;
+    // a second, bounded pass only asks whether anything follows it.
+    const YAML::Node root = YAML::Load(text);
+    if (const std::optional<YAML::Mark> more = second_document(text)) {
       LoadResult result;
-      result.errors.push_back(Diagnostic{"", 0, "the document is empty"});
+      result.errors.push_back(Diagnostic{"", more->is_null() ? 0 : more->line + 1,
+                                         "expected a single YAML document, but more follows"});
       return result;
     }
-    if (documents.size() > 1) {
-      LoadResult result;
-      result.errors.push_back(
-          Diagnostic{"", line_of(documents[1]),
-                     "expected one YAML document, found " + std::to_string(documents.size())});
-      return result;
-    }
-    return Loader().run(documents.front());
+    return Loader().run(root);
   } catch (const YAML::DeepRecursion& e) {
     // yaml-cpp gives this one the message "bad file", which helps nobody.
     LoadResult result;

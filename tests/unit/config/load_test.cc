@@ -252,6 +252,15 @@ TEST_F(LoadConfigTest, DeepNestingIsAnErrorNotACrash) {
             std::vector<std::string>{"f:1: invalid YAML: nested too deeply"});
 }
 
+TEST_F(LoadConfigTest, StrayCommaIsAnErrorNotAHang) {
+  // yaml-cpp 0.7's LoadAll loops forever on these (jbeder/yaml-cpp#1040).
+  const std::vector<std::string> expected{"f:1: expected a single YAML document, but more follows"};
+  EXPECT_EQ(errors(","), expected);
+  EXPECT_EQ(errors(",a"), expected);
+  EXPECT_EQ(errors(std::string(kBase) + ","),
+            std::vector<std::string>{"f:10: invalid YAML: end of map not found"});
+}
+
 TEST_F(LoadConfigTest, EmptyDocumentIsAnError) {
   const std::vector<std::string> expected{"f: the document is empty"};
   EXPECT_EQ(errors(""), expected);
@@ -264,7 +273,7 @@ TEST_F(LoadConfigTest, DocumentMustBeOneMap) {
   EXPECT_EQ(errors("- a\n- b\n"), std::vector<std::string>{"f:1: expected a map, got a sequence"});
   EXPECT_EQ(errors("hello\n"), std::vector<std::string>{"f:1: expected a map, got 'hello'"});
   EXPECT_EQ(errors(std::string(kBase) + "---\nlogging: {}\n"),
-            std::vector<std::string>{"f:11: expected one YAML document, found 2"});
+            std::vector<std::string>{"f:11: expected a single YAML document, but more follows"});
 }
 
 TEST_F(LoadConfigTest, UnknownKeysAtEveryLevelWithSuggestions) {

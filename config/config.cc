@@ -129,22 +129,18 @@ std::string join(std::string_view path, std::string_view key) {
   return path.empty() ? std::string(key) : std::string(path) + "." + std::string(key);
 }
 
-// Why `path` cannot be read, or empty when it can. Opening it is the only honest test: it
-// sees permissions, dangling symlinks (Kubernetes mounts Secrets through them) and ACLs.
+// Why `path` cannot be read, or empty when it can. stat and access rather than open: opening a
+// device node can have effects (a watchdog, a tape rewind), and the path is only checked here.
+// access() follows symlinks, so the dangling links of a Kubernetes Secret mount are caught.
 std::string unreadable_reason(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-  if (fd < 0) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0 || ::access(path.c_str(), R_OK) != 0) {
     return std::generic_category().message(errno);
   }
-  struct stat st {};
-  std::string reason;
-  if (::fstat(fd, &st) != 0) {
-    reason = std::generic_category().message(errno);
-  } else if (S_ISDIR(st.st_mode)) {
-    reason = std::generic_category().message(EISDIR);
+  if (S_ISDIR(st.st_mode)) {
+    return std::generic_category().message(EISDIR);
   }
-  ::close(fd);
-  return reason;
+  return "";
 }
 
 // Host names and IPv6 hex digits compare case-insensitively.
@@ -210,8 +206,9 @@ constexpr std::array<std::string_view, 11> kUpstreamKeys{"address",
                                                          "expunge_without_uidplus"};
 constexpr std::array<std::string_view, 3> kAuthKeys{"allow_plaintext", "failure_delay",
                                                     "max_attempts"};
-constexpr std::array<std::string_view, 4> kLimitsKeys{
-    "idle_timeout", "max_connections", "client_write_high_watermark", "client_write_low_watermark"};
+constexpr std::array<std::string_view, 5> kLimitsKeys{
+    "idle_timeout", "drain_timeout", "max_connections", "client_write_high_watermark",
+    "client_write_low_watermark"};
 constexpr std::array<std::string_view, 2> kLoggingKeys{"level", "format"};
 constexpr std::array<std::string_view, 1> kMetricsKeys{"address"};
 
@@ -268,8 +265,8 @@ class Loader {
   bool read_endpoint(const std::optional<Value>& v, Endpoint& out);
   template <typename T, std::size_t N>
   bool read_choice(const std::optional<Value>& v, const std::array<Choice<T>, N>& choices, T& out);
-  bool check_readable(const std::optional<Value>& v, const std::string& path, int line,
-                      const std::string& key_path);
+  // Reports `file` under key_path and line when it cannot be read.
+  void check_readable(const std::string& key_path, int line, const std::string& file);
   std::optional<MapReader> open_map(const std::optional<Value>& v,
                                     std::span<const std::string_view> keys);
 
@@ -502,17 +499,11 @@ bool Loader::read_choice(const std::optional<Value>& v, const std::array<Choice<
   return false;
 }
 
-// `v` is the key that named the file, or nullopt when the path is a default; then the
-// diagnostic points at the enclosing map (`line`) under `key_path`.
-bool Loader::check_readable(const std::optional<Value>& v, const std::string& path, int line,
-                            const std::string& key_path) {
-  const std::string reason = unreadable_reason(path);
-  if (reason.empty()) {
-    return true;
+void Loader::check_readable(const std::string& key_path, int line, const std::string& file) {
+  const std::string reason = unreadable_reason(file);
+  if (!reason.empty()) {
+    error(key_path, line, "file " + quoted(file) + " is not readable: " + reason);
   }
-  error(v ? v->path : key_path, v ? v->line : line,
-        "file " + quoted(path) + " is not readable: " + reason);
-  return false;
 }
 
 std::optional<MapReader> Loader::open_map(const std::optional<Value>& v,
@@ -670,7 +661,7 @@ void Loader::read_tls(const std::optional<Value>& v, int root_line) {
         std::pair<std::string_view, std::string*>{"private_key", &tls.private_key}}) {
     const std::optional<Value> file = m->required(key);
     if (file && read_string(file, *out)) {
-      check_readable(file, *out, 0, "");
+      check_readable(file->path, file->line, *out);
     }
   }
 }
@@ -711,7 +702,9 @@ void Loader::read_upstream(const std::optional<Value>& v) {
 
   if (tls_ok && up.tls != TlsMode::kNone) {
     if (verify_ok && up.verify_certificate && ca_ok) {
-      check_readable(ca_file, up.ca_file, m->line(), join(v->path, "ca_file"));
+      // The default path has no line of its own; the upstream key stands in for it.
+      check_readable(ca_file ? ca_file->path : join(v->path, "ca_file"),
+                     ca_file ? ca_file->line : m->line(), up.ca_file);
     }
     if (verify_ok && !up.verify_certificate) {
       warn(verify->path, verify->line,
@@ -756,6 +749,10 @@ void Loader::read_limits(const std::optional<Value>& v) {
            "below the 10-minute minimum of RFC 1939's autologout timer; idle clients may be "
            "cut off");
     }
+  }
+  const std::optional<Value> drain = m->get("drain_timeout");
+  if (read_duration(drain, limits.drain_timeout) && drain && limits.drain_timeout.count() == 0) {
+    error(drain->path, drain->line, "must be greater than 0");
   }
   read_uint(m->get("max_connections"), 1, 1'000'000, limits.max_connections);
   const bool high_ok =

@@ -57,6 +57,7 @@ struct Auth {
 
 struct Limits {
   Duration idle_timeout = std::chrono::minutes(10);
+  Duration drain_timeout = std::chrono::seconds(30);  // SIGTERM: how long sessions may finish
   std::uint32_t max_connections = 10000;
   std::size_t client_write_high_watermark = 256 * 1024;
   std::size_t client_write_low_watermark = 64 * 1024;

@@ -3,30 +3,126 @@
 #include <prometheus/counter.h>
 #include <prometheus/family.h>
 #include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
 #include <prometheus/registry.h>
 
-#include <memory>
+#include <array>
+#include <cstddef>
 #include <string>
+#include <string_view>
+#include <vector>
 
 namespace popbridge::metrics {
 
-// Every metric family of the gateway, built once at start-up and passed by reference, so
-// the hot path never looks anything up by name. Tests build their own on a private
-// registry.
-struct Metrics {
-  explicit Metrics(prometheus::Registry& registry);
+enum class Mechanism : std::size_t { kUser, kPlain, kLogin, kCount };
+enum class AuthResult : std::size_t {
+  kSuccess,
+  kBadCredentials,
+  kUpstreamUnavailable,
+  kPlaintextRefused,
+  kInUse,
+  kRateLimited,
+  kCount
+};
+enum class UpstreamError : std::size_t {
+  kConnect,
+  kTls,
+  kTimeout,
+  kProtocol,
+  kBye,
+  kClosed,
+  kRefused,
+  kCount
+};
+enum class SessionEnd : std::size_t {
+  kQuit,
+  kTimeout,
+  kClientClosed,
+  kUpstreamFailed,
+  kShutdown,
+  kAuthFailures,
+  kTlsHandshake,
+  kCount
+};
+enum class Rejection : std::size_t { kLimit, kTlsHandshake, kProxyProtocol, kDraining, kCount };
+enum class Direction : std::size_t { kClientIn, kClientOut, kUpstreamIn, kUpstreamOut, kCount };
 
-  prometheus::Family<prometheus::Counter>& connections_accepted;  // {listener}
-  prometheus::Family<prometheus::Counter>& connections_rejected;  // {reason}
-  prometheus::Gauge& connections_active;
-  prometheus::Family<prometheus::Counter>& auth_attempts;  // {mechanism, result}
-  prometheus::Family<prometheus::Counter>& commands;       // {command, result}
-  prometheus::Family<prometheus::Counter>& upstream_errors;  // {kind}
+std::string_view name(Mechanism value);
+std::string_view name(AuthResult value);
+std::string_view name(UpstreamError value);
+std::string_view name(SessionEnd value);
+std::string_view name(Rejection value);
+std::string_view name(Direction value);
+
+template <typename T, typename Enum>
+using PerValue = std::array<T*, static_cast<std::size_t>(Enum::kCount)>;
+
+// Every metric of the gateway, declared once at start-up. Each labelled child the hot
+// path can touch is resolved here, so an event costs one atomic add and never a registry
+// or label-map look-up. Tests build their own on a private registry.
+class Metrics {
+ public:
+  struct Listener {
+    prometheus::Counter* accepted;
+    prometheus::Gauge* active;
+    prometheus::Counter* tls_ok_12;
+    prometheus::Counter* tls_ok_13;
+    prometheus::Counter* tls_error;
+    prometheus::Histogram* tls_duration;
+  };
+  struct Command {
+    prometheus::Counter* ok;
+    prometheus::Counter* err;
+    prometheus::Histogram* duration;
+  };
+
+  // listeners: the configured listener names, in order; commands: the POP3 verbs, in
+  // the order of their enum (an extra "invalid" entry is added at the end).
+  Metrics(prometheus::Registry& registry, const std::vector<std::string>& listeners,
+          const std::vector<std::string_view>& commands, std::string_view version,
+          std::string_view tls_library);
+
+  Listener& listener(std::size_t index) { return listeners_[index]; }
+  Command& command(std::size_t index) { return commands_[index]; }
+  Command& invalid_command() { return commands_.back(); }
+
+  prometheus::Counter& auth(Mechanism mechanism, AuthResult result) {
+    return *auth_[static_cast<std::size_t>(mechanism)][static_cast<std::size_t>(result)];
+  }
+  prometheus::Counter& upstream_error(UpstreamError kind) {
+    return *upstream_errors_[static_cast<std::size_t>(kind)];
+  }
+  prometheus::Counter& session_end(SessionEnd reason) {
+    return *sessions_[static_cast<std::size_t>(reason)];
+  }
+  prometheus::Counter& rejected(Rejection reason) {
+    return *rejected_[static_cast<std::size_t>(reason)];
+  }
+  prometheus::Counter& bytes(Direction direction) {
+    return *bytes_[static_cast<std::size_t>(direction)];
+  }
+
+  prometheus::Counter& upstream_connect_ok;
+  prometheus::Counter& upstream_connect_error;
+  prometheus::Histogram& upstream_connect_duration;
+  prometheus::Gauge& upstream_active;
   prometheus::Counter& messages_retrieved;
   prometheus::Counter& messages_deleted;
   prometheus::Counter& retrieve_size_mismatches;
-  prometheus::Family<prometheus::Counter>& bytes;     // {direction}
-  prometheus::Family<prometheus::Counter>& sessions;  // {reason}
+  prometheus::Counter& reload_success;
+  prometheus::Counter& reload_failure;
+  prometheus::Gauge& ready;
+  prometheus::Family<prometheus::Gauge>& certificate_expiry;  // {certificate}
+
+ private:
+  std::vector<Listener> listeners_;
+  std::vector<Command> commands_;
+  std::array<PerValue<prometheus::Counter, AuthResult>, static_cast<std::size_t>(Mechanism::kCount)>
+      auth_{};
+  PerValue<prometheus::Counter, UpstreamError> upstream_errors_{};
+  PerValue<prometheus::Counter, SessionEnd> sessions_{};
+  PerValue<prometheus::Counter, Rejection> rejected_{};
+  PerValue<prometheus::Counter, Direction> bytes_{};
 };
 
 // The Prometheus text exposition of everything in the registry.

@@ -54,8 +54,8 @@ void LineReader::append(std::string_view bytes) {
     }
     const std::size_t before_lf = static_cast<std::size_t>(lf - bytes.data());
     std::size_t content = have + before_lf;
-    const bool cr = before_lf > 0 ? bytes[before_lf - 1] == '\r'
-                                  : (have > 0 && buffer_.back() == '\r');
+    const bool cr =
+        before_lf > 0 ? bytes[before_lf - 1] == '\r' : (have > 0 && buffer_.back() == '\r');
     if (cr) {
       --content;
     }

@@ -45,10 +45,10 @@ class LineReader {
   // ends), so next() recognises it by its length and memory stays bounded.
   std::size_t max_line_;
   std::string buffer_;
-  std::size_t start_ = 0;       // first unread octet in buffer_
-  std::size_t tail_ = 0;        // first octet of the line still waiting for its LF
-  std::size_t wiped_ = 0;       // octets before this offset are already wiped
-  bool discarding_ = false;     // inside an over-long line
+  std::size_t start_ = 0;    // first unread octet in buffer_
+  std::size_t tail_ = 0;     // first octet of the line still waiting for its LF
+  std::size_t wiped_ = 0;    // octets before this offset are already wiped
+  bool discarding_ = false;  // inside an over-long line
 };
 
 }  // namespace popbridge::protocol

@@ -113,7 +113,8 @@ bool valid_mechanism(std::string_view name) {
   }
   for (const char c : name) {
     const char upper = to_upper(c);
-    const bool ok = (upper >= 'A' && upper <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_';
+    const bool ok =
+        (upper >= 'A' && upper <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_';
     if (!ok) {
       return false;
     }

@@ -41,7 +41,7 @@ std::string status_line(std::string_view status, std::string_view code, std::str
       std::size_t cut = room;
       // Do not leave half a UTF-8 sequence (an upstream's message may be UTF-8).
       while (cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80) {
-
+        --cut;
       }
       text = text.substr(0, cut);
     }
@@ -82,7 +82,8 @@ void DotStuffer::feed(std::string_view chunk, std::string& out) {
   // Copy whole runs, breaking only where a line starts with '.'.
   const char* p = run;
   while (p < end) {
-    const auto* lf = static_cast<const char*>(std::memchr(p, '\n', static_cast<std::size_t>(end - p)));
+    const auto* lf =
+        static_cast<const char*>(std::memchr(p, '\n', static_cast<std::size_t>(end - p)));
     if (lf == nullptr) {
       break;
     }

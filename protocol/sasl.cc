@@ -10,7 +10,8 @@ std::optional<PlainCredentials> parse_sasl_plain(std::string_view message) {
     return std::nullopt;
   }
   const std::size_t second = message.find('\0', first + 1);
-  if (second == std::string_view::npos || message.find('\0', second + 1) != std::string_view::npos) {
+  if (second == std::string_view::npos ||
+      message.find('\0', second + 1) != std::string_view::npos) {
     return std::nullopt;
   }
   const std::string_view authcid = message.substr(first + 1, second - first - 1);

@@ -8,11 +8,14 @@
 #include <sys/resource.h>
 
 #include <csignal>
+#include <functional>
 #include <cstdio>
 #include <iostream>
 
 #include "config/config.h"
 #include "metrics/metrics.h"
+#include "protocol/pop3_command.h"
+#include "proxy/admin_server.h"
 #include "proxy/log.h"
 #include "proxy/server.h"
 #include "proxy/tls_context.h"
@@ -75,48 +78,80 @@ int run(const config::Config& config) {
   std::signal(SIGPIPE, SIG_IGN);
   uv_loop_t* loop = uv_default_loop();
   prometheus::Registry registry;
-  metrics::Metrics metrics(registry);
+  std::vector<std::string> listener_names;
+  for (const config::Listener& listener : config.listeners) {
+    listener_names.push_back(listener.name);
+  }
+  std::vector<std::string_view> verbs;
+  for (std::size_t verb = 0; verb < protocol::kPop3VerbCount; ++verb) {
+    verbs.push_back(protocol::verb_name(static_cast<protocol::Pop3Verb>(verb)));
+  }
+  metrics::Metrics metrics(registry, listener_names, verbs, proxy::kVersion,
+                           OpenSSL_version(OPENSSL_VERSION));
+  if (server_tls) {
+    if (auto expiry = proxy::certificate_expiry(server_tls.get())) {
+      metrics.certificate_expiry.Add({{"certificate", config.tls.certificate}})
+          .Set(static_cast<double>(*expiry));
+    }
+  }
   int exit_code = 0;
   {
     proxy::Server server(loop, config, std::move(server_tls), std::move(upstream_tls), metrics);
+    proxy::AdminServer admin(loop, {[&] {
+                                      metrics.ready.Set(server.ready() ? 1 : 0);
+                                      return metrics::expose(registry);
+                                    },
+                                    [&] { return server.ready(); }});
+    proxy::UvHandle<uv_signal_t> terminate([loop](uv_signal_t* h) { return uv_signal_init(loop, h); });
+    proxy::UvHandle<uv_signal_t> interrupt([loop](uv_signal_t* h) { return uv_signal_init(loop, h); });
+    // Everything that keeps the loop alive once the sessions are gone.
+    auto shut_down = [&] {
+      server.stop();
+      admin.stop();
+      terminate.close();
+      interrupt.close();
+    };
     std::string error;
-    if (!server.start(error)) {
+    if (!server.start(error) ||
+        (config.metrics.address && !admin.start(*config.metrics.address, error))) {
       std::cerr << "error: " << error << "\n";
+      shut_down();
       exit_code = 1;
     } else {
       proxy::log::info("started", {{"version", proxy::kVersion},
                                    {"tls_library", OpenSSL_version(OPENSSL_VERSION)}});
-    }
-    auto on_signal = [](uv_signal_t* handle, int signal_number) noexcept {
-      auto* target = static_cast<proxy::Server*>(handle->data);
-      if (target == nullptr) {
-        return;
-      }
-      proxy::log::info("stopping", {{"signal", signal_number}});
-      target->stop();
-      // Closing the signal handles lets the loop run dry and return.
-      uv_walk(
-          handle->loop,
-          [](uv_handle_t* h, void*) {
-            if (h->type == UV_SIGNAL && h->data != nullptr) {
-              uv_signal_stop(reinterpret_cast<uv_signal_t*>(h));
-            }
-          },
-          nullptr);
-    };
-    proxy::UvHandle<uv_signal_t> terminate([loop](uv_signal_t* h) { return uv_signal_init(loop, h); });
-    proxy::UvHandle<uv_signal_t> interrupt([loop](uv_signal_t* h) { return uv_signal_init(loop, h); });
-    terminate.get()->data = &server;
-    interrupt.get()->data = &server;
-    if (exit_code == 0) {
+      struct SignalContext {
+        proxy::Server* server;
+        std::function<void()> shut_down;
+        config::Duration drain_timeout;
+        bool draining = false;
+      } signals{&server, shut_down, config.limits.drain_timeout};
+      terminate.get()->data = &signals;
+      interrupt.get()->data = &signals;
+      auto on_signal = [](uv_signal_t* handle, int signal_number) noexcept {
+        auto* context = static_cast<SignalContext*>(handle->data);
+        if (context == nullptr) {
+          return;
+        }
+        if (context->draining) {
+          // A second signal: stop waiting for sessions.
+          proxy::log::warn("stopping_now", {{"signal", signal_number}});
+          context->shut_down();
+          return;
+        }
+        context->draining = true;
+        proxy::log::info("stopping", {{"signal", signal_number}});
+        context->server->drain(context->drain_timeout, [context] {
+          proxy::log::info("drained");
+          context->shut_down();
+        });
+      };
       uv_signal_start(terminate.get(), on_signal, SIGTERM);
       uv_signal_start(interrupt.get(), on_signal, SIGINT);
       uv_run(loop, UV_RUN_DEFAULT);
     }
-    server.stop();
-    terminate.close();
-    interrupt.close();
-    uv_run(loop, UV_RUN_DEFAULT);  // let close callbacks and graceful closes finish
+    shut_down();
+    uv_run(loop, UV_RUN_DEFAULT);  // close callbacks and graceful closes
   }
   uv_run(loop, UV_RUN_DEFAULT);
   uv_loop_close(loop);

@@ -19,14 +19,39 @@ constexpr std::size_t kMaxBufferedInput = 64 * 1024;
 
 enum StateMask : unsigned { kAuthorization = 1, kTransaction = 2 };
 
-std::string_view mechanism_label(std::string_view mechanism) {
+metrics::Mechanism mechanism_of(std::string_view mechanism) {
   if (mechanism == "PLAIN") {
-    return "plain";
+    return metrics::Mechanism::kPlain;
   }
   if (mechanism == "LOGIN") {
-    return "login";
+    return metrics::Mechanism::kLogin;
   }
-  return "user";
+  return metrics::Mechanism::kUser;
+}
+
+metrics::UpstreamError error_kind(ImapResult::Failure failure) {
+  switch (failure) {
+    case ImapResult::Failure::kConnect:
+      return metrics::UpstreamError::kConnect;
+    case ImapResult::Failure::kTls:
+      return metrics::UpstreamError::kTls;
+    case ImapResult::Failure::kTimeout:
+      return metrics::UpstreamError::kTimeout;
+    case ImapResult::Failure::kBye:
+      return metrics::UpstreamError::kBye;
+    case ImapResult::Failure::kRefused:
+      return metrics::UpstreamError::kRefused;
+    case ImapResult::Failure::kClosed:
+      return metrics::UpstreamError::kClosed;
+    case ImapResult::Failure::kProtocol:
+    case ImapResult::Failure::kNone:
+      break;
+  }
+  return metrics::UpstreamError::kProtocol;
+}
+
+double seconds_since(std::uint64_t start_ns) {
+  return static_cast<double>(uv_hrtime() - start_ns) / 1e9;
 }
 
 }  // namespace
@@ -58,10 +83,12 @@ const Pop3Session::CommandEntry& Pop3Session::command_entry(Pop3Verb verb) {
 }
 
 Pop3Session::Pop3Session(Server& server, const SessionContext& context,
-                         const config::Listener& listener, ConnectionPtr client, std::uint64_t id)
+                         const config::Listener& listener, std::size_t listener_index,
+                         ConnectionPtr client, std::uint64_t id)
     : server_(server),
       context_(context),
       listener_(listener),
+      listener_metrics_(context.metrics.listener(listener_index)),
       client_(std::move(client)),
       id_(id),
       id_text_(std::to_string(id)),
@@ -85,12 +112,15 @@ void Pop3Session::start() {
                               {"listener", listener_.name},
                               {"client", client_->peer_address()},
                               {"client_port", static_cast<unsigned>(client_->peer_port())}});
+  listener_metrics_.accepted->Increment();
+  listener_metrics_.active->Increment();
   reset_idle_timer();
   client_->start_reading();
+  tls_started_ns_ = uv_hrtime();
   if (listener_.tls == config::TlsMode::kImplicit) {
     state_ = State::kHandshake;
     if (!client_->start_tls(context_.server_tls, Connection::Role::kServer, {})) {
-      abort("tls_setup_failed");
+      abort(metrics::SessionEnd::kTlsHandshake);
     }
     return;
   }
@@ -104,6 +134,10 @@ void Pop3Session::send_greeting() {
 
 void Pop3Session::on_tls_established() {
   log::info("tls_established", {{"session", id_text_}, {"tls", client_->tls_summary()}});
+  listener_metrics_.tls_duration->Observe(seconds_since(tls_started_ns_));
+  (client_->tls_summary().rfind("TLSv1.3", 0) == 0 ? listener_metrics_.tls_ok_13
+                                                    : listener_metrics_.tls_ok_12)
+      ->Increment();
   if (state_ == State::kHandshake) {
     send_greeting();
   }
@@ -152,7 +186,7 @@ void Pop3Session::dispatch(std::string_view line) {
   }
   protocol::Pop3ParseResult parsed = protocol::parse_pop3_command(line);
   if (auto* error = std::get_if<protocol::Pop3ParseError>(&parsed)) {
-    context_.metrics.commands.Add({{"command", "invalid"}, {"result", "err"}}).Increment();
+    context_.metrics.invalid_command().err->Increment();
     reply(protocol::err_reply(RespCode::kNone, error->message));
     return;
   }
@@ -160,20 +194,34 @@ void Pop3Session::dispatch(std::string_view line) {
   const CommandEntry& entry = command_entry(command.verb);
   const unsigned state_bit = state_ == State::kAuthorization ? kAuthorization : kTransaction;
   counting_ = command.verb;
+  timed_command_ = command.verb;
+  command_started_ns_ = uv_hrtime();
   if ((entry.states & state_bit) == 0) {
     reply(protocol::err_reply(RespCode::kNone, "command not valid in this state"));
+    observe_command();
     return;
   }
   log::debug("command", {{"session", id_text_}, {"command", protocol::verb_name(command.verb)}});
   (this->*entry.handler)(command);
+  if (!busy_) {
+    observe_command();
+  }
+}
+
+void Pop3Session::observe_command() {
+  if (!timed_command_) {
+    return;
+  }
+  context_.metrics.command(static_cast<std::size_t>(*timed_command_))
+      .duration->Observe(seconds_since(command_started_ns_));
+  timed_command_.reset();
 }
 
 void Pop3Session::reply(std::string_view bytes) {
   if (counting_) {
     const bool ok = !bytes.empty() && bytes[0] == '+';
-    context_.metrics.commands
-        .Add({{"command", std::string(protocol::verb_name(*counting_))}, {"result", ok ? "ok" : "err"}})
-        .Increment();
+    metrics::Metrics::Command& command = context_.metrics.command(static_cast<std::size_t>(*counting_));
+    (ok ? command.ok : command.err)->Increment();
     counting_.reset();
   }
   client_->write(bytes);
@@ -181,6 +229,8 @@ void Pop3Session::reply(std::string_view bytes) {
 
 void Pop3Session::command_done() {
   busy_ = false;
+  observe_command();
+  sync_byte_metrics();
   reset_idle_timer();
   process_input();
 }
@@ -193,7 +243,7 @@ void Pop3Session::reset_idle_timer() {
       return;
     }
     reply(protocol::err_reply(RespCode::kNone, "autologout; idle for too long"));
-    close_gracefully("timeout");
+    close_gracefully(metrics::SessionEnd::kTimeout);
   });
 }
 
@@ -234,7 +284,7 @@ void Pop3Session::cmd_stls(Pop3Command&) {
   reader_.discard();
   user_.clear();
   if (!client_->start_tls(context_.server_tls, Connection::Role::kServer, {})) {
-    abort("tls_setup_failed");
+    abort(metrics::SessionEnd::kTlsHandshake);
   }
 }
 
@@ -242,7 +292,7 @@ void Pop3Session::cmd_stls(Pop3Command&) {
 
 void Pop3Session::cmd_user(Pop3Command& command) {
   if (!plaintext_allowed()) {
-    context_.metrics.auth_attempts.Add({{"mechanism", "user"}, {"result", "plaintext_refused"}})
+    context_.metrics.auth(metrics::Mechanism::kUser, metrics::AuthResult::kPlaintextRefused)
         .Increment();
     reply(protocol::err_reply(RespCode::kAuth,
                               "Plaintext authentication disallowed on non-secure connections"));
@@ -254,7 +304,7 @@ void Pop3Session::cmd_user(Pop3Command& command) {
 
 void Pop3Session::cmd_pass(Pop3Command& command) {
   if (!plaintext_allowed()) {
-    context_.metrics.auth_attempts.Add({{"mechanism", "user"}, {"result", "plaintext_refused"}})
+    context_.metrics.auth(metrics::Mechanism::kUser, metrics::AuthResult::kPlaintextRefused)
         .Increment();
     reply(protocol::err_reply(RespCode::kAuth,
                               "Plaintext authentication disallowed on non-secure connections"));
@@ -281,9 +331,7 @@ void Pop3Session::cmd_auth(Pop3Command& command) {
     return;
   }
   if (!plaintext_allowed()) {
-    context_.metrics.auth_attempts
-        .Add({{"mechanism", std::string(mechanism_label(command.argument))},
-              {"result", "plaintext_refused"}})
+    context_.metrics.auth(mechanism_of(command.argument), metrics::AuthResult::kPlaintextRefused)
         .Increment();
     reply(protocol::err_reply(RespCode::kAuth,
                               "Plaintext authentication disallowed on non-secure connections"));
@@ -327,7 +375,7 @@ void Pop3Session::handle_sasl_line(std::string_view line) {
       }
       if (!credentials->authzid.empty() && credentials->authzid != credentials->authcid) {
         // Acting as another user needs a master login, which passthrough cannot grant.
-        login_failed(RespCode::kAuth, "Authentication failed.", "bad_credentials");
+        login_failed(RespCode::kAuth, "Authentication failed.", metrics::AuthResult::kBadCredentials);
         return;
       }
       begin_login("PLAIN", std::move(credentials->authcid), std::move(credentials->password));
@@ -359,55 +407,60 @@ void Pop3Session::begin_login(std::string_view mechanism, std::string user,
   login_mechanism_ = std::string(mechanism);
   user_ = std::move(user);
   if (user_.empty() || password.empty()) {
-    login_failed(RespCode::kAuth, "Authentication failed.", "bad_credentials");
+    login_failed(RespCode::kAuth, "Authentication failed.", metrics::AuthResult::kBadCredentials);
     return;
   }
   busy_ = true;
   idle_timer_.stop();
+  upstream_started_ns_ = uv_hrtime();
+  context_.metrics.upstream_active.Increment();
   ImapClient::Observer& observer = *this;
   upstream_ = std::make_shared<ImapClient>(context_.loop, config().upstream, context_.upstream_tls,
                                            observer);
   upstream_->connect([this, password = std::move(password)](const ImapResult& connected) {
     if (!connected.ok()) {
-      context_.metrics.upstream_errors.Add({{"kind", std::string(failure_name(connected.failure))}})
-          .Increment();
+      context_.metrics.upstream_error(error_kind(connected.failure)).Increment();
+      context_.metrics.upstream_connect_error.Increment();
       login_failed(RespCode::kSysTemp, "Temporary failure, try again later.",
-                   "upstream_unavailable");
+                   metrics::AuthResult::kUpstreamUnavailable);
       return;
     }
     upstream_->login({}, user_, password, [this](const ImapResult& result) {
       if (result.ok()) {
+        context_.metrics.upstream_connect_ok.Increment();
+        context_.metrics.upstream_connect_duration.Observe(seconds_since(upstream_started_ns_));
         select_mailbox();
         return;
       }
+      if (result.kind == ImapResult::Kind::kFailed) {
+        context_.metrics.upstream_connect_error.Increment();
+      }
       const std::string code = result.code_atom();
       if (result.kind == ImapResult::Kind::kFailed) {
-        context_.metrics.upstream_errors.Add({{"kind", std::string(failure_name(result.failure))}})
-            .Increment();
+        context_.metrics.upstream_error(error_kind(result.failure)).Increment();
         login_failed(RespCode::kSysTemp, "Temporary failure, try again later.",
-                     "upstream_unavailable");
+                     metrics::AuthResult::kUpstreamUnavailable);
       } else if (code == "INUSE") {
-        login_failed(RespCode::kInUse, "Mailbox in use.", "in_use");
+        login_failed(RespCode::kInUse, "Mailbox in use.", metrics::AuthResult::kInUse);
       } else if (code == "UNAVAILABLE" || code == "SERVERBUG" || code == "LIMIT") {
         login_failed(RespCode::kSysTemp, "Temporary failure, try again later.",
-                     "upstream_unavailable");
+                     metrics::AuthResult::kUpstreamUnavailable);
       } else {
         // A tagged NO without a code (Cyrus, Courier) is a credentials failure too. The
         // text is the same whether the user exists or not (RFC 8314 §4.1).
-        login_failed(RespCode::kAuth, "Authentication failed.", "bad_credentials");
+        login_failed(RespCode::kAuth, "Authentication failed.", metrics::AuthResult::kBadCredentials);
       }
     });
   });
 }
 
-void Pop3Session::login_failed(RespCode code, std::string_view text, std::string_view result) {
+void Pop3Session::login_failed(RespCode code, std::string_view text, metrics::AuthResult result) {
   retire_upstream(false);
-  context_.metrics.auth_attempts
-      .Add({{"mechanism", std::string(mechanism_label(login_mechanism_))},
-            {"result", std::string(result)}})
-      .Increment();
-  log::info("login_failed",
-            {{"session", id_text_}, {"user", user_}, {"mechanism", login_mechanism_}, {"result", result}});
+  context_.metrics.auth(mechanism_of(login_mechanism_), result).Increment();
+  log::info("login_failed", {{"session", id_text_},
+                             {"user", user_},
+                             {"mechanism", login_mechanism_},
+                             {"result", metrics::name(result)}});
   user_.clear();
   busy_ = true;
   const bool credentials = code == RespCode::kAuth;
@@ -421,7 +474,7 @@ void Pop3Session::login_failed(RespCode code, std::string_view text, std::string
     counting_ = Pop3Verb::kPass;
     reply(message);
     if (failed_logins_ >= config().auth.max_attempts) {
-      close_gracefully("auth_failures");
+      close_gracefully(metrics::SessionEnd::kAuthFailures);
       return;
     }
     command_done();
@@ -430,9 +483,7 @@ void Pop3Session::login_failed(RespCode code, std::string_view text, std::string
 
 void Pop3Session::finish_login() {
   state_ = State::kTransaction;
-  context_.metrics.auth_attempts
-      .Add({{"mechanism", std::string(mechanism_label(login_mechanism_))}, {"result", "success"}})
-      .Increment();
+  context_.metrics.auth(mechanism_of(login_mechanism_), metrics::AuthResult::kSuccess).Increment();
   log::info("login", {{"session", id_text_},
                       {"user", user_},
                       {"mechanism", login_mechanism_},
@@ -456,15 +507,19 @@ void Pop3Session::on_disconnected(std::string_view reason) {
   state_ = State::kClosing;
   // RFC 1939 §6: a connection that ends without QUIT removes nothing.
   retire_upstream(true);
-  finish(in_handshake ? "tls_handshake" : "client_closed");
+  if (in_handshake || (client_->tls_active() && !client_->tls_established())) {
+    listener_metrics_.tls_error->Increment();
+    context_.metrics.rejected(metrics::Rejection::kTlsHandshake).Increment();
+  }
+  finish(in_handshake ? metrics::SessionEnd::kTlsHandshake : metrics::SessionEnd::kClientClosed);
 }
 
 void Pop3Session::on_upstream_lost(const ImapResult& why) {
-  context_.metrics.upstream_errors.Add({{"kind", std::string(failure_name(why.failure))}}).Increment();
+  context_.metrics.upstream_error(error_kind(why.failure)).Increment();
   retire_upstream(false);
 }
 
-void Pop3Session::abort(std::string_view reason) {
+void Pop3Session::abort(metrics::SessionEnd reason) {
   if (state_ == State::kClosing) {
     return;
   }
@@ -474,7 +529,7 @@ void Pop3Session::abort(std::string_view reason) {
   finish(reason);
 }
 
-void Pop3Session::close_gracefully(std::string_view reason) {
+void Pop3Session::close_gracefully(metrics::SessionEnd reason) {
   if (state_ == State::kClosing) {
     return;
   }
@@ -484,31 +539,48 @@ void Pop3Session::close_gracefully(std::string_view reason) {
   finish(reason);
 }
 
-void Pop3Session::finish(std::string_view reason) {
-  if (!end_reason_.empty()) {
+void Pop3Session::finish(metrics::SessionEnd reason) {
+  if (finished_) {
     return;
   }
-  end_reason_ = std::string(reason);
+  finished_ = true;
   idle_timer_.stop();
   delay_timer_.stop();
-  context_.metrics.sessions.Add({{"reason", end_reason_}}).Increment();
-  context_.metrics.bytes.Add({{"direction", "client_in"}}).Increment(static_cast<double>(client_->bytes_received()));
-  context_.metrics.bytes.Add({{"direction", "client_out"}}).Increment(static_cast<double>(client_->bytes_sent()));
+  observe_command();
+  sync_byte_metrics();
+  listener_metrics_.active->Decrement();
+  context_.metrics.session_end(reason).Increment();
   log::info("session_end", {{"session", id_text_},
-                            {"reason", end_reason_},
+                            {"reason", metrics::name(reason)},
                             {"bytes_in", client_->bytes_received()},
                             {"bytes_out", client_->bytes_sent()}});
   server_.session_finished(this);
+}
+
+void Pop3Session::sync_byte_metrics() {
+  // Counted as deltas at command boundaries: cheap, and dashboards see long sessions
+  // move instead of jumping at their end.
+  auto add = [&](metrics::Direction direction, std::uint64_t total, std::uint64_t& counted) {
+    if (total > counted) {
+      context_.metrics.bytes(direction).Increment(static_cast<double>(total - counted));
+      counted = total;
+    }
+  };
+  add(metrics::Direction::kClientIn, client_->bytes_received(), counted_client_in_);
+  add(metrics::Direction::kClientOut, client_->bytes_sent(), counted_client_out_);
+  if (upstream_) {
+    add(metrics::Direction::kUpstreamIn, upstream_->bytes_received(), counted_upstream_in_);
+    add(metrics::Direction::kUpstreamOut, upstream_->bytes_sent(), counted_upstream_out_);
+  }
 }
 
 void Pop3Session::retire_upstream(bool logout) {
   if (!upstream_) {
     return;
   }
-  context_.metrics.bytes.Add({{"direction", "upstream_in"}})
-      .Increment(static_cast<double>(upstream_->bytes_received()));
-  context_.metrics.bytes.Add({{"direction", "upstream_out"}})
-      .Increment(static_cast<double>(upstream_->bytes_sent()));
+  sync_byte_metrics();
+  counted_upstream_in_ = counted_upstream_out_ = 0;
+  context_.metrics.upstream_active.Decrement();
   if (logout) {
     upstream_->logout();
   } else {

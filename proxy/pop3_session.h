@@ -7,6 +7,7 @@
 #include <string_view>
 
 #include "config/config.h"
+#include "metrics/metrics.h"
 #include "protocol/line_reader.h"
 #include "protocol/pop3_command.h"
 #include "protocol/pop3_reply.h"
@@ -33,14 +34,16 @@ namespace popbridge::proxy {
 class Pop3Session final : Connection::Handler, ImapClient::Observer, FetchSink {
  public:
   Pop3Session(Server& server, const SessionContext& context, const config::Listener& listener,
-              ConnectionPtr client, std::uint64_t id);
+              std::size_t listener_index, ConnectionPtr client, std::uint64_t id);
   ~Pop3Session() override;
   Pop3Session(const Pop3Session&) = delete;
   Pop3Session& operator=(const Pop3Session&) = delete;
 
   void start();
   // Closes at once without UPDATE (shutdown).
-  void abort(std::string_view reason);
+  void abort(metrics::SessionEnd reason);
+  // A QUIT is being carried out upstream.
+  bool updating() const { return state_ == State::kUpdate; }
 
  private:
   enum class State { kHandshake, kAuthorization, kTransaction, kUpdate, kClosing };
@@ -95,7 +98,7 @@ class Pop3Session final : Connection::Handler, ImapClient::Observer, FetchSink {
   // Login: connect upstream, log in, SELECT, snapshot.
   bool plaintext_allowed() const;
   void begin_login(std::string_view mechanism, std::string user, protocol::Secret password);
-  void login_failed(protocol::RespCode code, std::string_view text, std::string_view result);
+  void login_failed(protocol::RespCode code, std::string_view text, metrics::AuthResult result);
   void select_mailbox();
   void finish_login();
   // QUIT in TRANSACTION.
@@ -114,8 +117,10 @@ class Pop3Session final : Connection::Handler, ImapClient::Observer, FetchSink {
   void reply(std::string_view bytes);
   void command_done();
   void reset_idle_timer();
-  void close_gracefully(std::string_view reason);
-  void finish(std::string_view reason);
+  void close_gracefully(metrics::SessionEnd reason);
+  void finish(metrics::SessionEnd reason);
+  void observe_command();
+  void sync_byte_metrics();
   void fail_transfer(std::string_view why);
   void upstream_gone_reply();
   bool require_upstream();
@@ -125,6 +130,7 @@ class Pop3Session final : Connection::Handler, ImapClient::Observer, FetchSink {
   Server& server_;
   const SessionContext& context_;
   const config::Listener& listener_;
+  metrics::Metrics::Listener& listener_metrics_;
   ConnectionPtr client_;
   std::uint64_t id_;
   std::string id_text_;
@@ -147,6 +153,7 @@ class Pop3Session final : Connection::Handler, ImapClient::Observer, FetchSink {
   Maildrop maildrop_;
   std::vector<Maildrop::Message> snapshot_;  // collected during the initial FETCH
   Maildrop::Message fetching_;
+  bool fetching_has_size_ = false;
   Transfer transfer_ = Transfer::kNone;
   protocol::DotStuffer stuffer_;
   std::optional<protocol::TopFilter> top_filter_;
@@ -157,7 +164,16 @@ class Pop3Session final : Connection::Handler, ImapClient::Observer, FetchSink {
   bool transfer_started_ = false;           // "+OK" sent: failure must now drop the client
   bool body_complete_ = false;              // the literal arrived in full
   std::string out_;                         // reused scratch for replies and stuffed data
-  std::string end_reason_;
+  bool finished_ = false;
+  // Metrics: timings and the byte counts already added to the counters.
+  std::optional<protocol::Pop3Verb> timed_command_;
+  std::uint64_t command_started_ns_ = 0;
+  std::uint64_t tls_started_ns_ = 0;
+  std::uint64_t upstream_started_ns_ = 0;
+  std::uint64_t counted_client_in_ = 0;
+  std::uint64_t counted_client_out_ = 0;
+  std::uint64_t counted_upstream_in_ = 0;
+  std::uint64_t counted_upstream_out_ = 0;
 };
 
 }  // namespace popbridge::proxy

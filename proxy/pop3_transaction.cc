@@ -37,7 +37,7 @@ void Pop3Session::select_mailbox() {
       // A mailbox that does not exist will not appear by retrying.
       const bool permanent = selected.code_atom() == "NONEXISTENT";
       login_failed(permanent ? RespCode::kSysPerm : RespCode::kSysTemp,
-                   "Unable to open the maildrop.", "upstream_unavailable");
+                   "Unable to open the maildrop.", metrics::AuthResult::kUpstreamUnavailable);
       return;
     }
     snapshot_.clear();
@@ -52,7 +52,7 @@ void Pop3Session::select_mailbox() {
     upstream_->run(fetch, this, [this](const ImapResult& fetched) {
       transfer_ = Transfer::kNone;
       if (!fetched.ok()) {
-        login_failed(RespCode::kSysTemp, "Unable to read the maildrop.", "upstream_unavailable");
+        login_failed(RespCode::kSysTemp, "Unable to read the maildrop.", metrics::AuthResult::kUpstreamUnavailable);
         return;
       }
       maildrop_ = Maildrop(std::move(snapshot_), *upstream_->uidvalidity(),
@@ -63,14 +63,22 @@ void Pop3Session::select_mailbox() {
   });
 }
 
-void Pop3Session::on_fetch_begin(std::uint32_t) { fetching_ = {}; }
+void Pop3Session::on_fetch_begin(std::uint32_t) {
+  fetching_ = {};
+  fetching_has_size_ = false;
+}
 
 void Pop3Session::on_fetch_uid(std::uint32_t uid) { fetching_.uid = uid; }
 
-void Pop3Session::on_fetch_size(std::uint64_t size) { fetching_.size = size; }
+void Pop3Session::on_fetch_size(std::uint64_t size) {
+  fetching_.size = size;
+  fetching_has_size_ = true;
+}
 
 void Pop3Session::on_fetch_end() {
-  if (transfer_ == Transfer::kSnapshot && fetching_.uid != 0) {
+  // Only answers to our FETCH carry both items; an unsolicited flag update (which may
+  // carry a UID too) must not enter the snapshot as a message of size 0.
+  if (transfer_ == Transfer::kSnapshot && fetching_.uid != 0 && fetching_has_size_) {
     snapshot_.push_back(fetching_);
   }
 }
@@ -161,7 +169,7 @@ bool Pop3Session::require_upstream() {
 
 void Pop3Session::upstream_gone_reply() {
   reply(protocol::err_reply(RespCode::kSysTemp, "connection to the mail store lost"));
-  close_gracefully("upstream_failed");
+  close_gracefully(metrics::SessionEnd::kUpstreamFailed);
 }
 
 void Pop3Session::cmd_noop(Pop3Command&) {
@@ -361,7 +369,7 @@ void Pop3Session::fail_transfer(std::string_view why) {
   // Part of the message is already with the client: without the terminator the client
   // knows it is incomplete; with one it would store a truncated message as complete.
   log::error("transfer_failed", {{"session", id_text_}, {"uid", transfer_uid_}, {"reason", why}});
-  abort("upstream_failed");
+  abort(metrics::SessionEnd::kUpstreamFailed);
 }
 
 // --- QUIT and UPDATE ---------------------------------------------------------------------
@@ -369,14 +377,14 @@ void Pop3Session::fail_transfer(std::string_view why) {
 void Pop3Session::cmd_quit(Pop3Command&) {
   if (state_ == State::kAuthorization) {
     reply(protocol::ok_reply("popbridge signing off"));
-    close_gracefully("quit");
+    close_gracefully(metrics::SessionEnd::kQuit);
     return;
   }
   state_ = State::kUpdate;
   std::vector<std::uint32_t> uids = maildrop_.deleted_uids();
   if (uids.empty()) {
     reply(protocol::ok_reply("popbridge signing off"));
-    close_gracefully("quit");
+    close_gracefully(metrics::SessionEnd::kQuit);
     return;
   }
   if (!upstream_ || !upstream_->usable()) {
@@ -452,12 +460,12 @@ void Pop3Session::update_rollback(std::vector<std::uint32_t> uids, std::string_v
 void Pop3Session::update_done(bool removed, std::string_view detail, RespCode failure_code) {
   if (removed) {
     reply(protocol::ok_reply("popbridge signing off (" + std::string(detail) + ")"));
-    close_gracefully("quit");
+    close_gracefully(metrics::SessionEnd::kQuit);
     return;
   }
   log::error("update_failed", {{"session", id_text_}, {"reason", detail}});
   reply(protocol::err_reply(failure_code, "some deleted messages not removed"));
-  close_gracefully("quit");
+  close_gracefully(metrics::SessionEnd::kQuit);
 }
 
 }  // namespace popbridge::proxy

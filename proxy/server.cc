@@ -12,16 +12,17 @@ Server::Server(uv_loop_t* loop, const config::Config& config, SslCtxPtr server_t
     : server_tls_(std::move(server_tls)),
       upstream_tls_(std::move(upstream_tls)),
       context_{loop, config, server_tls_.get(), upstream_tls_.get(), metrics},
-      reaper_(loop) {}
+      drain_deadline_(loop),
+      graveyard_(loop) {}
 
 Server::~Server() {
   stop();
-  graveyard_.clear();
 }
 
 bool Server::start(std::string& error) {
-  for (const config::Listener& settings : context_.config.listeners) {
-    auto listener = std::make_unique<Listener>(this, &settings, context_.loop);
+  for (std::size_t index = 0; index < context_.config.listeners.size(); ++index) {
+    const config::Listener& settings = context_.config.listeners[index];
+    auto listener = std::make_unique<Listener>(this, &settings, index, context_.loop);
     sockaddr_storage address{};
     if (!parse_ip_literal(settings.address, address)) {
       error = "listener '" + settings.name + "': address must be an IP literal, got '" +
@@ -45,11 +46,57 @@ bool Server::start(std::string& error) {
                                                                                  : "none"}});
     listeners_.push_back(std::move(listener));
   }
+  listening_ = true;
+  // Probing more often than this only adds load on the IMAP server's login processes.
+  constexpr std::uint64_t kProbeIntervalMs = 10'000;
+  probe_ = std::make_unique<UpstreamProbe>(context_.loop, context_.config.upstream,
+                                           context_.upstream_tls, kProbeIntervalMs);
+  probe_->start();
   return true;
 }
 
-void Server::stop() {
+bool Server::ready() const {
+  return listening_ && !draining_ && probe_ != nullptr && probe_->reachable();
+}
+
+void Server::drain(config::Duration deadline, std::function<void()> done) {
+  draining_ = true;
+  listening_ = false;
   listeners_.clear();
+  drained_ = std::move(done);
+  log::info("draining", {{"sessions", sessions_.size()},
+                         {"deadline_ms", static_cast<long long>(deadline.count())}});
+  drain_deadline_.start(static_cast<std::uint64_t>(deadline.count()), [this] {
+    std::vector<Pop3Session*> open;
+    for (auto& [session, owner] : sessions_) {
+      if (!session->updating()) {
+        open.push_back(session);
+      }
+    }
+    log::warn("drain_deadline", {{"closed", open.size()}, {"updating", sessions_.size() - open.size()}});
+    for (Pop3Session* session : open) {
+      session->abort(metrics::SessionEnd::kShutdown);
+    }
+  });
+  check_drained();
+}
+
+void Server::check_drained() {
+  if (!draining_ || !sessions_.empty() || !drained_) {
+    return;
+  }
+  drain_deadline_.stop();
+  probe_.reset();
+  auto done = std::move(drained_);
+  drained_ = nullptr;
+  done();
+}
+
+void Server::stop() {
+  listening_ = false;
+  listeners_.clear();
+  probe_.reset();
+  drain_deadline_.stop();
   // Sessions remove themselves from the map as they finish.
   std::vector<Pop3Session*> open;
   open.reserve(sessions_.size());
@@ -57,7 +104,7 @@ void Server::stop() {
     open.push_back(session);
   }
   for (Pop3Session* session : open) {
-    session->abort("shutdown");
+    session->abort(metrics::SessionEnd::kShutdown);
   }
 }
 
@@ -80,7 +127,7 @@ void Server::accept(Listener& listener) {
   }
   connection->configure_socket();
   if (sessions_.size() >= context_.config.limits.max_connections) {
-    context_.metrics.connections_rejected.Add({{"reason", "limit"}}).Increment();
+    context_.metrics.rejected(metrics::Rejection::kLimit).Increment();
     log::warn("connection_refused", {{"listener", listener.settings->name},
                                      {"client", connection->peer_address()},
                                      {"reason", "limit"}});
@@ -92,11 +139,9 @@ void Server::accept(Listener& listener) {
     connection->close_after_flush();
     return;
   }
-  context_.metrics.connections_accepted.Add({{"listener", listener.settings->name}}).Increment();
-  context_.metrics.connections_active.Increment();
   const std::uint64_t id = next_session_id_++;
-  auto session =
-      std::make_unique<Pop3Session>(*this, context_, *listener.settings, std::move(connection), id);
+  auto session = std::make_unique<Pop3Session>(*this, context_, *listener.settings, listener.index,
+                                               std::move(connection), id);
   Pop3Session* raw = session.get();
   sessions_.emplace(raw, std::move(session));
   raw->start();
@@ -107,29 +152,11 @@ void Server::session_finished(Pop3Session* session) {
   if (found == sessions_.end()) {
     return;
   }
-  context_.metrics.connections_active.Decrement();
   dispose(std::shared_ptr<void>(std::move(found->second)));
   sessions_.erase(found);
+  check_drained();
 }
 
-void Server::dispose(std::shared_ptr<void> object) {
-  graveyard_.push_back(std::move(object));
-  schedule_reaping();
-}
-
-void Server::schedule_reaping() {
-  if (reaper_.active()) {
-    return;
-  }
-  reaper_.start(0, [this] {
-    // Destructors may dispose more objects; those wait for the next turn.
-    std::vector<std::shared_ptr<void>> dead = std::move(graveyard_);
-    graveyard_.clear();
-    dead.clear();
-    if (!graveyard_.empty()) {
-      schedule_reaping();
-    }
-  });
-}
+void Server::dispose(std::shared_ptr<void> object) { graveyard_.bury(std::move(object)); }
 
 }  // namespace popbridge::proxy

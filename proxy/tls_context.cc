@@ -1,6 +1,9 @@
 #include "proxy/tls_context.h"
 
 #include <openssl/err.h>
+#include <openssl/x509.h>
+
+#include <ctime>
 
 namespace popbridge::proxy {
 namespace {
@@ -22,6 +25,20 @@ std::string take_tls_errors() {
     text += buffer;
   }
   return text.empty() ? "unknown TLS error" : text;
+}
+
+std::optional<std::int64_t> certificate_expiry(SSL_CTX* context) {
+  X509* certificate = SSL_CTX_get0_certificate(context);
+  if (certificate == nullptr) {
+    return std::nullopt;
+  }
+  // This BoringSSL has no ASN1_TIME_to_posix: measure from now instead.
+  int days = 0;
+  int seconds = 0;
+  if (ASN1_TIME_diff(&days, &seconds, nullptr, X509_get0_notAfter(certificate)) != 1) {
+    return std::nullopt;
+  }
+  return static_cast<std::int64_t>(std::time(nullptr)) + std::int64_t{days} * 86400 + seconds;
 }
 
 TlsContextResult make_server_context(const config::TlsSettings& settings) {

@@ -2,7 +2,9 @@
 
 #include <openssl/ssl.h>
 
+#include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "config/config.h"
@@ -26,6 +28,9 @@ TlsContextResult make_server_context(const config::TlsSettings& settings);
 // The client side for the upstream: chain verification against ca_file (unless
 // verification is off for tests); the host name is checked per connection.
 TlsContextResult make_client_context(const config::Upstream& upstream);
+
+// notAfter of the context's certificate as a Unix time, for the expiry metric.
+std::optional<std::int64_t> certificate_expiry(SSL_CTX* context);
 
 // The last BoringSSL error queue entries as text, clearing the queue.
 std::string take_tls_errors();

@@ -13,7 +13,6 @@
 // for both paths alike. The timed runs only count octets.
 //
 // Results go to stdout as one "key=value ..." line, parsed by run_bench.py.
-#include <arpa/inet.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>

@@ -32,6 +32,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Optional
 
@@ -420,7 +421,9 @@ class Bench:
                                 text=True).stdout.strip() or "?"
         version = subprocess.run([self.binary, "--version"], capture_output=True, text=True).stdout.strip()
         print(f"popbridge benchmark  ({version or 'popbridge'}, tree {commit})")
-        print(f"  host: {os.cpu_count()} CPUs ({cpu}), Linux {platform.release()}; Dovecot upstream on loopback")
+        load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+        print(f"  host: {os.cpu_count()} CPUs ({cpu}), Linux {platform.release()}, load average {load} "
+              f"(other load skews the figures; the ratios less so); Dovecot upstream on loopback")
         print(f"  message: {size} octets ({a.size_mib} MiB); {a.repeat} timed retrievals per row after one "
               f"checked, untimed one; upstream tls={a.upstream_tls}; popbridge log level {a.log_level}\n")
         sys.stdout.flush()
@@ -488,19 +491,31 @@ def main(argv: list[str]) -> int:
         raise KeyboardInterrupt(f"signal {signum}")
     signal.signal(signal.SIGTERM, on_term)
 
+    # Every temporary directory (PKI, Dovecot's maildirs and sockets, gateway configs)
+    # goes under a private root, so a cleanup of the integration tests' /tmp/popbridge-it-*
+    # running meanwhile cannot pull files from under this run. Dovecot's unprivileged
+    # processes must traverse it, hence 0755.
+    root = tempfile.mkdtemp(prefix="pbbench-")
+    os.chmod(root, 0o755)
+    tempfile.tempdir = root
     bench = None
     try:
         bench = Bench(args)
         bench.run()
-    except BenchError as e:
-        print(f"\nBENCHMARK FAILED: {e}", file=sys.stderr)
+    except (BenchError, AssertionError, RuntimeError, OSError, subprocess.SubprocessError) as e:
+        # AssertionError/RuntimeError: the harness failed to start or stop a server.
+        print(f"\nBENCHMARK FAILED: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130
     finally:
-        if bench is not None:
-            bench.close()
+        try:
+            if bench is not None:
+                bench.close()
+        finally:
+            tempfile.tempdir = None
+            shutil.rmtree(root, ignore_errors=True)
     if bench.problems:
         print("PROBLEMS:\n" + "\n".join(f"  - {p}" for p in bench.problems), file=sys.stderr)
         return 1

@@ -129,6 +129,7 @@ TEST_F(LoadConfigTest, MinimalConfigTakesEveryDefault) {
   EXPECT_EQ(c.auth.max_attempts, 3u);
 
   EXPECT_EQ(c.limits.idle_timeout, minutes(10));
+  EXPECT_EQ(c.limits.drain_timeout, seconds(30));
   EXPECT_EQ(c.limits.max_connections, 10000u);
   EXPECT_EQ(c.limits.client_write_high_watermark, 256u * 1024);
   EXPECT_EQ(c.limits.client_write_low_watermark, 64u * 1024);
@@ -176,6 +177,7 @@ auth:
   max_attempts: 5
 limits:
   idle_timeout: 1h30m
+  drain_timeout: 2m
   max_connections: 500
   client_write_high_watermark: 1MiB
   client_write_low_watermark: 131072
@@ -213,6 +215,7 @@ metrics:
   EXPECT_EQ(c.auth.max_attempts, 5u);
 
   EXPECT_EQ(c.limits.idle_timeout, hours(1) + minutes(30));
+  EXPECT_EQ(c.limits.drain_timeout, minutes(2));
   EXPECT_EQ(c.limits.max_connections, 500u);
   EXPECT_EQ(c.limits.client_write_high_watermark, 1024u * 1024);
   EXPECT_EQ(c.limits.client_write_low_watermark, 131072u);
@@ -494,6 +497,7 @@ auth:
 limits:
   idle_timeout: 0s
   max_connections: 1000001
+  drain_timeout: 0
 )"),
             (std::vector<std::string>{
                 "f:10: upstream.connect_timeout: expected a duration like 30s or 10m, got 'ten'",
@@ -502,6 +506,7 @@ limits:
                 "f:14: auth.max_attempts: must be 1-100, got '0'",
                 "f:16: limits.idle_timeout: must be greater than 0",
                 "f:17: limits.max_connections: must be 1-1000000, got '1000001'",
+                "f:18: limits.drain_timeout: must be greater than 0",
             }));
 }
 

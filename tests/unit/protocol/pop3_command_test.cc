@@ -48,20 +48,34 @@ INSTANTIATE_TEST_SUITE_P(
     Commands, Pop3CommandValidTest,
     testing::Values(
         ValidCase{"User", "USER alice", Pop3Verb::kUser, {}, 0, "alice"},
-        ValidCase{"UserLowerCase", "user alice@example.org", Pop3Verb::kUser, {}, 0,
-                  "alice@example.org"},
+        ValidCase{
+            "UserLowerCase", "user alice@example.org", Pop3Verb::kUser, {}, 0, "alice@example.org"},
         ValidCase{"UserExtraSpaces", "USER  alice  ", Pop3Verb::kUser, {}, 0, "alice"},
         ValidCase{"UserUtf8", "USER j\xc3\xb6rg", Pop3Verb::kUser, {}, 0, "j\xc3\xb6rg"},
-        ValidCase{"UserAtTheLineLimit", "USER " + std::string(248, 'u'), Pop3Verb::kUser, {}, 0,
+        ValidCase{"UserAtTheLineLimit",
+                  "USER " + std::string(248, 'u'),
+                  Pop3Verb::kUser,
+                  {},
+                  0,
                   std::string(248, 'u')},
         ValidCase{"Pass", "PASS secret", Pop3Verb::kPass, {}, 0, "", "secret"},
         ValidCase{"PassWithSpaces", "PASS two words ", Pop3Verb::kPass, {}, 0, "", "two words "},
         ValidCase{"PassLeadingSpaceIsPassword", "PASS  x", Pop3Verb::kPass, {}, 0, "", " x"},
         ValidCase{"PassMixedCase", "pAsS p@ss:w0rd", Pop3Verb::kPass, {}, 0, "", "p@ss:w0rd"},
-        ValidCase{"PassAtTheLineLimit", "PASS " + std::string(248, 'p'), Pop3Verb::kPass, {}, 0,
-                  "", std::string(248, 'p')},
-        ValidCase{"Apop", "APOP mrose c4c9334bac560ecc979e58001b3e22fb", Pop3Verb::kApop, {}, 0,
-                  "mrose", "c4c9334bac560ecc979e58001b3e22fb"},
+        ValidCase{"PassAtTheLineLimit",
+                  "PASS " + std::string(248, 'p'),
+                  Pop3Verb::kPass,
+                  {},
+                  0,
+                  "",
+                  std::string(248, 'p')},
+        ValidCase{"Apop",
+                  "APOP mrose c4c9334bac560ecc979e58001b3e22fb",
+                  Pop3Verb::kApop,
+                  {},
+                  0,
+                  "mrose",
+                  "c4c9334bac560ecc979e58001b3e22fb"},
         ValidCase{"Stat", "STAT", Pop3Verb::kStat},
         ValidCase{"StatMixedCase", "sTaT", Pop3Verb::kStat},
         ValidCase{"StatTrailingSpace", "STAT ", Pop3Verb::kStat},
@@ -78,25 +92,45 @@ INSTANTIATE_TEST_SUITE_P(
         ValidCase{"Top", "top 2 10", Pop3Verb::kTop, 2u, 10},
         ValidCase{"TopMaxLines", "TOP 1 18446744073709551615", Pop3Verb::kTop, 1u,
                   18446744073709551615u},
-        ValidCase{"Rset", "RSET", Pop3Verb::kRset},
-        ValidCase{"Noop", "noop", Pop3Verb::kNoop},
-        ValidCase{"Quit", "QUIT", Pop3Verb::kQuit},
-        ValidCase{"Capa", "CAPA", Pop3Verb::kCapa},
-        ValidCase{"Stls", "STLS", Pop3Verb::kStls},
-        ValidCase{"AuthList", "AUTH", Pop3Verb::kAuth},
+        ValidCase{"Rset", "RSET", Pop3Verb::kRset}, ValidCase{"Noop", "noop", Pop3Verb::kNoop},
+        ValidCase{"Quit", "QUIT", Pop3Verb::kQuit}, ValidCase{"Capa", "CAPA", Pop3Verb::kCapa},
+        ValidCase{"Stls", "STLS", Pop3Verb::kStls}, ValidCase{"AuthList", "AUTH", Pop3Verb::kAuth},
         ValidCase{"AuthMechanism", "AUTH plain", Pop3Verb::kAuth, {}, 0, "PLAIN"},
-        ValidCase{"AuthMechanismChars", "auth Scram-sha_1", Pop3Verb::kAuth, {}, 0,
-                  "SCRAM-SHA_1"},
-        ValidCase{"AuthInitialResponse", "AUTH PLAIN AGFsaWNlAHNlY3JldA==", Pop3Verb::kAuth, {},
-                  0, "PLAIN", "", "AGFsaWNlAHNlY3JldA=="},
-        ValidCase{"AuthEmptyInitialResponse", "AUTH PLAIN =", Pop3Verb::kAuth, {}, 0, "PLAIN",
-                  "", "="},
-        ValidCase{"AuthInitialResponseVerbatim", "AUTH LOGIN not*base64", Pop3Verb::kAuth, {}, 0,
-                  "LOGIN", "", "not*base64"},
-        ValidCase{"AuthLongToken", "AUTH XOAUTH2 " + kLongToken, Pop3Verb::kAuth, {}, 0,
-                  "XOAUTH2", "", kLongToken},
-        ValidCase{"AuthAtTheAuthLimit", "AUTH X " + std::string(kMaxAuthLine - 7, 'B'),
-                  Pop3Verb::kAuth, {}, 0, "X", "", std::string(kMaxAuthLine - 7, 'B')}),
+        ValidCase{"AuthMechanismChars", "auth Scram-sha_1", Pop3Verb::kAuth, {}, 0, "SCRAM-SHA_1"},
+        ValidCase{"AuthInitialResponse",
+                  "AUTH PLAIN AGFsaWNlAHNlY3JldA==",
+                  Pop3Verb::kAuth,
+                  {},
+                  0,
+                  "PLAIN",
+                  "",
+                  "AGFsaWNlAHNlY3JldA=="},
+        ValidCase{
+            "AuthEmptyInitialResponse", "AUTH PLAIN =", Pop3Verb::kAuth, {}, 0, "PLAIN", "", "="},
+        ValidCase{"AuthInitialResponseVerbatim",
+                  "AUTH LOGIN not*base64",
+                  Pop3Verb::kAuth,
+                  {},
+                  0,
+                  "LOGIN",
+                  "",
+                  "not*base64"},
+        ValidCase{"AuthLongToken",
+                  "AUTH XOAUTH2 " + kLongToken,
+                  Pop3Verb::kAuth,
+                  {},
+                  0,
+                  "XOAUTH2",
+                  "",
+                  kLongToken},
+        ValidCase{"AuthAtTheAuthLimit",
+                  "AUTH X " + std::string(kMaxAuthLine - 7, 'B'),
+                  Pop3Verb::kAuth,
+                  {},
+                  0,
+                  "X",
+                  "",
+                  std::string(kMaxAuthLine - 7, 'B')}),
     [](const testing::TestParamInfo<ValidCase>& info) { return std::string(info.param.name); });
 
 struct ErrorCase {
@@ -121,8 +155,7 @@ constexpr const char* kBadChar = "invalid character in command";
 INSTANTIATE_TEST_SUITE_P(
     Malformed, Pop3CommandErrorTest,
     testing::Values(
-        ErrorCase{"Empty", "", "empty command"},
-        ErrorCase{"Unknown", "XYZZY", "unknown command"},
+        ErrorCase{"Empty", "", "empty command"}, ErrorCase{"Unknown", "XYZZY", "unknown command"},
         ErrorCase{"UnknownPrefix", "STA", "unknown command"},
         ErrorCase{"VerbWithSuffix", "RETRX 1", "unknown command"},
         ErrorCase{"LeadingSpace", " STAT", "unknown command"},
@@ -130,10 +163,8 @@ INSTANTIATE_TEST_SUITE_P(
         ErrorCase{"ImapCommand", "a1 LOGIN user pass", "unknown command"},
         ErrorCase{"Nul", "STAT\0"s, kBadChar},
         ErrorCase{"NulInPassword", "PASS se\0cret"s, kBadChar},
-        ErrorCase{"Tab", "USER a\tb", kBadChar},
-        ErrorCase{"StrayCr", "NOOP\r", kBadChar},
-        ErrorCase{"Lf", "NOOP\nQUIT", kBadChar},
-        ErrorCase{"Del", "USER a\x7f", kBadChar},
+        ErrorCase{"Tab", "USER a\tb", kBadChar}, ErrorCase{"StrayCr", "NOOP\r", kBadChar},
+        ErrorCase{"Lf", "NOOP\nQUIT", kBadChar}, ErrorCase{"Del", "USER a\x7f", kBadChar},
         ErrorCase{"StatArgument", "STAT 1", "syntax error: STAT takes no arguments"},
         ErrorCase{"RsetArgument", "RSET x", "syntax error: RSET takes no arguments"},
         ErrorCase{"NoopArgument", "NOOP 1", "syntax error: NOOP takes no arguments"},
@@ -159,8 +190,7 @@ INSTANTIATE_TEST_SUITE_P(
         ErrorCase{"RetrNegative", "RETR -5", kInvalidNumber},
         ErrorCase{"DeleMissing", "DELE", "syntax error: DELE needs a message number"},
         ErrorCase{"DeleOverflow", "DELE 4294967296", kInvalidNumber},
-        ErrorCase{"TopMissingLines", "TOP 1", kBadTop},
-        ErrorCase{"TopMissingBoth", "TOP", kBadTop},
+        ErrorCase{"TopMissingLines", "TOP 1", kBadTop}, ErrorCase{"TopMissingBoth", "TOP", kBadTop},
         ErrorCase{"TopThree", "TOP 1 2 3", kBadTop},
         ErrorCase{"TopZeroMessage", "TOP 0 1", kInvalidNumber},
         ErrorCase{"TopNegativeLines", "TOP 1 -1", "syntax error: invalid line count"},
@@ -184,8 +214,7 @@ INSTANTIATE_TEST_SUITE_P(
         ErrorCase{"PassTooLong", "PASS " + std::string(249, 'p'), "line too long"},
         ErrorCase{"UnknownTooLong", "XYZW " + std::string(300, 'x'), "line too long"},
         ErrorCase{"TooLongBeatsBadChar", "NOOP " + std::string(300, '\0'), "line too long"},
-        ErrorCase{"AuthTooLong", "AUTH X " + std::string(kMaxAuthLine - 6, 'B'),
-                  "line too long"}),
+        ErrorCase{"AuthTooLong", "AUTH X " + std::string(kMaxAuthLine - 6, 'B'), "line too long"}),
     [](const testing::TestParamInfo<ErrorCase>& info) { return std::string(info.param.name); });
 
 TEST(Pop3CommandTest, EveryVerbHasItsName) {
@@ -205,11 +234,11 @@ TEST(Pop3CommandTest, EveryVerbHasItsName) {
 TEST(Pop3CommandTest, LowerCaseVerbsOfEveryNameParse) {
   // Each verb with the arguments it needs, in lower case.
   const std::vector<std::pair<std::string, Pop3Verb>> lines = {
-      {"user a", Pop3Verb::kUser}, {"pass b", Pop3Verb::kPass},   {"apop a b", Pop3Verb::kApop},
-      {"stat", Pop3Verb::kStat},   {"list", Pop3Verb::kList},     {"uidl", Pop3Verb::kUidl},
-      {"retr 1", Pop3Verb::kRetr}, {"top 1 1", Pop3Verb::kTop},   {"dele 1", Pop3Verb::kDele},
-      {"rset", Pop3Verb::kRset},   {"noop", Pop3Verb::kNoop},     {"quit", Pop3Verb::kQuit},
-      {"capa", Pop3Verb::kCapa},   {"stls", Pop3Verb::kStls},     {"auth", Pop3Verb::kAuth},
+      {"user a", Pop3Verb::kUser}, {"pass b", Pop3Verb::kPass}, {"apop a b", Pop3Verb::kApop},
+      {"stat", Pop3Verb::kStat},   {"list", Pop3Verb::kList},   {"uidl", Pop3Verb::kUidl},
+      {"retr 1", Pop3Verb::kRetr}, {"top 1 1", Pop3Verb::kTop}, {"dele 1", Pop3Verb::kDele},
+      {"rset", Pop3Verb::kRset},   {"noop", Pop3Verb::kNoop},   {"quit", Pop3Verb::kQuit},
+      {"capa", Pop3Verb::kCapa},   {"stls", Pop3Verb::kStls},   {"auth", Pop3Verb::kAuth},
   };
   for (const auto& [line, verb] : lines) {
     const Pop3ParseResult result = parse_pop3_command(line);
@@ -246,7 +275,8 @@ std::string describe(const Pop3ParseResult& result) {
   return text;
 }
 
-std::vector<std::string> parse_stream(std::string_view input, const std::vector<std::size_t>& cuts) {
+std::vector<std::string> parse_stream(std::string_view input,
+                                      const std::vector<std::size_t>& cuts) {
   LineReader reader(kMaxAuthLine);
   std::vector<std::string> results;
   auto drain = [&] {
@@ -269,7 +299,8 @@ TEST(Pop3CommandStreamTest, EverySplitPointGivesTheSameCommands) {
   const std::string session =
       "CAPA\r\nUSER alice\r\nPASS a secret with spaces\r\nSTAT\r\nLIST\r\nlist 2\r\n"
       "TOP 1 0\r\nRETR 0\r\nDELE 1\r\nAUTH PLAIN AGFsaWNlAHNlY3JldA==\r\nbogus\r\n\r\n"
-      "NOOP " + std::string(300, 'x') + "\r\nUIDL 1\nQUIT\r\n";
+      "NOOP " +
+      std::string(300, 'x') + "\r\nUIDL 1\nQUIT\r\n";
   const std::vector<std::string> expected = parse_stream(session, {});
   ASSERT_EQ(expected.size(), 15u);
   EXPECT_EQ(expected[2], "PASS message=- lines=0 argument= secret=a secret with spaces");

@@ -31,16 +31,16 @@ TEST_P(Pop3ErrReplyTest, Formats) {
 
 INSTANTIATE_TEST_SUITE_P(
     Codes, Pop3ErrReplyTest,
-    testing::Values(ErrCase{RespCode::kNone, "no such message", "-ERR no such message\r\n"},
-                    ErrCase{RespCode::kNone, "", "-ERR\r\n"},
-                    ErrCase{RespCode::kAuth, "invalid credentials",
-                            "-ERR [AUTH] invalid credentials\r\n"},
-                    ErrCase{RespCode::kAuth, "", "-ERR [AUTH]\r\n"},
-                    ErrCase{RespCode::kSysTemp, "upstream unavailable",
-                            "-ERR [SYS/TEMP] upstream unavailable\r\n"},
-                    ErrCase{RespCode::kSysPerm, "mailbox gone", "-ERR [SYS/PERM] mailbox gone\r\n"},
-                    ErrCase{RespCode::kInUse, "maildrop locked", "-ERR [IN-USE] maildrop locked\r\n"},
-                    ErrCase{RespCode::kLoginDelay, "wait", "-ERR [LOGIN-DELAY] wait\r\n"}));
+    testing::Values(
+        ErrCase{RespCode::kNone, "no such message", "-ERR no such message\r\n"},
+        ErrCase{RespCode::kNone, "", "-ERR\r\n"},
+        ErrCase{RespCode::kAuth, "invalid credentials", "-ERR [AUTH] invalid credentials\r\n"},
+        ErrCase{RespCode::kAuth, "", "-ERR [AUTH]\r\n"},
+        ErrCase{RespCode::kSysTemp, "upstream unavailable",
+                "-ERR [SYS/TEMP] upstream unavailable\r\n"},
+        ErrCase{RespCode::kSysPerm, "mailbox gone", "-ERR [SYS/PERM] mailbox gone\r\n"},
+        ErrCase{RespCode::kInUse, "maildrop locked", "-ERR [IN-USE] maildrop locked\r\n"},
+        ErrCase{RespCode::kLoginDelay, "wait", "-ERR [LOGIN-DELAY] wait\r\n"}));
 
 TEST(Pop3ReplyTest, FirstLineIsAtMost512Octets) {
   for (const std::size_t size : {490u, 500u, 505u, 506u, 507u, 508u, 509u, 600u, 100000u}) {
@@ -133,22 +133,22 @@ TEST_P(DotStufferTest, OneByteAtATime) {
 
 INSTANTIATE_TEST_SUITE_P(
     Messages, DotStufferTest,
-    testing::Values(
-        StuffCase{"Empty", "", ".\r\n"},
-        StuffCase{"Plain", "Subject: x\r\n\r\nbody\r\n", "Subject: x\r\n\r\nbody\r\n.\r\n"},
-        StuffCase{"DotFirst", ".hidden\r\n", "..hidden\r\n.\r\n"},
-        StuffCase{"LoneDotLine", "a\r\n.\r\nb\r\n", "a\r\n..\r\nb\r\n.\r\n"},
-        StuffCase{"DotDot", "..\r\n", "...\r\n.\r\n"},
-        StuffCase{"DotNotAtLineStart", "a.b\r\n x.\r\n", "a.b\r\n x.\r\n.\r\n"},
-        StuffCase{"ManyDotLines", ".\r\n.\r\n.\r\n", "..\r\n..\r\n..\r\n.\r\n"},
-        StuffCase{"BareLfStartsALine", "a\n.b\n", "a\n..b\n.\r\n"},
-        StuffCase{"CrAloneDoesNotStartALine", "a\r.b\r\n", "a\r.b\r\n.\r\n"},
-        StuffCase{"NoFinalLineEnd", "body", "body\r\n.\r\n"},
-        StuffCase{"NoFinalLineEndAfterCr", "body\r", "body\r\r\n.\r\n"},
-        StuffCase{"EndsWithDot", "x\r\n.", "x\r\n..\r\n.\r\n"},
-        StuffCase{"OnlyADot", ".", "..\r\n.\r\n"},
-        StuffCase{"EmptyLines", "\r\n\r\n", "\r\n\r\n.\r\n"},
-        StuffCase{"Binary", "\0.\n.\0"s, "\0.\n..\0\r\n.\r\n"s}),
+    testing::Values(StuffCase{"Empty", "", ".\r\n"},
+                    StuffCase{"Plain", "Subject: x\r\n\r\nbody\r\n",
+                              "Subject: x\r\n\r\nbody\r\n.\r\n"},
+                    StuffCase{"DotFirst", ".hidden\r\n", "..hidden\r\n.\r\n"},
+                    StuffCase{"LoneDotLine", "a\r\n.\r\nb\r\n", "a\r\n..\r\nb\r\n.\r\n"},
+                    StuffCase{"DotDot", "..\r\n", "...\r\n.\r\n"},
+                    StuffCase{"DotNotAtLineStart", "a.b\r\n x.\r\n", "a.b\r\n x.\r\n.\r\n"},
+                    StuffCase{"ManyDotLines", ".\r\n.\r\n.\r\n", "..\r\n..\r\n..\r\n.\r\n"},
+                    StuffCase{"BareLfStartsALine", "a\n.b\n", "a\n..b\n.\r\n"},
+                    StuffCase{"CrAloneDoesNotStartALine", "a\r.b\r\n", "a\r.b\r\n.\r\n"},
+                    StuffCase{"NoFinalLineEnd", "body", "body\r\n.\r\n"},
+                    StuffCase{"NoFinalLineEndAfterCr", "body\r", "body\r\r\n.\r\n"},
+                    StuffCase{"EndsWithDot", "x\r\n.", "x\r\n..\r\n.\r\n"},
+                    StuffCase{"OnlyADot", ".", "..\r\n.\r\n"},
+                    StuffCase{"EmptyLines", "\r\n\r\n", "\r\n\r\n.\r\n"},
+                    StuffCase{"Binary", "\0.\n.\0"s, "\0.\n..\0\r\n.\r\n"s}),
     [](const testing::TestParamInfo<StuffCase>& info) { return std::string(info.param.name); });
 
 TEST(DotStufferTest, LargeMessageInChunks) {
@@ -174,8 +174,8 @@ TEST(DotStufferTest, LargeMessageInChunks) {
 
 // TOP output for a message cut at the given offsets; stops feeding once done, as the
 // session does.
-std::string top(std::string_view message, std::uint64_t lines,
-                const std::vector<std::size_t>& cuts, bool* done = nullptr) {
+std::string top(std::string_view message, std::uint64_t lines, const std::vector<std::size_t>& cuts,
+                bool* done = nullptr) {
   TopFilter filter(lines);
   std::string out;
   std::size_t from = 0;
@@ -250,18 +250,16 @@ INSTANTIATE_TEST_SUITE_P(
         TopCase{"EmptyBodyLineCounts", kHeader + "\r\n" + kBody, 3,
                 kHeader + "\r\nline 1\r\nline 2\r\n\r\n", true},
         TopCase{"AllLines", kHeader + "\r\n" + kBody, 4, kHeader + "\r\n" + kBody, true},
-        TopCase{"MoreLinesThanBody", kHeader + "\r\n" + kBody, 10, kHeader + "\r\n" + kBody,
-                false},
+        TopCase{"MoreLinesThanBody", kHeader + "\r\n" + kBody, 10, kHeader + "\r\n" + kBody, false},
         TopCase{"BodyWithoutFinalLf", kHeader + "\r\nonly", 5, kHeader + "\r\nonly", false},
         TopCase{"NoBlankLine", kHeader, 0, kHeader, false},
         TopCase{"EmptyMessage", "", 0, "", false},
         TopCase{"BlankLineFirst", "\r\nbody\r\nmore\r\n", 1, "\r\nbody\r\n", true},
         TopCase{"BareLfBlankLine", "A: b\n\nbody\nmore\n", 1, "A: b\n\nbody\n", true},
-        TopCase{"CrCrLfIsNotBlank", "A: b\r\n\r\r\nX\r\n\r\nbody\r\n", 0,
-                "A: b\r\n\r\r\nX\r\n\r\n", true},
-        TopCase{"CrInsideHeader", "A: \rb\r\n\r\nbody\r\n", 0, "A: \rb\r\n\r\n", true},
-        TopCase{"HeaderLineStartingWithCr", "\rA: b\r\n\r\nbody\r\n", 0, "\rA: b\r\n\r\n",
+        TopCase{"CrCrLfIsNotBlank", "A: b\r\n\r\r\nX\r\n\r\nbody\r\n", 0, "A: b\r\n\r\r\nX\r\n\r\n",
                 true},
+        TopCase{"CrInsideHeader", "A: \rb\r\n\r\nbody\r\n", 0, "A: \rb\r\n\r\n", true},
+        TopCase{"HeaderLineStartingWithCr", "\rA: b\r\n\r\nbody\r\n", 0, "\rA: b\r\n\r\n", true},
         TopCase{"BodyBlankLinesAreLines", "A: b\r\n\r\n\r\n\r\n\r\nx\r\n", 2,
                 "A: b\r\n\r\n\r\n\r\n", true},
         TopCase{"HugeCount", kHeader + "\r\n" + kBody, 18446744073709551615u,

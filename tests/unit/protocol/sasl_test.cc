@@ -42,20 +42,18 @@ TEST_P(SaslPlainTest, BuildGivesTheMessageBack) {
 
 INSTANTIATE_TEST_SUITE_P(
     Messages, SaslPlainTest,
-    testing::Values(
-        PlainCase{"NoAuthzid", "\0alice\0secret"s, true, "", "alice", "secret"},
-        PlainCase{"Authzid", "admin\0alice\0pw"s, true, "admin", "alice", "pw"},
-        PlainCase{"SpacesAndUtf8", "\0j\xc3\xb6rg\0a b \xe2\x82\xac"s, true, "", "j\xc3\xb6rg",
-                  "a b \xe2\x82\xac"},
-        PlainCase{"OneOctetFields", "z\0a\0p"s, true, "z", "a", "p"},
-        PlainCase{"OneNul", "alice\0secret"s, false},
-        PlainCase{"NoNul", "alicesecret"s, false},
-        PlainCase{"ThreeNuls", "a\0b\0c\0d"s, false},
-        PlainCase{"TrailingNul", "\0alice\0secret\0"s, false},
-        PlainCase{"EmptyAuthcid", "\0\0secret"s, false},
-        PlainCase{"EmptyPassword", "\0alice\0"s, false},
-        PlainCase{"OnlyNuls", "\0\0"s, false},
-        PlainCase{"Empty", "", false}),
+    testing::Values(PlainCase{"NoAuthzid", "\0alice\0secret"s, true, "", "alice", "secret"},
+                    PlainCase{"Authzid", "admin\0alice\0pw"s, true, "admin", "alice", "pw"},
+                    PlainCase{"SpacesAndUtf8", "\0j\xc3\xb6rg\0a b \xe2\x82\xac"s, true, "",
+                              "j\xc3\xb6rg", "a b \xe2\x82\xac"},
+                    PlainCase{"OneOctetFields", "z\0a\0p"s, true, "z", "a", "p"},
+                    PlainCase{"OneNul", "alice\0secret"s, false},
+                    PlainCase{"NoNul", "alicesecret"s, false},
+                    PlainCase{"ThreeNuls", "a\0b\0c\0d"s, false},
+                    PlainCase{"TrailingNul", "\0alice\0secret\0"s, false},
+                    PlainCase{"EmptyAuthcid", "\0\0secret"s, false},
+                    PlainCase{"EmptyPassword", "\0alice\0"s, false},
+                    PlainCase{"OnlyNuls", "\0\0"s, false}, PlainCase{"Empty", "", false}),
     [](const testing::TestParamInfo<PlainCase>& info) { return std::string(info.param.name); });
 
 struct ResponseCase {
@@ -78,24 +76,23 @@ using Kind = SaslResponse::Kind;
 
 INSTANTIATE_TEST_SUITE_P(
     Lines, SaslResponseTest,
-    testing::Values(
-        ResponseCase{"Cancel", "*", Kind::kCancel},
-        ResponseCase{"EmptyByEquals", "=", Kind::kData},
-        // RFC 5034 grammar: *(CRLF [base64]), so an empty line is the empty response.
-        ResponseCase{"EmptyLine", "", Kind::kData},
-        ResponseCase{"Text", "dGVzdA==", Kind::kData, "test"},
-        ResponseCase{"Plain", "AGFsaWNlAHNlY3JldA==", Kind::kData, "\0alice\0secret"s},
-        ResponseCase{"LoginUser", "YWxpY2U=", Kind::kData, "alice"},
-        ResponseCase{"TwoStars", "**", Kind::kInvalid},
-        ResponseCase{"StarWithSpace", "* ", Kind::kInvalid},
-        ResponseCase{"StarAndData", "*dGVz", Kind::kInvalid},
-        ResponseCase{"DoubleEquals", "==", Kind::kInvalid},
-        ResponseCase{"EqualsWithSpace", "= ", Kind::kInvalid},
-        ResponseCase{"Unpadded", "dGVzdA", Kind::kInvalid},
-        ResponseCase{"InnerSpace", "dGVz dA==", Kind::kInvalid},
-        ResponseCase{"TrailingCr", "dGVzdA==\r", Kind::kInvalid},
-        ResponseCase{"BadAlphabet", "dGVz!A==", Kind::kInvalid},
-        ResponseCase{"MisplacedPadding", "dG==dA==", Kind::kInvalid}),
+    testing::Values(ResponseCase{"Cancel", "*", Kind::kCancel},
+                    ResponseCase{"EmptyByEquals", "=", Kind::kData},
+                    // RFC 5034 grammar: *(CRLF [base64]), so an empty line is the empty response.
+                    ResponseCase{"EmptyLine", "", Kind::kData},
+                    ResponseCase{"Text", "dGVzdA==", Kind::kData, "test"},
+                    ResponseCase{"Plain", "AGFsaWNlAHNlY3JldA==", Kind::kData, "\0alice\0secret"s},
+                    ResponseCase{"LoginUser", "YWxpY2U=", Kind::kData, "alice"},
+                    ResponseCase{"TwoStars", "**", Kind::kInvalid},
+                    ResponseCase{"StarWithSpace", "* ", Kind::kInvalid},
+                    ResponseCase{"StarAndData", "*dGVz", Kind::kInvalid},
+                    ResponseCase{"DoubleEquals", "==", Kind::kInvalid},
+                    ResponseCase{"EqualsWithSpace", "= ", Kind::kInvalid},
+                    ResponseCase{"Unpadded", "dGVzdA", Kind::kInvalid},
+                    ResponseCase{"InnerSpace", "dGVz dA==", Kind::kInvalid},
+                    ResponseCase{"TrailingCr", "dGVzdA==\r", Kind::kInvalid},
+                    ResponseCase{"BadAlphabet", "dGVz!A==", Kind::kInvalid},
+                    ResponseCase{"MisplacedPadding", "dG==dA==", Kind::kInvalid}),
     [](const testing::TestParamInfo<ResponseCase>& info) { return std::string(info.param.name); });
 
 TEST(SaslTest, InitialResponseThroughBase64) {

@@ -189,8 +189,8 @@ constexpr std::array<Choice<std::string_view>, 6> kLogLevels{{
     {"off", "off"},
 }};
 
-constexpr std::array<std::string_view, 7> kTopKeys{"listeners", "tls",     "upstream", "auth",
-                                                   "limits",    "logging", "metrics"};
+constexpr std::array<std::string_view, 8> kTopKeys{"listeners", "tls",     "upstream", "auth",
+                                                   "limits",    "logging", "metrics",  "workers"};
 constexpr std::array<std::string_view, 3> kListenerKeys{"name", "address", "tls"};
 constexpr std::array<std::string_view, 3> kTlsKeys{"certificate", "private_key", "min_version"};
 constexpr std::array<std::string_view, 11> kUpstreamKeys{"address",
@@ -278,6 +278,7 @@ class Loader {
   void read_limits(const std::optional<Value>& v);
   void read_logging(const std::optional<Value>& v);
   void read_metrics(const std::optional<Value>& v);
+  void read_workers(const std::optional<Value>& v);
 
   Config config_;
   std::vector<Diagnostic> errors_;
@@ -531,6 +532,7 @@ LoadResult Loader::run(const YAML::Node& root) {
     read_limits(top.get("limits"));
     read_logging(top.get("logging"));
     read_metrics(top.get("metrics"));
+    read_workers(top.get("workers"));
     if (!config_.auth.allow_plaintext) {
       for (const auto& [path, line] : plaintext_listeners_) {
         warn(path, line,
@@ -769,6 +771,26 @@ void Loader::read_limits(const std::optional<Value>& v) {
               " bytes) must be less than client_write_high_watermark (" +
               std::to_string(limits.client_write_high_watermark) + " bytes)");
   }
+}
+
+void Loader::read_workers(const std::optional<Value>& v) {
+  // "auto" (one event loop per core) or how many.
+  if (!v) {
+    return;
+  }
+  if (v->node.IsScalar() && v->node.Scalar() == "auto") {
+    config_.workers = 0;
+    return;
+  }
+  std::uint32_t count = 0;
+  if (v->node.IsScalar() && !v->node.Scalar().empty() &&
+      v->node.Scalar().find_first_not_of("0123456789") == std::string::npos) {
+    if (read_uint(v, 1, 256, count)) {
+      config_.workers = count;
+    }
+    return;
+  }
+  error(v->path, v->line, "expected auto or a number of worker loops from 1 to 256");
 }
 
 void Loader::read_logging(const std::optional<Value>& v) {

@@ -73,6 +73,7 @@ struct Metrics {
 };
 
 struct Config {
+  std::uint32_t workers = 0;  // event loops, each on its own thread; 0 = one per core ("auto")
   std::vector<Listener> listeners;
   TlsSettings tls;
   Upstream upstream;

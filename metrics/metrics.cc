@@ -31,9 +31,9 @@ std::string_view name(Mechanism value) {
   return kNames[static_cast<std::size_t>(value)];
 }
 std::string_view name(AuthResult value) {
-  static constexpr std::string_view kNames[] = {"success",           "bad_credentials",
-                                                "upstream_unavailable", "plaintext_refused",
-                                                "in_use",            "rate_limited"};
+  static constexpr std::string_view kNames[] = {
+      "success",           "bad_credentials", "upstream_unavailable",
+      "plaintext_refused", "in_use",          "rate_limited"};
   return kNames[static_cast<std::size_t>(value)];
 }
 std::string_view name(UpstreamError value) {
@@ -42,9 +42,9 @@ std::string_view name(UpstreamError value) {
   return kNames[static_cast<std::size_t>(value)];
 }
 std::string_view name(SessionEnd value) {
-  static constexpr std::string_view kNames[] = {"quit",     "timeout",       "client_closed",
-                                                "upstream_failed", "shutdown", "auth_failures",
-                                                "tls_handshake"};
+  static constexpr std::string_view kNames[] = {
+      "quit",     "timeout",       "client_closed", "upstream_failed",
+      "shutdown", "auth_failures", "tls_handshake"};
   return kNames[static_cast<std::size_t>(value)];
 }
 std::string_view name(Rejection value) {
@@ -72,12 +72,11 @@ Metrics::Metrics(prometheus::Registry& registry, const std::vector<std::string>&
                                  .Help("Upstream IMAP connections opened, by result.")
                                  .Register(registry)
                                  .Add({{"result", "error"}})),
-      upstream_connect_duration(
-          BuildHistogram()
-              .Name("popbridge_upstream_connect_duration_seconds")
-              .Help("Time to connect, secure and log in to the upstream.")
-              .Register(registry)
-              .Add({}, latency_buckets())),
+      upstream_connect_duration(BuildHistogram()
+                                    .Name("popbridge_upstream_connect_duration_seconds")
+                                    .Help("Time to connect, secure and log in to the upstream.")
+                                    .Register(registry)
+                                    .Add({}, latency_buckets())),
       upstream_active(BuildGauge()
                           .Name("popbridge_upstream_connections_active")
                           .Help("Upstream IMAP connections open now.")
@@ -136,8 +135,7 @@ Metrics::Metrics(prometheus::Registry& registry, const std::vector<std::string>&
                                  .Register(registry);
   for (const std::string& listener : listeners) {
     listeners_.push_back(Listener{
-        &accepted.Add({{"listener", listener}}),
-        &active.Add({{"listener", listener}}),
+        &accepted.Add({{"listener", listener}}), &active.Add({{"listener", listener}}),
         &handshakes.Add({{"listener", listener}, {"version", "TLSv1.2"}, {"result", "ok"}}),
         &handshakes.Add({{"listener", listener}, {"version", "TLSv1.3"}, {"result", "ok"}}),
         &handshakes.Add({{"listener", listener}, {"version", "none"}, {"result", "error"}}),

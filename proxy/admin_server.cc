@@ -128,8 +128,7 @@ bool AdminServer::start(const config::Endpoint& address, std::string& error) {
   listener_ = std::make_unique<UvHandle<uv_tcp_t>>(
       [this](uv_tcp_t* handle) { return uv_tcp_init(loop_, handle); });
   listener_->get()->data = this;
-  int status =
-      uv_tcp_bind(listener_->get(), reinterpret_cast<const sockaddr*>(&socket_address), 0);
+  int status = uv_tcp_bind(listener_->get(), reinterpret_cast<const sockaddr*>(&socket_address), 0);
   if (status == 0) {
     status = uv_listen(reinterpret_cast<uv_stream_t*>(listener_->get()), 128,
                        &AdminServer::on_connection);

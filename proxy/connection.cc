@@ -136,7 +136,8 @@ void Connection::on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf
     return;
   }
   if (nread < 0) {
-    self->fail(nread == UV_EOF ? "peer closed the connection" : uv_strerror(static_cast<int>(nread)));
+    self->fail(nread == UV_EOF ? "peer closed the connection"
+                               : uv_strerror(static_cast<int>(nread)));
     return;
   }
   if (nread == 0) {
@@ -209,7 +210,8 @@ std::string Connection::tls_summary() const {
 }
 
 void Connection::handle_ciphertext(std::string_view bytes) {
-  if (BIO_write(read_bio_, bytes.data(), static_cast<int>(bytes.size())) != static_cast<int>(bytes.size())) {
+  if (BIO_write(read_bio_, bytes.data(), static_cast<int>(bytes.size())) !=
+      static_cast<int>(bytes.size())) {
     fail("out of memory in TLS read buffer");
     return;
   }
@@ -250,9 +252,11 @@ void Connection::handle_ciphertext(std::string_view bytes) {
 
 void Connection::pump_tls_reads() {
   while (!handler_gone() && !close_requested_) {
-    int result = SSL_read(ssl_, t_plaintext_buffer.data(), static_cast<int>(t_plaintext_buffer.size()));
+    int result =
+        SSL_read(ssl_, t_plaintext_buffer.data(), static_cast<int>(t_plaintext_buffer.size()));
     if (result > 0) {
-      handler_->on_data(std::string_view(t_plaintext_buffer.data(), static_cast<std::size_t>(result)));
+      handler_->on_data(
+          std::string_view(t_plaintext_buffer.data(), static_cast<std::size_t>(result)));
       continue;
     }
     int error = SSL_get_error(ssl_, result);

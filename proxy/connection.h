@@ -131,7 +131,7 @@ class Connection {
   bool reading_ = false;
   bool close_requested_ = false;  // graceful close pending
   bool shutdown_started_ = false;
-  bool closing_ = false;          // uv_close called
+  bool closing_ = false;  // uv_close called
   std::string peer_address_;
   std::uint16_t peer_port_ = 0;
   std::uint64_t bytes_received_ = 0;

@@ -181,7 +181,8 @@ void ImapClient::on_status(const protocol::ImapStatus& status) {
     return;
   }
   if (!in_flight_ || queue_.empty() || status.tag != queue_.front().tag) {
-    fail(ImapResult::Failure::kProtocol, "response with unknown tag '" + std::string(status.tag) + "'");
+    fail(ImapResult::Failure::kProtocol,
+         "response with unknown tag '" + std::string(status.tag) + "'");
     return;
   }
   if (upper(status.code.substr(0, status.code.find(' '))) == "CAPABILITY") {
@@ -196,7 +197,8 @@ void ImapClient::on_status(const protocol::ImapStatus& status) {
 
 void ImapClient::on_greeting(const protocol::ImapStatus& status) {
   if (status.kind == protocol::ImapStatusKind::kBye) {
-    fail(ImapResult::Failure::kRefused, "upstream refused the connection: " + std::string(status.text));
+    fail(ImapResult::Failure::kRefused,
+         "upstream refused the connection: " + std::string(status.text));
     return;
   }
   if (status.kind == protocol::ImapStatusKind::kPreauth) {
@@ -534,8 +536,7 @@ void ImapClient::on_fetch_size(std::uint64_t size) {
   }
 }
 
-void ImapClient::on_body_begin(std::string_view section, std::uint64_t origin,
-                               std::uint64_t size) {
+void ImapClient::on_body_begin(std::string_view section, std::uint64_t origin, std::uint64_t size) {
   if (FetchSink* target = sink()) {
     target->on_body_begin(section, origin, size);
   }

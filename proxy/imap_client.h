@@ -105,13 +105,23 @@ class ImapClient final : Connection::Handler, protocol::ImapEvents {
   std::uint64_t bytes_sent() const;
 
  private:
-  enum class State { kIdle, kResolving, kConnecting, kGreeting, kStartTls, kTlsHandshake,
-                     kCapability, kLoggingIn, kReady, kClosed };
+  enum class State {
+    kIdle,
+    kResolving,
+    kConnecting,
+    kGreeting,
+    kStartTls,
+    kTlsHandshake,
+    kCapability,
+    kLoggingIn,
+    kReady,
+    kClosed
+  };
   struct Pending {
     std::string tag;
     std::vector<std::string> parts;  // each after a continuation request
     std::size_t next_part = 0;
-    bool secret = false;             // parts hold credentials: wipe after use
+    bool secret = false;  // parts hold credentials: wipe after use
     FetchSink* sink = nullptr;
     Completion done;
   };

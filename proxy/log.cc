@@ -3,19 +3,22 @@
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include <atomic>
 #include <string>
 
 namespace popbridge::proxy::log {
 namespace {
 
-config::LogFormat g_format = config::LogFormat::kLogfmt;
-Level g_level = Level::kInfo;
-bool g_off = false;
+// Read by every worker thread, changed by a reload on the main thread.
+std::atomic<config::LogFormat> g_format{config::LogFormat::kLogfmt};
+std::atomic<Level> g_level{Level::kInfo};
+std::atomic<bool> g_off{false};
 
 std::shared_ptr<spdlog::logger>& logger() {
   // stderr, unbuffered per line, no colour: lines go to journald or a container log.
   static std::shared_ptr<spdlog::logger> instance = [] {
-    auto created = spdlog::stderr_logger_st("popbridge");
+    // _mt: worker threads share the sink; each line is written whole.
+    auto created = spdlog::stderr_logger_mt("popbridge");
     created->set_pattern("time=%Y-%m-%dT%H:%M:%S.%eZ %v", spdlog::pattern_time_type::utc);
     created->set_level(spdlog::level::trace);
     created->flush_on(spdlog::level::trace);
@@ -112,9 +115,9 @@ void configure(const config::Logging& settings) {
   } else {
     g_level = Level::kInfo;
   }
-  if (g_format == config::LogFormat::kJson) {
-    logger()->set_pattern("%v");
-  }
+  logger()->set_pattern(
+      g_format == config::LogFormat::kJson ? "%v" : "time=%Y-%m-%dT%H:%M:%S.%eZ %v",
+      spdlog::pattern_time_type::utc);
 }
 
 bool enabled(Level level) { return !g_off && level >= g_level; }

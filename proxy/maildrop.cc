@@ -9,7 +9,7 @@ Maildrop::Maildrop(std::vector<Message> messages, std::uint32_t uidvalidity,
                    config::UidlFormat format)
     : messages_(std::move(messages)), uidvalidity_(uidvalidity), format_(format) {
   std::stable_sort(messages_.begin(), messages_.end(),
-            [](const Message& a, const Message& b) { return a.uid < b.uid; });
+                   [](const Message& a, const Message& b) { return a.uid < b.uid; });
   messages_.erase(std::unique(messages_.begin(), messages_.end(),
                               [](const Message& a, const Message& b) { return a.uid == b.uid; }),
                   messages_.end());

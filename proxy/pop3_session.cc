@@ -136,7 +136,7 @@ void Pop3Session::on_tls_established() {
   log::info("tls_established", {{"session", id_text_}, {"tls", client_->tls_summary()}});
   listener_metrics_.tls_duration->Observe(seconds_since(tls_started_ns_));
   (client_->tls_summary().rfind("TLSv1.3", 0) == 0 ? listener_metrics_.tls_ok_13
-                                                    : listener_metrics_.tls_ok_12)
+                                                   : listener_metrics_.tls_ok_12)
       ->Increment();
   if (state_ == State::kHandshake) {
     send_greeting();
@@ -220,7 +220,8 @@ void Pop3Session::observe_command() {
 void Pop3Session::reply(std::string_view bytes) {
   if (counting_) {
     const bool ok = !bytes.empty() && bytes[0] == '+';
-    metrics::Metrics::Command& command = context_.metrics.command(static_cast<std::size_t>(*counting_));
+    metrics::Metrics::Command& command =
+        context_.metrics.command(static_cast<std::size_t>(*counting_));
     (ok ? command.ok : command.err)->Increment();
     counting_.reset();
   }
@@ -236,15 +237,24 @@ void Pop3Session::command_done() {
 }
 
 void Pop3Session::reset_idle_timer() {
-  idle_timer_.start(static_cast<std::uint64_t>(config().limits.idle_timeout.count()), [this] {
-    if (busy_ && transfer_ != Transfer::kNone) {
-      // A message is still flowing to the client: that is activity, not idleness.
-      reset_idle_timer();
-      return;
-    }
-    reply(protocol::err_reply(RespCode::kNone, "autologout; idle for too long"));
-    close_gracefully(metrics::SessionEnd::kTimeout);
-  });
+  const std::uint64_t sent_at_arming = client_->bytes_sent();
+  idle_timer_.start(
+      static_cast<std::uint64_t>(config().limits.idle_timeout.count()), [this, sent_at_arming] {
+        if (busy_ && transfer_ != Transfer::kNone && client_->bytes_sent() != sent_at_arming) {
+          // A message is still flowing to the client: that is activity, not idleness. A
+          // client that stopped reading mid-message makes no progress and times out.
+          reset_idle_timer();
+          return;
+        }
+        if (transfer_ != Transfer::kNone && transfer_started_) {
+          // Mid-message a status line would read as message text: just drop the connection
+          // (no terminator, so the client knows the message is incomplete).
+          abort(metrics::SessionEnd::kTimeout);
+          return;
+        }
+        reply(protocol::err_reply(RespCode::kNone, "autologout; idle for too long"));
+        close_gracefully(metrics::SessionEnd::kTimeout);
+      });
 }
 
 // --- capabilities and STLS -------------------------------------------------------------
@@ -375,7 +385,8 @@ void Pop3Session::handle_sasl_line(std::string_view line) {
       }
       if (!credentials->authzid.empty() && credentials->authzid != credentials->authcid) {
         // Acting as another user needs a master login, which passthrough cannot grant.
-        login_failed(RespCode::kAuth, "Authentication failed.", metrics::AuthResult::kBadCredentials);
+        login_failed(RespCode::kAuth, "Authentication failed.",
+                     metrics::AuthResult::kBadCredentials);
         return;
       }
       begin_login("PLAIN", std::move(credentials->authcid), std::move(credentials->password));
@@ -448,7 +459,8 @@ void Pop3Session::begin_login(std::string_view mechanism, std::string user,
       } else {
         // A tagged NO without a code (Cyrus, Courier) is a credentials failure too. The
         // text is the same whether the user exists or not (RFC 8314 §4.1).
-        login_failed(RespCode::kAuth, "Authentication failed.", metrics::AuthResult::kBadCredentials);
+        login_failed(RespCode::kAuth, "Authentication failed.",
+                     metrics::AuthResult::kBadCredentials);
       }
     });
   });

@@ -128,7 +128,7 @@ class Pop3Session final : Connection::Handler, ImapClient::Observer, FetchSink {
   const config::Config& config() const { return context_.config; }
 
   Server& server_;
-  const SessionContext& context_;
+  const SessionContext context_;
   const config::Listener& listener_;
   metrics::Metrics::Listener& listener_metrics_;
   ConnectionPtr client_;
@@ -136,8 +136,8 @@ class Pop3Session final : Connection::Handler, ImapClient::Observer, FetchSink {
   std::string id_text_;
   State state_ = State::kAuthorization;
   protocol::LineReader reader_;
-  bool busy_ = false;        // a command is waiting for the upstream or a delay
-  bool processing_ = false;  // process_input() is on the stack
+  bool busy_ = false;                           // a command is waiting for the upstream or a delay
+  bool processing_ = false;                     // process_input() is on the stack
   std::optional<protocol::Pop3Verb> counting_;  // command whose first reply line is counted
   Timer idle_timer_;
   Timer delay_timer_;
@@ -159,11 +159,11 @@ class Pop3Session final : Connection::Handler, ImapClient::Observer, FetchSink {
   std::optional<protocol::TopFilter> top_filter_;
   std::uint32_t transfer_uid_ = 0;
   std::uint64_t transfer_listed_size_ = 0;
-  std::uint64_t transfer_offset_ = 0;       // TOP: next BODY[TEXT] origin
-  std::uint64_t transfer_last_literal_ = 0; // TOP: size of the last partial
-  bool transfer_started_ = false;           // "+OK" sent: failure must now drop the client
-  bool body_complete_ = false;              // the literal arrived in full
-  std::string out_;                         // reused scratch for replies and stuffed data
+  std::uint64_t transfer_offset_ = 0;        // TOP: next BODY[TEXT] origin
+  std::uint64_t transfer_last_literal_ = 0;  // TOP: size of the last partial
+  bool transfer_started_ = false;            // "+OK" sent: failure must now drop the client
+  bool body_complete_ = false;               // the literal arrived in full
+  std::string out_;                          // reused scratch for replies and stuffed data
   bool finished_ = false;
   // Metrics: timings and the byte counts already added to the counters.
   std::optional<protocol::Pop3Verb> timed_command_;

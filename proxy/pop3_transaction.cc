@@ -32,7 +32,8 @@ void Pop3Session::select_mailbox() {
   select.astring(config().upstream.mailbox);
   upstream_->run(select, nullptr, [this](const ImapResult& selected) {
     if (!selected.ok() || !upstream_->uidvalidity()) {
-      log::warn("select_failed", {{"session", id_text_}, {"mailbox", config().upstream.mailbox},
+      log::warn("select_failed", {{"session", id_text_},
+                                  {"mailbox", config().upstream.mailbox},
                                   {"reason", selected.text}});
       // A mailbox that does not exist will not appear by retrying.
       const bool permanent = selected.code_atom() == "NONEXISTENT";
@@ -52,11 +53,12 @@ void Pop3Session::select_mailbox() {
     upstream_->run(fetch, this, [this](const ImapResult& fetched) {
       transfer_ = Transfer::kNone;
       if (!fetched.ok()) {
-        login_failed(RespCode::kSysTemp, "Unable to read the maildrop.", metrics::AuthResult::kUpstreamUnavailable);
+        login_failed(RespCode::kSysTemp, "Unable to read the maildrop.",
+                     metrics::AuthResult::kUpstreamUnavailable);
         return;
       }
-      maildrop_ = Maildrop(std::move(snapshot_), *upstream_->uidvalidity(),
-                           config().upstream.uidl_format);
+      maildrop_ =
+          Maildrop(std::move(snapshot_), *upstream_->uidvalidity(), config().upstream.uidl_format);
       snapshot_ = {};
       finish_login();
     });
@@ -97,7 +99,8 @@ void Pop3Session::cmd_list(Pop3Command& command) {
       reply(protocol::err_reply(RespCode::kNone, "no such message"));
       return;
     }
-    reply(protocol::ok_reply(std::to_string(*command.message) + " " + std::to_string(message->size)));
+    reply(
+        protocol::ok_reply(std::to_string(*command.message) + " " + std::to_string(message->size)));
     return;
   }
   out_.clear();
@@ -154,7 +157,8 @@ void Pop3Session::cmd_dele(Pop3Command& command) {
 void Pop3Session::cmd_rset(Pop3Command&) {
   maildrop_.reset();
   reply(protocol::ok_reply("maildrop has " + std::to_string(maildrop_.visible_count()) +
-                           " messages (" + std::to_string(maildrop_.visible_octets()) + " octets)"));
+                           " messages (" + std::to_string(maildrop_.visible_octets()) +
+                           " octets)"));
 }
 
 // --- commands that need the upstream -----------------------------------------------------
@@ -407,13 +411,14 @@ void Pop3Session::update_store(std::vector<std::uint32_t> uids, std::size_t offs
   }
   protocol::ImapCommand store("UID STORE");
   store.raw(protocol::compress_uid_set(slice(uids, offset))).raw("+FLAGS.SILENT (\\Deleted)");
-  upstream_->run(store, nullptr, [this, uids = std::move(uids), offset](const ImapResult& result) mutable {
-    if (!result.ok()) {
-      update_rollback(std::move(uids), result.text);
-      return;
-    }
-    update_store(std::move(uids), offset + kUidsPerCommand);
-  });
+  upstream_->run(store, nullptr,
+                 [this, uids = std::move(uids), offset](const ImapResult& result) mutable {
+                   if (!result.ok()) {
+                     update_rollback(std::move(uids), result.text);
+                     return;
+                   }
+                   update_store(std::move(uids), offset + kUidsPerCommand);
+                 });
 }
 
 void Pop3Session::update_expunge(std::vector<std::uint32_t> uids, std::size_t offset) {

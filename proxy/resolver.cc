@@ -62,8 +62,8 @@ void Resolver::resolve(const config::Endpoint& endpoint, Callback callback) {
       done->callback(status, resolved);
     }
   };
-  int status = uv_getaddrinfo(loop_, &request->request, on_resolved, endpoint.host.c_str(),
-                              nullptr, &hints);
+  int status =
+      uv_getaddrinfo(loop_, &request->request, on_resolved, endpoint.host.c_str(), nullptr, &hints);
   if (status != 0) {
     request->callback(status, address);
     return;

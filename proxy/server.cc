@@ -2,34 +2,67 @@
 
 #include "protocol/pop3_reply.h"
 #include "proxy/connection.h"
+#include "proxy/listen_socket.h"
 #include "proxy/log.h"
 #include "proxy/pop3_session.h"
 #include "proxy/resolver.h"
 
 namespace popbridge::proxy {
-Server::Server(uv_loop_t* loop, const config::Config& config, SslCtxPtr server_tls,
-               SslCtxPtr upstream_tls, metrics::Metrics& metrics)
-    : server_tls_(std::move(server_tls)),
-      upstream_tls_(std::move(upstream_tls)),
-      context_{loop, config, server_tls_.get(), upstream_tls_.get(), metrics},
+namespace {
+
+bool needs_server_tls(const config::Config& config) {
+  for (const config::Listener& listener : config.listeners) {
+    if (listener.tls != config::TlsMode::kNone) {
+      return true;
+    }
+  }
+  return false;
+}
+
+}  // namespace
+
+SettingsPtr make_settings(config::Config config, std::string& error) {
+  auto settings = std::make_shared<Settings>();
+  if (needs_server_tls(config)) {
+    TlsContextResult made = make_server_context(config.tls);
+    if (!made.context) {
+      error = "tls: " + made.error;
+      return nullptr;
+    }
+    settings->server_tls = std::move(made.context);
+  }
+  if (config.upstream.tls != config::TlsMode::kNone) {
+    TlsContextResult made = make_client_context(config.upstream);
+    if (!made.context) {
+      error = "upstream: " + made.error;
+      return nullptr;
+    }
+    settings->upstream_tls = std::move(made.context);
+  }
+  settings->config = std::move(config);
+  return settings;
+}
+
+Server::Server(uv_loop_t* loop, SettingsPtr settings, metrics::Metrics& metrics,
+               std::atomic<std::size_t>& open_sessions)
+    : loop_(loop),
+      settings_(std::move(settings)),
+      metrics_(metrics),
+      open_sessions_(open_sessions),
       drain_deadline_(loop),
       graveyard_(loop) {}
 
-Server::~Server() {
-  stop();
-}
+Server::~Server() { stop(); }
 
 bool Server::start(std::string& error) {
-  for (std::size_t index = 0; index < context_.config.listeners.size(); ++index) {
-    const config::Listener& settings = context_.config.listeners[index];
-    auto listener = std::make_unique<Listener>(this, &settings, index, context_.loop);
-    sockaddr_storage address{};
-    if (!parse_ip_literal(settings.address, address)) {
-      error = "listener '" + settings.name + "': address must be an IP literal, got '" +
-              settings.address.host + "'";
+  for (std::size_t index = 0; index < settings_->config.listeners.size(); ++index) {
+    const config::Listener& settings = settings_->config.listeners[index];
+    auto listener = std::make_unique<Listener>(this, settings, index, loop_);
+    int status = bind_reuseport(listener->handle.get(), settings.address, error);
+    if (status != 0 && !error.empty()) {
+      error = "listener '" + settings.name + "': " + error;
       return false;
     }
-    int status = uv_tcp_bind(listener->handle.get(), reinterpret_cast<const sockaddr*>(&address), 0);
     if (status == 0) {
       status = uv_listen(reinterpret_cast<uv_stream_t*>(listener->handle.get()), 511,
                          &Server::on_connection);
@@ -47,16 +80,7 @@ bool Server::start(std::string& error) {
     listeners_.push_back(std::move(listener));
   }
   listening_ = true;
-  // Probing more often than this only adds load on the IMAP server's login processes.
-  constexpr std::uint64_t kProbeIntervalMs = 10'000;
-  probe_ = std::make_unique<UpstreamProbe>(context_.loop, context_.config.upstream,
-                                           context_.upstream_tls, kProbeIntervalMs);
-  probe_->start();
   return true;
-}
-
-bool Server::ready() const {
-  return listening_ && !draining_ && probe_ != nullptr && probe_->reachable();
 }
 
 void Server::drain(config::Duration deadline, std::function<void()> done) {
@@ -73,7 +97,8 @@ void Server::drain(config::Duration deadline, std::function<void()> done) {
         open.push_back(session);
       }
     }
-    log::warn("drain_deadline", {{"closed", open.size()}, {"updating", sessions_.size() - open.size()}});
+    log::warn("drain_deadline",
+              {{"closed", open.size()}, {"updating", sessions_.size() - open.size()}});
     for (Pop3Session* session : open) {
       session->abort(metrics::SessionEnd::kShutdown);
     }
@@ -86,7 +111,6 @@ void Server::check_drained() {
     return;
   }
   drain_deadline_.stop();
-  probe_.reset();
   auto done = std::move(drained_);
   drained_ = nullptr;
   done();
@@ -95,7 +119,6 @@ void Server::check_drained() {
 void Server::stop() {
   listening_ = false;
   listeners_.clear();
-  probe_.reset();
   drain_deadline_.stop();
   // Sessions remove themselves from the map as they finish.
   std::vector<Pop3Session*> open;
@@ -121,27 +144,31 @@ void Server::on_connection(uv_stream_t* stream, int status) noexcept {
 }
 
 void Server::accept(Listener& listener) {
-  ConnectionPtr connection = Connection::create(context_.loop, nullptr);
+  ConnectionPtr connection = Connection::create(loop_, nullptr);
   if (uv_accept(reinterpret_cast<uv_stream_t*>(listener.handle.get()), connection->stream()) != 0) {
     return;
   }
   connection->configure_socket();
-  if (sessions_.size() >= context_.config.limits.max_connections) {
-    context_.metrics.rejected(metrics::Rejection::kLimit).Increment();
-    log::warn("connection_refused", {{"listener", listener.settings->name},
+  // Counted before the check, so workers accepting at the same time cannot both take
+  // the last slot.
+  if (open_sessions_.fetch_add(1) >= settings_->config.limits.max_connections) {
+    --open_sessions_;
+    metrics_.rejected(metrics::Rejection::kLimit).Increment();
+    log::warn("connection_refused", {{"listener", listener.settings.name},
                                      {"client", connection->peer_address()},
                                      {"reason", "limit"}});
     // Said in the clear even on an implicit-TLS port: a client that cannot read it just
     // sees the connection close, which is the same outcome.
-    if (listener.settings->tls != config::TlsMode::kImplicit) {
+    if (listener.settings.tls != config::TlsMode::kImplicit) {
       connection->write(protocol::err_reply(protocol::RespCode::kSysTemp, "too many connections"));
     }
     connection->close_after_flush();
     return;
   }
   const std::uint64_t id = next_session_id_++;
-  auto session = std::make_unique<Pop3Session>(*this, context_, *listener.settings, listener.index,
-                                               std::move(connection), id);
+  auto session = std::make_unique<Pop3Session>(*this, SessionContext(loop_, settings_, metrics_),
+                                               settings_->config.listeners[listener.index],
+                                               listener.index, std::move(connection), id);
   Pop3Session* raw = session.get();
   sessions_.emplace(raw, std::move(session));
   raw->start();
@@ -154,6 +181,7 @@ void Server::session_finished(Pop3Session* session) {
   }
   dispose(std::shared_ptr<void>(std::move(found->second)));
   sessions_.erase(found);
+  --open_sessions_;
   check_drained();
 }
 

@@ -2,6 +2,7 @@
 
 #include <uv.h>
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -13,34 +14,57 @@
 #include "metrics/metrics.h"
 #include "proxy/graveyard.h"
 #include "proxy/tls_context.h"
-#include "proxy/upstream_probe.h"
 #include "proxy/uv_handle.h"
 
 namespace popbridge::proxy {
 
 class Pop3Session;
 
-// What every session of a loop shares; owned by the Server, outlives its sessions.
+// The configuration and the TLS contexts made from it. A reload makes a new one; each
+// session keeps the one it started with, so a reload never changes a session midway.
+struct Settings {
+  config::Config config;
+  SslCtxPtr server_tls;    // null when no listener uses TLS
+  SslCtxPtr upstream_tls;  // null when the upstream is plain
+};
+using SettingsPtr = std::shared_ptr<const Settings>;
+
+// Loads the certificates and keys the configuration names; null and an error if one fails.
+SettingsPtr make_settings(config::Config config, std::string& error);
+
+// What a session works with; it holds its Settings alive.
 struct SessionContext {
+  SessionContext(uv_loop_t* event_loop, SettingsPtr current, metrics::Metrics& registry)
+      : loop(event_loop),
+        settings(std::move(current)),
+        config(settings->config),
+        server_tls(settings->server_tls.get()),
+        upstream_tls(settings->upstream_tls.get()),
+        metrics(registry) {}
   uv_loop_t* loop;
+  SettingsPtr settings;
   const config::Config& config;
-  SSL_CTX* server_tls;    // null when no listener uses TLS
-  SSL_CTX* upstream_tls;  // null when the upstream is plain
+  SSL_CTX* server_tls;
+  SSL_CTX* upstream_tls;
   metrics::Metrics& metrics;
 };
 
-// Owns the listeners and the sessions of one event loop.
+// Owns the listeners and the sessions of one event loop (one worker).
 class Server {
  public:
-  Server(uv_loop_t* loop, const config::Config& config, SslCtxPtr server_tls,
-         SslCtxPtr upstream_tls, metrics::Metrics& metrics);
+  // open_sessions counts the sessions of every worker, for limits.max_connections.
+  Server(uv_loop_t* loop, SettingsPtr settings, metrics::Metrics& metrics,
+         std::atomic<std::size_t>& open_sessions);
   ~Server();
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
 
-  // Binds every listener and starts probing the upstream; on failure names the listener
-  // and the reason.
+  // Binds every listener (SO_REUSEPORT, so each worker has its own accept queue); on
+  // failure names the listener and the reason.
   bool start(std::string& error);
+  // New sessions use these settings from now on; open sessions keep theirs. Listener
+  // addresses are those bound at start.
+  void update_settings(SettingsPtr settings) { settings_ = std::move(settings); }
   // Stops accepting and closes every session at once (no UPDATE for them: RFC 1939 §6).
   void stop();
   // Stops accepting and lets sessions finish. At the deadline the rest are closed,
@@ -48,8 +72,7 @@ class Server {
   // completed and answered (bounded by the upstream command timeout). done runs once no
   // session is left.
   void drain(config::Duration deadline, std::function<void()> done);
-  // What /readyz reports: listening, not draining, and the upstream answers.
-  bool ready() const;
+  bool listening() const { return listening_; }
 
   // Keeps object alive until a later loop turn. Sessions and upstream clients are
   // retired this way, so nothing is destroyed inside one of its own callbacks.
@@ -60,30 +83,29 @@ class Server {
 
  private:
   struct Listener {
-    Listener(Server* owner, const config::Listener* listener, std::size_t position,
-             uv_loop_t* loop)
+    Listener(Server* owner, config::Listener listener, std::size_t position, uv_loop_t* loop)
         : server(owner),
-          settings(listener),
+          settings(std::move(listener)),
           index(position),
           handle([loop](uv_tcp_t* h) { return uv_tcp_init(loop, h); }) {
       handle.get()->data = this;
     }
     Server* server;
-    const config::Listener* settings;
-    std::size_t index;  // in config.listeners, and in the metrics' listener table
+    config::Listener settings;  // as bound at start; reloads keep the listener set
+    std::size_t index;          // in config.listeners, and in the metrics' listener table
     UvHandle<uv_tcp_t> handle;
   };
   static void on_connection(uv_stream_t* stream, int status) noexcept;
   void accept(Listener& listener);
   void check_drained();
 
-  SslCtxPtr server_tls_;
-  SslCtxPtr upstream_tls_;
-  SessionContext context_;
+  uv_loop_t* loop_;
+  SettingsPtr settings_;
+  metrics::Metrics& metrics_;
+  std::atomic<std::size_t>& open_sessions_;
   std::vector<std::unique_ptr<Listener>> listeners_;
   std::unordered_map<Pop3Session*, std::unique_ptr<Pop3Session>> sessions_;
   std::uint64_t next_session_id_ = 1;
-  std::unique_ptr<UpstreamProbe> probe_;
   bool listening_ = false;
   bool draining_ = false;
   std::function<void()> drained_;

@@ -48,10 +48,12 @@ TlsContextResult make_server_context(const config::TlsSettings& settings) {
   }
   SSL_CTX_set_min_proto_version(ctx.get(), protocol_version(settings.min_version));
   if (SSL_CTX_use_certificate_chain_file(ctx.get(), settings.certificate.c_str()) != 1) {
-    return {nullptr, "cannot load certificate '" + settings.certificate + "': " + take_tls_errors()};
+    return {nullptr,
+            "cannot load certificate '" + settings.certificate + "': " + take_tls_errors()};
   }
   if (SSL_CTX_use_PrivateKey_file(ctx.get(), settings.private_key.c_str(), SSL_FILETYPE_PEM) != 1) {
-    return {nullptr, "cannot load private key '" + settings.private_key + "': " + take_tls_errors()};
+    return {nullptr,
+            "cannot load private key '" + settings.private_key + "': " + take_tls_errors()};
   }
   if (SSL_CTX_check_private_key(ctx.get()) != 1) {
     return {nullptr, "private key does not match the certificate: " + take_tls_errors()};

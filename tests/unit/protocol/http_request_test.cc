@@ -55,8 +55,9 @@ TEST(HttpRequestParser, PipelinedRequestWaitsForReset) {
 }
 
 TEST(HttpRequestParser, MalformedRequestsAreErrors) {
-  for (std::string_view bad : {"GARBAGE\r\n\r\n", "GET / HTTP/9.Z\r\n\r\n", "GET /\x01 HTTP/1.1\r\n\r\n",
-                               "GET / HTTP/1.1\r\nBad Header\r\n\r\n"}) {
+  for (std::string_view bad :
+       {"GARBAGE\r\n\r\n", "GET / HTTP/9.Z\r\n\r\n", "GET /\x01 HTTP/1.1\r\n\r\n",
+        "GET / HTTP/1.1\r\nBad Header\r\n\r\n"}) {
     HttpRequestParser parser;
     EXPECT_EQ(parser.feed(bad), Status::kError) << bad;
     EXPECT_FALSE(parser.error().empty());

@@ -1,0 +1,66 @@
+#pragma once
+
+#include <prometheus/registry.h>
+#include <uv.h>
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "config/config.h"
+#include "metrics/metrics.h"
+#include "proxy/admin_server.h"
+#include "proxy/server.h"
+#include "proxy/upstream_probe.h"
+#include "proxy/uv_handle.h"
+#include "proxy/worker.h"
+
+namespace popbridge::proxy {
+
+// The process: worker loops that serve sessions, and on the main loop everything about
+// running them: the admin endpoint, the upstream probe behind /readyz, signals (SIGTERM
+// and SIGINT drain, SIGHUP reloads), and the certificate watch (Kubernetes replaces a
+// mounted Secret by swapping a symlink, which a stat poll sees).
+class Gateway {
+ public:
+  Gateway(std::string config_path, config::Config config);
+  ~Gateway();
+  Gateway(const Gateway&) = delete;
+  Gateway& operator=(const Gateway&) = delete;
+
+  // Runs until drained or stopped; the process exit code.
+  int run();
+
+ private:
+  bool start(std::string& error);
+  void begin_drain(int signal_number);
+  void reload(std::string_view trigger);
+  void watch_certificates();
+  void start_probe();
+  bool ready() const;
+  void worker_stopped();
+  void close_main_handles();
+  void publish_certificate_expiry();
+
+  std::string config_path_;
+  uv_loop_t* loop_;
+  prometheus::Registry registry_;
+  std::unique_ptr<metrics::Metrics> metrics_;
+  SettingsPtr settings_;
+  std::atomic<std::size_t> open_sessions_{0};
+  std::vector<std::unique_ptr<Worker>> workers_;
+  std::unique_ptr<AdminServer> admin_;
+  std::unique_ptr<UpstreamProbe> probe_;
+  std::unique_ptr<UvHandle<uv_signal_t>> sigterm_;
+  std::unique_ptr<UvHandle<uv_signal_t>> sigint_;
+  std::unique_ptr<UvHandle<uv_signal_t>> sighup_;
+  std::vector<std::unique_ptr<UvHandle<uv_fs_poll_t>>> certificate_watches_;
+  std::unique_ptr<Timer> reload_debounce_;
+  std::unique_ptr<UvHandle<uv_async_t>> stopped_;  // workers wake main when they finish
+  std::atomic<std::size_t> workers_running_{0};
+  bool draining_ = false;
+  int exit_code_ = 0;
+};
+
+}  // namespace popbridge::proxy

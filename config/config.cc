@@ -191,7 +191,7 @@ constexpr std::array<Choice<std::string_view>, 6> kLogLevels{{
 
 constexpr std::array<std::string_view, 8> kTopKeys{"listeners", "tls",     "upstream", "auth",
                                                    "limits",    "logging", "metrics",  "workers"};
-constexpr std::array<std::string_view, 3> kListenerKeys{"name", "address", "tls"};
+constexpr std::array<std::string_view, 4> kListenerKeys{"name", "address", "tls", "proxy_protocol"};
 constexpr std::array<std::string_view, 3> kTlsKeys{"certificate", "private_key", "min_version"};
 constexpr std::array<std::string_view, 11> kUpstreamKeys{"address",
                                                          "tls",
@@ -209,7 +209,12 @@ constexpr std::array<std::string_view, 3> kAuthKeys{"allow_plaintext", "failure_
 constexpr std::array<std::string_view, 5> kLimitsKeys{
     "idle_timeout", "drain_timeout", "max_connections", "client_write_high_watermark",
     "client_write_low_watermark"};
-constexpr std::array<std::string_view, 2> kLoggingKeys{"level", "format"};
+constexpr std::array<std::string_view, 3> kLoggingKeys{"level", "format", "user"};
+constexpr std::array<Choice<UserLogging>, 3> kUserLogging{{
+    {"plain", UserLogging::kPlain},
+    {"hash", UserLogging::kHash},
+    {"omit", UserLogging::kOmit},
+}};
 constexpr std::array<std::string_view, 1> kMetricsKeys{"address"};
 
 // A node with where it sits: its key path, the line to blame for a bad value, and the line
@@ -627,6 +632,7 @@ void Loader::read_listener(const Value& item) {
   } else {
     tls_need_unknown_ = true;
   }
+  read_bool(m.get("proxy_protocol"), listener.proxy_protocol);
   config_.listeners.push_back(std::move(listener));
 }
 
@@ -806,6 +812,7 @@ void Loader::read_logging(const std::optional<Value>& v) {
     config_.logging.level = std::string(level);
   }
   read_choice(m->get("format"), kLogFormats, config_.logging.format);
+  read_choice(m->get("user"), kUserLogging, config_.logging.user);
 }
 
 void Loader::read_metrics(const std::optional<Value>& v) {

@@ -27,6 +27,8 @@ struct Listener {
   std::string name;
   Endpoint address;
   TlsMode tls = TlsMode::kImplicit;
+  // A load balancer sends a PROXY protocol header (v1 or v2) first; required when set.
+  bool proxy_protocol = false;
 };
 
 struct TlsSettings {
@@ -63,9 +65,14 @@ struct Limits {
   std::size_t client_write_low_watermark = 64 * 1024;
 };
 
+enum class UserLogging { kPlain, kHash, kOmit };
+
 struct Logging {
   std::string level = "info";  // trace | debug | info | warn | error | off
   LogFormat format = LogFormat::kLogfmt;
+  // How user names appear in logs: as given, as a short SHA-256 (still correlates one
+  // user's lines, without storing the address), or not at all.
+  UserLogging user = UserLogging::kPlain;
 };
 
 struct Metrics {

@@ -197,6 +197,17 @@ bool Connection::start_tls(SSL_CTX* context, Role role, const std::string& verif
   return true;
 }
 
+void Connection::replay(std::string_view bytes) {
+  if (bytes.empty() || closing()) {
+    return;
+  }
+  if (ssl_ != nullptr) {
+    handle_ciphertext(bytes);
+  } else if (handler_ != nullptr) {
+    handler_->on_data(bytes);
+  }
+}
+
 std::string Connection::tls_summary() const {
   if (ssl_ == nullptr || !handshake_done_) {
     return "none";

@@ -65,6 +65,9 @@ class Connection {
   // Starts TLS in place. For kClient, verify_host (a DNS name or IP literal) is used
   // for SNI and checked against the certificate when the context verifies peers.
   bool start_tls(SSL_CTX* context, Role role, const std::string& verify_host);
+  // Handles bytes already read by the owner (e.g. after a PROXY protocol header) as if
+  // they had just arrived: ciphertext when TLS is on, else passed to on_data.
+  void replay(std::string_view bytes);
   bool tls_active() const { return ssl_ != nullptr; }
   bool tls_established() const { return handshake_done_; }
   // "TLSv1.3 TLS_AES_128_GCM_SHA256", for logs.

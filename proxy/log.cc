@@ -1,5 +1,6 @@
 #include "proxy/log.h"
 
+#include <openssl/sha.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
@@ -13,6 +14,7 @@ namespace {
 std::atomic<config::LogFormat> g_format{config::LogFormat::kLogfmt};
 std::atomic<Level> g_level{Level::kInfo};
 std::atomic<bool> g_off{false};
+std::atomic<config::UserLogging> g_user{config::UserLogging::kPlain};
 
 std::shared_ptr<spdlog::logger>& logger() {
   // stderr, unbuffered per line, no colour: lines go to journald or a container log.
@@ -101,8 +103,29 @@ void append_value(std::string& out, const Field& field, bool json) {
 
 }  // namespace
 
+std::string user(std::string_view name) {
+  switch (g_user.load()) {
+    case config::UserLogging::kPlain:
+      return std::string(name);
+    case config::UserLogging::kOmit:
+      return "-";
+    case config::UserLogging::kHash:
+      break;
+  }
+  uint8_t digest[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const uint8_t*>(name.data()), name.size(), digest);
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string text;
+  for (int i = 0; i < 8; ++i) {
+    text.push_back(kHex[digest[i] >> 4]);
+    text.push_back(kHex[digest[i] & 0xf]);
+  }
+  return text;
+}
+
 void configure(const config::Logging& settings) {
   g_format = settings.format;
+  g_user = settings.user;
   g_off = settings.level == "off";
   if (settings.level == "trace") {
     g_level = Level::kTrace;

@@ -30,6 +30,9 @@ struct Field {
   Field(std::string_view k, bool v) : key(k), value(v) {}
 };
 
+// How a user name is logged, per logging.user: as is, hashed, or "-".
+std::string user(std::string_view name);
+
 // Sets level and format (logfmt or JSON lines on stderr).
 void configure(const config::Logging& settings);
 bool enabled(Level level);

@@ -108,14 +108,24 @@ Pop3Session::~Pop3Session() {
 void Pop3Session::start() {
   client_->set_high_watermark(config().limits.client_write_high_watermark);
   client_->set_low_watermark(config().limits.client_write_low_watermark);
-  log::info("session_start", {{"session", id_text_},
-                              {"listener", listener_.name},
-                              {"client", client_->peer_address()},
-                              {"client_port", static_cast<unsigned>(client_->peer_port())}});
+  client_address_ = client_->peer_address();
   listener_metrics_.accepted->Increment();
   listener_metrics_.active->Increment();
   reset_idle_timer();
   client_->start_reading();
+  if (listener_.proxy_protocol) {
+    state_ = State::kProxyHeader;
+    proxy_header_ = std::make_unique<protocol::ProxyProtocolDecoder>();
+    return;
+  }
+  begin_protocol();
+}
+
+void Pop3Session::begin_protocol() {
+  log::info("session_start", {{"session", id_text_},
+                              {"listener", listener_.name},
+                              {"client", client_address_},
+                              {"client_port", static_cast<unsigned>(client_->peer_port())}});
   tls_started_ns_ = uv_hrtime();
   if (listener_.tls == config::TlsMode::kImplicit) {
     state_ = State::kHandshake;
@@ -125,6 +135,33 @@ void Pop3Session::start() {
     return;
   }
   send_greeting();
+}
+
+void Pop3Session::handle_proxy_header(std::string_view bytes) {
+  std::size_t used = 0;
+  switch (proxy_header_->feed(bytes, used)) {
+    case protocol::ProxyProtocolDecoder::Status::kNeedMore:
+      return;
+    case protocol::ProxyProtocolDecoder::Status::kError:
+      log::warn("proxy_protocol_rejected", {{"session", id_text_},
+                                            {"listener", listener_.name},
+                                            {"peer", client_->peer_address()},
+                                            {"reason", proxy_header_->error()}});
+      context_.metrics.rejected(metrics::Rejection::kProxyProtocol).Increment();
+      abort(metrics::SessionEnd::kClientClosed);
+      return;
+    case protocol::ProxyProtocolDecoder::Status::kDone:
+      break;
+  }
+  if (!proxy_header_->header().local) {
+    client_address_ = proxy_header_->header().source_address;
+  }
+  proxy_header_.reset();
+  begin_protocol();
+  // What followed the header in the same read belongs to TLS or to POP3.
+  if (state_ != State::kClosing) {
+    client_->replay(bytes.substr(used));
+  }
 }
 
 void Pop3Session::send_greeting() {
@@ -146,6 +183,10 @@ void Pop3Session::on_tls_established() {
 
 void Pop3Session::on_data(std::string_view bytes) {
   if (state_ == State::kClosing) {
+    return;
+  }
+  if (state_ == State::kProxyHeader) {
+    handle_proxy_header(bytes);
     return;
   }
   reader_.append(bytes);
@@ -470,7 +511,7 @@ void Pop3Session::login_failed(RespCode code, std::string_view text, metrics::Au
   retire_upstream(false);
   context_.metrics.auth(mechanism_of(login_mechanism_), result).Increment();
   log::info("login_failed", {{"session", id_text_},
-                             {"user", user_},
+                             {"user", log::user(user_)},
                              {"mechanism", login_mechanism_},
                              {"result", metrics::name(result)}});
   user_.clear();
@@ -497,7 +538,7 @@ void Pop3Session::finish_login() {
   state_ = State::kTransaction;
   context_.metrics.auth(mechanism_of(login_mechanism_), metrics::AuthResult::kSuccess).Increment();
   log::info("login", {{"session", id_text_},
-                      {"user", user_},
+                      {"user", log::user(user_)},
                       {"mechanism", login_mechanism_},
                       {"messages", maildrop_.count()},
                       {"upstream_tls", upstream_->tls_summary()}});

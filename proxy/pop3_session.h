@@ -11,6 +11,7 @@
 #include "protocol/line_reader.h"
 #include "protocol/pop3_command.h"
 #include "protocol/pop3_reply.h"
+#include "protocol/proxy_protocol.h"
 #include "protocol/secret.h"
 #include "proxy/connection.h"
 #include "proxy/imap_client.h"
@@ -46,7 +47,7 @@ class Pop3Session final : Connection::Handler, ImapClient::Observer, FetchSink {
   bool updating() const { return state_ == State::kUpdate; }
 
  private:
-  enum class State { kHandshake, kAuthorization, kTransaction, kUpdate, kClosing };
+  enum class State { kProxyHeader, kHandshake, kAuthorization, kTransaction, kUpdate, kClosing };
   enum class SaslStep { kNone, kPlainResponse, kLoginUser, kLoginPassword };
   enum class Transfer { kNone, kSnapshot, kRetrieve, kTopHeader, kTopText };
   using Handler = void (Pop3Session::*)(protocol::Pop3Command&);
@@ -74,6 +75,8 @@ class Pop3Session final : Connection::Handler, ImapClient::Observer, FetchSink {
   void on_fetch_end() override;
 
   void send_greeting();
+  void begin_protocol();
+  void handle_proxy_header(std::string_view bytes);
   void process_input();
   void dispatch(std::string_view line);
   void handle_sasl_line(std::string_view line);
@@ -136,6 +139,8 @@ class Pop3Session final : Connection::Handler, ImapClient::Observer, FetchSink {
   std::string id_text_;
   State state_ = State::kAuthorization;
   protocol::LineReader reader_;
+  std::unique_ptr<protocol::ProxyProtocolDecoder> proxy_header_;  // until the header is read
+  std::string client_address_;                  // the peer, or the PROXY header's source
   bool busy_ = false;                           // a command is waiting for the upstream or a delay
   bool processing_ = false;                     // process_input() is on the stack
   std::optional<protocol::Pop3Verb> counting_;  // command whose first reply line is counted

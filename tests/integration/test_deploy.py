@@ -3,14 +3,16 @@
 - Prometheus rules: `promtool check rules` and `promtool test rules`; the PrometheusRule
   manifest is generated from the rule file and must not drift from it.
 - Kubernetes manifests: schema validation against the Kubernetes and prometheus-operator
-  models (tests/deploy/validate-manifests.mjs, node), then the cross-references that a
+  models (tests/deploy/validate.mjs, node), then the cross-references that a
   schema cannot see: probes against the admin port, container ports against the
   listeners, the grace period against the drain deadline, selectors, security settings.
 - Configuration files (the image's, the ConfigMaps'): `popbridge --check-config`.
 - Dockerfile: static, as no container engine is available here: its packages exist in
   Debian 12, its runtime libraries are what the built binary links, its build copies what
   CMake reads.
-- Grafana dashboard and alert expressions: a real Prometheus server (Debian's) scrapes a
+- Grafana dashboard: Grafana's dashboard schema (@grafana/schema, same script), the
+  datasource and job/instance variables, the layout.
+- Dashboard and alert expressions: a real Prometheus server (Debian's) scrapes a
   real popbridge (in front of the harness's Dovecot) after a POP3 session, and every
   PromQL expression of the dashboard and the rules is run through its HTTP API.
 
@@ -212,22 +214,46 @@ def node_tools() -> str:
     npm = shutil.which("npm")
     if not node or not npm:
         pytest.fail("node and npm are needed for the Kubernetes schema checks (tests/deploy)", pytrace=False)
-    marker = os.path.join(NODE_TOOLS, "node_modules", ".package-lock.json")
-    if not os.path.exists(marker):
+    if not _node_modules_current():
         r = _run([npm, "ci", "--prefix", NODE_TOOLS, "--no-audit", "--no-fund", "--loglevel=error"], timeout=600)
         assert r.returncode == 0, f"npm ci --prefix tests/deploy failed:\n{r.stdout}{r.stderr}"
+        assert _node_modules_current(), "npm ci did not install what tests/deploy/package-lock.json lists"
     return node
 
 
-def test_kubernetes_manifests_match_the_schemas(node_tools):
-    files = _manifest_files()
-    r = _run([node_tools, os.path.join(NODE_TOOLS, "validate-manifests.mjs"), *files], timeout=120, cwd=REPO)
+def _node_modules_current() -> bool:
+    """Every package of tests/deploy/package-lock.json is installed at its locked version."""
+    with open(os.path.join(NODE_TOOLS, "package-lock.json")) as f:
+        locked = json.load(f)["packages"]
+    for path, entry in locked.items():
+        if not path:
+            continue
+        try:
+            with open(os.path.join(NODE_TOOLS, path, "package.json")) as f:
+                if json.load(f).get("version") != entry.get("version"):
+                    return False
+        except (OSError, ValueError):
+            return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def schema_report(node_tools) -> dict:
+    """tests/deploy/validate.mjs over every manifest and the dashboard (one node run)."""
+    files = _manifest_files() + [DASHBOARD]
+    r = _run([node_tools, os.path.join(NODE_TOOLS, "validate.mjs"), *files], timeout=120, cwd=REPO)
     try:
         report = json.loads(r.stdout)
     except json.JSONDecodeError:
-        pytest.fail(f"validate-manifests.mjs failed (status {r.returncode}):\n{r.stdout}{r.stderr}")
-    assert r.returncode == 0 and not report["errors"], "\n".join(report["errors"]) or r.stderr
-    kinds = {(d["apiVersion"], d["kind"]) for d in report["documents"]}
+        pytest.fail(f"tests/deploy/validate.mjs failed (status {r.returncode}):\n{r.stdout}{r.stderr}")
+    assert r.returncode in (0, 1), r.stderr
+    return report
+
+
+def test_kubernetes_manifests_match_the_schemas(schema_report):
+    errors = [e for e in schema_report["errors"] if not e.startswith(os.path.relpath(DASHBOARD, REPO))]
+    assert not errors, "\n".join(errors)
+    kinds = {(d["apiVersion"], d["kind"]) for d in schema_report["documents"]}
     for wanted in [("v1", "ConfigMap"), ("v1", "Secret"), ("v1", "Service"), ("apps/v1", "Deployment"),
                    ("apps/v1", "StatefulSet"), ("policy/v1", "PodDisruptionBudget"),
                    ("autoscaling/v2", "HorizontalPodAutoscaler"),
@@ -350,6 +376,12 @@ def test_kubernetes_workloads_fit_popbridge():
             assert mount and not mount.get("subPath"), f"{where}: {file} is not on a directory mount"
             volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
             assert volume["secret"]["secretName"] == "popbridge-tls", where
+            # popbridge (uid/gid 10001, not the files' owner root) can read the key.
+            mode = volume["secret"].get("defaultMode", 0o644)
+            group = sc.get("runAsGroup", pod_sc.get("runAsGroup"))
+            readable = mode & 0o004 or (mode & 0o040 and pod_sc.get("fsGroup") is not None
+                                        and pod_sc.get("fsGroup") == group)
+            assert readable, f"{where}: {file} (mode {mode:o}) is not readable by popbridge"
         # The selector selects the Pod template.
         labels = obj["spec"]["template"]["metadata"]["labels"]
         assert obj["spec"]["selector"]["matchLabels"].items() <= labels.items(), where
@@ -630,6 +662,12 @@ def _targets(dash: dict) -> list[tuple[str, str]]:
     return [(p["title"], t["expr"]) for p in _panels(dash) for t in p.get("targets", [])]
 
 
+def test_grafana_dashboard_matches_grafanas_schema(schema_report):
+    """@grafana/schema's Dashboard type: no unknown or misspelt field, right types."""
+    errors = [e for e in schema_report["errors"] if e.startswith(os.path.relpath(DASHBOARD, REPO))]
+    assert not errors, "\n".join(errors)
+
+
 def test_grafana_dashboard_is_importable_and_uses_the_datasource_variable():
     dash = _dashboard()
     assert dash["uid"] and dash["title"] and dash["schemaVersion"] >= 36
@@ -835,10 +873,11 @@ def scraped(prometheus: Prometheus, monitored_gateway: Gateway, dovecot, ctx) ->
         raise
 
     def moved() -> bool:
-        # The session's metrics are in, and there are enough samples for rate() and
-        # increase() over them.
+        # The session's metrics are in, popbridge reports ready, and there are enough
+        # samples for rate() and increase() over them.
         r = prometheus.query(f'sum(popbridge_messages_deleted_total{{job="{JOB}"}}) >= 1 '
                              f'and on() (sum(up{{job="{JOB}"}}) == 1) '
+                             f'and on() (min(popbridge_ready{{job="{JOB}"}}) == 1) '
                              f'and on() (count_over_time(up{{job="{JOB}"}}[1m]) >= 3)')
         return r.get("status") == "success" and bool(r["data"]["result"])
 
@@ -847,7 +886,7 @@ def scraped(prometheus: Prometheus, monitored_gateway: Gateway, dovecot, ctx) ->
         return (f"scrape targets: {[(t.get('scrapeUrl'), t.get('health'), t.get('lastError')) for t in targets]}\n"
                 f"{prometheus.log_tail()}")
 
-    wait_until(moved, 20 * TIME_FACTOR, "Prometheus to scrape popbridge (up == 1) with the session's metrics",
+    wait_until(moved, 20 * TIME_FACTOR, "Prometheus to scrape popbridge (up == 1, ready) with the session's metrics",
                on_timeout=context)
     prometheus.scraped_at = time.time()
     return prometheus

@@ -1,14 +1,16 @@
-// Validates Kubernetes manifests offline against the Kubernetes and prometheus-operator
-// schemas, in two passes:
-//  1. the JSON-schema validators that kubernetes-models generates from the Kubernetes
-//     OpenAPI document (and @kubernetes-models/prometheus-operator from the CRDs):
-//     types, required fields, enums, formats;
-//  2. TypeScript's excess-property check against the same models' type declarations,
-//     which the OpenAPI schemas cannot do (they allow unknown fields): a misspelt field
-//     such as `readinesProbe` is an error, as kubectl's strict field validation and
-//     kubeconform -strict would make it.
+// Validates deploy/ offline against published schemas, in two passes:
+//  1. Kubernetes manifests (*.yaml): the JSON-schema validators that kubernetes-models
+//     generates from the Kubernetes OpenAPI document (and
+//     @kubernetes-models/prometheus-operator from the CRDs): types, required fields,
+//     enums, formats;
+//  2. TypeScript's excess-property and type checks against the type declarations of the
+//     same models, which catch what the OpenAPI schemas allow (unknown fields): a
+//     misspelt `readinesProbe` is an error, as kubectl's strict field validation and
+//     kubeconform -strict would make it; and Grafana dashboards (*.json) against
+//     @grafana/schema's Dashboard type (the keys of an export, __inputs and __requires,
+//     are left out; Grafana's string enums are accepted as their string values).
 //
-// Usage: node validate-manifests.mjs FILE.yaml...
+// Usage: node validate.mjs FILE.yaml... DASHBOARD.json...
 // Prints one JSON object: {"documents": [{file, index, apiVersion, kind, name}],
 // "errors": ["FILE#INDEX KIND/NAME: message", ...]}; exits 1 when there are errors.
 // Kustomization files (kustomize.config.k8s.io) are listed but not validated here.
@@ -37,6 +39,20 @@ const typed = []; // {label, module, kind, data}
 
 for (const file of process.argv.slice(2)) {
   const text = readFileSync(file, "utf8");
+  if (file.endsWith(".json")) {
+    let data;
+    try {
+      data = JSON.parse(text);
+    } catch (e) {
+      errors.push(`${file}: JSON: ${e.message}`);
+      continue;
+    }
+    const exported = Object.fromEntries(Object.entries(data).filter(([k]) => !k.startsWith("__")));
+    documents.push({ file, index: 0, apiVersion: "grafana", kind: "Dashboard", name: data.title });
+    typed.push({ label: `${file} Dashboard/${data.title}`, module: "@grafana/schema", kind: "Dashboard",
+                 data: exported, loosen: true });
+    continue;
+  }
   const docs = parseAllDocuments(text, { uniqueKeys: true, prettyErrors: true, strict: true });
   let index = 0;
   for (const doc of docs) {
@@ -83,12 +99,20 @@ if (typed.length) {
   const decls = [];
   const owners = []; // line ranges -> document label
   let line = 0;
+  // Grafana's schema types use TypeScript string enums, which a JSON string literal does
+  // not satisfy; Loosen<T> turns each enum into the union of its string values.
+  imports.push(
+    "type Loosen<T> = T extends string ? `${T}` : T extends ReadonlyArray<infer U> ? Array<Loosen<U>>" +
+      " : T extends object ? { [K in keyof T]: Loosen<T[K]> } : T;",
+  );
   typed.forEach((t, i) => {
-    imports.push(`import type { I${t.kind} as T${i} } from ${JSON.stringify(t.module)};`);
+    const name = t.module === "@grafana/schema" ? t.kind : `I${t.kind}`;
+    imports.push(`import type { ${name} as T${i} } from ${JSON.stringify(t.module)};`);
   });
   line = imports.length;
   typed.forEach((t, i) => {
-    const body = `const doc${i}: T${i} = ${JSON.stringify(t.data, null, 2)};`;
+    const type = t.loosen ? `Loosen<T${i}>` : `T${i}`;
+    const body = `const doc${i}: ${type} = ${JSON.stringify(t.data, null, 2)};`;
     const n = body.split("\n").length;
     owners.push({ from: line, to: line + n - 1, label: t.label });
     decls.push(body);
@@ -129,5 +153,9 @@ if (typed.length) {
   }
 }
 
-process.stdout.write(JSON.stringify({ documents, errors }, null, 1) + "\n");
+// The same mistake in many panels or containers is reported once, with its count.
+const counts = new Map();
+for (const e of errors) counts.set(e, (counts.get(e) ?? 0) + 1);
+const unique = [...counts].map(([e, n]) => (n > 1 ? `${e} [${n} times]` : e));
+process.stdout.write(JSON.stringify({ documents, errors: unique }, null, 1) + "\n");
 process.exit(errors.length ? 1 : 0);

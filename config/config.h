@@ -37,6 +37,38 @@ struct TlsSettings {
   TlsVersion min_version = TlsVersion::k1_2;
 };
 
+enum class UpstreamLoginMode { kPassthrough, kMaster, kMapped, kOAuth2 };
+enum class OAuth2Grant { kRefreshToken, kClientCredentials };
+enum class OAuth2Mechanism { kXoauth2, kOauthbearer };
+
+// A secret is never written in the config itself: it comes from a file (a mounted
+// Kubernetes Secret) or from an environment variable.
+struct SecretSource {
+  std::string file;
+  std::string env;
+  bool empty() const { return file.empty() && env.empty(); }
+};
+
+struct OAuth2 {
+  std::string token_url;
+  OAuth2Grant grant = OAuth2Grant::kRefreshToken;
+  std::string client_id;
+  SecretSource client_secret;
+  std::string refresh_tokens_file;  // user:refresh_token lines
+  std::string scope;
+  OAuth2Mechanism mechanism = OAuth2Mechanism::kXoauth2;
+  std::string ca_file = "/etc/ssl/certs/ca-certificates.crt";
+  bool verify_certificate = true;
+};
+
+struct UpstreamLogin {
+  UpstreamLoginMode mode = UpstreamLoginMode::kPassthrough;
+  std::string master_user;
+  SecretSource master_password;
+  std::string credentials_file;  // mapped: user:upstream_user:password lines
+  OAuth2 oauth2;
+};
+
 struct Upstream {
   Endpoint address;
   TlsMode tls = TlsMode::kImplicit;
@@ -46,15 +78,32 @@ struct Upstream {
   std::string mailbox = "INBOX";
   Duration connect_timeout = std::chrono::seconds(10);
   Duration command_timeout = std::chrono::seconds(60);
-  bool mark_seen = false;  // RETR/TOP set \Seen (BODY[] instead of BODY.PEEK[])
+  bool mark_seen = false;  // RETR sets \Seen (BODY[] instead of BODY.PEEK[])
   UidlFormat uidl_format = UidlFormat::kDovecot;
   bool expunge_without_uidplus = false;  // allow a bare EXPUNGE when UIDPLUS is missing
+  bool send_id = true;  // IMAP ID with x-originating-ip/port when the server offers ID
+  UpstreamLogin login;
+};
+
+enum class AuthMode { kPassthrough, kUsersFile, kHttp };
+
+struct HttpAuth {
+  std::string url;  // http:// or https://
+  Duration timeout = std::chrono::seconds(5);
+  std::string ca_file = "/etc/ssl/certs/ca-certificates.crt";
+  bool verify_certificate = true;
 };
 
 struct Auth {
+  AuthMode mode = AuthMode::kPassthrough;
+  std::string users_file;  // users_file: user:crypt-hash lines
+  HttpAuth http;
   bool allow_plaintext = false;
-  Duration failure_delay = std::chrono::seconds(2);
-  std::uint32_t max_attempts = 3;  // failed logins per connection before it is closed
+  Duration failure_delay = std::chrono::seconds(2);  // after the first failure; doubles
+  Duration max_failure_delay = std::chrono::seconds(15);
+  Duration failure_memory = std::chrono::minutes(15);  // failures are forgotten after this
+  std::uint32_t max_attempts = 3;   // failed logins per connection before it is closed
+  bool exclusive_sessions = false;  // a second session of a user gets -ERR [IN-USE]
 };
 
 struct Limits {

@@ -27,7 +27,7 @@ void fill(prometheus::Family<Child>& family, const std::string& label,
 }  // namespace
 
 std::string_view name(Mechanism value) {
-  static constexpr std::string_view kNames[] = {"user", "plain", "login"};
+  static constexpr std::string_view kNames[] = {"user", "plain", "login", "xoauth2", "oauthbearer"};
   return kNames[static_cast<std::size_t>(value)];
 }
 std::string_view name(AuthResult value) {

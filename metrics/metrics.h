@@ -14,7 +14,7 @@
 
 namespace popbridge::metrics {
 
-enum class Mechanism : std::size_t { kUser, kPlain, kLogin, kCount };
+enum class Mechanism : std::size_t { kUser, kPlain, kLogin, kXoauth2, kOauthbearer, kCount };
 enum class AuthResult : std::size_t {
   kSuccess,
   kBadCredentials,

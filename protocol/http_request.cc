@@ -22,17 +22,23 @@ void HttpRequestParser::reset() {
   error_.clear();
 }
 
-HttpRequestParser::Status HttpRequestParser::feed(std::string_view bytes) {
+HttpRequestParser::Status HttpRequestParser::feed(std::string_view bytes, std::size_t* consumed) {
+  if (consumed != nullptr) {
+    *consumed = 0;
+  }
   if (status_ != Status::kIncomplete) {
     return status_;
   }
-  if (bytes.size() > max_bytes_ - seen_) {
+  const std::size_t parsed = http_parser_execute(&parser_, &settings_, bytes.data(), bytes.size());
+  if (consumed != nullptr) {
+    *consumed = parsed;
+  }
+  seen_ += parsed;
+  if (seen_ > max_bytes_) {
     status_ = Status::kError;
     error_ = "request too large";
     return status_;
   }
-  seen_ += bytes.size();
-  const std::size_t parsed = http_parser_execute(&parser_, &settings_, bytes.data(), bytes.size());
   if (status_ == Status::kComplete) {
     return status_;
   }

@@ -10,8 +10,8 @@ namespace popbridge::protocol {
 
 // Reads one HTTP/1.1 request (the admin endpoint: GET /metrics, /healthz, /readyz) with
 // Node's http-parser, and caps what a client can make us hold: the request line and
-// headers together, and any body, are limited to max_bytes. Bytes after a complete
-// request are ignored until reset().
+// headers together, and any body, are limited to max_bytes. Parsing stops at the end of
+// a request; the caller feeds what followed after reset().
 class HttpRequestParser {
  public:
   enum class Status { kIncomplete, kComplete, kError };
@@ -20,7 +20,9 @@ class HttpRequestParser {
   HttpRequestParser(const HttpRequestParser&) = delete;
   HttpRequestParser& operator=(const HttpRequestParser&) = delete;
 
-  Status feed(std::string_view bytes);
+  // consumed, if given, says how many bytes the request took: after kComplete the rest
+  // belongs to the next (pipelined) request, to be fed after reset().
+  Status feed(std::string_view bytes, std::size_t* consumed = nullptr);
   void reset();
 
   // Valid once kComplete.

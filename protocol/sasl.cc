@@ -65,3 +65,81 @@ SaslResponse decode_sasl_response(std::string_view line) {
 }
 
 }  // namespace popbridge::protocol
+
+namespace popbridge::protocol {
+namespace {
+
+// Splits the ^A-separated key=value list that both token mechanisms use and takes the
+// bearer token; the list must end with an empty element (^A ^A).
+std::optional<Secret> bearer_token(std::string_view pairs) {
+  if (pairs.size() < 2 || pairs.substr(pairs.size() - 2) != "\x01\x01") {
+    return std::nullopt;
+  }
+  pairs.remove_suffix(2);
+  std::optional<Secret> token;
+  while (!pairs.empty()) {
+    const std::size_t end = pairs.find('\x01');
+    const std::string_view pair = pairs.substr(0, end);
+    constexpr std::string_view kAuth = "auth=";
+    if (pair.substr(0, kAuth.size()) == kAuth) {
+      std::string_view value = pair.substr(kAuth.size());
+      constexpr std::string_view kBearer = "Bearer ";
+      if (value.size() <= kBearer.size() || value.substr(0, kBearer.size()) != kBearer || token) {
+        return std::nullopt;
+      }
+      token = Secret(value.substr(kBearer.size()));
+    }
+    if (end == std::string_view::npos) {
+      break;
+    }
+    pairs.remove_prefix(end + 1);
+  }
+  return token;
+}
+
+}  // namespace
+
+std::optional<BearerCredentials> parse_xoauth2(std::string_view message) {
+  constexpr std::string_view kUser = "user=";
+  if (message.substr(0, kUser.size()) != kUser) {
+    return std::nullopt;
+  }
+  message.remove_prefix(kUser.size());
+  const std::size_t end = message.find('\x01');
+  if (end == 0 || end == std::string_view::npos) {
+    return std::nullopt;
+  }
+  std::optional<Secret> token = bearer_token(message.substr(end + 1));
+  if (!token) {
+    return std::nullopt;
+  }
+  return BearerCredentials{std::string(message.substr(0, end)), std::move(*token)};
+}
+
+std::optional<BearerCredentials> parse_oauthbearer(std::string_view message) {
+  // gs2-header: "n," or "y," or "p=...," then optional "a=user", then ",".
+  if (message.size() < 3 || (message[0] != 'n' && message[0] != 'y') || message[1] != ',') {
+    return std::nullopt;
+  }
+  message.remove_prefix(2);
+  std::string user;
+  if (message.substr(0, 2) == "a=") {
+    const std::size_t comma = message.find(',');
+    if (comma == std::string_view::npos) {
+      return std::nullopt;
+    }
+    user = std::string(message.substr(2, comma - 2));
+    message.remove_prefix(comma);
+  }
+  if (message.substr(0, 2) != ",\x01") {
+    return std::nullopt;
+  }
+  message.remove_prefix(2);
+  std::optional<Secret> token = bearer_token(message);
+  if (!token) {
+    return std::nullopt;
+  }
+  return BearerCredentials{std::move(user), std::move(*token)};
+}
+
+}  // namespace popbridge::protocol

@@ -29,3 +29,19 @@ struct SaslResponse {
 SaslResponse decode_sasl_response(std::string_view line);
 
 }  // namespace popbridge::protocol
+
+namespace popbridge::protocol {
+
+// A bearer token sent by a client that already has one (XOAUTH2 as Google and Microsoft
+// define it, or RFC 7628 OAUTHBEARER).
+struct BearerCredentials {
+  std::string user;
+  Secret token;
+};
+// "user=" user ^A "auth=Bearer " token ^A ^A
+std::optional<BearerCredentials> parse_xoauth2(std::string_view message);
+// gs2 header "n,a=" user "," then ^A-separated key=value pairs with "auth=Bearer " token,
+// ending in ^A ^A. A message without "a=" has an empty user.
+std::optional<BearerCredentials> parse_oauthbearer(std::string_view message);
+
+}  // namespace popbridge::protocol

@@ -43,12 +43,18 @@ class AdminServer::Exchange final : public Connection::Handler {
     }
     arm_idle();
     using Status = protocol::HttpRequestParser::Status;
-    Status status = parser_.feed(bytes);
-    if (status == Status::kError) {
-      send(response(400, "Bad Request", "text/plain", "bad request\n", false), false);
-      return;
-    }
-    if (status == Status::kComplete) {
+    // One read may hold several pipelined requests: answer each in order.
+    while (!bytes.empty() && !done_) {
+      std::size_t used = 0;
+      const Status status = parser_.feed(bytes, &used);
+      bytes.remove_prefix(used);
+      if (status == Status::kError) {
+        send(response(400, "Bad Request", "text/plain", "bad request\n", false), false);
+        return;
+      }
+      if (status != Status::kComplete) {
+        return;
+      }
       answer();
     }
   }

@@ -51,6 +51,11 @@ Connection::~Connection() {
 
 void Connection::release() noexcept {
   handler_ = nullptr;
+  released_ = true;
+  if (handle_closed_) {
+    delete this;  // libuv is done with the handle and the owner with the object
+    return;
+  }
   if (close_requested_) {
     return;  // the graceful close finishes on its own and frees the memory
   }
@@ -68,8 +73,14 @@ void Connection::close() {
 
 void Connection::on_closed(uv_handle_t* handle) noexcept {
   // Pending write, connect and shutdown requests have all been called back (with
-  // UV_ECANCELED) before libuv calls this, so nothing refers to the memory any more.
-  delete static_cast<Connection*>(handle->data);
+  // UV_ECANCELED) before libuv calls this, so libuv no longer refers to the memory. The
+  // owner may still hold its pointer (an error closed the socket, not the owner): then
+  // the memory goes when the owner releases it.
+  auto* self = static_cast<Connection*>(handle->data);
+  self->handle_closed_ = true;
+  if (self->released_) {
+    delete self;
+  }
 }
 
 int Connection::connect(const sockaddr* address) {

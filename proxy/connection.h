@@ -13,8 +13,8 @@ namespace popbridge::proxy {
 class Connection;
 
 // Destroying the owner's pointer releases the connection: no more upcalls, the socket
-// closes (after a requested graceful flush, if any), and the memory goes in the
-// uv_close callback.
+// closes (after a requested graceful flush, if any), and the memory goes once both the
+// owner has released it and libuv has called back from uv_close, whichever is last.
 struct ConnectionReleaser {
   void operator()(Connection* connection) const noexcept;
 };
@@ -134,7 +134,9 @@ class Connection {
   bool reading_ = false;
   bool close_requested_ = false;  // graceful close pending
   bool shutdown_started_ = false;
-  bool closing_ = false;  // uv_close called
+  bool closing_ = false;        // uv_close called
+  bool handle_closed_ = false;  // libuv called back: the handle memory is unused
+  bool released_ = false;       // the owner dropped its pointer
   std::string peer_address_;
   std::uint16_t peer_port_ = 0;
   std::uint64_t bytes_received_ = 0;

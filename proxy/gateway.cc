@@ -24,7 +24,8 @@ bool same_listeners(const config::Config& a, const config::Config& b) {
   for (std::size_t i = 0; i < a.listeners.size(); ++i) {
     const config::Listener& x = a.listeners[i];
     const config::Listener& y = b.listeners[i];
-    if (x.name != y.name || x.address.to_string() != y.address.to_string() || x.tls != y.tls) {
+    if (x.name != y.name || x.address.to_string() != y.address.to_string() || x.tls != y.tls ||
+        x.proxy_protocol != y.proxy_protocol) {
       return false;
     }
   }
@@ -103,10 +104,11 @@ bool Gateway::start(std::string& error) {
 
   const std::size_t count = worker_count(settings_->config);
   for (std::size_t index = 0; index < count; ++index) {
-    auto worker = std::make_unique<Worker>(index, settings_, *metrics_, open_sessions_, [this] {
-      --workers_running_;
-      uv_async_send(stopped_->get());
-    });
+    auto worker =
+        std::make_unique<Worker>(index, settings_, *metrics_, open_sessions_, guard_, [this] {
+          --workers_running_;
+          uv_async_send(stopped_->get());
+        });
     ++workers_running_;
     if (!worker->start(error)) {
       --workers_running_;
@@ -166,8 +168,10 @@ bool Gateway::ready() const {
 }
 
 void Gateway::start_probe() {
-  probe_ = std::make_unique<UpstreamProbe>(loop_, settings_->config.upstream,
-                                           settings_->upstream_tls.get(), kProbeIntervalMs);
+  const bool reachable = probe_ != nullptr && probe_->reachable();
+  probe_ =
+      std::make_unique<UpstreamProbe>(loop_, settings_->config.upstream,
+                                      settings_->upstream_tls.get(), kProbeIntervalMs, reachable);
   probe_->start();
 }
 

@@ -49,6 +49,7 @@ class Gateway {
   std::unique_ptr<metrics::Metrics> metrics_;
   SettingsPtr settings_;
   std::atomic<std::size_t> open_sessions_{0};
+  LoginGuard guard_;
   std::vector<std::unique_ptr<Worker>> workers_;
   std::unique_ptr<AdminServer> admin_;
   std::unique_ptr<UpstreamProbe> probe_;

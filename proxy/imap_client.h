@@ -16,6 +16,7 @@
 #include "protocol/imap_writer.h"
 #include "protocol/secret.h"
 #include "proxy/connection.h"
+#include "proxy/identity.h"
 #include "proxy/resolver.h"
 #include "proxy/uv_handle.h"
 
@@ -81,10 +82,14 @@ class ImapClient final : Connection::Handler, protocol::ImapEvents {
   // Connects and reads capabilities (after STARTTLS when configured); ok() when ready for
   // login. The whole step is bounded by connect_timeout.
   void connect(Completion ready);
-  // AUTHENTICATE PLAIN (one round trip with SASL-IR) when offered, else LOGIN.
-  // authzid is empty for a plain login.
-  void login(std::string_view authzid, std::string_view user, const protocol::Secret& password,
-             Completion done);
+  // Who the session serves, for the IMAP ID command (RFC 2971) sent before login when the
+  // server offers ID and upstream.send_id is on: the upstream's logs and brute-force
+  // protection then see the real client.
+  void set_client_identity(std::string address, std::uint16_t port, std::string session_id);
+  // Passwords: AUTHENTICATE PLAIN (one round trip with SASL-IR) when offered, else LOGIN;
+  // a master login (authzid set) needs AUTH=PLAIN. Tokens: AUTHENTICATE XOAUTH2 or
+  // OAUTHBEARER, which the server must offer.
+  void login(const UpstreamCredentials& credentials, Completion done);
   // Sends a command after those queued before it; sink may be null.
   void run(const protocol::ImapCommand& command, FetchSink* sink, Completion done);
   // LOGOUT, then close once it is sent; no completion or observer call after this.
@@ -149,6 +154,8 @@ class ImapClient final : Connection::Handler, protocol::ImapEvents {
   void after_tls_or_greeting();
   void request_capabilities();
   void connection_ready();
+  void send_id_then_ready();
+  void authenticate(std::string_view mechanism, std::string_view message, Completion done);
   void send_parts(std::vector<std::string> parts, bool secret, FetchSink* sink, Completion done);
   void send_next();
   void complete_current(const ImapResult& result);
@@ -177,6 +184,9 @@ class ImapClient final : Connection::Handler, protocol::ImapEvents {
   bool paused_ = false;
   bool saw_bye_ = false;
   std::string bye_text_;
+  std::string client_address_;
+  std::uint16_t client_port_ = 0;
+  std::string session_id_;
 };
 
 }  // namespace popbridge::proxy

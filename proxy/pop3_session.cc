@@ -26,6 +26,12 @@ metrics::Mechanism mechanism_of(std::string_view mechanism) {
   if (mechanism == "LOGIN") {
     return metrics::Mechanism::kLogin;
   }
+  if (mechanism == "XOAUTH2") {
+    return metrics::Mechanism::kXoauth2;
+  }
+  if (mechanism == "OAUTHBEARER") {
+    return metrics::Mechanism::kOauthbearer;
+  }
   return metrics::Mechanism::kUser;
 }
 
@@ -109,6 +115,7 @@ void Pop3Session::start() {
   client_->set_high_watermark(config().limits.client_write_high_watermark);
   client_->set_low_watermark(config().limits.client_write_low_watermark);
   client_address_ = client_->peer_address();
+  client_port_ = client_->peer_port();
   listener_metrics_.accepted->Increment();
   listener_metrics_.active->Increment();
   reset_idle_timer();
@@ -116,6 +123,14 @@ void Pop3Session::start() {
   if (listener_.proxy_protocol) {
     state_ = State::kProxyHeader;
     proxy_header_ = std::make_unique<protocol::ProxyProtocolDecoder>();
+    // A balancer sends its header at once; a silent peer is not one, and gets nothing
+    // said to it in the clear.
+    constexpr std::uint64_t kProxyHeaderTimeoutMs = 10'000;
+    const auto idle = static_cast<std::uint64_t>(config().limits.idle_timeout.count());
+    idle_timer_.start(std::min(kProxyHeaderTimeoutMs, idle), [this] {
+      context_.metrics.rejected(metrics::Rejection::kProxyProtocol).Increment();
+      abort(metrics::SessionEnd::kTimeout);
+    });
     return;
   }
   begin_protocol();
@@ -125,7 +140,7 @@ void Pop3Session::begin_protocol() {
   log::info("session_start", {{"session", id_text_},
                               {"listener", listener_.name},
                               {"client", client_address_},
-                              {"client_port", static_cast<unsigned>(client_->peer_port())}});
+                              {"client_port", static_cast<unsigned>(client_port_)}});
   tls_started_ns_ = uv_hrtime();
   if (listener_.tls == config::TlsMode::kImplicit) {
     state_ = State::kHandshake;
@@ -155,8 +170,10 @@ void Pop3Session::handle_proxy_header(std::string_view bytes) {
   }
   if (!proxy_header_->header().local) {
     client_address_ = proxy_header_->header().source_address;
+    client_port_ = proxy_header_->header().source_port;
   }
   proxy_header_.reset();
+  reset_idle_timer();
   begin_protocol();
   // What followed the header in the same read belongs to TLS or to POP3.
   if (state_ != State::kClosing) {
@@ -310,7 +327,12 @@ void Pop3Session::cmd_capa(Pop3Command&) {
   out_ += "TOP\r\nUIDL\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\nPIPELINING\r\n";
   // RFC 2449 §5: what AUTHORIZATION offers is announced in TRANSACTION too.
   if (plaintext_allowed()) {
-    out_ += "USER\r\nSASL PLAIN LOGIN\r\n";
+    out_ += "USER\r\nSASL";
+    for (std::string_view mechanism : mechanisms()) {
+      out_ += ' ';
+      out_ += mechanism;
+    }
+    out_ += "\r\n";
   }
   if (state_ == State::kAuthorization && listener_.tls == config::TlsMode::kStartTls &&
       !client_->tls_active() && context_.server_tls != nullptr) {
@@ -367,7 +389,7 @@ void Pop3Session::cmd_pass(Pop3Command& command) {
   }
   std::string user = std::move(user_);
   user_.clear();
-  begin_login("USER", std::move(user), std::move(command.secret));
+  begin_login("USER", std::move(user), std::move(command.secret), false);
 }
 
 void Pop3Session::cmd_apop(Pop3Command&) {
@@ -375,10 +397,30 @@ void Pop3Session::cmd_apop(Pop3Command&) {
   reply(protocol::err_reply(RespCode::kNone, "APOP not supported"));
 }
 
+bool Pop3Session::tokens_allowed() const {
+  // A client's own bearer token can only be handed on: it proves nothing to the gateway.
+  return config().auth.mode == config::AuthMode::kPassthrough &&
+         config().upstream.login.mode == config::UpstreamLoginMode::kPassthrough;
+}
+
+std::vector<std::string_view> Pop3Session::mechanisms() const {
+  if (tokens_allowed()) {
+    return {"PLAIN", "LOGIN", "XOAUTH2", "OAUTHBEARER"};
+  }
+  return {"PLAIN", "LOGIN"};
+}
+
 void Pop3Session::cmd_auth(Pop3Command& command) {
   if (command.argument.empty()) {
     // Outlook asks with a bare AUTH which mechanisms exist.
-    reply(plaintext_allowed() ? "+OK\r\nPLAIN\r\nLOGIN\r\n.\r\n" : "+OK\r\n.\r\n");
+    std::string listing = "+OK\r\n";
+    if (plaintext_allowed()) {
+      for (std::string_view mechanism : mechanisms()) {
+        listing += mechanism;
+        listing += "\r\n";
+      }
+    }
+    reply(listing + ".\r\n");
     return;
   }
   if (!plaintext_allowed()) {
@@ -388,18 +430,22 @@ void Pop3Session::cmd_auth(Pop3Command& command) {
                               "Plaintext authentication disallowed on non-secure connections"));
     return;
   }
-  if (command.argument != "PLAIN" && command.argument != "LOGIN") {
+  const std::string& mechanism = command.argument;
+  const bool token = mechanism == "XOAUTH2" || mechanism == "OAUTHBEARER";
+  if ((mechanism != "PLAIN" && mechanism != "LOGIN" && !token) || (token && !tokens_allowed())) {
     reply(protocol::err_reply(RespCode::kNone, "unsupported authentication mechanism"));
     return;
   }
-  login_mechanism_ = command.argument;
+  login_mechanism_ = mechanism;
+  sasl_step_ = mechanism == "LOGIN" ? SaslStep::kLoginUser
+               : token              ? SaslStep::kTokenResponse
+                                    : SaslStep::kPlainResponse;
   if (!command.initial_response) {
-    // RFC 5034: a mechanism that starts with the client gets an empty challenge.
-    sasl_step_ = command.argument == "PLAIN" ? SaslStep::kPlainResponse : SaslStep::kLoginUser;
-    reply(sasl_step_ == SaslStep::kPlainResponse ? "+ \r\n" : "+ VXNlcm5hbWU6\r\n");
+    // RFC 5034: a mechanism that starts with the client gets an empty challenge. Clients
+    // tuned for Microsoft's POP3 send XOAUTH2 this way, on a second line.
+    reply(sasl_step_ == SaslStep::kLoginUser ? "+ VXNlcm5hbWU6\r\n" : "+ \r\n");
     return;
   }
-  sasl_step_ = command.argument == "PLAIN" ? SaslStep::kPlainResponse : SaslStep::kLoginUser;
   handle_sasl_line(command.initial_response->view());
 }
 
@@ -425,12 +471,25 @@ void Pop3Session::handle_sasl_line(std::string_view line) {
         return;
       }
       if (!credentials->authzid.empty() && credentials->authzid != credentials->authcid) {
-        // Acting as another user needs a master login, which passthrough cannot grant.
+        // Acting as another user is for the gateway's own master login, not for clients.
         login_failed(RespCode::kAuth, "Authentication failed.",
                      metrics::AuthResult::kBadCredentials);
         return;
       }
-      begin_login("PLAIN", std::move(credentials->authcid), std::move(credentials->password));
+      begin_login("PLAIN", std::move(credentials->authcid), std::move(credentials->password),
+                  false);
+      return;
+    }
+    case SaslStep::kTokenResponse: {
+      std::optional<protocol::BearerCredentials> credentials =
+          login_mechanism_ == "XOAUTH2" ? protocol::parse_xoauth2(response.data.view())
+                                        : protocol::parse_oauthbearer(response.data.view());
+      if (!credentials || credentials->user.empty()) {
+        reply(protocol::err_reply(RespCode::kAuth, "malformed " + login_mechanism_ + " response"));
+        return;
+      }
+      begin_login(login_mechanism_, std::move(credentials->user), std::move(credentials->token),
+                  true);
       return;
     }
     case SaslStep::kLoginUser:
@@ -446,7 +505,7 @@ void Pop3Session::handle_sasl_line(std::string_view line) {
     case SaslStep::kLoginPassword: {
       std::string user = std::move(user_);
       user_.clear();
-      begin_login("LOGIN", std::move(user), std::move(response.data));
+      begin_login("LOGIN", std::move(user), std::move(response.data), false);
       return;
     }
     case SaslStep::kNone:
@@ -454,22 +513,99 @@ void Pop3Session::handle_sasl_line(std::string_view line) {
   }
 }
 
-void Pop3Session::begin_login(std::string_view mechanism, std::string user,
-                              protocol::Secret password) {
+void Pop3Session::begin_login(std::string_view mechanism, std::string user, protocol::Secret secret,
+                              bool token) {
   login_mechanism_ = std::string(mechanism);
   user_ = std::move(user);
-  if (user_.empty() || password.empty()) {
+  if (user_.empty() || secret.empty()) {
     login_failed(RespCode::kAuth, "Authentication failed.", metrics::AuthResult::kBadCredentials);
     return;
   }
   busy_ = true;
   idle_timer_.stop();
+  switch (config().auth.mode) {
+    case config::AuthMode::kPassthrough:
+      // The upstream checks the credentials.
+      authorized(std::move(secret), token);
+      return;
+    case config::AuthMode::kUsersFile: {
+      const auto& hashes = context_.identity.password_hashes;
+      auto found = hashes.find(user_);
+      password_check_ = std::make_unique<PasswordCheck>(context_.loop);
+      password_check_->start(found == hashes.end() ? std::string() : found->second,
+                             hashes.empty() ? std::string() : hashes.begin()->second, secret,
+                             [this, secret](bool matches) {
+                               if (!matches) {
+                                 login_failed(RespCode::kAuth, "Authentication failed.",
+                                              metrics::AuthResult::kBadCredentials);
+                                 return;
+                               }
+                               authorized(secret, false);
+                             });
+      return;
+    }
+    case config::AuthMode::kHttp:
+      break;
+  }
+  login_failed(RespCode::kSysTemp, "Temporary failure, try again later.",
+               metrics::AuthResult::kUpstreamUnavailable);
+}
+
+void Pop3Session::authorized(protocol::Secret client_secret, bool token) {
+  if (config().auth.exclusive_sessions) {
+    if (!context_.guard.lock_user(user_)) {
+      // RFC 2449 [IN-USE]: said only to a client whose credentials were good.
+      login_failed(RespCode::kInUse, "Mailbox in use by another session.",
+                   metrics::AuthResult::kInUse);
+      return;
+    }
+    locked_user_ = user_;
+  }
+  UpstreamCredentials credentials;
+  const config::UpstreamLogin& login = config().upstream.login;
+  switch (login.mode) {
+    case config::UpstreamLoginMode::kPassthrough:
+      credentials.user = user_;
+      credentials.secret = std::move(client_secret);
+      if (token) {
+        credentials.mechanism = login_mechanism_ == "XOAUTH2"
+                                    ? UpstreamCredentials::Mechanism::kXoauth2
+                                    : UpstreamCredentials::Mechanism::kOauthbearer;
+      }
+      break;
+    case config::UpstreamLoginMode::kMaster:
+      credentials.authzid = user_;
+      credentials.user = login.master_user;
+      credentials.secret = context_.identity.master_password;
+      break;
+    case config::UpstreamLoginMode::kMapped: {
+      auto found = context_.identity.mapped.find(user_);
+      if (found == context_.identity.mapped.end()) {
+        log::warn("no_upstream_mapping", {{"session", id_text_}, {"user", log::user(user_)}});
+        login_failed(RespCode::kSysPerm, "No mailbox is configured for this account.",
+                     metrics::AuthResult::kUpstreamUnavailable);
+        return;
+      }
+      credentials.user = found->second.upstream_user;
+      credentials.secret = found->second.password;
+      break;
+    }
+    case config::UpstreamLoginMode::kOAuth2:
+      login_failed(RespCode::kSysTemp, "Temporary failure, try again later.",
+                   metrics::AuthResult::kUpstreamUnavailable);
+      return;
+  }
+  connect_upstream(std::move(credentials));
+}
+
+void Pop3Session::connect_upstream(UpstreamCredentials credentials) {
   upstream_started_ns_ = uv_hrtime();
   context_.metrics.upstream_active.Increment();
   ImapClient::Observer& observer = *this;
   upstream_ = std::make_shared<ImapClient>(context_.loop, config().upstream, context_.upstream_tls,
                                            observer);
-  upstream_->connect([this, password = std::move(password)](const ImapResult& connected) {
+  upstream_->set_client_identity(client_address_, client_port_, "popbridge-" + id_text_);
+  upstream_->connect([this, credentials = std::move(credentials)](const ImapResult& connected) {
     if (!connected.ok()) {
       context_.metrics.upstream_error(error_kind(connected.failure)).Increment();
       context_.metrics.upstream_connect_error.Increment();
@@ -477,34 +613,40 @@ void Pop3Session::begin_login(std::string_view mechanism, std::string user,
                    metrics::AuthResult::kUpstreamUnavailable);
       return;
     }
-    upstream_->login({}, user_, password, [this](const ImapResult& result) {
-      if (result.ok()) {
-        context_.metrics.upstream_connect_ok.Increment();
-        context_.metrics.upstream_connect_duration.Observe(seconds_since(upstream_started_ns_));
-        select_mailbox();
-        return;
-      }
-      if (result.kind == ImapResult::Kind::kFailed) {
-        context_.metrics.upstream_connect_error.Increment();
-      }
-      const std::string code = result.code_atom();
-      if (result.kind == ImapResult::Kind::kFailed) {
-        context_.metrics.upstream_error(error_kind(result.failure)).Increment();
-        login_failed(RespCode::kSysTemp, "Temporary failure, try again later.",
-                     metrics::AuthResult::kUpstreamUnavailable);
-      } else if (code == "INUSE") {
-        login_failed(RespCode::kInUse, "Mailbox in use.", metrics::AuthResult::kInUse);
-      } else if (code == "UNAVAILABLE" || code == "SERVERBUG" || code == "LIMIT") {
-        login_failed(RespCode::kSysTemp, "Temporary failure, try again later.",
-                     metrics::AuthResult::kUpstreamUnavailable);
-      } else {
-        // A tagged NO without a code (Cyrus, Courier) is a credentials failure too. The
-        // text is the same whether the user exists or not (RFC 8314 §4.1).
-        login_failed(RespCode::kAuth, "Authentication failed.",
-                     metrics::AuthResult::kBadCredentials);
-      }
-    });
+    upstream_->login(credentials,
+                     [this](const ImapResult& result) { upstream_login_done(result); });
   });
+}
+
+void Pop3Session::upstream_login_done(const ImapResult& result) {
+  if (result.ok()) {
+    context_.metrics.upstream_connect_ok.Increment();
+    context_.metrics.upstream_connect_duration.Observe(seconds_since(upstream_started_ns_));
+    select_mailbox();
+    return;
+  }
+  const std::string code = result.code_atom();
+  if (result.kind == ImapResult::Kind::kFailed) {
+    context_.metrics.upstream_connect_error.Increment();
+    context_.metrics.upstream_error(error_kind(result.failure)).Increment();
+    login_failed(RespCode::kSysTemp, "Temporary failure, try again later.",
+                 metrics::AuthResult::kUpstreamUnavailable);
+  } else if (code == "INUSE") {
+    login_failed(RespCode::kInUse, "Mailbox in use.", metrics::AuthResult::kInUse);
+  } else if (code == "UNAVAILABLE" || code == "SERVERBUG" || code == "LIMIT") {
+    login_failed(RespCode::kSysTemp, "Temporary failure, try again later.",
+                 metrics::AuthResult::kUpstreamUnavailable);
+  } else if (config().upstream.login.mode != config::UpstreamLoginMode::kPassthrough) {
+    // The client's credentials were good; the gateway's own ones were refused.
+    log::error("upstream_login_refused",
+               {{"session", id_text_}, {"user", log::user(user_)}, {"reason", result.text}});
+    login_failed(RespCode::kSysPerm, "The mail store refused the gateway's login.",
+                 metrics::AuthResult::kUpstreamUnavailable);
+  } else {
+    // A tagged NO without a code (Cyrus, Courier) is a credentials failure too. The text
+    // is the same whether the user exists or not (RFC 8314 §4.1).
+    login_failed(RespCode::kAuth, "Authentication failed.", metrics::AuthResult::kBadCredentials);
+  }
 }
 
 void Pop3Session::login_failed(RespCode code, std::string_view text, metrics::AuthResult result) {
@@ -514,19 +656,24 @@ void Pop3Session::login_failed(RespCode code, std::string_view text, metrics::Au
                              {"user", log::user(user_)},
                              {"mechanism", login_mechanism_},
                              {"result", metrics::name(result)}});
-  user_.clear();
+  unlock_user();
   busy_ = true;
   const bool credentials = code == RespCode::kAuth;
+  config::Duration delay(0);
   if (credentials) {
     ++failed_logins_;
+    // Slow down password guessing: the delay grows with recent failures from this
+    // address or for this user, and the reply comes only after it.
+    delay = context_.guard.record_failure(config().auth, client_address_, user_);
   }
-  // Slow down password guessing; the reply comes only after the delay.
-  const auto delay = credentials ? config().auth.failure_delay : config::Duration(0);
+  user_.clear();
   std::string message = protocol::err_reply(code, text);
   delay_timer_.start(static_cast<std::uint64_t>(delay.count()), [this, message] {
     counting_ = Pop3Verb::kPass;
     reply(message);
     if (failed_logins_ >= config().auth.max_attempts) {
+      context_.metrics.auth(mechanism_of(login_mechanism_), metrics::AuthResult::kRateLimited)
+          .Increment();
       close_gracefully(metrics::SessionEnd::kAuthFailures);
       return;
     }
@@ -534,8 +681,16 @@ void Pop3Session::login_failed(RespCode code, std::string_view text, metrics::Au
   });
 }
 
+void Pop3Session::unlock_user() {
+  if (!locked_user_.empty()) {
+    context_.guard.unlock_user(locked_user_);
+    locked_user_.clear();
+  }
+}
+
 void Pop3Session::finish_login() {
   state_ = State::kTransaction;
+  context_.guard.record_success(user_);
   context_.metrics.auth(mechanism_of(login_mechanism_), metrics::AuthResult::kSuccess).Increment();
   log::info("login", {{"session", id_text_},
                       {"user", log::user(user_)},
@@ -601,6 +756,7 @@ void Pop3Session::finish(metrics::SessionEnd reason) {
   delay_timer_.stop();
   observe_command();
   sync_byte_metrics();
+  unlock_user();
   listener_metrics_.active->Decrement();
   context_.metrics.session_end(reason).Increment();
   log::info("session_end", {{"session", id_text_},

@@ -16,6 +16,7 @@
 #include "proxy/connection.h"
 #include "proxy/imap_client.h"
 #include "proxy/maildrop.h"
+#include "proxy/password_check.h"
 #include "proxy/server.h"
 #include "proxy/uv_handle.h"
 
@@ -48,7 +49,7 @@ class Pop3Session final : Connection::Handler, ImapClient::Observer, FetchSink {
 
  private:
   enum class State { kProxyHeader, kHandshake, kAuthorization, kTransaction, kUpdate, kClosing };
-  enum class SaslStep { kNone, kPlainResponse, kLoginUser, kLoginPassword };
+  enum class SaslStep { kNone, kPlainResponse, kTokenResponse, kLoginUser, kLoginPassword };
   enum class Transfer { kNone, kSnapshot, kRetrieve, kTopHeader, kTopText };
   using Handler = void (Pop3Session::*)(protocol::Pop3Command&);
   struct CommandEntry {
@@ -100,7 +101,16 @@ class Pop3Session final : Connection::Handler, ImapClient::Observer, FetchSink {
 
   // Login: connect upstream, log in, SELECT, snapshot.
   bool plaintext_allowed() const;
-  void begin_login(std::string_view mechanism, std::string user, protocol::Secret password);
+  bool tokens_allowed() const;
+  std::vector<std::string_view> mechanisms() const;
+  // Login: check the client (auth.mode), choose the upstream credentials
+  // (upstream.login.mode), connect, log in, SELECT, snapshot.
+  void begin_login(std::string_view mechanism, std::string user, protocol::Secret secret,
+                   bool token);
+  void authorized(protocol::Secret client_secret, bool token);
+  void connect_upstream(UpstreamCredentials credentials);
+  void upstream_login_done(const ImapResult& result);
+  void unlock_user();
   void login_failed(protocol::RespCode code, std::string_view text, metrics::AuthResult result);
   void select_mailbox();
   void finish_login();
@@ -140,7 +150,8 @@ class Pop3Session final : Connection::Handler, ImapClient::Observer, FetchSink {
   State state_ = State::kAuthorization;
   protocol::LineReader reader_;
   std::unique_ptr<protocol::ProxyProtocolDecoder> proxy_header_;  // until the header is read
-  std::string client_address_;                  // the peer, or the PROXY header's source
+  std::string client_address_;  // the peer, or the PROXY header's source
+  std::uint16_t client_port_ = 0;
   bool busy_ = false;                           // a command is waiting for the upstream or a delay
   bool processing_ = false;                     // process_input() is on the stack
   std::optional<protocol::Pop3Verb> counting_;  // command whose first reply line is counted
@@ -152,6 +163,8 @@ class Pop3Session final : Connection::Handler, ImapClient::Observer, FetchSink {
   SaslStep sasl_step_ = SaslStep::kNone;
   std::uint32_t failed_logins_ = 0;
   std::string login_mechanism_;
+  std::unique_ptr<PasswordCheck> password_check_;
+  std::string locked_user_;  // auth.exclusive_sessions
 
   // TRANSACTION
   std::shared_ptr<ImapClient> upstream_;

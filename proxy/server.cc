@@ -39,16 +39,21 @@ SettingsPtr make_settings(config::Config config, std::string& error) {
     }
     settings->upstream_tls = std::move(made.context);
   }
+  settings->identity = load_identity(config, error);
+  if (!settings->identity) {
+    return nullptr;
+  }
   settings->config = std::move(config);
   return settings;
 }
 
 Server::Server(uv_loop_t* loop, SettingsPtr settings, metrics::Metrics& metrics,
-               std::atomic<std::size_t>& open_sessions)
+               std::atomic<std::size_t>& open_sessions, LoginGuard& guard)
     : loop_(loop),
       settings_(std::move(settings)),
       metrics_(metrics),
       open_sessions_(open_sessions),
+      guard_(guard),
       drain_deadline_(loop),
       graveyard_(loop) {}
 
@@ -165,10 +170,12 @@ void Server::accept(Listener& listener) {
     connection->close_after_flush();
     return;
   }
-  const std::uint64_t id = next_session_id_++;
-  auto session = std::make_unique<Pop3Session>(*this, SessionContext(loop_, settings_, metrics_),
-                                               settings_->config.listeners[listener.index],
-                                               listener.index, std::move(connection), id);
+  // One sequence for the whole process: ids stay unique across worker loops.
+  static std::atomic<std::uint64_t> next_session_id{1};
+  const std::uint64_t id = next_session_id++;
+  auto session = std::make_unique<Pop3Session>(
+      *this, SessionContext(loop_, settings_, metrics_, guard_),
+      settings_->config.listeners[listener.index], listener.index, std::move(connection), id);
   Pop3Session* raw = session.get();
   sessions_.emplace(raw, std::move(session));
   raw->start();

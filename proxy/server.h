@@ -13,6 +13,8 @@
 #include "config/config.h"
 #include "metrics/metrics.h"
 #include "proxy/graveyard.h"
+#include "proxy/identity.h"
+#include "proxy/login_guard.h"
 #include "proxy/tls_context.h"
 #include "proxy/uv_handle.h"
 
@@ -26,6 +28,7 @@ struct Settings {
   config::Config config;
   SslCtxPtr server_tls;    // null when no listener uses TLS
   SslCtxPtr upstream_tls;  // null when the upstream is plain
+  std::shared_ptr<const Identity> identity;
 };
 using SettingsPtr = std::shared_ptr<const Settings>;
 
@@ -34,19 +37,24 @@ SettingsPtr make_settings(config::Config config, std::string& error);
 
 // What a session works with; it holds its Settings alive.
 struct SessionContext {
-  SessionContext(uv_loop_t* event_loop, SettingsPtr current, metrics::Metrics& registry)
+  SessionContext(uv_loop_t* event_loop, SettingsPtr current, metrics::Metrics& registry,
+                 LoginGuard& login_guard)
       : loop(event_loop),
         settings(std::move(current)),
         config(settings->config),
         server_tls(settings->server_tls.get()),
         upstream_tls(settings->upstream_tls.get()),
-        metrics(registry) {}
+        identity(*settings->identity),
+        metrics(registry),
+        guard(login_guard) {}
   uv_loop_t* loop;
   SettingsPtr settings;
   const config::Config& config;
   SSL_CTX* server_tls;
   SSL_CTX* upstream_tls;
+  const Identity& identity;
   metrics::Metrics& metrics;
+  LoginGuard& guard;  // shared by all workers
 };
 
 // Owns the listeners and the sessions of one event loop (one worker).
@@ -54,7 +62,7 @@ class Server {
  public:
   // open_sessions counts the sessions of every worker, for limits.max_connections.
   Server(uv_loop_t* loop, SettingsPtr settings, metrics::Metrics& metrics,
-         std::atomic<std::size_t>& open_sessions);
+         std::atomic<std::size_t>& open_sessions, LoginGuard& guard);
   ~Server();
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
@@ -103,9 +111,9 @@ class Server {
   SettingsPtr settings_;
   metrics::Metrics& metrics_;
   std::atomic<std::size_t>& open_sessions_;
+  LoginGuard& guard_;
   std::vector<std::unique_ptr<Listener>> listeners_;
   std::unordered_map<Pop3Session*, std::unique_ptr<Pop3Session>> sessions_;
-  std::uint64_t next_session_id_ = 1;
   bool listening_ = false;
   bool draining_ = false;
   std::function<void()> drained_;

@@ -62,14 +62,18 @@ TlsContextResult make_server_context(const config::TlsSettings& settings) {
 }
 
 TlsContextResult make_client_context(const config::Upstream& upstream) {
+  return make_client_context(upstream.ca_file, upstream.verify_certificate);
+}
+
+TlsContextResult make_client_context(const std::string& ca_file, bool verify_certificate) {
   SslCtxPtr ctx(SSL_CTX_new(TLS_client_method()));
   if (!ctx) {
     return {nullptr, take_tls_errors()};
   }
   SSL_CTX_set_min_proto_version(ctx.get(), TLS1_2_VERSION);
-  if (upstream.verify_certificate) {
-    if (SSL_CTX_load_verify_locations(ctx.get(), upstream.ca_file.c_str(), nullptr) != 1) {
-      return {nullptr, "cannot load CA file '" + upstream.ca_file + "': " + take_tls_errors()};
+  if (verify_certificate) {
+    if (SSL_CTX_load_verify_locations(ctx.get(), ca_file.c_str(), nullptr) != 1) {
+      return {nullptr, "cannot load CA file '" + ca_file + "': " + take_tls_errors()};
     }
     SSL_CTX_set_verify(ctx.get(), SSL_VERIFY_PEER, nullptr);
   } else {

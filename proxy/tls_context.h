@@ -28,6 +28,8 @@ TlsContextResult make_server_context(const config::TlsSettings& settings);
 // The client side for the upstream: chain verification against ca_file (unless
 // verification is off for tests); the host name is checked per connection.
 TlsContextResult make_client_context(const config::Upstream& upstream);
+// The same from the two settings it uses, for other clients (the HTTP client).
+TlsContextResult make_client_context(const std::string& ca_file, bool verify_certificate);
 
 // notAfter of the context's certificate as a Unix time, for the expiry metric.
 std::optional<std::int64_t> certificate_expiry(SSL_CTX* context);

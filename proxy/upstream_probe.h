@@ -16,8 +16,10 @@ namespace popbridge::proxy {
 // load balancer sends clients to a gateway that can serve them.
 class UpstreamProbe final : ImapClient::Observer {
  public:
+  // initially_reachable: what a replaced probe last saw, so a reload does not turn the
+  // gateway unready until the first new probe answers.
   UpstreamProbe(uv_loop_t* loop, const config::Upstream& settings, SSL_CTX* tls_context,
-                std::uint64_t interval_ms);
+                std::uint64_t interval_ms, bool initially_reachable = false);
   UpstreamProbe(const UpstreamProbe&) = delete;
   UpstreamProbe& operator=(const UpstreamProbe&) = delete;
 
@@ -36,6 +38,7 @@ class UpstreamProbe final : ImapClient::Observer {
   Graveyard graveyard_;
   std::shared_ptr<ImapClient> client_;
   bool reachable_ = false;
+  bool first_ = true;  // the first result is always logged
 };
 
 }  // namespace popbridge::proxy

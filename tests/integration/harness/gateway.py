@@ -154,7 +154,8 @@ class Gateway:
                 "connect_timeout": "5s",
                 "command_timeout": "10s",
             },
-            "auth": {"allow_plaintext": False, "failure_delay": "200ms", "max_attempts": 3},
+            "auth": {"allow_plaintext": False, "failure_delay": "200ms", "max_failure_delay": "400ms",
+                     "max_attempts": 3},
             "limits": {"idle_timeout": "10m", "max_connections": 100},
             "logging": {"level": "debug"},
         }

@@ -108,3 +108,59 @@ TEST(SaslTest, InitialResponseThroughBase64) {
 
 }  // namespace
 }  // namespace popbridge::protocol
+
+namespace popbridge::protocol {
+namespace {
+
+TEST(Xoauth2, ParsesUserAndToken) {
+  auto parsed =
+      parse_xoauth2(std::string_view("user=alice@example.org\x01"
+                                     "auth=Bearer ya29.abc\x01\x01"));
+  ASSERT_TRUE(parsed);
+  EXPECT_EQ(parsed->user, "alice@example.org");
+  EXPECT_EQ(parsed->token.view(), "ya29.abc");
+}
+
+TEST(Xoauth2, RejectsMalformed) {
+  for (std::string_view bad : {std::string_view("user=alice\x01"
+                                                "auth=Bearer t\x01"),
+                               std::string_view("user=\x01"
+                                                "auth=Bearer t\x01\x01"),
+                               std::string_view("alice\x01"
+                                                "auth=Bearer t\x01\x01"),
+                               std::string_view("user=a\x01"
+                                                "auth=Basic t\x01\x01"),
+                               std::string_view("user=a\x01\x01"), std::string_view("")}) {
+    EXPECT_FALSE(parse_xoauth2(bad)) << bad;
+  }
+}
+
+TEST(OauthBearer, ParsesWithAndWithoutAuthzid) {
+  auto with = parse_oauthbearer(
+      std::string_view("n,a=bob@example.org,\x01host=imap.example.org\x01port=993\x01"
+                       "auth=Bearer tok\x01\x01"));
+  ASSERT_TRUE(with);
+  EXPECT_EQ(with->user, "bob@example.org");
+  EXPECT_EQ(with->token.view(), "tok");
+  auto without =
+      parse_oauthbearer(std::string_view("n,,\x01"
+                                         "auth=Bearer tok\x01\x01"));
+  ASSERT_TRUE(without);
+  EXPECT_EQ(without->user, "");
+}
+
+TEST(OauthBearer, RejectsMalformed) {
+  for (std::string_view bad : {std::string_view("x,,\x01"
+                                                "auth=Bearer t\x01\x01"),
+                               std::string_view("n,a=bob\x01"
+                                                "auth=Bearer t\x01\x01"),
+                               std::string_view("n,,\x01host=x\x01\x01"),
+                               std::string_view("n,,\x01"
+                                                "auth=Bearer t\x01"
+                                                "auth=Bearer u\x01\x01")}) {
+    EXPECT_FALSE(parse_oauthbearer(bad)) << bad;
+  }
+}
+
+}  // namespace
+}  // namespace popbridge::protocol

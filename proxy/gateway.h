@@ -50,6 +50,7 @@ class Gateway {
   SettingsPtr settings_;
   std::atomic<std::size_t> open_sessions_{0};
   LoginGuard guard_;
+  TokenCache tokens_;
   std::vector<std::unique_ptr<Worker>> workers_;
   std::unique_ptr<AdminServer> admin_;
   std::unique_ptr<UpstreamProbe> probe_;

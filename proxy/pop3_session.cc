@@ -2,6 +2,7 @@
 #include "proxy/pop3_session.h"
 
 #include <array>
+#include <charconv>
 
 #include "protocol/sasl.h"
 #include "proxy/log.h"
@@ -545,10 +546,85 @@ void Pop3Session::begin_login(std::string_view mechanism, std::string user, prot
       return;
     }
     case config::AuthMode::kHttp:
-      break;
+      ask_auth_hook(std::move(secret));
+      return;
   }
-  login_failed(RespCode::kSysTemp, "Temporary failure, try again later.",
-               metrics::AuthResult::kUpstreamUnavailable);
+}
+
+void Pop3Session::ask_auth_hook(protocol::Secret secret) {
+  // nginx's auth_http protocol, so an existing hook for nginx's mail proxy works as is.
+  HttpRequest request;
+  request.url = config().auth.http.url;
+  request.timeout =
+      std::chrono::duration_cast<std::chrono::milliseconds>(config().auth.http.timeout);
+  request.headers = {{"Auth-Method", "plain"},
+                     {"Auth-User", user_},
+                     {"Auth-Pass", std::string(secret.view())},
+                     {"Auth-Protocol", "pop3"},
+                     {"Auth-Login-Attempt", std::to_string(failed_logins_ + 1)},
+                     {"Client-IP", client_address_},
+                     {"Client-Host", client_address_},
+                     {"Auth-SSL", client_->tls_established() ? "on" : "off"}};
+  auth_request_ = context_.auth_http->request(
+      std::move(request), [this, secret = std::move(secret)](HttpResult response) {
+        auth_hook_answered(response, secret);
+      });
+}
+
+void Pop3Session::auth_hook_answered(const HttpResult& response, const protocol::Secret& secret) {
+  if (response.error == HttpError::kInvalidRequest) {
+    // A user name or password with control characters cannot be a header value.
+    login_failed(RespCode::kAuth, "Authentication failed.", metrics::AuthResult::kBadCredentials);
+    return;
+  }
+  const std::optional<std::string_view> status = response.header("Auth-Status");
+  if (!response.ok() || response.status != 200 || !status) {
+    // Never a login on a hook failure: the answer is "try again later".
+    log::warn("auth_hook_failed",
+              {{"session", id_text_},
+               {"reason", response.ok() ? "HTTP " + std::to_string(response.status)
+                                        : std::string(to_string(response.error)) + ": " +
+                                              response.error_text}});
+    login_failed(RespCode::kSysTemp, "Temporary failure, try again later.",
+                 metrics::AuthResult::kUpstreamUnavailable);
+    return;
+  }
+  if (*status != "OK") {
+    unsigned wait = 0;
+    if (auto header = response.header("Auth-Wait")) {
+      std::from_chars(header->data(), header->data() + header->size(), wait);
+    }
+    hook_wait_ = std::chrono::seconds(std::min(wait, 60u));
+    login_failed(RespCode::kAuth, "Authentication failed.", metrics::AuthResult::kBadCredentials);
+    return;
+  }
+  // The hook may route this user to its own server, mailbox and upstream login.
+  auto server = response.header("Auth-Server");
+  auto port = response.header("Auth-Port");
+  if (server || port) {
+    upstream_override_ = config().upstream;
+    if (server) {
+      upstream_override_->address.host = std::string(*server);
+    }
+    std::uint16_t number = 0;
+    if (port &&
+        std::from_chars(port->data(), port->data() + port->size(), number).ec == std::errc() &&
+        number != 0) {
+      upstream_override_->address.port = number;
+    }
+  }
+  if (auto mailbox = response.header("X-Popbridge-Mailbox")) {
+    mailbox_override_ = std::string(*mailbox);
+  }
+  auto upstream_user = response.header("Auth-User");
+  auto upstream_pass = response.header("Auth-Pass");
+  if (upstream_user && upstream_pass) {
+    UpstreamCredentials credentials;
+    credentials.user = std::string(*upstream_user);
+    credentials.secret = protocol::Secret(*upstream_pass);
+    hook_credentials_ = std::move(credentials);
+  }
+  authorized(secret, false);
 }
 
 void Pop3Session::authorized(protocol::Secret client_secret, bool token) {
@@ -560,6 +636,12 @@ void Pop3Session::authorized(protocol::Secret client_secret, bool token) {
       return;
     }
     locked_user_ = user_;
+  }
+  if (hook_credentials_) {
+    UpstreamCredentials credentials = std::move(*hook_credentials_);
+    hook_credentials_.reset();
+    connect_upstream(std::move(credentials));
+    return;
   }
   UpstreamCredentials credentials;
   const config::UpstreamLogin& login = config().upstream.login;
@@ -591,8 +673,23 @@ void Pop3Session::authorized(protocol::Secret client_secret, bool token) {
       break;
     }
     case config::UpstreamLoginMode::kOAuth2:
-      login_failed(RespCode::kSysTemp, "Temporary failure, try again later.",
-                   metrics::AuthResult::kUpstreamUnavailable);
+      context_.tokens->get(user_, life_, [this](const TokenSource::Result& token) {
+        if (token.kind != TokenSource::Result::Kind::kOk) {
+          login_failed(token.kind == TokenSource::Result::Kind::kPermanent ? RespCode::kSysPerm
+                                                                           : RespCode::kSysTemp,
+                       "The mail store's token service refused the login.",
+                       metrics::AuthResult::kUpstreamUnavailable);
+          return;
+        }
+        UpstreamCredentials oauth;
+        oauth.mechanism =
+            config().upstream.login.oauth2.mechanism == config::OAuth2Mechanism::kXoauth2
+                ? UpstreamCredentials::Mechanism::kXoauth2
+                : UpstreamCredentials::Mechanism::kOauthbearer;
+        oauth.user = user_;
+        oauth.secret = token.token;
+        connect_upstream(std::move(oauth));
+      });
       return;
   }
   connect_upstream(std::move(credentials));
@@ -602,8 +699,9 @@ void Pop3Session::connect_upstream(UpstreamCredentials credentials) {
   upstream_started_ns_ = uv_hrtime();
   context_.metrics.upstream_active.Increment();
   ImapClient::Observer& observer = *this;
-  upstream_ = std::make_shared<ImapClient>(context_.loop, config().upstream, context_.upstream_tls,
-                                           observer);
+  upstream_ = std::make_shared<ImapClient>(
+      context_.loop, upstream_override_ ? *upstream_override_ : config().upstream,
+      context_.upstream_tls, observer);
   upstream_->set_client_identity(client_address_, client_port_, "popbridge-" + id_text_);
   upstream_->connect([this, credentials = std::move(credentials)](const ImapResult& connected) {
     if (!connected.ok()) {
@@ -636,7 +734,8 @@ void Pop3Session::upstream_login_done(const ImapResult& result) {
   } else if (code == "UNAVAILABLE" || code == "SERVERBUG" || code == "LIMIT") {
     login_failed(RespCode::kSysTemp, "Temporary failure, try again later.",
                  metrics::AuthResult::kUpstreamUnavailable);
-  } else if (config().upstream.login.mode != config::UpstreamLoginMode::kPassthrough) {
+  } else if (config().upstream.login.mode != config::UpstreamLoginMode::kPassthrough ||
+             config().auth.mode != config::AuthMode::kPassthrough) {
     // The client's credentials were good; the gateway's own ones were refused.
     log::error("upstream_login_refused",
                {{"session", id_text_}, {"user", log::user(user_)}, {"reason", result.text}});
@@ -664,8 +763,13 @@ void Pop3Session::login_failed(RespCode code, std::string_view text, metrics::Au
     ++failed_logins_;
     // Slow down password guessing: the delay grows with recent failures from this
     // address or for this user, and the reply comes only after it.
-    delay = context_.guard.record_failure(config().auth, client_address_, user_);
+    delay = std::max(context_.guard.record_failure(config().auth, client_address_, user_),
+                     std::chrono::duration_cast<config::Duration>(hook_wait_));
+    hook_wait_ = {};
   }
+  upstream_override_.reset();
+  mailbox_override_.reset();
+  hook_credentials_.reset();
   user_.clear();
   std::string message = protocol::err_reply(code, text);
   delay_timer_.start(static_cast<std::uint64_t>(delay.count()), [this, message] {

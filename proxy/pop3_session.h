@@ -108,6 +108,8 @@ class Pop3Session final : Connection::Handler, ImapClient::Observer, FetchSink {
   void begin_login(std::string_view mechanism, std::string user, protocol::Secret secret,
                    bool token);
   void authorized(protocol::Secret client_secret, bool token);
+  void ask_auth_hook(protocol::Secret secret);
+  void auth_hook_answered(const HttpResult& response, const protocol::Secret& secret);
   void connect_upstream(UpstreamCredentials credentials);
   void upstream_login_done(const ImapResult& result);
   void unlock_user();
@@ -165,6 +167,14 @@ class Pop3Session final : Connection::Handler, ImapClient::Observer, FetchSink {
   std::string login_mechanism_;
   std::unique_ptr<PasswordCheck> password_check_;
   std::string locked_user_;  // auth.exclusive_sessions
+  // What the auth hook decided for this login (auth.mode http).
+  HttpClient::RequestHandle auth_request_;
+  std::optional<config::Upstream> upstream_override_;
+  std::optional<std::string> mailbox_override_;
+  std::optional<UpstreamCredentials> hook_credentials_;
+  std::chrono::seconds hook_wait_{0};
+  // Callbacks that may outlive the session (token fetches) hold a weak_ptr to this.
+  std::shared_ptr<char> life_ = std::make_shared<char>(0);
 
   // TRANSACTION
   std::shared_ptr<ImapClient> upstream_;

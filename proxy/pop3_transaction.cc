@@ -29,7 +29,7 @@ std::vector<unsigned> slice(const std::vector<std::uint32_t>& uids, std::size_t 
 
 void Pop3Session::select_mailbox() {
   protocol::ImapCommand select("SELECT");
-  select.astring(config().upstream.mailbox);
+  select.astring(mailbox_override_ ? *mailbox_override_ : config().upstream.mailbox);
   upstream_->run(select, nullptr, [this](const ImapResult& selected) {
     if (!selected.ok() || !upstream_->uidvalidity()) {
       log::warn("select_failed", {{"session", id_text_},

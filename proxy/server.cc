@@ -48,14 +48,34 @@ SettingsPtr make_settings(config::Config config, std::string& error) {
 }
 
 Server::Server(uv_loop_t* loop, SettingsPtr settings, metrics::Metrics& metrics,
-               std::atomic<std::size_t>& open_sessions, LoginGuard& guard)
+               std::atomic<std::size_t>& open_sessions, LoginGuard& guard, TokenCache& token_cache)
     : loop_(loop),
-      settings_(std::move(settings)),
       metrics_(metrics),
       open_sessions_(open_sessions),
       guard_(guard),
+      token_cache_(token_cache),
       drain_deadline_(loop),
-      graveyard_(loop) {}
+      graveyard_(loop) {
+  update_settings(std::move(settings));
+}
+
+void Server::update_settings(SettingsPtr settings) {
+  settings_ = std::move(settings);
+  // Open sessions keep the clients made for their settings through their context.
+  const config::Config& config = settings_->config;
+  auth_http_.reset();
+  if (config.auth.mode == config::AuthMode::kHttp) {
+    HttpClientOptions options;
+    options.ca_file = config.auth.http.ca_file;
+    options.verify_certificate = config.auth.http.verify_certificate;
+    auth_http_ = std::make_shared<HttpClient>(loop_, options);
+  }
+  tokens_.reset();
+  if (config.upstream.login.mode == config::UpstreamLoginMode::kOAuth2) {
+    tokens_ = std::make_shared<TokenSource>(loop_, config.upstream.login.oauth2,
+                                            *settings_->identity, token_cache_);
+  }
+}
 
 Server::~Server() { stop(); }
 
@@ -174,7 +194,7 @@ void Server::accept(Listener& listener) {
   static std::atomic<std::uint64_t> next_session_id{1};
   const std::uint64_t id = next_session_id++;
   auto session = std::make_unique<Pop3Session>(
-      *this, SessionContext(loop_, settings_, metrics_, guard_),
+      *this, SessionContext(loop_, settings_, metrics_, guard_, auth_http_, tokens_),
       settings_->config.listeners[listener.index], listener.index, std::move(connection), id);
   Pop3Session* raw = session.get();
   sessions_.emplace(raw, std::move(session));

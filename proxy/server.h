@@ -13,8 +13,10 @@
 #include "config/config.h"
 #include "metrics/metrics.h"
 #include "proxy/graveyard.h"
+#include "proxy/http_client.h"
 #include "proxy/identity.h"
 #include "proxy/login_guard.h"
+#include "proxy/oauth2_tokens.h"
 #include "proxy/tls_context.h"
 #include "proxy/uv_handle.h"
 
@@ -38,9 +40,12 @@ SettingsPtr make_settings(config::Config config, std::string& error);
 // What a session works with; it holds its Settings alive.
 struct SessionContext {
   SessionContext(uv_loop_t* event_loop, SettingsPtr current, metrics::Metrics& registry,
-                 LoginGuard& login_guard)
+                 LoginGuard& login_guard, std::shared_ptr<HttpClient> hook,
+                 std::shared_ptr<TokenSource> token_source)
       : loop(event_loop),
         settings(std::move(current)),
+        auth_http(std::move(hook)),
+        tokens(std::move(token_source)),
         config(settings->config),
         server_tls(settings->server_tls.get()),
         upstream_tls(settings->upstream_tls.get()),
@@ -49,6 +54,10 @@ struct SessionContext {
         guard(login_guard) {}
   uv_loop_t* loop;
   SettingsPtr settings;
+  // Per worker loop, made for these settings; null when not configured. Declared after
+  // settings, so they go first: they refer to it.
+  std::shared_ptr<HttpClient> auth_http;
+  std::shared_ptr<TokenSource> tokens;
   const config::Config& config;
   SSL_CTX* server_tls;
   SSL_CTX* upstream_tls;
@@ -62,7 +71,7 @@ class Server {
  public:
   // open_sessions counts the sessions of every worker, for limits.max_connections.
   Server(uv_loop_t* loop, SettingsPtr settings, metrics::Metrics& metrics,
-         std::atomic<std::size_t>& open_sessions, LoginGuard& guard);
+         std::atomic<std::size_t>& open_sessions, LoginGuard& guard, TokenCache& tokens);
   ~Server();
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
@@ -72,7 +81,7 @@ class Server {
   bool start(std::string& error);
   // New sessions use these settings from now on; open sessions keep theirs. Listener
   // addresses are those bound at start.
-  void update_settings(SettingsPtr settings) { settings_ = std::move(settings); }
+  void update_settings(SettingsPtr settings);
   // Stops accepting and closes every session at once (no UPDATE for them: RFC 1939 §6).
   void stop();
   // Stops accepting and lets sessions finish. At the deadline the rest are closed,
@@ -112,6 +121,9 @@ class Server {
   metrics::Metrics& metrics_;
   std::atomic<std::size_t>& open_sessions_;
   LoginGuard& guard_;
+  TokenCache& token_cache_;
+  std::shared_ptr<HttpClient> auth_http_;
+  std::shared_ptr<TokenSource> tokens_;
   std::vector<std::unique_ptr<Listener>> listeners_;
   std::unordered_map<Pop3Session*, std::unique_ptr<Pop3Session>> sessions_;
   bool listening_ = false;

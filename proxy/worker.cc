@@ -5,11 +5,12 @@
 namespace popbridge::proxy {
 
 Worker::Worker(std::size_t index, SettingsPtr settings, metrics::Metrics& metrics,
-               std::atomic<std::size_t>& open_sessions, LoginGuard& guard,
+               std::atomic<std::size_t>& open_sessions, LoginGuard& guard, TokenCache& tokens,
                std::function<void()> on_stopped)
     : index_(index), on_stopped_(std::move(on_stopped)) {
   uv_loop_init(&loop_);
-  server_ = std::make_unique<Server>(&loop_, std::move(settings), metrics, open_sessions, guard);
+  server_ =
+      std::make_unique<Server>(&loop_, std::move(settings), metrics, open_sessions, guard, tokens);
   wakeup_ = std::make_unique<UvHandle<uv_async_t>>(
       [this](uv_async_t* handle) { return uv_async_init(&loop_, handle, &Worker::on_wakeup); });
   wakeup_->get()->data = this;

@@ -13,7 +13,7 @@ namespace {
 
 // Probing more often only adds load on the IMAP server's login processes.
 constexpr std::uint64_t kProbeIntervalMs = 10'000;
-constexpr unsigned kCertificatePollMs = 5'000;
+constexpr unsigned kFilePollMs = 5'000;
 // cert and key are replaced together; one reload for both.
 constexpr std::uint64_t kReloadDebounceMs = 500;
 
@@ -149,7 +149,7 @@ bool Gateway::start(std::string& error) {
     }
   });
   reload_debounce_ = std::make_unique<Timer>(loop_);
-  watch_certificates();
+  watch_files();
   start_probe();
   publish_certificate_expiry();
   return true;
@@ -212,7 +212,7 @@ void Gateway::close_main_handles() {
   sigterm_.reset();
   sigint_.reset();
   sighup_.reset();
-  certificate_watches_.clear();
+  file_watches_.clear();
   reload_debounce_.reset();
   stopped_.reset();
 }
@@ -250,34 +250,46 @@ void Gateway::reload(std::string_view trigger) {
     worker->post_settings(settings_);
   }
   start_probe();
-  watch_certificates();
+  watch_files();
   publish_certificate_expiry();
   metrics_->reload_success.Increment();
   log::info("reloaded", {{"trigger", trigger}});
 }
 
-void Gateway::watch_certificates() {
-  certificate_watches_.clear();
-  std::vector<std::string> paths;
+void Gateway::watch_files() {
+  file_watches_.clear();
+  // Certificates, and the files behind logins: each change reloads, as SIGHUP would.
+  const config::Config& config = settings_->config;
+  std::vector<std::pair<std::string, std::string_view>> paths;
   if (settings_->server_tls) {
-    paths = {settings_->config.tls.certificate, settings_->config.tls.private_key};
+    paths = {{config.tls.certificate, "certificate_changed"},
+             {config.tls.private_key, "certificate_changed"}};
   }
-  for (const std::string& path : paths) {
-    auto watch = std::make_unique<UvHandle<uv_fs_poll_t>>(
-        [this](uv_fs_poll_t* handle) { return uv_fs_poll_init(loop_, handle); });
-    watch->get()->data = this;
+  for (const std::string& path :
+       {config.auth.users_file, config.upstream.login.credentials_file,
+        config.upstream.login.master_password.file, config.upstream.login.oauth2.refresh_tokens_file,
+        config.upstream.login.oauth2.client_secret.file}) {
+    if (!path.empty()) {
+      paths.emplace_back(path, "file_changed");
+    }
+  }
+  for (const auto& [path, trigger] : paths) {
+    auto watch = std::make_unique<FileWatch>(this, trigger, loop_);
+    watch->handle.get()->data = watch.get();
     uv_fs_poll_start(
-        watch->get(),
+        watch->handle.get(),
         [](uv_fs_poll_t* handle, int status, const uv_stat_t*, const uv_stat_t*) noexcept {
-          auto* self = static_cast<Gateway*>(handle->data);
-          if (self == nullptr || status != 0 || self->draining_) {
+          auto* watch = static_cast<FileWatch*>(handle->data);
+          if (watch == nullptr || status != 0 || watch->gateway->draining_) {
             return;
           }
+          Gateway* self = watch->gateway;
+          const std::string_view trigger = watch->trigger;
           self->reload_debounce_->start(kReloadDebounceMs,
-                                        [self] { self->reload("certificate_changed"); });
+                                        [self, trigger] { self->reload(trigger); });
         },
-        path.c_str(), kCertificatePollMs);
-    certificate_watches_.push_back(std::move(watch));
+        path.c_str(), kFilePollMs);
+    file_watches_.push_back(std::move(watch));
   }
 }
 

@@ -36,7 +36,7 @@ class Gateway {
   bool start(std::string& error);
   void begin_drain(int signal_number);
   void reload(std::string_view trigger);
-  void watch_certificates();
+  void watch_files();
   void start_probe();
   bool ready() const;
   void worker_stopped();
@@ -57,7 +57,16 @@ class Gateway {
   std::unique_ptr<UvHandle<uv_signal_t>> sigterm_;
   std::unique_ptr<UvHandle<uv_signal_t>> sigint_;
   std::unique_ptr<UvHandle<uv_signal_t>> sighup_;
-  std::vector<std::unique_ptr<UvHandle<uv_fs_poll_t>>> certificate_watches_;
+  struct FileWatch {
+    FileWatch(Gateway* owner, std::string_view why, uv_loop_t* loop)
+        : gateway(owner),
+          trigger(why),
+          handle([loop](uv_fs_poll_t* h) { return uv_fs_poll_init(loop, h); }) {}
+    Gateway* gateway;
+    std::string_view trigger;  // a literal: "certificate_changed" or "file_changed"
+    UvHandle<uv_fs_poll_t> handle;
+  };
+  std::vector<std::unique_ptr<FileWatch>> file_watches_;
   std::unique_ptr<Timer> reload_debounce_;
   std::unique_ptr<UvHandle<uv_async_t>> stopped_;  // workers wake main when they finish
   std::atomic<std::size_t> workers_running_{0};

@@ -1,0 +1,410 @@
+"""Identity through HTTP services: the nginx-style auth hook (auth.mode http) and
+OAuth2 upstream logins (upstream.login.mode oauth2).
+
+auth.mode http: the gateway asks a local hook (harness.auth_servers.AuthHook) with
+GET + Auth-* headers; the answer logs the user in (Auth-Status: OK), possibly routed to
+another IMAP server (Auth-Server/Auth-Port), with other upstream credentials
+(Auth-User/Auth-Pass) or another mailbox (X-Popbridge-Mailbox); an error Auth-Status is
+"-ERR [AUTH]" (after Auth-Wait seconds); a hook that fails, is slow or can't be reached
+is "-ERR [SYS/TEMP]" and never a login.
+
+upstream.login.mode oauth2: the gateway gets access tokens from a local HTTPS token
+endpoint (grant_type=refresh_token) and logs in to Dovecot with XOAUTH2 or OAUTHBEARER;
+Dovecot's oauth2 passdb checks them at an introspection endpoint sharing the token
+server's store. Tokens are cached until shortly before they expire.
+"""
+
+from __future__ import annotations
+
+import imaplib
+import itertools
+import os
+import re
+import time
+import urllib.parse
+
+import pytest
+
+from harness import messages, tempdirs
+from harness.auth_servers import (AuthHook, HookUser, OAuth2Server, Response, TokenStore,
+                                  crypt_hash, dovecot_identity_config, write_file)
+from harness.clients import RawPop3
+from harness.dovecot import Dovecot
+from harness.messages import as_retrieved
+from harness.ports import free_port
+from harness.wait import TIME_FACTOR, wait_until
+
+HOST = "127.0.0.1"
+QUICK = 10.0 * TIME_FACTOR
+AUTH_FAILED = b"-ERR [AUTH] Authentication failed."
+IN_PROGRESS = pytest.mark.xfail(strict=False, reason="feature in progress")
+
+_n = itertools.count(1)
+
+
+# ===================================================================== helpers
+
+def user_pass(c: RawPop3, user: str, password: str):
+    r = c.cmd(f"USER {user}")
+    assert r.ok, f"USER {user}: {r}"
+    return c.cmd(f"PASS {password}")
+
+
+def log_since(d: Dovecot, start: int) -> str:
+    return d.log_text()[start:]
+
+
+def wait_dovecot_login(d: Dovecot, start: int, user: str) -> str:
+    def found():
+        for line in log_since(d, start).splitlines():
+            if f"Login: user=<{user}>" in line:
+                return line
+        return None
+    return wait_until(found, QUICK, f"Dovecot to log the login of {user}", on_timeout=d.diagnostics)
+
+
+def hook_overrides(hook: AuthHook | str, timeout: str = "2s", **auth) -> dict:
+    url = hook if isinstance(hook, str) else hook.url("/auth")
+    return {"auth": {"mode": "http", "http": {"url": url, "timeout": timeout}, "max_attempts": 10, **auth}}
+
+
+# ==================================================================== fixtures
+
+@pytest.fixture(scope="module")
+def files():
+    d = tempdirs.make("identity-http")
+    os.chmod(d, 0o755)
+    yield d
+    tempdirs.remove(d)
+
+
+@pytest.fixture(scope="module")
+def store():
+    return TokenStore()
+
+
+@pytest.fixture(scope="module")
+def introspection(store):
+    """Plain-HTTP introspection for Dovecot's oauth2 passdb."""
+    with OAuth2Server(store) as s:
+        yield s
+    assert not s.errors, s.errors
+
+
+@pytest.fixture(scope="module")
+def dove_a(pki, files, introspection):
+    extra = dovecot_identity_config(os.path.join(files), introspection_url=introspection.url("/introspect"))
+    with Dovecot(pki, {}, extra_config=extra) as d:
+        yield d
+
+
+@pytest.fixture(scope="module")
+def dove_b(pki):
+    with Dovecot(pki, {}) as d:
+        yield d
+
+
+# ============================================================ the auth hook
+
+@IN_PROGRESS
+def test_hook_routes_and_substitutes(dove_a, dove_b, make_gateway, ctx):
+    ua = dove_a.add_user()          # exists only on A
+    ub = dove_b.add_user()          # exists only on B
+    ud = dove_b.add_user()          # no Auth-Server: the configured upstream (B)
+    target = dove_a.add_user()      # reached by "scanner" with substituted credentials
+    mails = {}
+    for d, acct in ((dove_a, ua), (dove_b, ub), (dove_b, ud), (dove_a, target)):
+        mails[acct.name] = messages.simple(next(_n))
+        d.append(acct.name, mails[acct.name])
+    hook = AuthHook({
+        ua.name: HookUser(ua.password, server=HOST, port=dove_a.imap_port),
+        ub.name: HookUser(ub.password, server=HOST, port=dove_b.imap_port),
+        ud.name: HookUser(ud.password),
+        "scanner": HookUser("scanner-pop-pw", server=HOST, port=dove_a.imap_port,
+                            upstream_user=target.name, upstream_pass=target.password),
+    })
+    with hook:
+        g = make_gateway(dove_b, hook_overrides(hook))
+        start_a, start_b = len(dove_a.log_text()), len(dove_b.log_text())
+        for user, password, sees in ((ua.name, ua.password, ua.name), (ub.name, ub.password, ub.name),
+                                     (ud.name, ud.password, ud.name), ("scanner", "scanner-pop-pw", target.name)):
+            with RawPop3(g.pop3s_port, tls_context=ctx) as c:
+                r = user_pass(c, user, password)
+                assert r.ok, f"{user}: {r}"
+                assert c.cmd("RETR 1", multiline=True).body == as_retrieved(mails[sees]), user
+                assert c.quit().ok
+        wait_dovecot_login(dove_a, start_a, ua.name)
+        wait_dovecot_login(dove_a, start_a, target.name)
+        wait_dovecot_login(dove_b, start_b, ub.name)
+        wait_dovecot_login(dove_b, start_b, ud.name)
+        assert "user=<scanner>" not in log_since(dove_a, start_a) + log_since(dove_b, start_b)
+        assert target.password not in g.log_text()
+
+        # What the hook was asked (nginx auth_http headers).
+        req = next(r for r in hook.requests if r.header("Auth-User") == ua.name)
+        assert req.method == "GET", req
+        assert req.header("Auth-Method") == "plain"
+        assert req.header("Auth-Pass") == ua.password
+        assert req.header("Auth-Protocol") == "pop3"
+        assert req.header("Auth-Login-Attempt") == "1"
+        assert req.header("Client-IP") == HOST
+        assert req.header("Client-Host"), req.headers
+        assert not hook.errors, hook.errors
+
+
+@IN_PROGRESS
+def test_hook_login_attempt_counter_and_sasl(dove_b, make_gateway, ctx):
+    acct = dove_b.add_user()
+    hook = AuthHook({acct.name: HookUser(acct.password)})
+    with hook:
+        g = make_gateway(dove_b, hook_overrides(hook))
+        with RawPop3(g.pop3s_port, tls_context=ctx) as c:
+            r = user_pass(c, acct.name, "wrong-password")
+            assert r.line.startswith(b"-ERR [AUTH]"), r
+            assert b"Invalid login" not in r.line  # the hook's text is not shown to clients
+            r = c.auth_plain(acct.name, acct.password)
+            assert r.ok, r
+            assert c.quit().ok
+        attempts = [(r.header("Auth-Login-Attempt"), r.header("Auth-Pass"), r.header("Auth-Method"))
+                    for r in hook.requests]
+        assert attempts == [("1", "wrong-password", "plain"), ("2", acct.password, "plain")], attempts
+
+
+@IN_PROGRESS
+def test_hook_mailbox_override(dove_b, make_gateway, ctx):
+    acct = dove_b.add_user()
+    inbox_msg, archive_msg = messages.simple(next(_n)), messages.simple(next(_n))
+    dove_b.append(acct.name, inbox_msg)
+    conn = dove_b.imap(acct.name)
+    try:
+        assert conn.create("Archive")[0] == "OK"
+        assert conn.append("Archive", None, None, archive_msg)[0] == "OK"
+    finally:
+        conn.logout()
+    with AuthHook({acct.name: HookUser(acct.password, mailbox="Archive")}) as hook:
+        g = make_gateway(dove_b, hook_overrides(hook))
+        with RawPop3(g.pop3s_port, tls_context=ctx) as c:
+            assert user_pass(c, acct.name, acct.password).ok
+            assert c.cmd("RETR 1", multiline=True).body == as_retrieved(archive_msg)
+            assert c.quit().ok
+
+
+def _hook_500(request):
+    return Response(500, body=b"backend exploded\n")
+
+
+def _hook_slow(request):
+    return Response(200, {"Auth-Status": "OK"}, delay=5.0)
+
+
+def _hook_no_status(request):
+    return Response(200, {})
+
+
+@pytest.mark.parametrize("failure", [pytest.param("status-500", marks=IN_PROGRESS),
+                                     pytest.param("slow", marks=IN_PROGRESS),
+                                     "refused", "no-auth-status"])
+def test_hook_unavailable_is_sys_temp(failure, dove_b, make_gateway, ctx):
+    acct = dove_b.add_user()
+    hook = None
+    if failure == "refused":
+        url = f"http://{HOST}:{free_port()}/auth"  # nothing listens there
+    else:
+        hook = AuthHook(respond={"status-500": _hook_500, "slow": _hook_slow,
+                                 "no-auth-status": _hook_no_status}[failure])
+        url = hook.url("/auth")
+    try:
+        g = make_gateway(dove_b, hook_overrides(url, timeout="500ms"))
+        start = len(dove_b.log_text())
+        with RawPop3(g.pop3s_port, tls_context=ctx) as c:
+            t = time.monotonic()
+            r = user_pass(c, acct.name, acct.password)
+            took = time.monotonic() - t
+            if failure == "no-auth-status":
+                assert r.err and not r.ok, r  # a malformed answer is never a login
+            else:
+                assert r.line.startswith(b"-ERR [SYS/TEMP]"), r
+            if failure == "slow":
+                assert took < 3.0 * TIME_FACTOR, f"auth.http.timeout 500ms, answered after {took:.2f}s"
+            assert c.quit().ok
+        assert "Login: user=" not in log_since(dove_b, start)
+        if hook is not None:
+            assert hook.requests, "the hook was never asked"  # asked before the answer
+    finally:
+        if hook is not None:
+            hook.close()
+
+
+@IN_PROGRESS
+def test_hook_auth_wait(dove_b, make_gateway, ctx):
+    acct = dove_b.add_user()
+    with AuthHook({acct.name: HookUser(acct.password)}, wait=1) as hook:
+        g = make_gateway(dove_b, hook_overrides(hook))
+        with RawPop3(g.pop3s_port, tls_context=ctx) as c:
+            t = time.monotonic()
+            r = user_pass(c, acct.name, "wrong")
+            took = time.monotonic() - t
+            assert r.line.startswith(b"-ERR [AUTH]"), r
+            assert took >= 0.98, f"Auth-Wait: 1 answered after {took:.2f}s"
+            assert len(hook.requests) == 1
+            assert user_pass(c, acct.name, acct.password).ok  # a good login needs no wait
+            assert c.quit().ok
+
+
+# ===================================================================== OAuth2
+
+CLIENT_ID = "popbridge-test"
+CLIENT_SECRET = "client-secret-Zq81"
+
+
+def oauth2_gateway(make_gateway, pki, files, upstream, token_server, mechanism, users, refresh, **oauth2):
+    """users: {pop3 user: password}; refresh: {pop3 user: refresh token}."""
+    uf = write_file(os.path.join(files, f"users-{next(_n)}"),
+                    [f"{u}:{crypt_hash(p, 'sha512')}" for u, p in users.items()])
+    rt = write_file(os.path.join(files, f"refresh-{next(_n)}"), [f"{u}:{t}" for u, t in refresh.items()])
+    secret = write_file(os.path.join(files, f"client-secret-{next(_n)}"), [CLIENT_SECRET])
+    settings = {"token_url": token_server.url("/token"), "grant": "refresh_token", "client_id": CLIENT_ID,
+                "client_secret_file": secret, "refresh_tokens_file": rt, "mechanism": mechanism,
+                "ca_file": pki.ca, **oauth2}
+    return make_gateway(upstream, {"auth": {"mode": "users_file", "users_file": uf, "max_attempts": 10},
+                                   "upstream": {"login": {"mode": "oauth2", "oauth2": settings}}})
+
+
+@pytest.fixture
+def token_server(pki, store):
+    """An HTTPS token endpoint (the harness CA's certificate) sharing the store with
+    Dovecot's introspection endpoint."""
+    with store.lock:
+        store.clients = {CLIENT_ID: CLIENT_SECRET}
+    s = OAuth2Server(store, pki=pki, expires_in=3600)
+    yield s
+    s.close()
+    assert not s.errors, s.errors
+
+
+def _secrets_absent(g, token_server, refresh_tokens) -> None:
+    log = g.log_text()
+    for _, token in token_server.issued:
+        assert token not in log, "an access token is in the gateway log"
+    for rt in refresh_tokens:
+        assert rt not in log, "a refresh token is in the gateway log"
+    assert CLIENT_SECRET not in log
+
+
+def _check_token_request(req, refresh_token: str) -> None:
+    form = req.form
+    assert req.method == "POST"
+    assert form.get("grant_type") == "refresh_token", form
+    assert form.get("refresh_token") == refresh_token, form
+    auth = req.header("Authorization") or ""
+    if auth.lower().startswith("basic "):
+        import base64
+        cid, _, csec = base64.b64decode(auth[6:]).decode().partition(":")
+        assert (urllib.parse.unquote(cid), urllib.parse.unquote(csec)) == (CLIENT_ID, CLIENT_SECRET)
+    else:
+        assert form.get("client_id") == CLIENT_ID and form.get("client_secret") == CLIENT_SECRET, form
+
+
+@IN_PROGRESS
+@pytest.mark.parametrize("mechanism", ["xoauth2", "oauthbearer"])
+def test_oauth2_upstream_login_and_cache(mechanism, dove_a, store, token_server, make_gateway, pki, files, ctx):
+    a1, a2 = dove_a.add_user(), dove_a.add_user()
+    msg = messages.simple(next(_n))
+    dove_a.append(a1.name, msg)
+    rt1, rt2 = f"rt-{next(_n)}-{os.urandom(8).hex()}", f"rt-{next(_n)}-{os.urandom(8).hex()}"
+    with store.lock:
+        store.refresh.update({rt1: a1.name, rt2: a2.name})
+    g = oauth2_gateway(make_gateway, pki, files, dove_a, token_server, mechanism,
+                       {a1.name: "pop-pw-1", a2.name: "pop-pw-2"}, {a1.name: rt1, a2.name: rt2})
+    start = len(dove_a.log_text())
+    with RawPop3(g.pop3s_port, tls_context=ctx) as c:
+        r = user_pass(c, a1.name, "pop-pw-1")
+        assert r.ok, r
+        assert c.cmd("RETR 1", multiline=True).body == as_retrieved(msg)
+        assert c.quit().ok
+    line = wait_dovecot_login(dove_a, start, a1.name)
+    assert f"method={mechanism.upper()}" in line, line
+    reqs = token_server.token_requests()
+    assert len(reqs) == 1, reqs
+    _check_token_request(reqs[0], rt1)
+
+    # Within the token's lifetime: no new token request.
+    with RawPop3(g.pop3s_port, tls_context=ctx) as c:
+        assert user_pass(c, a1.name, "pop-pw-1").ok
+        assert c.quit().ok
+    assert len(token_server.token_requests()) == 1
+    # Another user has a token of their own.
+    with RawPop3(g.pop3s_port, tls_context=ctx) as c:
+        assert user_pass(c, a2.name, "pop-pw-2").ok
+        assert c.quit().ok
+    reqs = token_server.token_requests()
+    assert len(reqs) == 2, reqs
+    _check_token_request(reqs[1], rt2)
+    # A wrong client password never costs a token request.
+    with RawPop3(g.pop3s_port, tls_context=ctx) as c:
+        assert user_pass(c, a1.name, "wrong").line == AUTH_FAILED
+    assert len(token_server.token_requests()) == 2
+    _secrets_absent(g, token_server, [rt1, rt2])
+
+
+@IN_PROGRESS
+def test_oauth2_token_refreshed_after_expiry(dove_a, store, pki, files, make_gateway, ctx):
+    acct = dove_a.add_user()
+    rt = f"rt-{next(_n)}-{os.urandom(8).hex()}"
+    with store.lock:
+        store.clients = {CLIENT_ID: CLIENT_SECRET}
+        store.refresh[rt] = acct.name
+    with OAuth2Server(store, pki=pki, expires_in=2) as ts:
+        g = oauth2_gateway(make_gateway, pki, files, dove_a, ts, "xoauth2",
+                           {acct.name: "pop-pw"}, {acct.name: rt})
+        with RawPop3(g.pop3s_port, tls_context=ctx) as c:
+            assert user_pass(c, acct.name, "pop-pw").ok
+            assert c.quit().ok
+        assert len(ts.token_requests()) == 1
+        first = ts.issued[0][1]
+        # Wait (deadline) until the identity provider itself treats the token as expired.
+        wait_until(lambda: store.lookup(first) is None, 5, "the first access token to expire")
+        with RawPop3(g.pop3s_port, tls_context=ctx) as c:
+            r = user_pass(c, acct.name, "pop-pw")
+            assert r.ok, f"after expiry the gateway must fetch a new token: {r}"
+            assert c.quit().ok
+        assert len(ts.token_requests()) == 2
+        _secrets_absent(g, ts, [rt])
+
+
+@IN_PROGRESS
+def test_oauth2_invalid_refresh_token(dove_a, store, token_server, make_gateway, pki, files, ctx):
+    """The endpoint answers 400 invalid_grant: the client's credentials were good, the
+    gateway's own grant is not: -ERR [SYS/PERM] (the gateway's credentials, as for a
+    refused master login); nobody is logged in upstream. A user without a refresh token
+    line gets the same."""
+    acct, other = dove_a.add_user(), dove_a.add_user()
+    revoked = f"rt-revoked-{os.urandom(8).hex()}"  # the store never knew it
+    g = oauth2_gateway(make_gateway, pki, files, dove_a, token_server, "xoauth2",
+                       {acct.name: "pop-pw", other.name: "pop-pw-o"}, {acct.name: revoked})
+    start = len(dove_a.log_text())
+    with RawPop3(g.pop3s_port, tls_context=ctx) as c:
+        r = user_pass(c, acct.name, "pop-pw")
+        assert r.line.startswith(b"-ERR [SYS/PERM]"), r
+        r = user_pass(c, other.name, "pop-pw-o")
+        assert r.line.startswith(b"-ERR [SYS/PERM]"), r
+        assert c.quit().ok
+    reqs = token_server.token_requests()
+    assert len(reqs) == 1, reqs  # only the user with a refresh token caused a request
+    assert "Login: user=" not in log_since(dove_a, start)
+    _secrets_absent(g, token_server, [revoked])
+
+
+@IN_PROGRESS
+def test_oauth2_token_endpoint_unreachable_is_sys_temp(dove_a, pki, files, make_gateway, ctx):
+    acct = dove_a.add_user()
+
+    class Dead:
+        def url(self, path):
+            return f"https://{HOST}:{free_port()}{path}"
+    g = oauth2_gateway(make_gateway, pki, files, dove_a, Dead(), "xoauth2",
+                       {acct.name: "pop-pw"}, {acct.name: "rt-whatever"})
+    with RawPop3(g.pop3s_port, tls_context=ctx) as c:
+        r = user_pass(c, acct.name, "pop-pw")
+        assert r.line.startswith(b"-ERR [SYS/TEMP]"), r
+        assert c.quit().ok

@@ -123,7 +123,9 @@ class Pop3Session final : Connection::Handler, ImapClient::Observer, FetchSink {
   void update_done(bool removed, std::string_view detail,
                    protocol::RespCode failure_code = protocol::RespCode::kSysTemp);
 
-  // Message transfer (RETR, TOP).
+  // Message transfer (RETR, TOP). begin_transfer answers -ERR itself and returns null
+  // when the message or the upstream is not there.
+  const Maildrop::Message* begin_transfer(const protocol::Pop3Command& command, Transfer kind);
   void fetch_top_text();
   void finish_transfer(const ImapResult& result);
   void emit_body(std::string_view data);

@@ -192,22 +192,30 @@ void Pop3Session::cmd_noop(Pop3Command&) {
   });
 }
 
-void Pop3Session::cmd_retr(Pop3Command& command) {
+const Maildrop::Message* Pop3Session::begin_transfer(const Pop3Command& command, Transfer kind) {
   const Maildrop::Message* message = maildrop_.find(*command.message);
   if (message == nullptr) {
     reply(protocol::err_reply(RespCode::kNone, "no such message"));
-    return;
+    return nullptr;
   }
   if (!require_upstream()) {
-    return;
+    return nullptr;
   }
   busy_ = true;
-  transfer_ = Transfer::kRetrieve;
+  transfer_ = kind;
   transfer_uid_ = message->uid;
   transfer_listed_size_ = message->size;
   transfer_started_ = false;
   body_complete_ = false;
   stuffer_ = {};
+  return message;
+}
+
+void Pop3Session::cmd_retr(Pop3Command& command) {
+  const Maildrop::Message* message = begin_transfer(command, Transfer::kRetrieve);
+  if (message == nullptr) {
+    return;
+  }
   protocol::ImapCommand fetch("UID FETCH");
   fetch.raw(std::to_string(message->uid))
       .raw(config().upstream.mark_seen ? "(BODY[])" : "(BODY.PEEK[])");
@@ -215,20 +223,10 @@ void Pop3Session::cmd_retr(Pop3Command& command) {
 }
 
 void Pop3Session::cmd_top(Pop3Command& command) {
-  const Maildrop::Message* message = maildrop_.find(*command.message);
+  const Maildrop::Message* message = begin_transfer(command, Transfer::kTopHeader);
   if (message == nullptr) {
-    reply(protocol::err_reply(RespCode::kNone, "no such message"));
     return;
   }
-  if (!require_upstream()) {
-    return;
-  }
-  busy_ = true;
-  transfer_ = Transfer::kTopHeader;
-  transfer_uid_ = message->uid;
-  transfer_started_ = false;
-  body_complete_ = false;
-  stuffer_ = {};
   top_filter_.emplace(command.lines);
   protocol::ImapCommand fetch("UID FETCH");
   fetch.raw(std::to_string(message->uid)).raw("(BODY.PEEK[HEADER])");

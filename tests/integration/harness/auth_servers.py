@@ -44,6 +44,7 @@ class Request:
     header_list: list[tuple[str, str]]  # as received, in order
     body: bytes
     at: float                 # time.monotonic() when the request was read
+    peer: tuple = ()          # the client's (address, port): equal ports = a reused connection
 
     def header(self, name: str) -> Optional[str]:
         return self.headers.get(name.lower())
@@ -69,10 +70,14 @@ class _ThreadingServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
 
 
 class HttpServer:
-    """Base class: subclasses implement handle(request) -> Response."""
+    """Base class: subclasses implement handle(request) -> Response.
 
-    def __init__(self, pki: Optional[Pki] = None):
+    keep_alive=False answers every request with "Connection: close" (HTTP/1.1 keep-alive
+    otherwise): a client's parked idle connections can then not outlive a test."""
+
+    def __init__(self, pki: Optional[Pki] = None, keep_alive: bool = False):
         self.pki = pki
+        self.keep_alive = keep_alive
         self.requests: list[Request] = []
         self.errors: list[str] = []
         self.lock = threading.RLock()
@@ -92,7 +97,8 @@ class HttpServer:
                 body = self.rfile.read(length) if length else b""
                 req = Request(self.command, self.path,
                               {k.lower(): v for k, v in self.headers.items()},
-                              list(self.headers.items()), body, time.monotonic())
+                              list(self.headers.items()), body, time.monotonic(),
+                              tuple(self.client_address))
                 with owner.lock:
                     owner.requests.append(req)
                 try:
@@ -109,6 +115,9 @@ class HttpServer:
                 self.send_response(resp.status)
                 for k, v in resp.headers.items():
                     self.send_header(k, v)
+                if not owner.keep_alive:
+                    self.send_header("Connection", "close")
+                    self.close_connection = True
                 self.send_header("Content-Length", str(len(resp.body)))
                 self.end_headers()
                 if resp.body and self.command != "HEAD":
@@ -177,11 +186,11 @@ class AuthHook(HttpServer):
 
     def __init__(self, users: Optional[dict[str, HookUser]] = None, *,
                  respond: Optional[Callable[[Request], Response]] = None,
-                 wait: Optional[int] = None, pki: Optional[Pki] = None):
+                 wait: Optional[int] = None, pki: Optional[Pki] = None, keep_alive: bool = False):
         self.users = dict(users or {})
         self.respond = respond
         self.wait = wait
-        super().__init__(pki)
+        super().__init__(pki, keep_alive)
 
     def handle(self, request: Request) -> Response:
         if self.respond is not None:
@@ -260,12 +269,12 @@ class OAuth2Server(HttpServer):
     expires_in: lifetime of issued tokens in seconds. token_length: characters."""
 
     def __init__(self, store: Optional[TokenStore] = None, *, pki: Optional[Pki] = None,
-                 expires_in: int = 3600, token_length: int = 320):
+                 expires_in: int = 3600, token_length: int = 320, keep_alive: bool = False):
         self.store = store or TokenStore()
         self.expires_in = expires_in
         self.token_length = token_length
         self.issued: list[tuple[str, str]] = []  # (user, access token)
-        super().__init__(pki)
+        super().__init__(pki, keep_alive)
 
     # -- token endpoint
     def _client_ok(self, request: Request, form: dict[str, str]) -> bool:

@@ -628,14 +628,10 @@ void Pop3Session::auth_hook_answered(const HttpResult& response, const protocol:
 }
 
 void Pop3Session::authorized(protocol::Secret client_secret, bool token) {
-  if (config().auth.exclusive_sessions) {
-    if (!context_.guard.lock_user(user_)) {
-      // RFC 2449 [IN-USE]: said only to a client whose credentials were good.
-      login_failed(RespCode::kInUse, "Mailbox in use by another session.",
-                   metrics::AuthResult::kInUse);
-      return;
-    }
-    locked_user_ = user_;
+  // With passthrough only the upstream knows whether the password is right, so the lock
+  // waits for its answer there.
+  if (config().auth.mode != config::AuthMode::kPassthrough && !lock_user()) {
+    return;
   }
   if (hook_credentials_) {
     UpstreamCredentials credentials = std::move(*hook_credentials_);
@@ -720,6 +716,9 @@ void Pop3Session::upstream_login_done(const ImapResult& result) {
   if (result.ok()) {
     context_.metrics.upstream_connect_ok.Increment();
     context_.metrics.upstream_connect_duration.Observe(seconds_since(upstream_started_ns_));
+    if (config().auth.mode == config::AuthMode::kPassthrough && !lock_user()) {
+      return;
+    }
     select_mailbox();
     return;
   }
@@ -783,6 +782,21 @@ void Pop3Session::login_failed(RespCode code, std::string_view text, metrics::Au
     }
     command_done();
   });
+}
+
+bool Pop3Session::lock_user() {
+  if (!config().auth.exclusive_sessions) {
+    return true;
+  }
+  if (!context_.guard.lock_user(user_)) {
+    // RFC 2449 [IN-USE]: said only to a client whose credentials were good, so it
+    // tells a guesser nothing.
+    login_failed(RespCode::kInUse, "Mailbox in use by another session.",
+                 metrics::AuthResult::kInUse);
+    return false;
+  }
+  locked_user_ = user_;
+  return true;
 }
 
 void Pop3Session::unlock_user() {

@@ -112,6 +112,8 @@ class Pop3Session final : Connection::Handler, ImapClient::Observer, FetchSink {
   void auth_hook_answered(const HttpResult& response, const protocol::Secret& secret);
   void connect_upstream(UpstreamCredentials credentials);
   void upstream_login_done(const ImapResult& result);
+  // auth.exclusive_sessions: false (and -ERR [IN-USE] sent) if another session has the user.
+  bool lock_user();
   void unlock_user();
   void login_failed(protocol::RespCode code, std::string_view text, metrics::AuthResult result);
   void select_mailbox();

@@ -24,16 +24,14 @@ import itertools
 import os
 import re
 import signal
-import socket
 import time
-from typing import Optional
 
 import pytest
 
 from harness import messages, tempdirs
 from harness.auth_servers import (OAuth2Server, TokenStore, crypt_hash, dovecot_identity_config,
                                   make_token, write_file)
-from harness.clients import ConnectionClosed, RawPop3
+from harness.clients import RawPop3
 from harness.dovecot import Dovecot
 from harness.fake_imap import FakeImap
 from harness.gateway import Gateway, check_config
@@ -507,7 +505,7 @@ def test_failure_delays_grow(updove, files, make_gateway, ctx):
         assert c.cmd("PASS wrong").line == AUTH_FAILED
         took.append(time.monotonic() - t)
     expected = [0.2, 0.4, 0.8, 1.0, 1.0]
-    slack = 0.35 * TIME_FACTOR
+    slack = 0.5 * TIME_FACTOR
     for got, want in zip(took, expected):
         assert want - 0.02 <= got <= want + slack, f"failure delays {took}, expected about {expected}"
 

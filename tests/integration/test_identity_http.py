@@ -12,14 +12,18 @@ upstream.login.mode oauth2: the gateway gets access tokens from a local HTTPS to
 endpoint (grant_type=refresh_token) and logs in to Dovecot with XOAUTH2 or OAUTHBEARER;
 Dovecot's oauth2 passdb checks them at an introspection endpoint sharing the token
 server's store. Tokens are cached until shortly before they expire.
+
+Also: HTTPS certificates of both services are verified against their ca_file, and idle
+keep-alive connections to them must not hold up a SIGTERM shutdown. The harness's
+servers answer "Connection: close" unless a test asks for keep-alive.
 """
 
 from __future__ import annotations
 
-import imaplib
+import base64
 import itertools
 import os
-import re
+import signal
 import time
 import urllib.parse
 
@@ -186,6 +190,25 @@ def test_hook_mailbox_override(dove_b, make_gateway, ctx):
             assert c.quit().ok
 
 
+def test_hook_escapes_user_and_password_like_nginx(dove_b, make_gateway, ctx):
+    """nginx URL-escapes Auth-User and Auth-Pass (at least " ", "%" and control
+    characters), so hooks written for it URL-decode them. A password containing "%41"
+    and a space must reach such a hook unchanged after decoding (else "a%41b" would
+    be checked as "aAb")."""
+    acct = dove_b.add_user()
+    tricky = "pa ss%41wo%rd"
+    hook = AuthHook({acct.name: HookUser(tricky, upstream_user=acct.name, upstream_pass=acct.password)})
+    with hook:
+        g = make_gateway(dove_b, hook_overrides(hook))
+        with RawPop3(g.pop3s_port, tls_context=ctx) as c:
+            r = c.auth_plain(acct.name, tricky)
+            raw = [q.header("Auth-Pass") for q in hook.requests]
+            assert r.ok, f"{r}; the hook received Auth-Pass {raw!r}"
+            assert c.quit().ok
+        sent = hook.requests[0].header("Auth-Pass")
+        assert " " not in sent and urllib.parse.unquote(sent) == tricky, sent
+
+
 def _hook_500(request):
     return Response(500, body=b"backend exploded\n")
 
@@ -251,8 +274,8 @@ CLIENT_ID = "popbridge-test"
 CLIENT_SECRET = "client-secret-Zq81"
 
 
-def oauth2_gateway(make_gateway, pki, files, upstream, token_server, mechanism, users, refresh, **oauth2):
-    """users: {pop3 user: password}; refresh: {pop3 user: refresh token}."""
+def oauth2_overrides(pki, files, token_server, mechanism, users, refresh, **oauth2) -> dict:
+    """users: {pop3 user: password} for auth.users_file; refresh: {pop3 user: refresh token}."""
     uf = write_file(os.path.join(files, f"users-{next(_n)}"),
                     [f"{u}:{crypt_hash(p, 'sha512')}" for u, p in users.items()])
     rt = write_file(os.path.join(files, f"refresh-{next(_n)}"), [f"{u}:{t}" for u, t in refresh.items()])
@@ -260,8 +283,12 @@ def oauth2_gateway(make_gateway, pki, files, upstream, token_server, mechanism, 
     settings = {"token_url": token_server.url("/token"), "grant": "refresh_token", "client_id": CLIENT_ID,
                 "client_secret_file": secret, "refresh_tokens_file": rt, "mechanism": mechanism,
                 "ca_file": pki.ca, **oauth2}
-    return make_gateway(upstream, {"auth": {"mode": "users_file", "users_file": uf, "max_attempts": 10},
-                                   "upstream": {"login": {"mode": "oauth2", "oauth2": settings}}})
+    return {"auth": {"mode": "users_file", "users_file": uf, "max_attempts": 10},
+            "upstream": {"login": {"mode": "oauth2", "oauth2": settings}}}
+
+
+def oauth2_gateway(make_gateway, pki, files, upstream, token_server, mechanism, users, refresh, **oauth2):
+    return make_gateway(upstream, oauth2_overrides(pki, files, token_server, mechanism, users, refresh, **oauth2))
 
 
 @pytest.fixture
@@ -292,7 +319,6 @@ def _check_token_request(req, refresh_token: str) -> None:
     assert form.get("refresh_token") == refresh_token, form
     auth = req.header("Authorization") or ""
     if auth.lower().startswith("basic "):
-        import base64
         cid, _, csec = base64.b64decode(auth[6:]).decode().partition(":")
         assert (urllib.parse.unquote(cid), urllib.parse.unquote(csec)) == (CLIENT_ID, CLIENT_SECRET)
     else:
@@ -386,6 +412,34 @@ def test_oauth2_invalid_refresh_token(dove_a, store, token_server, make_gateway,
     _secrets_absent(g, token_server, [revoked])
 
 
+def test_oauth2_rejected_token_is_not_reused(dove_a, store, token_server, make_gateway, pki, files, ctx):
+    """The identity provider revokes an access token before it expires; Dovecot then
+    refuses it. The gateway must not keep offering the cached, refused token until its
+    expiry: at the latest the next login fetches a new one and works."""
+    acct = dove_a.add_user()
+    rt = f"rt-{next(_n)}-{os.urandom(8).hex()}"
+    with store.lock:
+        store.refresh[rt] = acct.name
+    g = oauth2_gateway(make_gateway, pki, files, dove_a, token_server, "xoauth2", {acct.name: "pop-pw"}, {acct.name: rt})
+    with RawPop3(g.pop3s_port, tls_context=ctx) as c:
+        assert user_pass(c, acct.name, "pop-pw").ok
+        assert c.quit().ok
+    assert len(token_server.token_requests()) == 1
+    with store.lock:
+        store.access.pop(token_server.issued[-1][1])  # revoked at the identity provider
+    with RawPop3(g.pop3s_port, tls_context=ctx) as c:
+        second = user_pass(c, acct.name, "pop-pw")  # ideally OK already (one retry with a new token)
+        assert second.ok or second.line.startswith(b"-ERR [SYS/"), second
+        if second.ok:
+            assert c.quit().ok
+    with RawPop3(g.pop3s_port, tls_context=ctx) as c:
+        third = user_pass(c, acct.name, "pop-pw")
+        assert third.ok, (f"the refused token is still used: 2nd login {second}, 3rd {third}, "
+                          f"{len(token_server.token_requests())} token request(s)")
+        assert c.quit().ok
+    assert len(token_server.token_requests()) == 2
+
+
 def test_oauth2_token_endpoint_unreachable_is_sys_temp(dove_a, pki, files, make_gateway, ctx):
     acct = dove_a.add_user()
 
@@ -398,3 +452,71 @@ def test_oauth2_token_endpoint_unreachable_is_sys_temp(dove_a, pki, files, make_
         r = user_pass(c, acct.name, "pop-pw")
         assert r.line.startswith(b"-ERR [SYS/TEMP]"), r
         assert c.quit().ok
+
+
+# ====================================================== HTTPS and connections
+
+@pytest.mark.parametrize("service", ["hook", "token-endpoint"])
+def test_untrusted_certificate_is_never_a_login(service, dove_a, store, make_gateway, pki, files, ctx):
+    """The hook and the token endpoint are HTTPS with a certificate the configured
+    ca_file does not trust: no request is made, no login, -ERR [SYS/TEMP]."""
+    from harness.certs import make_pki
+    other = make_pki()  # a CA the servers' certificate does not chain to
+    acct = dove_a.add_user()
+    try:
+        if service == "hook":
+            server = AuthHook({acct.name: HookUser(acct.password)}, pki=pki)
+            g = make_gateway(dove_a, {"auth": {"mode": "http", "max_attempts": 10,
+                                               "http": {"url": server.url("/auth"), "ca_file": other.ca}}})
+        else:
+            rt = f"rt-{os.urandom(8).hex()}"
+            with store.lock:
+                store.clients = {CLIENT_ID: CLIENT_SECRET}
+                store.refresh[rt] = acct.name
+            server = OAuth2Server(store, pki=pki)
+            g = oauth2_gateway(make_gateway, pki, files, dove_a, server, "xoauth2",
+                               {acct.name: "pop-pw"}, {acct.name: rt}, ca_file=other.ca)
+        with server:
+            start = len(dove_a.log_text())
+            with RawPop3(g.pop3s_port, tls_context=ctx) as c:
+                r = user_pass(c, acct.name, acct.password if service == "hook" else "pop-pw")
+                assert r.line.startswith(b"-ERR [SYS/TEMP]"), r
+                assert c.quit().ok
+            assert not server.requests, "a request went to a server whose certificate is not trusted"
+            assert "Login: user=" not in log_since(dove_a, start)
+    finally:
+        other.cleanup()
+
+
+def test_idle_http_connections_do_not_delay_shutdown(dove_a, store, make_gateway, pki, files, ctx):
+    """Hook and token endpoint keep connections alive (HTTP/1.1 default): the gateway
+    may park them for reuse, but SIGTERM with no session open must still exit promptly,
+    not when the parked connections' idle timeout runs out."""
+    acct = dove_a.add_user()
+    rt = f"rt-{os.urandom(8).hex()}"
+    with store.lock:
+        store.clients = {CLIENT_ID: CLIENT_SECRET}
+        store.refresh[rt] = acct.name
+    with AuthHook({acct.name: HookUser("pop-pw")}, keep_alive=True) as hook, \
+            OAuth2Server(store, pki=pki, keep_alive=True) as ts:
+        over = oauth2_overrides(pki, files, ts, "xoauth2", {}, {acct.name: rt})
+        over["auth"] = {"mode": "http", "http": {"url": hook.url("/auth")}, "max_attempts": 10}
+        g = make_gateway(dove_a, over)
+        for _ in range(2):
+            with RawPop3(g.pop3s_port, tls_context=ctx) as c:
+                r = user_pass(c, acct.name, "pop-pw")
+                assert r.ok, r
+                assert c.quit().ok
+        assert len(hook.requests) == 2 and len(ts.token_requests()) == 1
+        wait_until(lambda: "event=session_end" in g.log_text().rsplit("event=login", 1)[-1], QUICK,
+                   "the last session to end")
+        t = time.monotonic()
+        g.proc.send_signal(signal.SIGTERM)
+        try:
+            g.proc.wait(5 * TIME_FACTOR)
+        except Exception:
+            tail = "\n".join(g.log_text().splitlines()[-6:])
+            g.kill()
+            pytest.fail(f"popbridge still running {time.monotonic() - t:.1f}s after SIGTERM with no "
+                        f"session open (idle keep-alive HTTP connections hold a worker loop?)\n{tail}")
+        assert g.proc.returncode == 0

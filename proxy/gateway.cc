@@ -265,10 +265,10 @@ void Gateway::watch_files() {
     paths = {{config.tls.certificate, "certificate_changed"},
              {config.tls.private_key, "certificate_changed"}};
   }
-  for (const std::string& path :
-       {config.auth.users_file, config.upstream.login.credentials_file,
-        config.upstream.login.master_password.file, config.upstream.login.oauth2.refresh_tokens_file,
-        config.upstream.login.oauth2.client_secret.file}) {
+  for (const std::string& path : {config.auth.users_file, config.upstream.login.credentials_file,
+                                  config.upstream.login.master_password.file,
+                                  config.upstream.login.oauth2.refresh_tokens_file,
+                                  config.upstream.login.oauth2.client_secret.file}) {
     if (!path.empty()) {
       paths.emplace_back(path, "file_changed");
     }

@@ -37,6 +37,11 @@ void TokenCache::store(const std::string& key, protocol::Secret token,
   tokens_[key] = Entry{std::move(token), now_() + lifetime - margin};
 }
 
+void TokenCache::forget(const std::string& key) {
+  std::lock_guard lock(mutex_);
+  tokens_.erase(key);
+}
+
 protocol::Secret TokenCache::rotated_refresh_token(const std::string& key) {
   std::lock_guard lock(mutex_);
   auto found = refresh_tokens_.find(key);
@@ -52,10 +57,15 @@ TokenSource::TokenSource(uv_loop_t* loop, const config::OAuth2& settings, const 
                          TokenCache& cache)
     : settings_(settings), identity_(identity), cache_(cache), http_(loop, options_for(settings)) {}
 
-void TokenSource::get(const std::string& user, std::weak_ptr<void> alive, Callback done) {
+std::string TokenSource::key_for(const std::string& user) const {
   // A service account's token (client_credentials) serves every user.
-  const std::string key =
-      settings_.grant == config::OAuth2Grant::kClientCredentials ? std::string() : user;
+  return settings_.grant == config::OAuth2Grant::kClientCredentials ? std::string() : user;
+}
+
+void TokenSource::invalidate(const std::string& user) { cache_.forget(key_for(user)); }
+
+void TokenSource::get(const std::string& user, std::weak_ptr<void> alive, Callback done) {
+  const std::string key = key_for(user);
   if (protocol::Secret cached = cache_.find(key); !cached.empty()) {
     Result result;
     result.kind = Result::Kind::kOk;

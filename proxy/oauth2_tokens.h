@@ -29,6 +29,8 @@ class TokenCache {
   // A token still good for a while, or an empty Secret.
   protocol::Secret find(const std::string& key);
   void store(const std::string& key, protocol::Secret token, std::chrono::seconds lifetime);
+  // The upstream refused it: the next login asks the endpoint again.
+  void forget(const std::string& key);
   // The newest refresh token the endpoint handed out for key, if any.
   protocol::Secret rotated_refresh_token(const std::string& key);
   void store_refresh_token(const std::string& key, protocol::Secret token);
@@ -64,6 +66,8 @@ class TokenSource {
   // done runs at once on a cached token, else once the endpoint answered; not at all if
   // alive has expired by then (the session is gone).
   void get(const std::string& user, std::weak_ptr<void> alive, Callback done);
+  // The upstream refused the token it gave for user: do not hand it out again.
+  void invalidate(const std::string& user);
 
  private:
   struct Waiter {
@@ -71,6 +75,7 @@ class TokenSource {
     Callback done;
   };
   void fetch(const std::string& key, const std::string& user);
+  std::string key_for(const std::string& user) const;
   void finish(const std::string& key, const Result& result);
 
   const config::OAuth2& settings_;

@@ -57,6 +57,25 @@ metrics::UpstreamError error_kind(ImapResult::Failure failure) {
   return metrics::UpstreamError::kProtocol;
 }
 
+// nginx escapes the user name and password it sends to an auth_http hook (space, '%',
+// control and 8-bit octets as %XX), and hooks written for it unescape them.
+std::string escape_for_hook(std::string_view text) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  std::string escaped;
+  escaped.reserve(text.size());
+  for (char c : text) {
+    const auto byte = static_cast<unsigned char>(c);
+    if (byte <= 0x20 || byte >= 0x7f || c == '%') {
+      escaped.push_back('%');
+      escaped.push_back(kHex[byte >> 4]);
+      escaped.push_back(kHex[byte & 0xf]);
+    } else {
+      escaped.push_back(c);
+    }
+  }
+  return escaped;
+}
+
 double seconds_since(std::uint64_t start_ns) {
   return static_cast<double>(uv_hrtime() - start_ns) / 1e9;
 }
@@ -558,8 +577,8 @@ void Pop3Session::ask_auth_hook(protocol::Secret secret) {
   request.timeout =
       std::chrono::duration_cast<std::chrono::milliseconds>(config().auth.http.timeout);
   request.headers = {{"Auth-Method", "plain"},
-                     {"Auth-User", user_},
-                     {"Auth-Pass", std::string(secret.view())},
+                     {"Auth-User", escape_for_hook(user_)},
+                     {"Auth-Pass", escape_for_hook(secret.view())},
                      {"Auth-Protocol", "pop3"},
                      {"Auth-Login-Attempt", std::to_string(failed_logins_ + 1)},
                      {"Client-IP", client_address_},
@@ -735,6 +754,10 @@ void Pop3Session::upstream_login_done(const ImapResult& result) {
                  metrics::AuthResult::kUpstreamUnavailable);
   } else if (config().upstream.login.mode != config::UpstreamLoginMode::kPassthrough ||
              config().auth.mode != config::AuthMode::kPassthrough) {
+    if (context_.tokens) {
+      // Revoked or expired early: the next login must not present it again.
+      context_.tokens->invalidate(user_);
+    }
     // The client's credentials were good; the gateway's own ones were refused.
     log::error("upstream_login_refused",
                {{"session", id_text_}, {"user", log::user(user_)}, {"reason", result.text}});

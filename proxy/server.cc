@@ -136,15 +136,23 @@ void Server::check_drained() {
     return;
   }
   drain_deadline_.stop();
+  release_clients();
   auto done = std::move(drained_);
   drained_ = nullptr;
   done();
+}
+
+void Server::release_clients() {
+  // Kept-alive HTTP connections and their timers would keep the loop running.
+  auth_http_.reset();
+  tokens_.reset();
 }
 
 void Server::stop() {
   listening_ = false;
   listeners_.clear();
   drain_deadline_.stop();
+  release_clients();
   // Sessions remove themselves from the map as they finish.
   std::vector<Pop3Session*> open;
   open.reserve(sessions_.size());

@@ -115,6 +115,7 @@ class Server {
   static void on_connection(uv_stream_t* stream, int status) noexcept;
   void accept(Listener& listener);
   void check_drained();
+  void release_clients();
 
   uv_loop_t* loop_;
   SettingsPtr settings_;

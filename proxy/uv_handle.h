@@ -16,7 +16,7 @@ class UvHandle {
  public:
   // init: e.g. [&](uv_timer_t* h) { return uv_timer_init(loop, h); }
   template <typename Init>
-    requires std::is_invocable_r_v<int, Init, T*>
+  requires std::is_invocable_r_v<int, Init, T*>
   explicit UvHandle(Init&& init) : handle_(new T{}) {
     if (init(handle_) != 0) {
       // An uninitialised handle must not be passed to uv_close.

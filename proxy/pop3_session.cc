@@ -290,8 +290,11 @@ void Pop3Session::observe_command() {
   if (!timed_command_) {
     return;
   }
-  context_.metrics.command(static_cast<std::size_t>(*timed_command_))
-      .duration->Observe(seconds_since(command_started_ns_));
+  const double seconds = seconds_since(command_started_ns_);
+  context_.metrics.command(static_cast<std::size_t>(*timed_command_)).duration->Observe(seconds);
+  log::debug("command_done", {{"session", id_text_},
+                              {"command", protocol::verb_name(*timed_command_)},
+                              {"ms", seconds * 1000}});
   timed_command_.reset();
 }
 

@@ -323,6 +323,11 @@ void ImapClient::authenticate(std::string_view mechanism, std::string_view messa
   }
   protocol::wipe(encoded.data(), encoded.size());
   send_parts(std::move(parts), true, nullptr, std::move(done));
+  if (mechanism == "XOAUTH2") {
+    queue_.back().final_response.clear();
+  } else if (mechanism == "OAUTHBEARER") {
+    queue_.back().final_response = "AQ==";
+  }
 }
 
 void ImapClient::login(const UpstreamCredentials& credentials, Completion done) {
@@ -480,8 +485,7 @@ void ImapClient::on_continuation(std::string_view) {
   if (front.next_part < front.parts.size()) {
     connection_->write(front.parts[front.next_part++]);
   } else {
-    // A challenge we have no answer for (e.g. an AUTHENTICATE error message): cancel.
-    connection_->write("*\r\n");
+    connection_->write(front.final_response + "\r\n");
   }
 }
 

@@ -127,6 +127,9 @@ class ImapClient final : Connection::Handler, protocol::ImapEvents {
     std::vector<std::string> parts;  // each after a continuation request
     std::size_t next_part = 0;
     bool secret = false;  // parts hold credentials: wipe after use
+    // Sent to a challenge after the last part: "*" cancels; the token mechanisms answer an
+    // error challenge with an empty response (XOAUTH2) or AQ== (RFC 7628) to get the real NO.
+    std::string final_response = "*";
     FetchSink* sink = nullptr;
     Completion done;
   };

@@ -16,6 +16,22 @@ Histogram::BucketBoundaries latency_buckets() {
   return {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60};
 }
 
+prometheus::Family<prometheus::Counter>& counters(prometheus::Registry& registry, const char* name,
+                                                  const char* help) {
+  return BuildCounter().Name(name).Help(help).Register(registry);
+}
+
+prometheus::Family<prometheus::Gauge>& gauges(prometheus::Registry& registry, const char* name,
+                                              const char* help) {
+  return BuildGauge().Name(name).Help(help).Register(registry);
+}
+
+// Families with two fixed children are registered twice; the registry merges them.
+constexpr const char* kUpstreamConnections = "popbridge_upstream_connections_total";
+constexpr const char* kUpstreamConnectionsHelp = "Upstream IMAP connections opened, by result.";
+constexpr const char* kReloads = "popbridge_config_reloads_total";
+constexpr const char* kReloadsHelp = "Configuration reloads, by result.";
+
 template <typename Enum, typename Child>
 void fill(prometheus::Family<Child>& family, const std::string& label,
           std::array<Child*, static_cast<std::size_t>(Enum::kCount)>& out) {
@@ -61,74 +77,41 @@ std::string_view name(Direction value) {
 Metrics::Metrics(prometheus::Registry& registry, const std::vector<std::string>& listeners,
                  const std::vector<std::string_view>& commands, std::string_view version,
                  std::string_view tls_library)
-    : upstream_connect_ok(BuildCounter()
-                              .Name("popbridge_upstream_connections_total")
-                              .Help("Upstream IMAP connections opened, by result.")
-                              .Register(registry)
+    : upstream_connect_ok(counters(registry, kUpstreamConnections, kUpstreamConnectionsHelp)
                               .Add({{"result", "ok"}})),
-      // The registry merges a second registration of the same family.
-      upstream_connect_error(BuildCounter()
-                                 .Name("popbridge_upstream_connections_total")
-                                 .Help("Upstream IMAP connections opened, by result.")
-                                 .Register(registry)
+      upstream_connect_error(counters(registry, kUpstreamConnections, kUpstreamConnectionsHelp)
                                  .Add({{"result", "error"}})),
       upstream_connect_duration(BuildHistogram()
                                     .Name("popbridge_upstream_connect_duration_seconds")
                                     .Help("Time to connect, secure and log in to the upstream.")
                                     .Register(registry)
                                     .Add({}, latency_buckets())),
-      upstream_active(BuildGauge()
-                          .Name("popbridge_upstream_connections_active")
-                          .Help("Upstream IMAP connections open now.")
-                          .Register(registry)
+      upstream_active(gauges(registry, "popbridge_upstream_connections_active",
+                             "Upstream IMAP connections open now.")
                           .Add({})),
-      messages_retrieved(BuildCounter()
-                             .Name("popbridge_messages_retrieved_total")
-                             .Help("Messages sent to clients in full (RETR).")
-                             .Register(registry)
+      messages_retrieved(counters(registry, "popbridge_messages_retrieved_total",
+                                  "Messages sent to clients in full (RETR).")
                              .Add({})),
-      messages_deleted(BuildCounter()
-                           .Name("popbridge_messages_deleted_total")
-                           .Help("Messages expunged upstream after a client's QUIT.")
-                           .Register(registry)
+      messages_deleted(counters(registry, "popbridge_messages_deleted_total",
+                                "Messages expunged upstream after a client's QUIT.")
                            .Add({})),
       retrieve_size_mismatches(
-          BuildCounter()
-              .Name("popbridge_retrieve_size_mismatch_total")
-              .Help("RETRs whose streamed octets differed from the size LIST announced.")
-              .Register(registry)
+          counters(registry, "popbridge_retrieve_size_mismatch_total",
+                   "RETRs whose streamed octets differed from the size LIST announced.")
               .Add({})),
-      reload_success(BuildCounter()
-                         .Name("popbridge_config_reloads_total")
-                         .Help("Configuration reloads, by result.")
-                         .Register(registry)
-                         .Add({{"result", "success"}})),
-      reload_failure(BuildCounter()
-                         .Name("popbridge_config_reloads_total")
-                         .Help("Configuration reloads, by result.")
-                         .Register(registry)
-                         .Add({{"result", "failure"}})),
-      ready(BuildGauge()
-                .Name("popbridge_ready")
-                .Help("1 while the gateway accepts sessions (what /readyz reports).")
-                .Register(registry)
+      reload_success(counters(registry, kReloads, kReloadsHelp).Add({{"result", "success"}})),
+      reload_failure(counters(registry, kReloads, kReloadsHelp).Add({{"result", "failure"}})),
+      ready(gauges(registry, "popbridge_ready",
+                   "1 while the gateway accepts sessions (what /readyz reports).")
                 .Add({})),
-      certificate_expiry(BuildGauge()
-                             .Name("popbridge_certificate_expiry_timestamp_seconds")
-                             .Help("notAfter of each loaded certificate, as a Unix time.")
-                             .Register(registry)) {
-  auto& accepted = BuildCounter()
-                       .Name("popbridge_connections_accepted_total")
-                       .Help("Client connections accepted, by listener.")
-                       .Register(registry);
-  auto& active = BuildGauge()
-                     .Name("popbridge_connections_active")
-                     .Help("Client connections open now, by listener.")
-                     .Register(registry);
-  auto& handshakes = BuildCounter()
-                         .Name("popbridge_tls_handshakes_total")
-                         .Help("TLS handshakes with clients, by listener, version and result.")
-                         .Register(registry);
+      certificate_expiry(gauges(registry, "popbridge_certificate_expiry_timestamp_seconds",
+                                "notAfter of each loaded certificate, as a Unix time.")) {
+  auto& accepted = counters(registry, "popbridge_connections_accepted_total",
+                            "Client connections accepted, by listener.");
+  auto& active =
+      gauges(registry, "popbridge_connections_active", "Client connections open now, by listener.");
+  auto& handshakes = counters(registry, "popbridge_tls_handshakes_total",
+                              "TLS handshakes with clients, by listener, version and result.");
   auto& handshake_duration = BuildHistogram()
                                  .Name("popbridge_tls_handshake_duration_seconds")
                                  .Help("Duration of TLS handshakes with clients.")
@@ -142,10 +125,8 @@ Metrics::Metrics(prometheus::Registry& registry, const std::vector<std::string>&
         &handshake_duration.Add({{"listener", listener}}, latency_buckets())});
   }
 
-  auto& command_counter = BuildCounter()
-                              .Name("popbridge_commands_total")
-                              .Help("POP3 commands, by command and result.")
-                              .Register(registry);
+  auto& command_counter =
+      counters(registry, "popbridge_commands_total", "POP3 commands, by command and result.");
   auto& command_duration = BuildHistogram()
                                .Name("popbridge_command_duration_seconds")
                                .Help("From reading a POP3 command to its reply being sent.")
@@ -159,40 +140,25 @@ Metrics::Metrics(prometheus::Registry& registry, const std::vector<std::string>&
                                 &command_duration.Add({{"command", command}}, latency_buckets())});
   }
 
-  auto& auth = BuildCounter()
-                   .Name("popbridge_auth_attempts_total")
-                   .Help("Client login attempts, by mechanism and result.")
-                   .Register(registry);
+  auto& auth = counters(registry, "popbridge_auth_attempts_total",
+                        "Client login attempts, by mechanism and result.");
   for (std::size_t m = 0; m < auth_.size(); ++m) {
     for (std::size_t r = 0; r < auth_[m].size(); ++r) {
       auth_[m][r] = &auth.Add({{"mechanism", std::string(name(static_cast<Mechanism>(m)))},
                                {"result", std::string(name(static_cast<AuthResult>(r)))}});
     }
   }
-  fill<UpstreamError>(BuildCounter()
-                          .Name("popbridge_upstream_errors_total")
-                          .Help("Upstream IMAP failures, by kind.")
-                          .Register(registry),
-                      "kind", upstream_errors_);
-  fill<SessionEnd>(BuildCounter()
-                       .Name("popbridge_sessions_total")
-                       .Help("Sessions ended, by reason.")
-                       .Register(registry),
+  fill<UpstreamError>(
+      counters(registry, "popbridge_upstream_errors_total", "Upstream IMAP failures, by kind."),
+      "kind", upstream_errors_);
+  fill<SessionEnd>(counters(registry, "popbridge_sessions_total", "Sessions ended, by reason."),
                    "reason", sessions_);
-  fill<Rejection>(BuildCounter()
-                      .Name("popbridge_connections_rejected_total")
-                      .Help("Client connections refused, by reason.")
-                      .Register(registry),
+  fill<Rejection>(counters(registry, "popbridge_connections_rejected_total",
+                           "Client connections refused, by reason."),
                   "reason", rejected_);
-  fill<Direction>(BuildCounter()
-                      .Name("popbridge_bytes_total")
-                      .Help("Bytes moved, by direction.")
-                      .Register(registry),
+  fill<Direction>(counters(registry, "popbridge_bytes_total", "Bytes moved, by direction."),
                   "direction", bytes_);
-  BuildGauge()
-      .Name("popbridge_build_info")
-      .Help("Always 1; the labels say what is running.")
-      .Register(registry)
+  gauges(registry, "popbridge_build_info", "Always 1; the labels say what is running.")
       .Add({{"version", std::string(version)}, {"tls_library", std::string(tls_library)}})
       .Set(1);
 }

@@ -653,6 +653,23 @@ void add_run(Timing& timing, double seconds) {
 
 // ---------------------------------------------------------------------------- modes
 
+// Runs `once` repeat times into a non-hashing Digest, timing each run and counting the
+// message octets and the bytes that crossed the wire for it.
+template <typename Stream, typename Once>
+Timing timed_runs(unsigned repeat, Stream& stream, Once&& once) {
+  Timing timing;
+  for (unsigned run = 0; run < repeat; ++run) {
+    Digest digest(/*hashing=*/false);
+    const std::uint64_t wire_before = stream.bytes_read();
+    const Clock::time_point start = Clock::now();
+    once(digest, run);
+    add_run(timing, since(start));
+    timing.octets += digest.octets();
+    timing.wire_bytes += stream.bytes_read() - wire_before;
+  }
+  return timing;
+}
+
 int run_retr(const ConnectOptions& options, unsigned message, unsigned repeat) {
   const Connector connector(options);
   Pop3Client client(connector.open());
@@ -664,21 +681,14 @@ int run_retr(const ConnectOptions& options, unsigned message, unsigned repeat) {
   const std::uint64_t message_octets = check.octets();
   const std::string sha256 = check.finish();
 
-  Timing timing;
-  for (unsigned i = 0; i < repeat; ++i) {
-    Digest digest(/*hashing=*/false);
-    const std::uint64_t wire_before = client.stream().bytes_read();
-    const Clock::time_point start = Clock::now();
+  const Timing timing = timed_runs(repeat, client.stream(), [&](Digest& digest, unsigned run) {
     client.retr(message, digest);
-    add_run(timing, since(start));
     if (digest.octets() != message_octets) {
-      throw Failure("RETR " + std::to_string(i + 1) + " returned " +
+      throw Failure("RETR " + std::to_string(run + 1) + " returned " +
                     std::to_string(digest.octets()) + " octets, the first one " +
                     std::to_string(message_octets));
     }
-    timing.octets += digest.octets();
-    timing.wire_bytes += client.stream().bytes_read() - wire_before;
-  }
+  });
   client.command("QUIT", "QUIT");
   print_result("retr", repeat, message_octets, sha256, timing);
   return 0;
@@ -707,16 +717,8 @@ int run_imap_fetch(const ConnectOptions& options, unsigned uid, unsigned repeat)
   const std::uint64_t message_octets = check.octets();
   const std::string sha256 = check.finish();
 
-  Timing timing;
-  for (unsigned i = 0; i < repeat; ++i) {
-    Digest digest(/*hashing=*/false);
-    const std::uint64_t wire_before = client.stream().bytes_read();
-    const Clock::time_point start = Clock::now();
-    fetch_once(digest);
-    add_run(timing, since(start));
-    timing.octets += digest.octets();
-    timing.wire_bytes += client.stream().bytes_read() - wire_before;
-  }
+  const Timing timing =
+      timed_runs(repeat, client.stream(), [&](Digest& digest, unsigned) { fetch_once(digest); });
   client.run(protocol::ImapCommand("LOGOUT"), "LOGOUT");
   print_result("imap-fetch", repeat, message_octets, sha256, timing);
   return 0;

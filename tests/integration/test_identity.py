@@ -31,7 +31,7 @@ import pytest
 from harness import messages, tempdirs
 from harness.auth_servers import (OAuth2Server, TokenStore, crypt_hash, dovecot_identity_config,
                                   make_token, write_file)
-from harness.clients import RawPop3
+from harness.clients import RawPop3, connect_with_header, proxy_v1, user_pass
 from harness.dovecot import Dovecot
 from harness.fake_imap import FakeImap
 from harness.gateway import Gateway, check_config
@@ -100,13 +100,6 @@ def master_overrides(uf: str, password_file: str, **auth) -> dict:
                                    "master_password_file": password_file}}}
 
 
-def user_pass(c: RawPop3, user: str, password: str):
-    """USER then PASS; returns the PASS reply (USER must be accepted)."""
-    r = c.cmd(f"USER {user}")
-    assert r.ok, f"USER {user}: {r}"
-    return c.cmd(f"PASS {password}")
-
-
 def log_since(d: Dovecot, start: int) -> str:
     return d.log_text()[start:]
 
@@ -131,24 +124,6 @@ def xoauth2(user: str, token: str) -> str:
 
 def oauthbearer(user: str, token: str, port: int) -> str:
     return b64(f"n,a={user},\x01host=localhost\x01port={port}\x01auth=Bearer {token}\x01\x01")
-
-
-def proxy_v1(src: str, sport: int, dport: int) -> bytes:
-    return f"PROXY TCP4 {src} 127.0.0.1 {sport} {dport}\r\n".encode()
-
-
-def connect_proxied(port: int, header: bytes, ctx) -> RawPop3:
-    """Implicit TLS after a PROXY protocol header; the greeting is read."""
-    c = RawPop3(port, read_greeting=False, timeout=15)
-    try:
-        c.send(header)
-        c.sock = ctx.wrap_socket(c.sock, server_hostname="localhost")
-        c.greeting = c.read_reply()
-        assert c.greeting.ok, c.greeting
-        return c
-    except BaseException:
-        c.close()
-        raise
 
 
 # ==================================================================== fixtures
@@ -428,7 +403,7 @@ def test_imap_id_client_address_reaches_dovecot(updove, files, make_gateway, ctx
         {"name": "pop3s", "address": f"{HOST}:{free_port()}", "tls": "implicit"},
         {"name": "balanced", "address": f"{HOST}:{pp_port}", "tls": "implicit", "proxy_protocol": True}]})
     start = len(updove.log_text())
-    c = connect_proxied(pp_port, proxy_v1("192.0.2.10", 40123, pp_port), ctx)
+    c = connect_with_header(pp_port, proxy_v1("192.0.2.10", "127.0.0.1", 40123, pp_port), ctx)
     with c:
         assert user_pass(c, acct.name, acct.password).ok
         assert c.quit().ok

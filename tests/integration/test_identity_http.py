@@ -32,7 +32,7 @@ import pytest
 from harness import messages, tempdirs
 from harness.auth_servers import (AuthHook, HookUser, OAuth2Server, Response, TokenStore,
                                   crypt_hash, dovecot_identity_config, write_file)
-from harness.clients import RawPop3
+from harness.clients import RawPop3, user_pass
 from harness.dovecot import Dovecot
 from harness.messages import as_retrieved
 from harness.ports import free_port
@@ -46,12 +46,6 @@ _n = itertools.count(1)
 
 
 # ===================================================================== helpers
-
-def user_pass(c: RawPop3, user: str, password: str):
-    r = c.cmd(f"USER {user}")
-    assert r.ok, f"USER {user}: {r}"
-    return c.cmd(f"PASS {password}")
-
 
 def log_since(d: Dovecot, start: int) -> str:
     return d.log_text()[start:]

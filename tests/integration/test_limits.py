@@ -186,6 +186,30 @@ def test_activity_keeps_session_alive(dovecot, account, make_gateway, ctx):
         assert c.quit().ok
 
 
+def test_stalled_reader_mid_message_times_out(dovecot, account, make_gateway, ctx):
+    """A client that stops reading in the middle of a RETR makes no progress, which is
+    idleness too: the session is closed after idle_timeout, without the terminator and
+    without a status line in the middle of the message."""
+    big = messages.big_message(20 * 1024 * 1024, seed="stalled-reader")
+    dovecot.append(account.name, big)
+    g = make_gateway(dovecot, {"limits": {"idle_timeout": "2s"}})
+    c = RawPop3(g.pop3s_port, tls_context=ctx, rcvbuf=64 * 1024, timeout=30)
+    try:
+        c.login(account.name, account.password)
+        c.send_line("RETR 1")
+        started = time.monotonic()
+        wait_until(lambda: "reason=timeout" in g.log_text(), 20 * TIME_FACTOR,
+                   "the stalled session to time out", on_timeout=g.log_text)
+        assert time.monotonic() - started >= 1.5, "timed out before idle_timeout"
+        received = c.read_until_eof(30 * TIME_FACTOR)
+        assert received.startswith(b"+OK"), received[:80]
+        assert len(received) < len(big), "the whole message arrived: the client was not stalled"
+        assert not received.endswith(TERMINATOR), "a truncated message must not end with the terminator"
+        assert b"-ERR" not in received[-200:], "no status line inside the message"
+    finally:
+        c.close()
+
+
 # ------------------------------------------------ backpressure / bounded memory
 
 @pytest.mark.slow

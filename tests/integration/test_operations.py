@@ -26,7 +26,8 @@ from typing import Optional
 import pytest
 
 from harness import messages
-from harness.clients import ConnectionClosed, RawPop3
+from harness.clients import (V2_SIGNATURE, RawPop3,
+                             connect_with_header, proxy_v1, proxy_v2)
 from harness.fake_imap import FakeImap, Message
 from harness.ports import free_port, free_ports
 from harness.wait import TIME_FACTOR, port_accepts, port_refuses, wait_until
@@ -208,105 +209,6 @@ def peer_der(c: RawPop3) -> bytes:
 
 
 # ---- PROXY protocol headers
-
-V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
-
-
-def proxy_v1(src: str, dst: str, sport: int, dport: int) -> bytes:
-    return f"PROXY TCP4 {src} {dst} {sport} {dport}\r\n".encode()
-
-
-def proxy_v2(src: str, dst: str, sport: int, dport: int, command: int = 0x1) -> bytes:
-    payload = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack("!HH", sport, dport)
-    return V2_SIGNATURE + bytes([0x20 | command, 0x11]) + struct.pack("!H", len(payload)) + payload
-
-
-class BioTlsSocket:
-    """Client TLS over an already connected socket through memory BIOs, so that the
-    ClientHello can go out in the same write as bytes before it (a PROXY header).
-    Offers what RawPop3 uses of a socket (recv, sendall, settimeout, close)."""
-
-    def __init__(self, sock: socket.socket, ctx: ssl.SSLContext, prefix: bytes = b"",
-                 server_hostname: str = "localhost"):
-        self.sock = sock
-        self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-        self.obj = ctx.wrap_bio(self.incoming, self.outgoing, server_hostname=server_hostname)
-        pending = prefix
-        while True:
-            try:
-                self.obj.do_handshake()
-                break
-            except ssl.SSLWantReadError:
-                pass
-            data = pending + self.outgoing.read()
-            pending = b""
-            if data:
-                sock.sendall(data)
-            chunk = sock.recv(65536)
-            if not chunk:
-                raise ConnectionClosed("connection closed during the TLS handshake")
-            self.incoming.write(chunk)
-        self._flush()
-
-    def _flush(self) -> None:
-        data = self.outgoing.read()
-        if data:
-            self.sock.sendall(data)
-
-    def settimeout(self, t) -> None:
-        self.sock.settimeout(t)
-
-    def sendall(self, data: bytes) -> None:
-        self.obj.write(data)
-        self._flush()
-
-    def recv(self, n: int) -> bytes:
-        while True:
-            try:
-                data = self.obj.read(n)
-                self._flush()
-                return data
-            except ssl.SSLWantReadError:
-                chunk = self.sock.recv(65536)
-                if not chunk:
-                    return b""
-                self.incoming.write(chunk)
-            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
-                return b""
-
-    def getpeercert(self, binary_form: bool = False):
-        return self.obj.getpeercert(binary_form)
-
-    def setsockopt(self, *args) -> None:
-        self.sock.setsockopt(*args)
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-def connect_with_header(port: int, header: bytes, ctx: Optional[ssl.SSLContext] = None,
-                        same_write: bool = False, pieces: int = 1) -> RawPop3:
-    """A RawPop3 whose connection starts with `header` (sent in `pieces` writes, with
-    TCP_NODELAY); with ctx, a TLS handshake follows (in the same write as the header
-    when same_write). The greeting is read."""
-    c = RawPop3(port, read_greeting=False, timeout=15)
-    try:
-        c.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if ctx is not None and same_write:
-            c.sock = BioTlsSocket(c.sock, ctx, prefix=header)
-        else:
-            step = -(-len(header) // pieces)
-            for i in range(0, len(header), step):
-                c.send(header[i:i + step])
-            if ctx is not None:
-                c.sock = ctx.wrap_socket(c.sock, server_hostname="localhost")
-        c.greeting = c.read_reply()
-        assert c.greeting.ok, c.greeting
-        return c
-    except BaseException:
-        c.close()
-        raise
-
 
 def closed_without_greeting(port: int, data: bytes, timeout: float = 5.0) -> bytes:
     """Sends `data` as the first bytes of a connection and returns everything the

@@ -102,6 +102,30 @@ bool Gateway::start(std::string& error) {
   });
   stopped_->get()->data = this;
 
+  // Signals first: a SIGTERM that arrives while the workers start must drain, not kill
+  // the process by the default action. Their callbacks run once the main loop runs,
+  // when every worker exists.
+  auto make_signal = [this](int number, uv_signal_cb callback) {
+    auto handle = std::make_unique<UvHandle<uv_signal_t>>(
+        [this](uv_signal_t* h) { return uv_signal_init(loop_, h); });
+    handle->get()->data = this;
+    uv_signal_start(handle->get(), callback, number);
+    return handle;
+  };
+  auto on_stop_signal = [](uv_signal_t* handle, int number) noexcept {
+    if (auto* self = static_cast<Gateway*>(handle->data)) {
+      self->begin_drain(number);
+    }
+  };
+  sigterm_ = make_signal(SIGTERM, on_stop_signal);
+  sigint_ = make_signal(SIGINT, on_stop_signal);
+  sighup_ = make_signal(SIGHUP, [](uv_signal_t* handle, int) noexcept {
+    if (auto* self = static_cast<Gateway*>(handle->data)) {
+      self->reload("SIGHUP");
+    }
+  });
+  reload_debounce_ = std::make_unique<Timer>(loop_);
+
   const std::size_t count = worker_count(settings_->config);
   for (std::size_t index = 0; index < count; ++index) {
     auto worker = std::make_unique<Worker>(index, settings_, *metrics_, open_sessions_, guard_,
@@ -129,26 +153,6 @@ bool Gateway::start(std::string& error) {
     }
   }
 
-  auto make_signal = [this](int number, uv_signal_cb callback) {
-    auto handle = std::make_unique<UvHandle<uv_signal_t>>(
-        [this](uv_signal_t* h) { return uv_signal_init(loop_, h); });
-    handle->get()->data = this;
-    uv_signal_start(handle->get(), callback, number);
-    return handle;
-  };
-  auto on_stop_signal = [](uv_signal_t* handle, int number) noexcept {
-    if (auto* self = static_cast<Gateway*>(handle->data)) {
-      self->begin_drain(number);
-    }
-  };
-  sigterm_ = make_signal(SIGTERM, on_stop_signal);
-  sigint_ = make_signal(SIGINT, on_stop_signal);
-  sighup_ = make_signal(SIGHUP, [](uv_signal_t* handle, int) noexcept {
-    if (auto* self = static_cast<Gateway*>(handle->data)) {
-      self->reload("SIGHUP");
-    }
-  });
-  reload_debounce_ = std::make_unique<Timer>(loop_);
   watch_files();
   start_probe();
   publish_certificate_expiry();

@@ -172,10 +172,6 @@ constexpr std::array<Choice<TlsVersion>, 2> kTlsVersions{{
     {"1.2", TlsVersion::k1_2},
     {"1.3", TlsVersion::k1_3},
 }};
-constexpr std::array<Choice<UidlFormat>, 2> kUidlFormats{{
-    {"dovecot", UidlFormat::kDovecot},
-    {"uid", UidlFormat::kUid},
-}};
 constexpr std::array<Choice<LogFormat>, 2> kLogFormats{{
     {"logfmt", LogFormat::kLogfmt},
     {"json", LogFormat::kJson},
@@ -193,7 +189,7 @@ constexpr std::array<std::string_view, 8> kTopKeys{"listeners", "tls",     "upst
                                                    "limits",    "logging", "metrics",  "workers"};
 constexpr std::array<std::string_view, 4> kListenerKeys{"name", "address", "tls", "proxy_protocol"};
 constexpr std::array<std::string_view, 3> kTlsKeys{"certificate", "private_key", "min_version"};
-constexpr std::array<std::string_view, 13> kUpstreamKeys{"address",
+constexpr std::array<std::string_view, 16> kUpstreamKeys{"address",
                                                          "tls",
                                                          "ca_file",
                                                          "verify_certificate",
@@ -205,7 +201,10 @@ constexpr std::array<std::string_view, 13> kUpstreamKeys{"address",
                                                          "uidl_format",
                                                          "expunge_without_uidplus",
                                                          "send_id",
-                                                         "login"};
+                                                         "login",
+                                                         "keepalive_idle",
+                                                         "keepalive_interval",
+                                                         "keepalive_count"};
 constexpr std::array<std::string_view, 7> kLoginKeys{
     "mode",   "master_user",    "master_password_file", "master_password_env", "credentials_file",
     "oauth2", "master_password"};
@@ -300,6 +299,7 @@ class Loader {
   // returns false only when it reported an error, so callers know whether `out` is usable.
   const std::string* scalar(const Value& v, std::string_view expected);
   bool read_string(const std::optional<Value>& v, std::string& out);
+  void read_uidl_format(const std::optional<Value>& v, protocol::UidlTemplate& out);
   bool read_bool(const std::optional<Value>& v, bool& out);
   bool read_uint(const std::optional<Value>& v, std::uint32_t min, std::uint32_t max,
                  std::uint32_t& out);
@@ -396,6 +396,35 @@ const std::string* Loader::scalar(const Value& v, std::string_view expected) {
     return nullptr;
   }
   return &v.node.Scalar();
+}
+
+void Loader::read_uidl_format(const std::optional<Value>& v, protocol::UidlTemplate& out) {
+  std::string text;
+  if (!v || !read_string(v, text)) {
+    return;
+  }
+  if (text == "dovecot") {
+    text = protocol::UidlTemplate::kDovecot;
+  } else if (text == "uid") {
+    text = protocol::UidlTemplate::kUid;
+  } else if (text.find('%') == std::string::npos) {
+    error(v->path, v->line,
+          "expected dovecot, uid or a template with %u, %v or %g (Dovecot's pop3_uidl_format), "
+          "got '" +
+              text + "'");
+    return;
+  }
+  std::string why;
+  std::optional<protocol::UidlTemplate> parsed = protocol::UidlTemplate::parse(text, &why);
+  if (!parsed) {
+    error(v->path, v->line, "invalid template '" + text + "': " + why);
+    return;
+  }
+  if (parsed->needs_md5()) {
+    error(v->path, v->line, "%m (Dovecot's mbox header MD5) cannot be reproduced over IMAP");
+    return;
+  }
+  out = std::move(*parsed);
 }
 
 bool Loader::read_string(const std::optional<Value>& v, std::string& out) {
@@ -754,9 +783,18 @@ void Loader::read_upstream(const std::optional<Value>& v) {
     }
   }
   read_bool(m->get("mark_seen"), up.mark_seen);
-  read_choice(m->get("uidl_format"), kUidlFormats, up.uidl_format);
+  read_uidl_format(m->get("uidl_format"), up.uidl_format);
   read_bool(m->get("expunge_without_uidplus"), up.expunge_without_uidplus);
   read_bool(m->get("send_id"), up.send_id);
+  for (const auto& [key, out] :
+       {std::pair<std::string_view, Duration*>{"keepalive_idle", &up.keepalive_idle},
+        std::pair<std::string_view, Duration*>{"keepalive_interval", &up.keepalive_interval}}) {
+    const std::optional<Value> value = m->get(key);
+    if (read_duration(value, *out) && value && *out < std::chrono::seconds(1)) {
+      error(value->path, value->line, "must be at least 1s (TCP counts keep-alive in seconds)");
+    }
+  }
+  read_uint(m->get("keepalive_count"), 1, 100, up.keepalive_count);
   read_login(m->get("login"));
 
   if (tls_ok && up.tls != TlsMode::kNone) {

@@ -8,13 +8,14 @@
 #include <string_view>
 #include <vector>
 
+#include "protocol/uidl_template.h"
+
 namespace popbridge::config {
 
 using Duration = std::chrono::milliseconds;
 
 enum class TlsMode { kNone, kStartTls, kImplicit };
 enum class TlsVersion { k1_2, k1_3 };
-enum class UidlFormat { kDovecot, kUid };  // "dovecot": %08Xu%08Xv; "uid": <uidvalidity>.<uid>
 enum class LogFormat { kLogfmt, kJson };
 
 struct Endpoint {
@@ -79,9 +80,17 @@ struct Upstream {
   Duration connect_timeout = std::chrono::seconds(10);
   Duration command_timeout = std::chrono::seconds(60);
   bool mark_seen = false;  // RETR sets \Seen (BODY[] instead of BODY.PEEK[])
-  UidlFormat uidl_format = UidlFormat::kDovecot;
+  // upstream.uidl_format: a preset ("dovecot", "uid") or a Dovecot pop3_uidl_format
+  // template, compiled once.
+  protocol::UidlTemplate uidl_format =
+      *protocol::UidlTemplate::parse(protocol::UidlTemplate::kDovecot, nullptr);
   bool expunge_without_uidplus = false;  // allow a bare EXPUNGE when UIDPLUS is missing
   bool send_id = true;  // IMAP ID with x-originating-ip/port when the server offers ID
+  // TCP keep-alive on the upstream connection: first probe after idle, then every
+  // interval, given up after count unanswered probes.
+  Duration keepalive_idle = std::chrono::seconds(60);
+  Duration keepalive_interval = std::chrono::seconds(30);
+  std::uint32_t keepalive_count = 4;
   UpstreamLogin login;
 };
 

@@ -59,8 +59,9 @@ std::string_view name(UpstreamError value) {
 }
 std::string_view name(SessionEnd value) {
   static constexpr std::string_view kNames[] = {
-      "quit",     "timeout",       "client_closed", "upstream_failed",
-      "shutdown", "auth_failures", "tls_handshake"};
+      "quit",          "timeout",       "client_closed", "upstream_failed", "shutdown",
+      "auth_failures", "tls_handshake", "update_failed", "protocol_error"};
+  static_assert(std::size(kNames) == static_cast<std::size_t>(SessionEnd::kCount));
   return kNames[static_cast<std::size_t>(value)];
 }
 std::string_view name(Rejection value) {
@@ -95,6 +96,10 @@ Metrics::Metrics(prometheus::Registry& registry, const std::vector<std::string>&
       messages_deleted(counters(registry, "popbridge_messages_deleted_total",
                                 "Messages expunged upstream after a client's QUIT.")
                            .Add({})),
+      deletions_rolled_back(
+          counters(registry, "popbridge_deletions_rolled_back_total",
+                   "Messages a later session found marked by an unfinished UPDATE and restored.")
+              .Add({})),
       retrieve_size_mismatches(
           counters(registry, "popbridge_retrieve_size_mismatch_total",
                    "RETRs whose streamed octets differed from the size LIST announced.")

@@ -42,6 +42,8 @@ enum class SessionEnd : std::size_t {
   kShutdown,
   kAuthFailures,
   kTlsHandshake,
+  kUpdateFailed,   // QUIT, but the upstream did not confirm the deletions
+  kProtocolError,  // the client broke the protocol (an over-long line)
   kCount
 };
 enum class Rejection : std::size_t { kLimit, kTlsHandshake, kProxyProtocol, kDraining, kCount };
@@ -108,6 +110,7 @@ class Metrics {
   prometheus::Gauge& upstream_active;
   prometheus::Counter& messages_retrieved;
   prometheus::Counter& messages_deleted;
+  prometheus::Counter& deletions_rolled_back;
   prometheus::Counter& retrieve_size_mismatches;
   prometheus::Counter& reload_success;
   prometheus::Counter& reload_failure;

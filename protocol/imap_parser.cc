@@ -580,6 +580,64 @@ bool ImapParser::parse_item(std::string_view text, std::size_t& pos, bool has_li
     return true;
   }
 
+  if (!has_section && iequals(name, "FLAGS")) {
+    const std::size_t close = text.find(')', pos);
+    if (pos == text.size() || text[pos] != '(' || close == std::string_view::npos ||
+        !at_delimiter(text, close + 1)) {
+      fail("malformed FETCH: bad FLAGS");
+      return false;
+    }
+    const std::string_view flags = text.substr(pos + 1, close - pos - 1);
+    for (char c : flags) {
+      if (c != ' ' && !is_skip_atom_char(c)) {
+        fail(c == '{' ? "bad literal syntax" : "malformed FETCH: bad FLAGS");
+        return false;
+      }
+    }
+    pos = close + 1;
+    fetch_state_ = FetchState::kAfterItem;
+    events_.on_fetch_flags(flags);
+    return true;
+  }
+  if (!has_section && (iequals(name, "X-GUID") || iequals(name, "EMAILID"))) {
+    // X-GUID (Dovecot) is an astring; EMAILID (RFC 8474) an objectid in parentheses.
+    const bool parenthesised = pos < text.size() && text[pos] == '(';
+    std::size_t start = pos + (parenthesised ? 1 : 0);
+    std::size_t end = start;
+    std::string_view value;
+    if (end < text.size() && text[end] == '"') {
+      end = find_quote_end(text, start);
+      if (end == std::string_view::npos) {
+        fail("malformed FETCH: bad message GUID");
+        return false;
+      }
+      value = text.substr(start + 1, end - start - 1);
+      ++end;
+    } else {
+      while (end < text.size() && is_skip_atom_char(text[end]) && text[end] != '\\') {
+        ++end;
+      }
+      value = text.substr(start, end - start);
+      if (iequals(value, "NIL")) {
+        value = {};
+      }
+    }
+    if (parenthesised) {
+      if (end == text.size() || text[end] != ')') {
+        fail("malformed FETCH: bad message GUID");
+        return false;
+      }
+      ++end;
+    }
+    if (end == start || !at_delimiter(text, end)) {
+      fail("malformed FETCH: bad message GUID");
+      return false;
+    }
+    pos = end;
+    fetch_state_ = FetchState::kAfterItem;
+    events_.on_fetch_guid(value);
+    return true;
+  }
   bool body = has_section && (iequals(name, "BODY") || iequals(name, "BODY.PEEK"));
   if (!has_section) {
     // RFC 1730 names, which some servers still answer with.

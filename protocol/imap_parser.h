@@ -34,6 +34,10 @@ class ImapEvents {
   virtual void on_fetch_begin(std::uint32_t sequence) = 0;
   virtual void on_fetch_uid(std::uint32_t uid) = 0;
   virtual void on_fetch_size(std::uint64_t rfc822_size) = 0;
+  // FLAGS: the flags inside the parentheses, space-separated, as sent.
+  virtual void on_fetch_flags(std::string_view flags) { (void)flags; }
+  // X-GUID (Dovecot) or EMAILID (RFC 8474 OBJECTID): the message's GUID; empty for NIL.
+  virtual void on_fetch_guid(std::string_view guid) { (void)guid; }
   // section: text between the brackets, e.g. "" for BODY[], "HEADER", "TEXT". For a
   // partial fetch, origin is the <n> value (0 if absent). size: octets that follow.
   virtual void on_body_begin(std::string_view section, std::uint64_t origin,
@@ -48,7 +52,7 @@ class ImapEvents {
 // Incremental parser for an IMAP server's responses (RFC 3501 §7, RFC 9051). Feed bytes
 // split anywhere; events fire as soon as their data is complete. Literals other than
 // BODY[...] values (e.g. in FLAGS or ENVELOPE of unsolicited responses) are skipped up to
-// max_line in total per response. FETCH items it does not model (FLAGS, MODSEQ,
+// max_line in total per response. FETCH items it does not model (MODSEQ,
 // INTERNALDATE, BINARY[...], ...) are skipped. Text is parsed a line at a time (a line
 // ends at LF, CRLF or a literal), so FETCH items fire once the line or literal holding
 // them is complete, and on_other_untagged once the whole response has arrived. Status

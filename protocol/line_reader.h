@@ -30,6 +30,9 @@ class LineReader {
   void append(std::string_view bytes);
   // The next complete line, or nullopt when none is complete yet.
   std::optional<Line> next();
+  // The line still waiting for its LF is already longer than max_line: a caller can
+  // refuse it at once instead of waiting for an LF that may never come.
+  bool overflowing() const { return discarding_; }
   // Octets received but not yet returned as lines.
   std::size_t buffered() const;
   // Drops all unread input (STLS: plaintext after the command must never be parsed).

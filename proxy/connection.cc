@@ -1,8 +1,11 @@
 #include "proxy/connection.h"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <openssl/err.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
+#include <sys/socket.h>
 
 #include <array>
 #include <cstring>
@@ -101,7 +104,14 @@ void Connection::on_connect_done(uv_connect_t* request, int status) noexcept {
 
 void Connection::configure_socket() {
   uv_tcp_nodelay(&tcp_, 1);
-  uv_tcp_keepalive(&tcp_, 1, 60);
+  uv_tcp_keepalive(&tcp_, 1, keepalive_.idle_seconds);
+  uv_os_fd_t fd = -1;
+  if (uv_fileno(reinterpret_cast<uv_handle_t*>(&tcp_), &fd) == 0) {
+    const int interval = static_cast<int>(keepalive_.interval_seconds);
+    const int count = static_cast<int>(keepalive_.count);
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof(interval));
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof(count));
+  }
   sockaddr_storage address{};
   int length = sizeof(address);
   if (uv_tcp_getpeername(&tcp_, reinterpret_cast<sockaddr*>(&address), &length) == 0) {

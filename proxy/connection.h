@@ -47,6 +47,15 @@ class Connection {
     virtual void on_disconnected(std::string_view reason) = 0;
   };
 
+  // TCP keep-alive probing. libuv sets only the idle time and leaves the kernel's probe
+  // interval and count, which libuv's own default makes 1 s x 10: a 10-second network
+  // blip then kills every idle connection. These defaults ride out a couple of minutes.
+  struct KeepAlive {
+    unsigned idle_seconds = 60;
+    unsigned interval_seconds = 30;
+    unsigned count = 4;
+  };
+
   static ConnectionPtr create(uv_loop_t* loop, Handler* handler);
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
@@ -56,6 +65,8 @@ class Connection {
 
   uv_stream_t* stream() { return reinterpret_cast<uv_stream_t*>(&tcp_); }
   int connect(const sockaddr* address);
+  // Before connect() or configure_socket().
+  void set_keepalive(const KeepAlive& keepalive) { keepalive_ = keepalive; }
   // Called after accept or connect: nodelay, keep-alive, and the peer's address.
   void configure_socket();
   void start_reading();
@@ -91,6 +102,7 @@ class Connection {
   std::uint64_t bytes_sent() const { return bytes_sent_; }
 
  private:
+  KeepAlive keepalive_;
   friend struct ConnectionReleaser;
   Connection(uv_loop_t* loop, Handler* handler);
   ~Connection();

@@ -95,6 +95,13 @@ void ImapClient::connect(Completion ready) {
     }
     state_ = State::kConnecting;
     connection_ = Connection::create(loop_, this);
+    connection_->set_keepalive(
+        {static_cast<unsigned>(
+             std::chrono::duration_cast<std::chrono::seconds>(settings_.keepalive_idle).count()),
+         static_cast<unsigned>(
+             std::chrono::duration_cast<std::chrono::seconds>(settings_.keepalive_interval)
+                 .count()),
+         settings_.keepalive_count});
     int result = connection_->connect(reinterpret_cast<const sockaddr*>(&address));
     if (result != 0) {
       fail(ImapResult::Failure::kConnect, uv_strerror(result));
@@ -177,6 +184,8 @@ void ImapClient::on_status(const protocol::ImapStatus& status) {
       }
     } else if (atom == "CAPABILITY") {
       set_capabilities(status.code.substr(status.code.find(' ') + 1));
+    } else if (atom == "PERMANENTFLAGS") {
+      permanent_flags_ = upper(status.code.substr(status.code.find(' ') + 1));
     }
     return;
   }
@@ -422,6 +431,31 @@ void ImapClient::shutdown() {
   connection_.reset();
 }
 
+bool ImapClient::may_store_keyword(std::string_view keyword) const {
+  // RFC 3501 §7.1: without PERMANENTFLAGS every flag may be changed permanently; "\*"
+  // allows new keywords.
+  if (!permanent_flags_) {
+    return true;
+  }
+  const std::string wanted = upper(keyword);
+  std::string_view list = *permanent_flags_;
+  while (!list.empty() && (list.front() == '(' || list.front() == ' ')) {
+    list.remove_prefix(1);
+  }
+  while (!list.empty()) {
+    const std::size_t end = list.find_first_of(" )");
+    const std::string_view flag = list.substr(0, end);
+    if (flag == "\\*" || flag == wanted) {
+      return true;
+    }
+    if (end == std::string_view::npos) {
+      break;
+    }
+    list.remove_prefix(end + 1);
+  }
+  return false;
+}
+
 bool ImapClient::has_capability(std::string_view name) const {
   return capabilities_.count(upper(name)) != 0;
 }
@@ -598,6 +632,18 @@ void ImapClient::on_fetch_uid(std::uint32_t uid) {
 void ImapClient::on_fetch_size(std::uint64_t size) {
   if (FetchSink* target = sink()) {
     target->on_fetch_size(size);
+  }
+}
+
+void ImapClient::on_fetch_flags(std::string_view flags) {
+  if (FetchSink* target = sink()) {
+    target->on_fetch_flags(flags);
+  }
+}
+
+void ImapClient::on_fetch_guid(std::string_view guid) {
+  if (FetchSink* target = sink()) {
+    target->on_fetch_guid(guid);
   }
 }
 

@@ -45,6 +45,8 @@ class FetchSink {
   virtual void on_fetch_begin(std::uint32_t sequence) { (void)sequence; }
   virtual void on_fetch_uid(std::uint32_t uid) { (void)uid; }
   virtual void on_fetch_size(std::uint64_t size) { (void)size; }
+  virtual void on_fetch_flags(std::string_view flags) { (void)flags; }
+  virtual void on_fetch_guid(std::string_view guid) { (void)guid; }
   virtual void on_body_begin(std::string_view section, std::uint64_t origin, std::uint64_t size) {
     (void)section, (void)origin, (void)size;
   }
@@ -99,6 +101,8 @@ class ImapClient final : Connection::Handler, protocol::ImapEvents {
 
   bool usable() const { return state_ == State::kReady || state_ == State::kLoggingIn; }
   bool has_capability(std::string_view name) const;
+  // After SELECT: the mailbox keeps this keyword (PERMANENTFLAGS lists it or "\*").
+  bool may_store_keyword(std::string_view keyword) const;
   std::optional<std::uint32_t> uidvalidity() const { return uidvalidity_; }
   std::uint32_t exists() const { return exists_; }
   std::string tls_summary() const { return connection_ ? connection_->tls_summary() : "none"; }
@@ -148,6 +152,8 @@ class ImapClient final : Connection::Handler, protocol::ImapEvents {
   void on_fetch_begin(std::uint32_t sequence) override;
   void on_fetch_uid(std::uint32_t uid) override;
   void on_fetch_size(std::uint64_t size) override;
+  void on_fetch_flags(std::string_view flags) override;
+  void on_fetch_guid(std::string_view guid) override;
   void on_body_begin(std::string_view section, std::uint64_t origin, std::uint64_t size) override;
   void on_body_data(std::string_view chunk) override;
   void on_body_end() override;
@@ -183,6 +189,7 @@ class ImapClient final : Connection::Handler, protocol::ImapEvents {
   std::uint32_t tag_counter_ = 0;
   std::set<std::string, std::less<>> capabilities_;  // upper-cased
   std::optional<std::uint32_t> uidvalidity_;
+  std::optional<std::string> permanent_flags_;  // upper-cased, from SELECT
   std::uint32_t exists_ = 0;
   bool paused_ = false;
   bool saw_bye_ = false;

@@ -5,7 +5,7 @@
 #include <string>
 #include <vector>
 
-#include "config/config.h"
+#include "protocol/uidl_template.h"
 
 namespace popbridge::proxy {
 
@@ -25,8 +25,11 @@ class Maildrop {
   };
 
   Maildrop() = default;
-  // Sorts by UID and drops duplicates (a server may repeat a FETCH item).
-  Maildrop(std::vector<Message> messages, std::uint32_t uidvalidity, config::UidlFormat format);
+  // Sorts by UID and drops duplicates (a server may repeat a FETCH item). guids is empty
+  // unless the format needs them; then guids[i] belongs to messages[i]. The format must
+  // outlive the Maildrop (it lives in the session's settings snapshot).
+  Maildrop(std::vector<Message> messages, std::vector<std::string> guids, std::uint32_t uidvalidity,
+           const protocol::UidlTemplate& format);
 
   std::size_t count() const { return messages_.size(); }
   // Not deleted: for STAT and the LIST header.
@@ -38,13 +41,21 @@ class Maildrop {
   void reset();  // RSET
   // UIDs marked deleted, ascending.
   std::vector<std::uint32_t> deleted_uids() const;
+  // The unique-id (RFC 1939 §7): the format's rendering, made valid (at most 70 printable
+  // characters) and unique within the maildrop. A UIDL that would repeat gets "-2", "-3",
+  // ... in message order, as Dovecot's pop3_uidl_duplicates = rename does.
   std::string uidl(const Message& message) const;
   const std::vector<Message>& messages() const { return messages_; }
 
  private:
+  std::string base_uidl(std::size_t index) const;
+
   std::vector<Message> messages_;
+  std::vector<std::string> guids_;  // empty, or one per message
   std::uint32_t uidvalidity_ = 0;
-  config::UidlFormat format_ = config::UidlFormat::kDovecot;
+  const protocol::UidlTemplate* format_ = nullptr;
+  // Index of a message whose UIDL repeats an earlier one -> its suffix number (rare).
+  std::vector<std::pair<std::size_t, std::uint32_t>> duplicates_;
 };
 
 }  // namespace popbridge::proxy

@@ -241,14 +241,19 @@ void Pop3Session::process_input() {
   while (!busy_ && (state_ == State::kAuthorization || state_ == State::kTransaction) &&
          !client_->above_high_watermark()) {
     std::optional<protocol::LineReader::Line> line = reader_.next();
-    if (!line) {
+    if (!line && !reader_.overflowing()) {
+      break;
+    }
+    if (!line || line->too_long) {
+      // Answered as soon as the limit is passed, LF or not, and closed (as Dovecot and
+      // nginx do): a client that sends that much without a line end is not speaking POP3.
+      context_.metrics.invalid_command().err->Increment();
+      log::info("line_too_long", {{"session", id_text_}, {"client", client_address_}});
+      reply(protocol::err_reply(RespCode::kNone, "line too long"));
+      close_gracefully(metrics::SessionEnd::kProtocolError);
       break;
     }
     reset_idle_timer();
-    if (line->too_long) {
-      reply(protocol::err_reply(RespCode::kNone, "line too long"));
-      continue;
-    }
     dispatch(line->text);
   }
   processing_ = false;
@@ -852,6 +857,13 @@ void Pop3Session::finish_login() {
 
 void Pop3Session::on_disconnected(std::string_view reason) {
   if (state_ == State::kClosing) {
+    return;
+  }
+  if (state_ == State::kUpdate) {
+    // QUIT has started changing the mailbox: finish (or roll back) whatever the client
+    // does, never leave messages flagged \Deleted with nothing expunged.
+    log::info("client_closed_during_update", {{"session", id_text_}, {"reason", reason}});
+    client_gone_ = true;
     return;
   }
   log::debug("client_disconnected", {{"session", id_text_}, {"reason", reason}});

@@ -70,6 +70,8 @@ class Pop3Session final : Connection::Handler, ImapClient::Observer, FetchSink {
   void on_fetch_begin(std::uint32_t sequence) override;
   void on_fetch_uid(std::uint32_t uid) override;
   void on_fetch_size(std::uint64_t size) override;
+  void on_fetch_flags(std::string_view flags) override;
+  void on_fetch_guid(std::string_view guid) override;
   void on_body_begin(std::string_view section, std::uint64_t origin, std::uint64_t size) override;
   void on_body_data(std::string_view chunk) override;
   void on_body_end() override;
@@ -117,11 +119,15 @@ class Pop3Session final : Connection::Handler, ImapClient::Observer, FetchSink {
   void unlock_user();
   void login_failed(protocol::RespCode code, std::string_view text, metrics::AuthResult result);
   void select_mailbox();
+  void roll_back_residue();
+  void build_maildrop();
   void finish_login();
-  // QUIT in TRANSACTION.
-  void update_store(std::vector<std::uint32_t> uids, std::size_t offset);
-  void update_expunge(std::vector<std::uint32_t> uids, std::size_t offset);
-  void update_rollback(std::vector<std::uint32_t> uids, std::string_view why);
+  // QUIT in TRANSACTION: the deletions in update_uids_.
+  std::string deletion_flags() const;
+  void update_store(std::size_t offset);
+  void update_expunge(std::size_t offset);
+  void update_expunged();
+  void update_rollback(std::string_view why);
   void update_done(bool removed, std::string_view detail,
                    protocol::RespCode failure_code = protocol::RespCode::kSysTemp);
 
@@ -184,8 +190,16 @@ class Pop3Session final : Connection::Handler, ImapClient::Observer, FetchSink {
   std::shared_ptr<ImapClient> upstream_;
   Maildrop maildrop_;
   std::vector<Maildrop::Message> snapshot_;  // collected during the initial FETCH
+  std::vector<std::string> snapshot_guids_;  // with snapshot_, when the UIDL format needs them
+  std::vector<std::uint32_t> residue_;       // marked by an unfinished UPDATE: roll back
   Maildrop::Message fetching_;
   bool fetching_has_size_ = false;
+  std::string fetching_guid_;
+  bool fetching_pending_ = false;
+  bool mark_pending_ = false;  // the mailbox keeps our pending-deletion keyword
+  // UPDATE
+  std::vector<std::uint32_t> update_uids_;
+  bool client_gone_ = false;  // the client left after QUIT; the UPDATE goes on
   Transfer transfer_ = Transfer::kNone;
   protocol::DotStuffer stuffer_;
   std::optional<protocol::TopFilter> top_filter_;

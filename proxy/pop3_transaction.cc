@@ -1,6 +1,7 @@
 // The TRANSACTION and UPDATE states: the snapshot, maildrop commands, RETR/TOP streaming
 // and the expunge at QUIT.
 #include <algorithm>
+#include <cctype>
 
 #include "protocol/imap_writer.h"
 #include "proxy/log.h"
@@ -16,6 +17,16 @@ using protocol::RespCode;
 constexpr std::uint64_t kTopChunk = 64 * 1024;
 // UIDs per STORE/EXPUNGE command, to keep command lines short for every server.
 constexpr std::size_t kUidsPerCommand = 500;
+
+// Marks the deletions of an UPDATE in progress (see Pop3Session::roll_back_residue).
+constexpr std::string_view kPendingKeyword = "$PopbridgePending";
+
+bool equals_ignoring_case(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return std::tolower(static_cast<unsigned char>(x)) ==
+                  std::tolower(static_cast<unsigned char>(y));
+         });
+}
 
 std::vector<unsigned> slice(const std::vector<std::uint32_t>& uids, std::size_t offset) {
   const std::size_t end = std::min(uids.size(), offset + kUidsPerCommand);
@@ -42,14 +53,26 @@ void Pop3Session::select_mailbox() {
       return;
     }
     snapshot_.clear();
+    snapshot_guids_.clear();
+    residue_.clear();
+    // Where the mailbox keeps our keyword, QUIT marks its deletions with it, and FLAGS in
+    // the snapshot finds what an interrupted UPDATE left behind.
+    mark_pending_ = upstream_->may_store_keyword(kPendingKeyword);
     if (upstream_->exists() == 0) {
-      maildrop_ = Maildrop({}, *upstream_->uidvalidity(), config().upstream.uidl_format);
-      finish_login();
+      build_maildrop();
       return;
     }
     transfer_ = Transfer::kSnapshot;
+    std::string items = "(UID RFC822.SIZE";
+    if (mark_pending_) {
+      items += " FLAGS";
+    }
+    if (config().upstream.uidl_format.needs_guid()) {
+      items += upstream_->has_capability("OBJECTID") ? " EMAILID" : " X-GUID";
+    }
+    items += ")";
     protocol::ImapCommand fetch("UID FETCH");
-    fetch.raw("1:*").raw("(UID RFC822.SIZE)");
+    fetch.raw("1:*").raw(items);
     upstream_->run(fetch, this, [this](const ImapResult& fetched) {
       transfer_ = Transfer::kNone;
       if (!fetched.ok()) {
@@ -57,17 +80,55 @@ void Pop3Session::select_mailbox() {
                      metrics::AuthResult::kUpstreamUnavailable);
         return;
       }
-      maildrop_ =
-          Maildrop(std::move(snapshot_), *upstream_->uidvalidity(), config().upstream.uidl_format);
-      snapshot_ = {};
-      finish_login();
+      if (!residue_.empty()) {
+        roll_back_residue();
+        return;
+      }
+      build_maildrop();
     });
   });
+}
+
+void Pop3Session::roll_back_residue() {
+  // An earlier session's QUIT marked these and never confirmed their expunge (its client
+  // or its upstream connection went away in between): its client was not told they
+  // were removed, so they must stay. Left \Deleted, any other client's EXPUNGE would
+  // remove them later.
+  std::sort(residue_.begin(), residue_.end());
+  protocol::ImapCommand unflag("UID STORE");
+  unflag.raw(protocol::compress_uid_set({residue_.begin(), residue_.end()}))
+      .raw("-FLAGS.SILENT (\\Deleted " + std::string(kPendingKeyword) + ")");
+  upstream_->run(unflag, nullptr, [this](const ImapResult& result) {
+    if (result.kind == ImapResult::Kind::kFailed) {
+      login_failed(RespCode::kSysTemp, "Unable to read the maildrop.",
+                   metrics::AuthResult::kUpstreamUnavailable);
+      return;
+    }
+    if (result.ok()) {
+      context_.metrics.deletions_rolled_back.Increment(static_cast<double>(residue_.size()));
+      log::warn("deletions_rolled_back",
+                {{"session", id_text_}, {"user", log::user(user_)}, {"messages", residue_.size()}});
+    } else {
+      log::error("rollback_failed", {{"session", id_text_}, {"reason", result.text}});
+    }
+    residue_.clear();
+    build_maildrop();
+  });
+}
+
+void Pop3Session::build_maildrop() {
+  maildrop_ = Maildrop(std::move(snapshot_), std::move(snapshot_guids_), *upstream_->uidvalidity(),
+                       config().upstream.uidl_format);
+  snapshot_ = {};
+  snapshot_guids_ = {};
+  finish_login();
 }
 
 void Pop3Session::on_fetch_begin(std::uint32_t) {
   fetching_ = {};
   fetching_has_size_ = false;
+  fetching_guid_.clear();
+  fetching_pending_ = false;
 }
 
 void Pop3Session::on_fetch_uid(std::uint32_t uid) { fetching_.uid = uid; }
@@ -77,11 +138,32 @@ void Pop3Session::on_fetch_size(std::uint64_t size) {
   fetching_has_size_ = true;
 }
 
+void Pop3Session::on_fetch_guid(std::string_view guid) { fetching_guid_.assign(guid); }
+
+void Pop3Session::on_fetch_flags(std::string_view flags) {
+  while (!flags.empty()) {
+    const std::size_t end = flags.find(' ');
+    if (equals_ignoring_case(flags.substr(0, end), kPendingKeyword)) {
+      fetching_pending_ = true;
+    }
+    if (end == std::string_view::npos) {
+      break;
+    }
+    flags.remove_prefix(end + 1);
+  }
+}
+
 void Pop3Session::on_fetch_end() {
   // Only answers to our FETCH carry both items; an unsolicited flag update (which may
   // carry a UID too) must not enter the snapshot as a message of size 0.
   if (transfer_ == Transfer::kSnapshot && fetching_.uid != 0 && fetching_has_size_) {
     snapshot_.push_back(fetching_);
+    if (config().upstream.uidl_format.needs_guid()) {
+      snapshot_guids_.push_back(fetching_guid_);
+    }
+    if (fetching_pending_) {
+      residue_.push_back(fetching_.uid);
+    }
   }
 }
 
@@ -399,49 +481,63 @@ void Pop3Session::cmd_quit(Pop3Command&) {
     return;
   }
   busy_ = true;
-  update_store(std::move(uids), 0);
+  update_uids_ = std::move(uids);
+  update_store(0);
 }
 
-void Pop3Session::update_store(std::vector<std::uint32_t> uids, std::size_t offset) {
-  if (offset >= uids.size()) {
-    update_expunge(std::move(uids), 0);
+std::string Pop3Session::deletion_flags() const {
+  // The keyword tells a later session that these \Deleted flags belong to an UPDATE that
+  // may not have finished (see roll_back_residue).
+  return mark_pending_ ? "(\\Deleted " + std::string(kPendingKeyword) + ")" : "(\\Deleted)";
+}
+
+// STORE, and only once every STORE succeeded, EXPUNGE: a refused STORE expunges nothing.
+// Each step is sent the moment the previous one is confirmed; if the connection is cut
+// in between, the keyword lets the user's next session restore the flagged messages.
+void Pop3Session::update_store(std::size_t offset) {
+  if (offset >= update_uids_.size()) {
+    update_expunge(0);
     return;
   }
   protocol::ImapCommand store("UID STORE");
-  store.raw(protocol::compress_uid_set(slice(uids, offset))).raw("+FLAGS.SILENT (\\Deleted)");
-  upstream_->run(store, nullptr,
-                 [this, uids = std::move(uids), offset](const ImapResult& result) mutable {
-                   if (!result.ok()) {
-                     update_rollback(std::move(uids), result.text);
-                     return;
-                   }
-                   update_store(std::move(uids), offset + kUidsPerCommand);
-                 });
+  store.raw(protocol::compress_uid_set(slice(update_uids_, offset)))
+      .raw("+FLAGS.SILENT " + deletion_flags());
+  upstream_->run(store, nullptr, [this, offset](const ImapResult& result) {
+    if (!result.ok()) {
+      update_rollback(result.text);
+      return;
+    }
+    update_store(offset + kUidsPerCommand);
+  });
 }
 
-void Pop3Session::update_expunge(std::vector<std::uint32_t> uids, std::size_t offset) {
-  if (offset >= uids.size()) {
-    context_.metrics.messages_deleted.Increment(static_cast<double>(uids.size()));
-    log::info("expunged", {{"session", id_text_}, {"messages", uids.size()}});
-    update_done(true, std::to_string(uids.size()) + " messages deleted");
+void Pop3Session::update_expunge(std::size_t offset) {
+  if (offset >= update_uids_.size()) {
+    update_expunged();
     return;
   }
-  protocol::ImapCommand expunge(upstream_->has_capability("UIDPLUS") ? "UID EXPUNGE" : "EXPUNGE");
-  if (upstream_->has_capability("UIDPLUS")) {
-    expunge.raw(protocol::compress_uid_set(slice(uids, offset)));
+  const bool uidplus = upstream_->has_capability("UIDPLUS");
+  protocol::ImapCommand expunge(uidplus ? "UID EXPUNGE" : "EXPUNGE");
+  if (uidplus) {
+    expunge.raw(protocol::compress_uid_set(slice(update_uids_, offset)));
   }
-  const std::size_t step = upstream_->has_capability("UIDPLUS") ? kUidsPerCommand : uids.size();
-  upstream_->run(expunge, nullptr,
-                 [this, uids = std::move(uids), offset, step](const ImapResult& result) mutable {
-                   if (!result.ok()) {
-                     update_rollback(std::move(uids), result.text);
-                     return;
-                   }
-                   update_expunge(std::move(uids), offset + step);
-                 });
+  const std::size_t step = uidplus ? kUidsPerCommand : update_uids_.size();
+  upstream_->run(expunge, nullptr, [this, offset, step](const ImapResult& result) {
+    if (!result.ok()) {
+      update_rollback(result.text);
+      return;
+    }
+    update_expunge(offset + step);
+  });
 }
 
-void Pop3Session::update_rollback(std::vector<std::uint32_t> uids, std::string_view why) {
+void Pop3Session::update_expunged() {
+  context_.metrics.messages_deleted.Increment(static_cast<double>(update_uids_.size()));
+  log::info("expunged", {{"session", id_text_}, {"messages", update_uids_.size()}});
+  update_done(true, std::to_string(update_uids_.size()) + " messages deleted");
+}
+
+void Pop3Session::update_rollback(std::string_view why) {
   // Messages left flagged \Deleted would vanish at the next EXPUNGE of any other client,
   // although the POP3 client was told they were not removed: take the flag off again.
   std::string detail(why);
@@ -450,8 +546,8 @@ void Pop3Session::update_rollback(std::vector<std::uint32_t> uids, std::string_v
     return;
   }
   protocol::ImapCommand unflag("UID STORE");
-  unflag.raw(protocol::compress_uid_set({uids.begin(), uids.end()}))
-      .raw("-FLAGS.SILENT (\\Deleted)");
+  unflag.raw(protocol::compress_uid_set({update_uids_.begin(), update_uids_.end()}))
+      .raw("-FLAGS.SILENT " + deletion_flags());
   upstream_->run(unflag, nullptr, [this, detail](const ImapResult& result) {
     if (!result.ok()) {
       log::error("rollback_failed", {{"session", id_text_}, {"reason", result.text}});
@@ -461,6 +557,12 @@ void Pop3Session::update_rollback(std::vector<std::uint32_t> uids, std::string_v
 }
 
 void Pop3Session::update_done(bool removed, std::string_view detail, RespCode failure_code) {
+  if (client_gone_) {
+    // The client reset the connection after QUIT; the UPDATE was finished (or rolled
+    // back) all the same, so nothing is left half done.
+    log::info("update_finished_without_client",
+              {{"session", id_text_}, {"removed", removed ? "yes" : "no"}, {"detail", detail}});
+  }
   if (removed) {
     reply(protocol::ok_reply("popbridge signing off (" + std::string(detail) + ")"));
     close_gracefully(metrics::SessionEnd::kQuit);
@@ -468,7 +570,7 @@ void Pop3Session::update_done(bool removed, std::string_view detail, RespCode fa
   }
   log::error("update_failed", {{"session", id_text_}, {"reason", detail}});
   reply(protocol::err_reply(failure_code, "some deleted messages not removed"));
-  close_gracefully(metrics::SessionEnd::kQuit);
+  close_gracefully(metrics::SessionEnd::kUpdateFailed);
 }
 
 }  // namespace popbridge::proxy

@@ -189,7 +189,7 @@ def test_dot_unstuff_and_expectations():
     assert messages.expected_top(msg, 1) == header + b"first line\r\n"
     assert messages.expected_top(msg, 3) == msg + b"\r\n"
     assert messages.expected_top(msg, 100) == msg + b"\r\n"
-    assert messages.dovecot_uidl(26, 1700000000) == "0000001A6553F100"
+    assert messages.dovecot_uidl(26, 1700000000) == "0000001a6553f100"
     assert len(messages.big_message(1000)) == 1000
 
 

@@ -301,3 +301,26 @@ def test_upstream_command_timeout(silent_fetch_upstream, make_gateway, ctx):
     last = fake.received()[-1]
     assert last.verb == "UID FETCH" and last.args == b"1 (BODY.PEEK[])", last.text
     assert "event=upstream_failed kind=timeout" in g.log_text(), g.diagnostics()
+
+
+@pytest.mark.parametrize("state", ["authorization", "transaction"])
+def test_overlong_line_is_refused_at_once_and_closed(dovecot, account, gateway, state):
+    """A line past the 16 KiB limit and no line end: -ERR as soon as the limit is passed
+    (not after the idle timeout), then the connection closes; nothing is expunged. (20 KiB:
+    small enough that the gateway has read all of it when it closes, so the kernel does
+    not answer unread data with a reset that could swallow the -ERR.)"""
+    uid = dovecot.append(account.name, messages.simple(1))
+    c = RawPop3(gateway.pop3s_port, tls_context=gateway.pki.client_context(), timeout=QUICK)
+    try:
+        if state == "transaction":
+            c.login(account.name, account.password)
+            assert c.cmd("DELE 1").ok
+        c.send(b"NOOP " + b"x" * (20 * 1024))
+        line = c.read_line(timeout=QUICK)
+        assert line == b"-ERR line too long", line
+        assert c.read_until_eof(timeout=QUICK) == b""
+    finally:
+        c.close()
+    assert dovecot.uids(account.name) == [uid], "a refused session deletes nothing"
+    wait_until(lambda: "reason=protocol_error" in gateway.log_text(), QUICK,
+               "the session end to be logged as a protocol error")

@@ -199,7 +199,8 @@ def test_expunge_without_uidplus_when_allowed(make_fake, bridge, ctx):
     i = verbs.index("UID STORE")
     assert verbs[i + 1] == "EXPUNGE", f"STORE then a plain EXPUNGE: {verbs}"
     store = fake.received("UID STORE")
-    assert [s.args for s in store] == [b"1,3 +FLAGS.SILENT (\\Deleted)"], [s.text for s in store]
+    assert [s.args for s in store] == [b"1,3 +FLAGS.SILENT (\\Deleted $PopbridgePending)"], \
+        [s.text for s in store]
     assert fake.received("EXPUNGE")[0].args == b""
     assert fake.uids() == [2]
 
@@ -230,7 +231,8 @@ def test_update_failure_rolls_back_deleted_flag(make_fake, bridge, ctx, failing)
         assert r.err and r.line.endswith(b"some deleted messages not removed"), r
     wait_upstream_closed(fake)
     stores = [s.args for s in fake.received("UID STORE")]
-    assert stores == [b"2:3 +FLAGS.SILENT (\\Deleted)", b"2:3 -FLAGS.SILENT (\\Deleted)"], stores
+    assert stores == [b"2:3 +FLAGS.SILENT (\\Deleted $PopbridgePending)",
+                      b"2:3 -FLAGS.SILENT (\\Deleted $PopbridgePending)"], stores
     if failing == "store":
         assert "UID EXPUNGE" not in fake.verbs()
     assert fake.uids() == [1, 2, 3]
@@ -306,7 +308,7 @@ def test_unsolicited_responses_interleaved(make_fake, bridge, ctx):
         r = c.cmd("LIST", multiline=True)
         assert r.body_lines() == [b"%d %d" % (n, len(m.body)) for n, m in enumerate(msgs, 1)], r.body
         r = c.cmd("UIDL", multiline=True)
-        assert r.body_lines() == [b"%d %08X%08X" % (n, m.uid, fake.uidvalidity)
+        assert r.body_lines() == [b"%d %08x%08x" % (n, m.uid, fake.uidvalidity)
                                   for n, m in enumerate(msgs, 1)], r.body
         for n, m in enumerate(msgs, 1):
             r = c.cmd(f"RETR {n}", multiline=True)
@@ -314,7 +316,8 @@ def test_unsolicited_responses_interleaved(make_fake, bridge, ctx):
         assert c.cmd("DELE 3").ok
         assert c.quit().ok
     wait_upstream_closed(fake)
-    assert [s.args for s in fake.received("UID STORE")] == [b"5 +FLAGS.SILENT (\\Deleted)"]
+    assert [s.args for s in fake.received("UID STORE")] == \
+        [b"5 +FLAGS.SILENT (\\Deleted $PopbridgePending)"]
     assert [s.args for s in fake.received("UID EXPUNGE")] == [b"5"]
     assert fake.uids() == [1, 2]
 

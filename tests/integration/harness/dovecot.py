@@ -17,6 +17,11 @@ Quirks this works around (see also the notes in the methods):
     auth_penalty=True, removes anvil's auth-penalty socket so the penalty is
     off. Tests still end failure sequences with a good login, which also resets
     the penalty when it is on.
+  * pop3_uidl_format=... also enables Dovecot's own POP3 server (dovecot-pop3d)
+    on a third port, so tests can compare the gateway's UIDLs and sizes with
+    what Dovecot's POP3 prints for the same maildir. Dovecot's pop3 keeps no
+    lock on the mailbox (pop3_lock_session = no, the default), but tests still
+    end (QUIT) one POP3 session before starting another on the same mailbox.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import dataclasses
 import imaplib
 import itertools
 import os
+import poplib
 import re
 import ssl
 import subprocess
@@ -63,18 +69,26 @@ class Dovecot:
     def __init__(self, pki: Pki, users: Mapping[str, str] | Iterable[tuple[str, str]] = (),
                  *, require_tls: bool = False, host: Optional[str] = None,
                  auth_penalty: bool = False, auth_failure_delay: str = "0",
-                 extra_config: str = ""):
+                 extra_config: str = "", pop3_uidl_format: Optional[str] = None):
         self.pki = pki
         self.require_tls = require_tls
         self.host = host or ("127.0.0.2" if require_tls else "127.0.0.1")
         self.auth_penalty = auth_penalty
         self.auth_failure_delay = auth_failure_delay
         self.extra_config = extra_config
+        if pop3_uidl_format is not None and (not pop3_uidl_format or any(c in pop3_uidl_format for c in "\r\n\0")):
+            raise ValueError(f"unusable pop3_uidl_format {pop3_uidl_format!r}")
+        self.pop3_uidl_format = pop3_uidl_format
         self._users: dict[str, str] = {}
         for name, password in (users.items() if isinstance(users, Mapping) else users):
             self._check_user(name, password)
             self._users[name] = password
-        self.imap_port, self.imaps_port = free_ports(2, self.host)
+        # pop3_port: Dovecot's own POP3 listener, only with pop3_uidl_format.
+        self.pop3_port: Optional[int] = None
+        if pop3_uidl_format is None:
+            self.imap_port, self.imaps_port = free_ports(2, self.host)
+        else:
+            self.imap_port, self.imaps_port, self.pop3_port = free_ports(3, self.host)
         self.instance_name = f"popbridge-test-{os.getpid()}-{next(_instance_counter)}"
         self.dir: Optional[str] = None
         self.proc: Optional[subprocess.Popen] = None
@@ -98,6 +112,11 @@ class Dovecot:
     def mail_root(self) -> str:
         return os.path.join(self.dir, "mail")
 
+    @property
+    def ports(self) -> list[int]:
+        """Every port the instance listens on."""
+        return [self.imap_port, self.imaps_port] + ([self.pop3_port] if self.pop3_port is not None else [])
+
     # ------------------------------------------------------------ lifecycle
 
     def __enter__(self) -> "Dovecot":
@@ -109,7 +128,8 @@ class Dovecot:
 
     def start(self) -> None:
         """Starts the instance (again, after stop()/kill(), on the same ports and
-        with the same mail), and waits until both listeners accept connections."""
+        with the same mail), and waits until every listener (imap, imaps and, with
+        pop3_uidl_format, pop3) accepts connections."""
         if self.proc is not None and self.proc.poll() is None:
             raise RuntimeError("Dovecot is already running")
         if not os.access(DOVECOT, os.X_OK):
@@ -134,11 +154,11 @@ class Dovecot:
             if self.proc.poll() is not None:
                 raise RuntimeError(
                     f"dovecot exited with status {self.proc.returncode} during start-up\n{self.diagnostics()}")
-            return port_accepts(self.host, self.imap_port) and port_accepts(self.host, self.imaps_port)
+            return all(port_accepts(self.host, p) for p in self.ports)
 
         try:
             wait_until(ready, self.START_TIMEOUT, f"dovecot {self.instance_name} to listen on "
-                       f"{self.host}:{self.imap_port} and :{self.imaps_port}", on_timeout=self.diagnostics)
+                       f"{self.host}:{', :'.join(str(p) for p in self.ports)}", on_timeout=self.diagnostics)
         except BaseException:
             self._reap(kill=True)
             raise
@@ -182,7 +202,7 @@ class Dovecot:
                 procs.stop_group(self.proc, term_timeout=self.STOP_TIMEOUT)
         finally:
             self._stderr.close()
-        wait_until(lambda: port_refuses(self.host, self.imap_port) and port_refuses(self.host, self.imaps_port),
+        wait_until(lambda: all(port_refuses(self.host, p) for p in self.ports),
                    5.0, "dovecot's ports to close")
         self.proc = None
 
@@ -266,8 +286,32 @@ service imap-login {{
     ssl = yes
   }}
 }}
-{penalty}
+{penalty}{self._pop3_config()}
 {self.extra_config}
+"""
+
+    def _pop3_config(self) -> str:
+        """Dovecot's own POP3 server, only with pop3_uidl_format. The value goes in
+        verbatim (an f-string, so "%" needs no escaping; Dovecot expands %u, %v,
+        %g... itself when it builds each UIDL). Dovecot 2.3's configuration check
+        accepts only one-letter variables here: a long name such as %{uid} makes
+        it refuse to start ("Unknown pop3_uidl_format variable: %{"). The pop3s
+        listener of Dovecot's built-in defaults (port 995) is switched off."""
+        if self.pop3_uidl_format is None:
+            return ""
+        return f"""
+# Dovecot's own POP3 server, to compare the gateway's UIDLs and sizes with.
+protocols = imap pop3
+pop3_uidl_format = {self.pop3_uidl_format}
+service pop3-login {{
+  inet_listener pop3 {{
+    address = {self.host}
+    port = {self.pop3_port}
+  }}
+  inet_listener pop3s {{
+    port = 0
+  }}
+}}
 """
 
     # ------------------------------------------------------------- users
@@ -392,6 +436,25 @@ service imap-login {{
         finally:
             conn.logout()
 
+    def append_raw(self, user: str, message: bytes, tls: str = "starttls") -> int:
+        """Like append(), but sends `message` exactly as given: bare LF or CR line
+        ends and 8-bit octets (anywhere, headers included) reach Dovecot unchanged
+        (imaplib's append() would rewrite the line ends). Returns the UID."""
+        if b"\0" in message:
+            raise ValueError("NUL is not allowed in an IMAP literal")
+        conn = self.imap(user, tls)
+        try:
+            conn.literal = message  # what imaplib.append() sets, minus its CRLF rewriting
+            typ, data = conn._simple_command("APPEND", "INBOX")
+            if typ != "OK":
+                raise RuntimeError(f"APPEND failed: {typ} {data}")
+            m = re.search(rb"\[APPENDUID (\d+) (\d+)\]", data[0] or b"")
+            if not m:
+                raise RuntimeError(f"no APPENDUID in {data!r}")
+            return int(m.group(2))
+        finally:
+            conn.logout()
+
     def append_many(self, user: str, messages: Iterable[bytes]) -> list[int]:
         return [self.append(user, m) for m in messages]
 
@@ -482,6 +545,55 @@ service imap-login {{
             return int(m.group(1))
         finally:
             conn.logout()
+
+    # ------------------------------------------- Dovecot's own POP3 (poplib)
+
+    def pop3(self, user: str, tls: str = "starttls") -> poplib.POP3:
+        """A logged-in poplib connection to Dovecot's own POP3 server (needs
+        pop3_uidl_format). tls: "starttls" (STLS, certificate and host name verified
+        against the test CA) or "none". The caller must QUIT it before another POP3
+        session (the gateway's included) opens the same mailbox."""
+        if self.pop3_port is None:
+            raise RuntimeError("Dovecot's POP3 is off: pass pop3_uidl_format to Dovecot()")
+        password = self._users[user]
+        conn = poplib.POP3(self.host, self.pop3_port, timeout=30)
+        try:
+            if tls == "starttls":
+                conn.stls(self.client_context())
+            elif tls != "none":
+                raise ValueError(f"tls={tls!r}")
+            conn.user(user)
+            conn.pass_(password)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _pop3_listing(self, user: str, command: str, tls: str) -> list[tuple[int, bytes]]:
+        conn = self.pop3(user, tls)
+        try:
+            resp, lines, _ = conn.uidl() if command == "UIDL" else conn.list()
+            if not resp.startswith(b"+OK"):
+                raise RuntimeError(f"{command} failed: {resp!r}")
+            out = []
+            for line in lines:
+                n, value = line.split(b" ", 1)
+                out.append((int(n), value))
+        except BaseException:
+            conn.close()
+            raise
+        conn.quit()  # ends the session (poplib raises on -ERR): the mailbox is free for the next one
+        return out
+
+    def pop3_uidls(self, user: str, tls: str = "starttls") -> list[tuple[int, str]]:
+        """[(message number, UIDL)] in order, as Dovecot's own POP3 lists them (UIDL
+        without argument) with this instance's pop3_uidl_format. The session is
+        QUIT before this returns (no DELE, so nothing changes)."""
+        return [(n, value.decode("ascii")) for n, value in self._pop3_listing(user, "UIDL", tls)]
+
+    def pop3_sizes(self, user: str, tls: str = "starttls") -> list[tuple[int, int]]:
+        """[(message number, size)] in order, from Dovecot's own POP3 LIST; QUIT before returning."""
+        return [(n, int(value)) for n, value in self._pop3_listing(user, "LIST", tls)]
 
     def clear(self, user: str) -> None:
         """Removes every message of the user's INBOX."""

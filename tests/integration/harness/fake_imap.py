@@ -9,6 +9,7 @@ it received, byte-exact, so tests can assert what the gateway sent.
 Scripting:
   capabilities       what CAPABILITY says (before and after login)
   greeting           the first line ("* OK ..."); by default without a CAPABILITY code
+  permanent_flags    the list SELECT announces as [PERMANENTFLAGS (...)]; None: none
   login_reply        e.g. "NO Login failed": the tagged reply to every LOGIN /
                      AUTHENTICATE (without the tag); None checks `users`
   hooks              {verb: fn(session, command) -> bool}: runs before the default
@@ -163,6 +164,16 @@ class Session:
     def line(self, text: str) -> None:
         self.send(text + "\r\n")
 
+    def default_silently(self, cmd: "Command") -> None:
+        """Carries `cmd` out as default() would, but sends no reply (for a connection
+        cut after the server acted and before its answer arrived)."""
+        send = self.send
+        self.send = lambda data: None
+        try:
+            self.default(cmd)
+        finally:
+            self.send = send
+
     def close(self) -> None:
         """Closes the connection (a FIN after what was sent)."""
         if not self.closed:
@@ -274,6 +285,8 @@ class Session:
         upper = items.upper()
         if "RFC822.SIZE" in upper:
             out.append(b"RFC822.SIZE %d" % msg.listed_size)
+        if re.search(r"\bFLAGS\b", upper):
+            out.append(b"FLAGS (" + " ".join(sorted(msg.flags)).encode() + b")")
         if "BODY.PEEK[]" in upper or "BODY[]" in upper:
             data = msg.body if body is None else body
             out.append(b"BODY[] {%d}\r\n" % len(data) + data)
@@ -329,6 +342,8 @@ class Session:
             self.line(f"* {count} EXISTS")
             self.line("* 0 RECENT")
             self.line(f"* OK [UIDVALIDITY {srv.uidvalidity}] UIDs valid")
+            if srv.permanent_flags is not None:
+                self.line(f"* OK [PERMANENTFLAGS ({srv.permanent_flags})] Flags permitted.")
             self.line(f"* OK [UIDNEXT {next_uid}] Predicted next UID")
             self.ok(tag, "[READ-WRITE] Select completed.")
         elif verb == "UID FETCH":
@@ -405,6 +420,7 @@ class FakeImap:
                  greeting: Optional[str] = "* OK Fake IMAP server ready.",
                  login_reply: Optional[str] = None,
                  messages=(), uidvalidity: int = 1234567,
+                 permanent_flags: Optional[str] = None,
                  hooks: Optional[dict[str, Hook]] = None):
         def b(v):
             return v.encode("utf-8") if isinstance(v, str) else v
@@ -417,6 +433,7 @@ class FakeImap:
         self.messages: list[Message] = [m if isinstance(m, Message) else Message(*m) for m in messages]
         self.messages.sort(key=lambda m: m.uid)
         self.uidvalidity = uidvalidity
+        self.permanent_flags = permanent_flags  # SELECT's [PERMANENTFLAGS (...)]; None: not sent
         self.hooks: dict[str, Hook] = dict(hooks or {})
         self.commands: list[Command] = []
         self.logins: list[tuple[bytes, bytes]] = []

@@ -142,5 +142,7 @@ def expected_top(message: bytes, n: int) -> bytes:
 
 
 def dovecot_uidl(uid: int, uidvalidity: int) -> str:
-    """Dovecot's default POP3 UIDL (pop3_uidl_format = %08Xu%08Xv)."""
-    return "%08X%08X" % (uid, uidvalidity)
+    """Dovecot's default POP3 UIDL (pop3_uidl_format = %08Xu%08Xv): UID, then
+    UIDVALIDITY, each as at least 8 zero-padded hex digits. Dovecot's X modifier
+    prints lower-case hex (printf's %llx), e.g. "000000016b12d686"."""
+    return "%08x%08x" % (uid, uidvalidity)

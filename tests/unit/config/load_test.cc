@@ -121,7 +121,7 @@ TEST_F(LoadConfigTest, MinimalConfigTakesEveryDefault) {
   EXPECT_EQ(c.upstream.connect_timeout, seconds(10));
   EXPECT_EQ(c.upstream.command_timeout, seconds(60));
   EXPECT_FALSE(c.upstream.mark_seen);
-  EXPECT_EQ(c.upstream.uidl_format, UidlFormat::kDovecot);
+  EXPECT_EQ(c.upstream.uidl_format.text(), "%08Xu%08Xv");
   EXPECT_FALSE(c.upstream.expunge_without_uidplus);
 
   EXPECT_FALSE(c.auth.allow_plaintext);
@@ -207,7 +207,7 @@ metrics:
   EXPECT_EQ(c.upstream.connect_timeout, seconds(5));
   EXPECT_EQ(c.upstream.command_timeout, minutes(2));
   EXPECT_TRUE(c.upstream.mark_seen);
-  EXPECT_EQ(c.upstream.uidl_format, UidlFormat::kUid);
+  EXPECT_EQ(c.upstream.uidl_format.text(), "%v.%u");
   EXPECT_TRUE(c.upstream.expunge_without_uidplus);
 
   EXPECT_TRUE(c.auth.allow_plaintext);
@@ -481,7 +481,8 @@ logging:
                 "f:4: listeners[0].tls: expected one of implicit, starttls, none, got 'tsl'",
                 "f:8: tls.min_version: expected one of 1.2, 1.3, got '1.1'",
                 "f:11: upstream.tls: expected one of implicit, starttls, none, got 'TLS'",
-                "f:13: upstream.uidl_format: expected one of dovecot, uid, got 'dovecot2'",
+                "f:13: upstream.uidl_format: expected dovecot, uid or a template with %u, %v or "
+                "%g (Dovecot's pop3_uidl_format), got 'dovecot2'",
                 "f:15: logging.level: expected one of trace, debug, info, warn, error, off, got "
                 "'verbose'",
                 "f:16: logging.format: expected one of logfmt, json, got a sequence",
@@ -778,10 +779,36 @@ extra: 1
 
 TEST_F(LoadConfigTest, LongAndBinaryValuesAreShortenedInMessages) {
   const LoadResult result =
-      load(std::string(kBase) + "  uidl_format: \"\\x01" + std::string(100, 'x') + "\"\n");
+      load(std::string(kBase) + "  tls: \"\\x01" + std::string(100, 'x') + "\"\n");
   ASSERT_EQ(result.errors.size(), 1u);
   EXPECT_EQ(result.errors[0].message,
-            "expected one of dovecot, uid, got '\\x01" + std::string(59, 'x') + "...'");
+            "expected one of implicit, starttls, none, got '\\x01" + std::string(59, 'x') + "...'");
+}
+
+TEST_F(LoadConfigTest, UidlFormatTakesPresetsAndDovecotTemplates) {
+  struct Case {
+    std::string value;
+    std::string template_text;
+  };
+  for (const Case& c : {Case{"dovecot", "%08Xu%08Xv"}, Case{"uid", "%v.%u"},
+                        Case{"\"%08Xv-%u\"", "%08Xv-%u"}, Case{"\"%g\"", "%g"},
+                        Case{"\"%{uid | hex(8)}%{uidvalidity | hex(8)}\"",
+                             "%{uid | hex(8)}%{uidvalidity | hex(8)}"}}) {
+    const LoadResult result = load(std::string(kBase) + "  uidl_format: " + c.value + "\n");
+    ASSERT_TRUE(result.config.has_value())
+        << c.value << ": " << ::testing::PrintToString(texts(result.errors));
+    EXPECT_EQ(result.config->upstream.uidl_format.text(), c.template_text);
+  }
+}
+
+TEST_F(LoadConfigTest, UidlFormatErrorsNameTheProblem) {
+  EXPECT_EQ(texts(load(std::string(kBase) + "  uidl_format: \"%q\"\n").errors),
+            (std::vector<std::string>{
+                "f:10: upstream.uidl_format: invalid template '%q': unknown variable 'q' (known: "
+                "u, v, g, m, {uid}, {uidvalidity}, {guid}, {md5})"}));
+  EXPECT_EQ(texts(load(std::string(kBase) + "  uidl_format: \"%m\"\n").errors),
+            (std::vector<std::string>{"f:10: upstream.uidl_format: %m (Dovecot's mbox header "
+                                      "MD5) cannot be reproduced over IMAP"}));
 }
 
 TEST_F(LoadConfigTest, LoadFileReadsTheFile) {

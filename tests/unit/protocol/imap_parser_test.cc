@@ -63,6 +63,8 @@ class Recorder : public ImapEvents {
   void on_fetch_begin(std::uint32_t sequence) override { add("fetch " + std::to_string(sequence)); }
   void on_fetch_uid(std::uint32_t uid) override { add("uid " + std::to_string(uid)); }
   void on_fetch_size(std::uint64_t size) override { add("size " + std::to_string(size)); }
+  void on_fetch_flags(std::string_view flags) override { add("flags " + std::string(flags)); }
+  void on_fetch_guid(std::string_view guid) override { add("guid " + std::string(guid)); }
   void on_body_begin(std::string_view section, std::uint64_t origin, std::uint64_t size) override {
     add("body [" + std::string(section) + "]<" + std::to_string(origin) + "> " +
         std::to_string(size));
@@ -281,13 +283,15 @@ INSTANTIATE_TEST_SUITE_P(
                    "* 1 FETCH (FLAGS (\\Seen $Forwarded) INTERNALDATE \"17-Jul-1996 02:44:25 "
                    "-0700\" MODSEQ (12345) X-GM-MSGID 1278455344230334865 EMAILID "
                    "(M6d99ac3275bb4e) THREADID NIL UID 8 RFC822.SIZE 44)\r\n",
-                   "fetch 1\nuid 8\nsize 44\nend fetch\n"},
+                   "fetch 1\nflags \\Seen $Forwarded\nguid M6d99ac3275bb4e\nuid 8\nsize 44\n"
+                   "end fetch\n"},
         ParserCase{"SkippedEnvelopeWithLiterals",
                    "* 12 FETCH (FLAGS (\\Seen) ENVELOPE (\"Wed, 17 Jul 1996\" {11}\r\n"
                    "Subj (\"x\"){ ((\"Terry\" NIL \"gray\" \"cac.washington.edu\")) "
                    "(({3}\r\n)(\" NIL \"a\" \"b\")) NIL NIL NIL \"<B27397-0100000@cac>\") "
                    "UID 4 BODY[] {4}\r\nbody)\r\n",
-                   "fetch 12\nuid 4\nbody []<0> 4\ndata body\nend body\nend fetch\n"},
+                   "fetch 12\nflags \\Seen\nuid 4\nbody []<0> 4\ndata body\nend body\n"
+                   "end fetch\n"},
         ParserCase{"SkippedBodystructure",
                    "* 3 FETCH (BODYSTRUCTURE ((\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL "
                    "NIL \"7bit\" 3 1 NIL NIL NIL NIL)(\"text\" \"html\" NIL NIL NIL \"7bit\" 5 1 "
@@ -298,7 +302,8 @@ INSTANTIATE_TEST_SUITE_P(
                    "fetch 3\nuid 6\nend fetch\n"},
         ParserCase{"BinarySkipped", "* 3 FETCH (BINARY[] ~{3}\r\n\0\1\2 UID 6)\r\n"s,
                    "fetch 3\nuid 6\nend fetch\n"},
-        ParserCase{"UnsolicitedFlags", "* 4 FETCH (FLAGS (\\Seen))\r\n", "fetch 4\nend fetch\n"},
+        ParserCase{"UnsolicitedFlags", "* 4 FETCH (FLAGS (\\Seen))\r\n",
+                   "fetch 4\nflags \\Seen\nend fetch\n"},
         ParserCase{"LenientSpacing", "* 4 FETCH  ( UID 1  RFC822.SIZE 2 ) \r\n",
                    "fetch 4\nuid 1\nsize 2\nend fetch\n"},
         ParserCase{"EmptyFetchList", "* 4 FETCH ()\r\n", "fetch 4\nend fetch\n"},
@@ -319,6 +324,20 @@ INSTANTIATE_TEST_SUITE_P(
                    "status a1 OK [] \nerror: empty response line\n"},
         ParserCase{"HugeMessageNumber", "* 4294967296 EXISTS\r\n",
                    "error: malformed message number\n"},
+        ParserCase{"FetchFlagsAndGuid",
+                   "* 3 FETCH (UID 7 RFC822.SIZE 10 FLAGS (\\Seen $PopbridgePending) X-GUID "
+                   "6c0b7a1b1e5f4d6573020000a8a8e2ab)\r\n",
+                   "fetch 3\nuid 7\nsize 10\nflags \\Seen $PopbridgePending\n"
+                   "guid 6c0b7a1b1e5f4d6573020000a8a8e2ab\nend fetch\n"},
+        ParserCase{"FetchQuotedGuidEmptyFlags",
+                   "* 1 FETCH (FLAGS () X-GUID \"1700000001.M2P2.host,S=33\")\r\n",
+                   "fetch 1\nflags \nguid 1700000001.M2P2.host,S=33\nend fetch\n"},
+        ParserCase{"FetchEmailId", "* 1 FETCH (EMAILID (M6d99ac3275bb4e) UID 4)\r\n",
+                   "fetch 1\nguid M6d99ac3275bb4e\nuid 4\nend fetch\n"},
+        ParserCase{"FetchEmailIdUnclosed", "* 1 FETCH (EMAILID (M6d99 UID 4)\r\n",
+                   "fetch 1\nerror: malformed FETCH: bad message GUID\n"},
+        ParserCase{"FetchFlagsUnclosed", "* 1 FETCH (FLAGS (\\Seen\r\n",
+                   "fetch 1\nerror: malformed FETCH: bad FLAGS\n"},
         ParserCase{"FetchMissingParen", "* 1 FETCH (UID 5\r\n",
                    "fetch 1\nuid 5\nerror: malformed FETCH: missing \")\"\n"},
         ParserCase{"FetchMissingOpen", "* 1 FETCH UID 5)\r\n",
@@ -338,7 +357,7 @@ INSTANTIATE_TEST_SUITE_P(
         ParserCase{"FetchItemWithoutValue", "* 1 FETCH (FLAGS)\r\n",
                    "fetch 1\nerror: malformed FETCH: item without a value\n"},
         ParserCase{"FetchUnbalancedSkip", "* 1 FETCH (FLAGS (\\Seen)\r\n",
-                   "fetch 1\nerror: malformed FETCH: missing \")\"\n"},
+                   "fetch 1\nflags \\Seen\nerror: malformed FETCH: missing \")\"\n"},
         ParserCase{"FetchUnterminatedQuote", "* 1 FETCH (BODY[] \"abc)\r\n",
                    "fetch 1\nerror: malformed FETCH: unterminated quoted string\n"},
         ParserCase{"FetchBadBodyValue", "* 1 FETCH (BODY[] (a))\r\n",

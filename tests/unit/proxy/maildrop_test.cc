@@ -2,13 +2,22 @@
 
 #include <gtest/gtest.h>
 
+#include <memory>
+
 namespace popbridge::proxy {
 namespace {
 
-Maildrop make(config::UidlFormat format = config::UidlFormat::kDovecot) {
+const protocol::UidlTemplate& preset(std::string_view text) {
+  static std::vector<std::unique_ptr<protocol::UidlTemplate>> kept;
+  kept.push_back(
+      std::make_unique<protocol::UidlTemplate>(*protocol::UidlTemplate::parse(text, nullptr)));
+  return *kept.back();
+}
+
+Maildrop make(std::string_view format = protocol::UidlTemplate::kDovecot) {
   // Out of order and with a repeated UID, as a server may send them.
-  return Maildrop({{30, 300, false}, {10, 100, false}, {20, 200, false}, {10, 100, false}},
-                  0x6B082EA4, format);
+  return Maildrop({{30, 300, false}, {10, 100, false}, {20, 200, false}, {10, 100, false}}, {},
+                  0x6B082EA4, preset(format));
 }
 
 TEST(Maildrop, NumbersFollowAscendingUids) {
@@ -37,14 +46,41 @@ TEST(Maildrop, DeletedMessagesAreHiddenUntilReset) {
   EXPECT_TRUE(drop.deleted_uids().empty());
 }
 
-TEST(Maildrop, DovecotUidlFormat) {
+TEST(Maildrop, DovecotUidlFormatIsLowerCaseHexLikeDovecotsPop3) {
+  // Dovecot 2.3's %08Xu%08Xv prints with %llx: lower case. Upper case made every migrated
+  // client download its whole mailbox again.
   Maildrop drop = make();
-  EXPECT_EQ(drop.uidl(*drop.find(1)), "0000000A6B082EA4");
+  EXPECT_EQ(drop.uidl(*drop.find(1)), "0000000a6b082ea4");
 }
 
 TEST(Maildrop, UidUidlFormat) {
-  Maildrop drop = make(config::UidlFormat::kUid);
+  Maildrop drop = make(protocol::UidlTemplate::kUid);
   EXPECT_EQ(drop.uidl(*drop.find(3)), "1795698340.30");
+}
+
+TEST(Maildrop, RepeatedUidlsGetDovecotsRenameSuffix) {
+  // %v alone repeats for every message: the first keeps it, the next get -2, -3.
+  Maildrop drop = make("%v");
+  EXPECT_EQ(drop.uidl(*drop.find(1)), "1795698340");
+  EXPECT_EQ(drop.uidl(*drop.find(2)), "1795698340-2");
+  EXPECT_EQ(drop.uidl(*drop.find(3)), "1795698340-3");
+}
+
+TEST(Maildrop, GuidsFollowTheirMessagesThroughSorting) {
+  Maildrop drop({{30, 300, false}, {10, 100, false}, {20, 200, false}}, {"g30", "g10", "g20"}, 7,
+                preset("%g"));
+  EXPECT_EQ(drop.uidl(*drop.find(1)), "g10");
+  EXPECT_EQ(drop.uidl(*drop.find(2)), "g20");
+  EXPECT_EQ(drop.uidl(*drop.find(3)), "g30");
+}
+
+TEST(Maildrop, InvalidUidlsAreReplacedByTheirMd5) {
+  Maildrop drop({{1, 10, false}, {2, 20, false}}, {std::string(80, 'a'), "has space"}, 7,
+                preset("%g"));
+  const std::string long_one = drop.uidl(*drop.find(1));
+  EXPECT_EQ(long_one.size(), 32u);
+  EXPECT_EQ(long_one, protocol::md5_hex(std::string(80, 'a')));
+  EXPECT_TRUE(protocol::valid_uidl(drop.uidl(*drop.find(2))));
 }
 
 }  // namespace

@@ -8,7 +8,7 @@
 #include <string_view>
 #include <vector>
 
-#include "protocol/uidl_template.h"
+#include "protocol/pop3/uidl_template.h"
 
 namespace popbridge::config {
 

@@ -39,8 +39,8 @@
 #include <utility>
 #include <vector>
 
-#include "protocol/imap_parser.h"
-#include "protocol/imap_writer.h"
+#include "protocol/imap/imap_parser.h"
+#include "protocol/imap/imap_writer.h"
 
 namespace {
 

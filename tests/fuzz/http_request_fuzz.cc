@@ -6,7 +6,7 @@
 #include <cstdlib>
 #include <string_view>
 
-#include "protocol/http_request.h"
+#include "protocol/http/http_request.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   if (size == 0) {

@@ -7,7 +7,7 @@
 #include <string>
 #include <string_view>
 
-#include "protocol/http_response.h"
+#include "protocol/http/http_response.h"
 
 namespace {
 

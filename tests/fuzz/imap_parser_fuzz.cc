@@ -10,8 +10,8 @@
 #include <string_view>
 #include <vector>
 
-#include "protocol/imap_parser.h"
-#include "protocol/imap_writer.h"
+#include "protocol/imap/imap_parser.h"
+#include "protocol/imap/imap_writer.h"
 
 namespace popbridge::protocol {
 namespace {

@@ -9,11 +9,11 @@
 #include <string_view>
 #include <vector>
 
-#include "protocol/base64.h"
-#include "protocol/line_reader.h"
-#include "protocol/pop3_command.h"
-#include "protocol/pop3_reply.h"
-#include "protocol/sasl.h"
+#include "protocol/common/base64.h"
+#include "protocol/pop3/line_reader.h"
+#include "protocol/pop3/pop3_command.h"
+#include "protocol/pop3/pop3_reply.h"
+#include "protocol/sasl/sasl.h"
 
 namespace {
 

@@ -5,7 +5,7 @@
 #include <cstdlib>
 #include <string_view>
 
-#include "protocol/proxy_protocol.h"
+#include "protocol/common/proxy_protocol.h"
 
 using popbridge::protocol::ProxyProtocolDecoder;
 

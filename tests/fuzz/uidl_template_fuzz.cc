@@ -8,7 +8,7 @@
 #include <cstdlib>
 #include <string>
 
-#include "protocol/uidl_template.h"
+#include "protocol/pop3/uidl_template.h"
 
 namespace {
 

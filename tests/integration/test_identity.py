@@ -574,3 +574,20 @@ def test_users_file_reload_on_sighup(updove, files, make_gateway, ctx):
                on_timeout=g.diagnostics)
     with RawPop3(g.pop3s_port, tls_context=ctx) as c:
         assert user_pass(c, old.name, "old-pw").line == AUTH_FAILED  # removed from the file
+
+
+def test_upstream_refusing_the_clients_own_password_is_auth(updove, files, make_gateway, ctx):
+    """users_file with passthrough upstream login: the users file accepts the password but
+    the upstream refuses that same password. It is a bad password, not a gateway fault:
+    -ERR [AUTH], after the failure delay, counted toward max_attempts."""
+    acct = updove.add_user()
+    uf = users_file(files, {acct.name: ("stale-pw", "sha512")})
+    g = make_gateway(updove, {"auth": {"mode": "users_file", "users_file": uf,
+                                       "failure_delay": "300ms", "max_attempts": 2}})
+    with RawPop3(g.pop3s_port, tls_context=ctx) as c:
+        started = time.monotonic()
+        assert user_pass(c, acct.name, "stale-pw").line == AUTH_FAILED
+        assert time.monotonic() - started >= 0.3, "the failure delay applies"
+        assert user_pass(c, acct.name, "stale-pw").line == AUTH_FAILED
+        assert c.read_until_eof(timeout=QUICK) == b"", "closed after max_attempts failures"
+    assert "upstream_login_refused" not in g.log_text()

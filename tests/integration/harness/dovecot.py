@@ -49,6 +49,16 @@ _instance_counter = itertools.count(1)
 _user_counter = itertools.count(1)
 
 
+def _appended_uid(typ: str, data) -> int:
+    """The UID an APPEND answer gives (UIDPLUS's APPENDUID)."""
+    if typ != "OK":
+        raise RuntimeError(f"APPEND failed: {typ} {data}")
+    m = re.search(rb"\[APPENDUID (\d+) (\d+)\]", data[0] or b"")
+    if not m:
+        raise RuntimeError(f"no APPENDUID in {data!r}")
+    return int(m.group(2))
+
+
 @dataclasses.dataclass(frozen=True)
 class Account:
     name: str
@@ -426,13 +436,7 @@ service pop3-login {{
             raise ValueError("message has a bare CR or LF; use CRLF line ends")
         conn = self.imap(user, tls)
         try:
-            typ, data = conn.append("INBOX", flags or None, None, message)
-            if typ != "OK":
-                raise RuntimeError(f"APPEND failed: {typ} {data}")
-            m = re.search(rb"\[APPENDUID (\d+) (\d+)\]", data[0] or b"")
-            if not m:
-                raise RuntimeError(f"no APPENDUID in {data!r}")
-            return int(m.group(2))
+            return _appended_uid(*conn.append("INBOX", flags or None, None, message))
         finally:
             conn.logout()
 
@@ -445,13 +449,7 @@ service pop3-login {{
         conn = self.imap(user, tls)
         try:
             conn.literal = message  # what imaplib.append() sets, minus its CRLF rewriting
-            typ, data = conn._simple_command("APPEND", "INBOX")
-            if typ != "OK":
-                raise RuntimeError(f"APPEND failed: {typ} {data}")
-            m = re.search(rb"\[APPENDUID (\d+) (\d+)\]", data[0] or b"")
-            if not m:
-                raise RuntimeError(f"no APPENDUID in {data!r}")
-            return int(m.group(2))
+            return _appended_uid(*conn._simple_command("APPEND", "INBOX"))
         finally:
             conn.logout()
 

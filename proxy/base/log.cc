@@ -1,0 +1,183 @@
+#include "proxy/base/log.h"
+
+#include <openssl/sha.h>
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <atomic>
+#include <string>
+
+namespace popbridge::proxy::log {
+namespace {
+
+// Read by every worker thread, changed by a reload on the main thread.
+std::atomic<config::LogFormat> g_format{config::LogFormat::kLogfmt};
+std::atomic<Level> g_level{Level::kInfo};
+std::atomic<bool> g_off{false};
+std::atomic<config::UserLogging> g_user{config::UserLogging::kPlain};
+
+std::shared_ptr<spdlog::logger>& logger() {
+  // stderr, unbuffered per line, no colour: lines go to journald or a container log.
+  static std::shared_ptr<spdlog::logger> instance = [] {
+    // _mt: worker threads share the sink; each line is written whole.
+    auto created = spdlog::stderr_logger_mt("popbridge");
+    created->set_pattern("time=%Y-%m-%dT%H:%M:%S.%eZ %v", spdlog::pattern_time_type::utc);
+    created->set_level(spdlog::level::trace);
+    created->flush_on(spdlog::level::trace);
+    return created;
+  }();
+  return instance;
+}
+
+std::string_view level_name(Level level) {
+  switch (level) {
+    case Level::kTrace:
+      return "trace";
+    case Level::kDebug:
+      return "debug";
+    case Level::kInfo:
+      return "info";
+    case Level::kWarn:
+      return "warn";
+    case Level::kError:
+      return "error";
+  }
+  return "info";
+}
+
+bool needs_quotes(std::string_view text) {
+  if (text.empty()) {
+    return true;
+  }
+  for (char c : text) {
+    if (c <= ' ' || c == '"' || c == '=' || c == '\\' || static_cast<unsigned char>(c) >= 0x7f) {
+      return true;
+    }
+  }
+  return false;
+}
+
+// Escapes for both logfmt and JSON: control bytes never reach the terminal raw, so a
+// client cannot forge log lines with CR/LF in a user name.
+void append_escaped(std::string& out, std::string_view text) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  for (char c : text) {
+    auto byte = static_cast<unsigned char>(c);
+    if (c == '"' || c == '\\') {
+      out.push_back('\\');
+      out.push_back(c);
+    } else if (c == '\n') {
+      out += "\\n";
+    } else if (c == '\r') {
+      out += "\\r";
+    } else if (byte < 0x20 || byte == 0x7f) {
+      out += "\\u00";
+      out.push_back(kHex[byte >> 4]);
+      out.push_back(kHex[byte & 0xf]);
+    } else {
+      out.push_back(c);
+    }
+  }
+}
+
+void append_value(std::string& out, const Field& field, bool json) {
+  std::visit(
+      [&](const auto& value) {
+        using T = std::decay_t<decltype(value)>;
+        if constexpr (std::is_same_v<T, std::string_view>) {
+          if (json || needs_quotes(value)) {
+            out.push_back('"');
+            append_escaped(out, value);
+            out.push_back('"');
+          } else {
+            out += value;
+          }
+        } else if constexpr (std::is_same_v<T, bool>) {
+          out += value ? "true" : "false";
+        } else {
+          out += std::to_string(value);
+        }
+      },
+      field.value);
+}
+
+}  // namespace
+
+std::string user(std::string_view name) {
+  switch (g_user.load()) {
+    case config::UserLogging::kPlain:
+      return std::string(name);
+    case config::UserLogging::kOmit:
+      return "-";
+    case config::UserLogging::kHash:
+      break;
+  }
+  uint8_t digest[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const uint8_t*>(name.data()), name.size(), digest);
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string text;
+  for (int i = 0; i < 8; ++i) {
+    text.push_back(kHex[digest[i] >> 4]);
+    text.push_back(kHex[digest[i] & 0xf]);
+  }
+  return text;
+}
+
+void configure(const config::Logging& settings) {
+  g_format = settings.format;
+  g_user = settings.user;
+  g_off = settings.level == "off";
+  if (settings.level == "trace") {
+    g_level = Level::kTrace;
+  } else if (settings.level == "debug") {
+    g_level = Level::kDebug;
+  } else if (settings.level == "warn") {
+    g_level = Level::kWarn;
+  } else if (settings.level == "error") {
+    g_level = Level::kError;
+  } else {
+    g_level = Level::kInfo;
+  }
+  logger()->set_pattern(
+      g_format == config::LogFormat::kJson ? "%v" : "time=%Y-%m-%dT%H:%M:%S.%eZ %v",
+      spdlog::pattern_time_type::utc);
+}
+
+bool enabled(Level level) { return !g_off && level >= g_level; }
+
+void write(Level level, std::string_view event, std::initializer_list<Field> fields) {
+  if (!enabled(level)) {
+    return;
+  }
+  std::string line;
+  line.reserve(128);
+  const bool json = g_format == config::LogFormat::kJson;
+  if (json) {
+    line += "{\"level\":\"";
+    line += level_name(level);
+    line += "\",\"event\":\"";
+    append_escaped(line, event);
+    line += '"';
+    for (const Field& field : fields) {
+      line += ",\"";
+      append_escaped(line, field.key);
+      line += "\":";
+      append_value(line, field, true);
+    }
+    line += '}';
+  } else {
+    line += "level=";
+    line += level_name(level);
+    line += " event=";
+    line += event;
+    for (const Field& field : fields) {
+      line += ' ';
+      line += field.key;
+      line += '=';
+      append_value(line, field, false);
+    }
+  }
+  logger()->info(line);
+}
+
+}  // namespace popbridge::proxy::log

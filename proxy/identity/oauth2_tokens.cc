@@ -1,0 +1,171 @@
+#include "proxy/identity/oauth2_tokens.h"
+
+#include <algorithm>
+#include <nlohmann/json.hpp>
+
+#include "proxy/base/log.h"
+
+namespace popbridge::proxy {
+namespace {
+
+// Refresh this long before the endpoint's expiry, or at half the lifetime of a short one,
+// so a token never expires between fetching the mailbox list and the last RETR.
+constexpr std::chrono::seconds kRefreshMargin{60};
+
+HttpClientOptions options_for(const config::OAuth2& settings) {
+  HttpClientOptions options;
+  options.ca_file = settings.ca_file;
+  options.verify_certificate = settings.verify_certificate;
+  return options;
+}
+
+}  // namespace
+
+protocol::Secret TokenCache::find(const std::string& key) {
+  std::lock_guard lock(mutex_);
+  auto found = tokens_.find(key);
+  if (found == tokens_.end() || now_() >= found->second.refresh_after) {
+    return {};
+  }
+  return found->second.token;
+}
+
+void TokenCache::store(const std::string& key, protocol::Secret token,
+                       std::chrono::seconds lifetime) {
+  const auto margin = std::min<std::chrono::seconds>(kRefreshMargin, lifetime / 2);
+  std::lock_guard lock(mutex_);
+  tokens_[key] = Entry{std::move(token), now_() + lifetime - margin};
+}
+
+void TokenCache::forget(const std::string& key) {
+  std::lock_guard lock(mutex_);
+  tokens_.erase(key);
+}
+
+protocol::Secret TokenCache::rotated_refresh_token(const std::string& key) {
+  std::lock_guard lock(mutex_);
+  auto found = refresh_tokens_.find(key);
+  return found == refresh_tokens_.end() ? protocol::Secret() : found->second;
+}
+
+void TokenCache::store_refresh_token(const std::string& key, protocol::Secret token) {
+  std::lock_guard lock(mutex_);
+  refresh_tokens_[key] = std::move(token);
+}
+
+TokenSource::TokenSource(uv_loop_t* loop, const config::OAuth2& settings, const Identity& identity,
+                         TokenCache& cache)
+    : settings_(settings), identity_(identity), cache_(cache), http_(loop, options_for(settings)) {}
+
+std::string TokenSource::key_for(const std::string& user) const {
+  // A service account's token (client_credentials) serves every user.
+  return settings_.grant == config::OAuth2Grant::kClientCredentials ? std::string() : user;
+}
+
+void TokenSource::invalidate(const std::string& user) { cache_.forget(key_for(user)); }
+
+void TokenSource::get(const std::string& user, std::weak_ptr<void> alive, Callback done) {
+  const std::string key = key_for(user);
+  if (protocol::Secret cached = cache_.find(key); !cached.empty()) {
+    Result result;
+    result.kind = Result::Kind::kOk;
+    result.token = std::move(cached);
+    done(result);
+    return;
+  }
+  waiting_[key].push_back(Waiter{std::move(alive), std::move(done)});
+  if (in_flight_.count(key) == 0) {
+    fetch(key, user);
+  }
+}
+
+void TokenSource::fetch(const std::string& key, const std::string& user) {
+  finished_.clear();
+  std::vector<std::pair<std::string, std::string>> form;
+  if (settings_.grant == config::OAuth2Grant::kRefreshToken) {
+    protocol::Secret refresh = cache_.rotated_refresh_token(key);
+    if (refresh.empty()) {
+      auto found = identity_.refresh_tokens.find(user);
+      if (found == identity_.refresh_tokens.end()) {
+        Result result;
+        result.kind = Result::Kind::kPermanent;
+        result.error = "no refresh token for this user";
+        finish(key, result);
+        return;
+      }
+      refresh = found->second;
+    }
+    form = {{"grant_type", "refresh_token"}, {"refresh_token", std::string(refresh.view())}};
+  } else {
+    form = {{"grant_type", "client_credentials"}};
+  }
+  form.emplace_back("client_id", settings_.client_id);
+  if (!identity_.oauth2_client_secret.empty()) {
+    form.emplace_back("client_secret", std::string(identity_.oauth2_client_secret.view()));
+  }
+  if (!settings_.scope.empty()) {
+    form.emplace_back("scope", settings_.scope);
+  }
+  HttpRequest request;
+  request.method = "POST";
+  request.url = settings_.token_url;
+  request.headers = {{"Content-Type", "application/x-www-form-urlencoded"},
+                     {"Accept", "application/json"}};
+  request.body = form_urlencode(form);
+  for (auto& [name, value] : form) {
+    protocol::wipe(value.data(), value.size());
+  }
+  in_flight_[key] = http_.request(std::move(request), [this, key](HttpResult response) {
+    Result result;
+    const nlohmann::json body = nlohmann::json::parse(response.body, nullptr, false);
+    if (!response.ok()) {
+      result.error = "token endpoint: " + std::string(to_string(response.error));
+    } else if (response.status == 200 && body.is_object() && body.contains("access_token") &&
+               body["access_token"].is_string()) {
+      result.kind = Result::Kind::kOk;
+      result.token = protocol::Secret(body["access_token"].get<std::string>());
+      std::int64_t lifetime = 3600;  // RFC 6749 §5.1: expires_in is RECOMMENDED, not required
+      if (body.contains("expires_in") && body["expires_in"].is_number_integer()) {
+        lifetime = std::max<std::int64_t>(1, body["expires_in"].get<std::int64_t>());
+      }
+      cache_.store(key, result.token, std::chrono::seconds(lifetime));
+      if (body.contains("refresh_token") && body["refresh_token"].is_string()) {
+        cache_.store_refresh_token(key, protocol::Secret(body["refresh_token"].get<std::string>()));
+      }
+    } else {
+      const std::string error =
+          body.is_object() && body.contains("error") && body["error"].is_string()
+              ? body["error"].get<std::string>()
+              : "HTTP " + std::to_string(response.status);
+      // RFC 6749 §5.2: a refused grant or client will not work by asking again.
+      const bool permanent = error == "invalid_grant" || error == "invalid_client" ||
+                             error == "unauthorized_client" || error == "invalid_scope";
+      result.kind = permanent ? Result::Kind::kPermanent : Result::Kind::kTemporary;
+      result.error = "token endpoint refused: " + error;
+    }
+    if (!response.body.empty()) {
+      protocol::wipe(response.body.data(), response.body.size());
+    }
+    finish(key, result);
+  });
+}
+
+void TokenSource::finish(const std::string& key, const Result& result) {
+  if (result.kind != Result::Kind::kOk) {
+    log::warn("oauth2_token_failed", {{"reason", result.error}});
+  }
+  std::vector<Waiter> waiters = std::move(waiting_[key]);
+  waiting_.erase(key);
+  // The handle's own callback may be running: keep the handle until the next fetch.
+  if (auto found = in_flight_.find(key); found != in_flight_.end()) {
+    finished_.push_back(std::move(found->second));
+    in_flight_.erase(found);
+  }
+  for (Waiter& waiter : waiters) {
+    if (!waiter.alive.expired()) {
+      waiter.done(result);
+    }
+  }
+}
+
+}  // namespace popbridge::proxy

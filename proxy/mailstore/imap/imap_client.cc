@@ -1,0 +1,674 @@
+#include "proxy/mailstore/imap/imap_client.h"
+
+#include <algorithm>
+#include <cctype>
+#include <charconv>
+
+#include "protocol/common/base64.h"
+#include "protocol/sasl/sasl.h"
+#include "proxy/base/log.h"
+
+namespace popbridge::proxy {
+namespace {
+
+std::string upper(std::string_view text) {
+  std::string result(text);
+  std::transform(result.begin(), result.end(), result.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::toupper(c)); });
+  return result;
+}
+
+ImapResult::Kind kind_of(protocol::ImapStatusKind kind) {
+  switch (kind) {
+    case protocol::ImapStatusKind::kOk:
+      return ImapResult::Kind::kOk;
+    case protocol::ImapStatusKind::kNo:
+      return ImapResult::Kind::kNo;
+    default:
+      return ImapResult::Kind::kBad;
+  }
+}
+
+void wipe_parts(std::vector<std::string>& parts) {
+  for (std::string& part : parts) {
+    protocol::wipe(part.data(), part.size());
+  }
+}
+
+}  // namespace
+
+std::string ImapResult::code_atom() const {
+  std::string_view view = code;
+  return upper(view.substr(0, view.find(' ')));
+}
+
+std::string_view failure_name(ImapResult::Failure failure) {
+  switch (failure) {
+    case ImapResult::Failure::kNone:
+      return "none";
+    case ImapResult::Failure::kConnect:
+      return "connect";
+    case ImapResult::Failure::kTls:
+      return "tls";
+    case ImapResult::Failure::kTimeout:
+      return "timeout";
+    case ImapResult::Failure::kProtocol:
+      return "protocol";
+    case ImapResult::Failure::kBye:
+      return "bye";
+    case ImapResult::Failure::kClosed:
+      return "closed";
+    case ImapResult::Failure::kRefused:
+      return "refused";
+  }
+  return "unknown";
+}
+
+ImapClient::ImapClient(uv_loop_t* loop, const config::Upstream& settings, SSL_CTX* tls_context,
+                       Observer& observer)
+    : loop_(loop),
+      settings_(settings),
+      tls_context_(tls_context),
+      observer_(observer),
+      resolver_(loop),
+      parser_(*this),
+      timer_(loop) {}
+
+ImapClient::~ImapClient() {
+  for (Pending& pending : queue_) {
+    if (pending.secret) {
+      wipe_parts(pending.parts);
+    }
+  }
+}
+
+void ImapClient::connect(Completion ready) {
+  ready_ = std::move(ready);
+  state_ = State::kResolving;
+  timer_.start(static_cast<std::uint64_t>(settings_.connect_timeout.count()),
+               [this] { fail(ImapResult::Failure::kTimeout, "connect timeout"); });
+  resolver_.resolve(settings_.address, [this](int status, const sockaddr_storage& address) {
+    if (status != 0) {
+      fail(ImapResult::Failure::kConnect,
+           "cannot resolve " + settings_.address.host + ": " + uv_strerror(status));
+      return;
+    }
+    state_ = State::kConnecting;
+    connection_ = Connection::create(loop_, this);
+    connection_->set_keepalive(
+        {static_cast<unsigned>(
+             std::chrono::duration_cast<std::chrono::seconds>(settings_.keepalive_idle).count()),
+         static_cast<unsigned>(
+             std::chrono::duration_cast<std::chrono::seconds>(settings_.keepalive_interval)
+                 .count()),
+         settings_.keepalive_count});
+    int result = connection_->connect(reinterpret_cast<const sockaddr*>(&address));
+    if (result != 0) {
+      fail(ImapResult::Failure::kConnect, uv_strerror(result));
+    }
+  });
+}
+
+void ImapClient::on_connected(int status) {
+  if (status != 0) {
+    fail(ImapResult::Failure::kConnect,
+         "cannot connect to " + settings_.address.to_string() + ": " + uv_strerror(status));
+    return;
+  }
+  connection_->start_reading();
+  if (settings_.tls == config::TlsMode::kImplicit) {
+    state_ = State::kTlsHandshake;
+    const std::string& name =
+        settings_.server_name.empty() ? settings_.address.host : settings_.server_name;
+    if (!connection_->start_tls(tls_context_, Connection::Role::kClient, name)) {
+      fail(ImapResult::Failure::kTls, "cannot start TLS");
+    }
+    return;
+  }
+  state_ = State::kGreeting;
+}
+
+void ImapClient::on_tls_established() {
+  if (state_ == State::kTlsHandshake && settings_.tls == config::TlsMode::kImplicit) {
+    state_ = State::kGreeting;
+    return;
+  }
+  // STARTTLS done: capabilities from before TLS are void (RFC 3501 §6.2.1).
+  capabilities_.clear();
+  request_capabilities();
+}
+
+void ImapClient::on_data(std::string_view bytes) {
+  if (state_ == State::kTlsHandshake) {
+    // Plaintext after our STARTTLS completed: an injection attempt or a broken server.
+    fail(ImapResult::Failure::kProtocol, "unexpected plaintext after STARTTLS");
+    return;
+  }
+  if (in_flight_ && !paused_) {
+    arm_command_timer();
+  }
+  if (!parser_.feed(bytes)) {
+    fail(ImapResult::Failure::kProtocol, "bad response from upstream: " + parser_.error());
+  }
+}
+
+void ImapClient::on_disconnected(std::string_view reason) {
+  fail(saw_bye_ ? ImapResult::Failure::kBye : ImapResult::Failure::kClosed,
+       saw_bye_ ? "upstream said BYE: " + bye_text_ : std::string(reason));
+}
+
+void ImapClient::on_status(const protocol::ImapStatus& status) {
+  if (state_ == State::kClosed || state_ == State::kTlsHandshake) {
+    if (state_ == State::kTlsHandshake) {
+      fail(ImapResult::Failure::kProtocol, "unexpected response after STARTTLS");
+    }
+    return;
+  }
+  if (status.tag == "*") {
+    if (state_ == State::kGreeting) {
+      on_greeting(status);
+      return;
+    }
+    if (status.kind == protocol::ImapStatusKind::kBye) {
+      saw_bye_ = true;
+      bye_text_ = std::string(status.text);
+      return;
+    }
+    std::string atom = upper(status.code.substr(0, status.code.find(' ')));
+    if (atom == "UIDVALIDITY") {
+      std::string_view value = status.code.substr(status.code.find(' ') + 1);
+      std::uint32_t parsed = 0;
+      auto [end, error] = std::from_chars(value.data(), value.data() + value.size(), parsed);
+      if (error == std::errc() && end == value.data() + value.size()) {
+        uidvalidity_ = parsed;
+      }
+    } else if (atom == "CAPABILITY") {
+      set_capabilities(status.code.substr(status.code.find(' ') + 1));
+    } else if (atom == "PERMANENTFLAGS") {
+      permanent_flags_ = upper(status.code.substr(status.code.find(' ') + 1));
+    }
+    return;
+  }
+  if (!in_flight_ || queue_.empty() || status.tag != queue_.front().tag) {
+    fail(ImapResult::Failure::kProtocol,
+         "response with unknown tag '" + std::string(status.tag) + "'");
+    return;
+  }
+  if (upper(status.code.substr(0, status.code.find(' '))) == "CAPABILITY") {
+    set_capabilities(status.code.substr(status.code.find(' ') + 1));
+  }
+  ImapResult result;
+  result.kind = kind_of(status.kind);
+  result.code = std::string(status.code);
+  result.text = std::string(status.text);
+  complete_current(result);
+}
+
+void ImapClient::on_greeting(const protocol::ImapStatus& status) {
+  if (status.kind == protocol::ImapStatusKind::kBye) {
+    fail(ImapResult::Failure::kRefused,
+         "upstream refused the connection: " + std::string(status.text));
+    return;
+  }
+  if (status.kind == protocol::ImapStatusKind::kPreauth) {
+    // A pre-authenticated connection would skip our login: this gateway must log in as
+    // the client's user, so it cannot use it.
+    fail(ImapResult::Failure::kProtocol, "upstream sent PREAUTH");
+    return;
+  }
+  if (upper(status.code.substr(0, status.code.find(' '))) == "CAPABILITY") {
+    set_capabilities(status.code.substr(status.code.find(' ') + 1));
+  }
+  after_tls_or_greeting();
+}
+
+void ImapClient::after_tls_or_greeting() {
+  if (settings_.tls == config::TlsMode::kStartTls && !connection_->tls_active()) {
+    state_ = State::kStartTls;
+    auto issue = [this] {
+      if (!has_capability("STARTTLS")) {
+        fail(ImapResult::Failure::kTls, "upstream does not offer STARTTLS");
+        return;
+      }
+      send_parts({next_tag() + " STARTTLS\r\n"}, false, nullptr, [this](const ImapResult& result) {
+        if (!result.ok()) {
+          fail(ImapResult::Failure::kTls, "STARTTLS refused: " + result.text);
+          return;
+        }
+        // Bytes after the OK were sent in the clear and may be injected: the parser
+        // drops them with any partial line, and TLS starts from a clean slate.
+        parser_.reset();
+        state_ = State::kTlsHandshake;
+        const std::string& name =
+            settings_.server_name.empty() ? settings_.address.host : settings_.server_name;
+        if (!connection_->start_tls(tls_context_, Connection::Role::kClient, name)) {
+          fail(ImapResult::Failure::kTls, "cannot start TLS");
+        }
+      });
+    };
+    if (capabilities_.empty()) {
+      state_ = State::kCapability;
+      send_parts({next_tag() + " CAPABILITY\r\n"}, false, nullptr,
+                 [this, issue](const ImapResult& result) {
+                   if (!result.ok()) {
+                     fail(ImapResult::Failure::kProtocol, "CAPABILITY failed: " + result.text);
+                     return;
+                   }
+                   issue();
+                 });
+    } else {
+      issue();
+    }
+    return;
+  }
+  if (capabilities_.empty()) {
+    request_capabilities();
+  } else {
+    connection_ready();
+  }
+}
+
+void ImapClient::request_capabilities() {
+  state_ = State::kCapability;
+  send_parts({next_tag() + " CAPABILITY\r\n"}, false, nullptr, [this](const ImapResult& result) {
+    if (!result.ok()) {
+      fail(ImapResult::Failure::kProtocol, "CAPABILITY failed: " + result.text);
+      return;
+    }
+    connection_ready();
+  });
+}
+
+void ImapClient::set_client_identity(std::string address, std::uint16_t port,
+                                     std::string session_id) {
+  client_address_ = std::move(address);
+  client_port_ = port;
+  session_id_ = std::move(session_id);
+}
+
+void ImapClient::connection_ready() {
+  if (settings_.send_id && !client_address_.empty() && has_capability("ID")) {
+    send_id_then_ready();
+    return;
+  }
+  state_ = State::kLoggingIn;
+  timer_.stop();
+  log::debug("upstream_connected", {{"tls", connection_->tls_summary()}});
+  if (ready_) {
+    auto ready = std::move(ready_);
+    ready_ = nullptr;
+    ImapResult result;
+    result.kind = ImapResult::Kind::kOk;
+    ready(result);
+  }
+}
+
+void ImapClient::send_id_then_ready() {
+  // Addresses, digits and our own ids need no escaping inside quotes.
+  auto pair = [](std::string_view key, std::string_view value) {
+    return "\"" + std::string(key) + "\" \"" + std::string(value) + "\"";
+  };
+  protocol::ImapCommand id("ID");
+  id.raw("(" + pair("name", "popbridge") + " " + pair("x-originating-ip", client_address_) + " " +
+         pair("x-originating-port", std::to_string(client_port_)) + " " +
+         pair("x-session-ext-id", session_id_) + ")");
+  client_address_.clear();  // ID once per connection
+  run(id, nullptr, [this](const ImapResult&) {
+    // An ID the server refuses changes nothing for the login.
+    connection_ready();
+  });
+}
+
+void ImapClient::authenticate(std::string_view mechanism, std::string_view message,
+                              Completion done) {
+  std::string encoded = protocol::base64_encode(message);
+  std::vector<std::string> parts;
+  if (has_capability("SASL-IR")) {
+    parts.push_back(next_tag() + " AUTHENTICATE " + std::string(mechanism) + " " + encoded +
+                    "\r\n");
+  } else {
+    parts.push_back(next_tag() + " AUTHENTICATE " + std::string(mechanism) + "\r\n");
+    parts.push_back(encoded + "\r\n");
+  }
+  protocol::wipe(encoded.data(), encoded.size());
+  send_parts(std::move(parts), true, nullptr, std::move(done));
+  if (mechanism == "XOAUTH2") {
+    queue_.back().final_response.clear();
+  } else if (mechanism == "OAUTHBEARER") {
+    queue_.back().final_response = "AQ==";
+  }
+}
+
+void ImapClient::login(const UpstreamCredentials& credentials, Completion done) {
+  const std::string_view authzid = credentials.authzid;
+  const std::string_view user = credentials.user;
+  const protocol::Secret& password = credentials.secret;
+  auto finish = [this, done = std::move(done)](const ImapResult& result) {
+    if (result.ok()) {
+      state_ = State::kReady;
+      if (!has_capability("IMAP4REV1") && !has_capability("IMAP4REV2")) {
+        // The tagged OK carried no capabilities: ask, since they may change after login.
+        send_parts({next_tag() + " CAPABILITY\r\n"}, false, nullptr,
+                   [done](const ImapResult& caps) { done(caps); });
+        return;
+      }
+    }
+    done(result);
+  };
+  // Capabilities may grow after login; only the tagged OK's list or a new CAPABILITY
+  // reply replaces them, so the pre-login set is dropped once login succeeds.
+  auto finish_and_refresh = [this, finish = std::move(finish)](const ImapResult& result) {
+    if (result.ok() && upper(result.code.substr(0, result.code.find(' '))) != "CAPABILITY") {
+      capabilities_.clear();
+    }
+    finish(result);
+  };
+  auto refuse = [&](std::string text) {
+    ImapResult result;
+    result.kind = ImapResult::Kind::kFailed;
+    result.failure = ImapResult::Failure::kRefused;
+    result.text = std::move(text);
+    finish_and_refresh(result);
+  };
+  if (credentials.mechanism != UpstreamCredentials::Mechanism::kPassword) {
+    const bool xoauth2 = credentials.mechanism == UpstreamCredentials::Mechanism::kXoauth2;
+    const char* mechanism = xoauth2 ? "XOAUTH2" : "OAUTHBEARER";
+    if (!has_capability(std::string("AUTH=") + mechanism)) {
+      refuse(std::string("upstream does not offer ") + mechanism);
+      return;
+    }
+    // XOAUTH2 (Google, Microsoft) and RFC 7628 OAUTHBEARER carry the same bearer token.
+    std::string message = xoauth2
+                              ? "user=" + std::string(user) +
+                                    "\x01"
+                                    "auth=Bearer " +
+                                    std::string(password.view()) + "\x01\x01"
+                              : "n,a=" + std::string(user) + ",\x01host=" + settings_.address.host +
+                                    "\x01port=" + std::to_string(settings_.address.port) +
+                                    "\x01"
+                                    "auth=Bearer " +
+                                    std::string(password.view()) + "\x01\x01";
+    authenticate(mechanism, message, std::move(finish_and_refresh));
+    protocol::wipe(message.data(), message.size());
+    return;
+  }
+  if (has_capability("AUTH=PLAIN")) {
+    protocol::Secret message = protocol::build_sasl_plain(authzid, user, password.view());
+    authenticate("PLAIN", message.view(), std::move(finish_and_refresh));
+    return;
+  }
+  if (has_capability("LOGINDISABLED") || !authzid.empty()) {
+    refuse(authzid.empty() ? "upstream offers no usable login method"
+                           : "a master login needs AUTH=PLAIN upstream");
+    return;
+  }
+  protocol::ImapCommand command("LOGIN");
+  command.astring(user).astring(password.view());
+  std::vector<std::string> parts = command.render(next_tag(), has_capability("LITERAL+"));
+  send_parts(std::move(parts), true, nullptr, std::move(finish_and_refresh));
+}
+
+void ImapClient::run(const protocol::ImapCommand& command, FetchSink* sink, Completion done) {
+  send_parts(command.render(next_tag(), has_capability("LITERAL+")), false, sink, std::move(done));
+}
+
+void ImapClient::logout() {
+  if (state_ == State::kClosed || !connection_) {
+    shutdown();
+    return;
+  }
+  queue_.clear();
+  state_ = State::kClosed;
+  timer_.stop();
+  connection_->write(next_tag() + " LOGOUT\r\n");
+  connection_->close_after_flush();
+}
+
+void ImapClient::shutdown() {
+  state_ = State::kClosed;
+  timer_.stop();
+  queue_.clear();
+  connection_.reset();
+}
+
+bool ImapClient::may_store_keyword(std::string_view keyword) const {
+  // RFC 3501 §7.1: without PERMANENTFLAGS every flag may be changed permanently; "\*"
+  // allows new keywords.
+  if (!permanent_flags_) {
+    return true;
+  }
+  const std::string wanted = upper(keyword);
+  std::string_view list = *permanent_flags_;
+  while (!list.empty() && (list.front() == '(' || list.front() == ' ')) {
+    list.remove_prefix(1);
+  }
+  while (!list.empty()) {
+    const std::size_t end = list.find_first_of(" )");
+    const std::string_view flag = list.substr(0, end);
+    if (flag == "\\*" || flag == wanted) {
+      return true;
+    }
+    if (end == std::string_view::npos) {
+      break;
+    }
+    list.remove_prefix(end + 1);
+  }
+  return false;
+}
+
+bool ImapClient::has_capability(std::string_view name) const {
+  return capabilities_.count(upper(name)) != 0;
+}
+
+void ImapClient::pause_reading() {
+  paused_ = true;
+  if (connection_) {
+    connection_->stop_reading();
+  }
+  // A paused upstream is waiting for our client, not failing.
+  timer_.stop();
+}
+
+void ImapClient::resume_reading() {
+  paused_ = false;
+  if (connection_ && state_ != State::kClosed) {
+    connection_->start_reading();
+    if (in_flight_) {
+      arm_command_timer();
+    }
+  }
+}
+
+std::uint64_t ImapClient::bytes_received() const {
+  return connection_ ? connection_->bytes_received() : 0;
+}
+
+std::uint64_t ImapClient::bytes_sent() const { return connection_ ? connection_->bytes_sent() : 0; }
+
+void ImapClient::send_parts(std::vector<std::string> parts, bool secret, FetchSink* sink,
+                            Completion done) {
+  Pending pending;
+  pending.tag = parts.front().substr(0, parts.front().find(' '));
+  pending.parts = std::move(parts);
+  pending.secret = secret;
+  pending.sink = sink;
+  pending.done = std::move(done);
+  queue_.push_back(std::move(pending));
+  send_next();
+}
+
+void ImapClient::send_next() {
+  if (in_flight_ || queue_.empty() || !connection_ || state_ == State::kClosed) {
+    return;
+  }
+  in_flight_ = true;
+  Pending& front = queue_.front();
+  connection_->write(front.parts[0]);
+  front.next_part = 1;
+  if (!paused_) {
+    arm_command_timer();
+  }
+}
+
+void ImapClient::on_continuation(std::string_view) {
+  if (!in_flight_ || queue_.empty()) {
+    fail(ImapResult::Failure::kProtocol, "unexpected continuation request");
+    return;
+  }
+  Pending& front = queue_.front();
+  if (front.next_part < front.parts.size()) {
+    connection_->write(front.parts[front.next_part++]);
+  } else {
+    connection_->write(front.final_response + "\r\n");
+  }
+}
+
+void ImapClient::complete_current(const ImapResult& result) {
+  Pending finished = std::move(queue_.front());
+  queue_.pop_front();
+  in_flight_ = false;
+  timer_.stop();
+  if (finished.secret) {
+    wipe_parts(finished.parts);
+  }
+  send_next();
+  if (finished.done) {
+    finished.done(result);
+  }
+}
+
+void ImapClient::fail(ImapResult::Failure failure, std::string reason) {
+  if (state_ == State::kClosed) {
+    return;
+  }
+  const bool was_ready = state_ == State::kReady || state_ == State::kLoggingIn;
+  state_ = State::kClosed;
+  timer_.stop();
+  log::warn("upstream_failed", {{"kind", failure_name(failure)}, {"reason", reason}});
+  ImapResult result;
+  result.kind = ImapResult::Kind::kFailed;
+  result.failure = failure;
+  result.text = std::move(reason);
+  std::deque<Pending> abandoned = std::move(queue_);
+  queue_.clear();
+  const bool had_command = in_flight_ && !abandoned.empty();
+  in_flight_ = false;
+  if (connection_) {
+    connection_->close();
+  }
+  for (Pending& pending : abandoned) {
+    if (pending.secret) {
+      wipe_parts(pending.parts);
+    }
+  }
+  if (ready_) {
+    auto ready = std::move(ready_);
+    ready_ = nullptr;
+    ready(result);
+    return;
+  }
+  if (had_command && abandoned.front().done) {
+    abandoned.front().done(result);
+    return;
+  }
+  if (was_ready) {
+    observer_.on_upstream_lost(result);
+  }
+}
+
+void ImapClient::set_capabilities(std::string_view space_separated) {
+  capabilities_.clear();
+  while (!space_separated.empty()) {
+    std::size_t end = space_separated.find(' ');
+    std::string_view atom = space_separated.substr(0, end);
+    if (!atom.empty()) {
+      capabilities_.insert(upper(atom));
+    }
+    if (end == std::string_view::npos) {
+      break;
+    }
+    space_separated.remove_prefix(end + 1);
+  }
+}
+
+void ImapClient::arm_command_timer() {
+  timer_.start(static_cast<std::uint64_t>(settings_.command_timeout.count()),
+               [this] { fail(ImapResult::Failure::kTimeout, "upstream command timeout"); });
+}
+
+std::string ImapClient::next_tag() { return "a" + std::to_string(++tag_counter_); }
+
+FetchSink* ImapClient::sink() const {
+  return in_flight_ && !queue_.empty() ? queue_.front().sink : nullptr;
+}
+
+void ImapClient::on_capability(const std::vector<std::string_view>& capabilities) {
+  capabilities_.clear();
+  for (std::string_view capability : capabilities) {
+    capabilities_.insert(upper(capability));
+  }
+}
+
+void ImapClient::on_exists(std::uint32_t count) { exists_ = count; }
+
+void ImapClient::on_expunge(std::uint32_t) {
+  if (exists_ > 0) {
+    --exists_;
+  }
+}
+
+void ImapClient::on_fetch_begin(std::uint32_t sequence) {
+  if (FetchSink* target = sink()) {
+    target->on_fetch_begin(sequence);
+  }
+}
+
+void ImapClient::on_fetch_uid(std::uint32_t uid) {
+  if (FetchSink* target = sink()) {
+    target->on_fetch_uid(uid);
+  }
+}
+
+void ImapClient::on_fetch_size(std::uint64_t size) {
+  if (FetchSink* target = sink()) {
+    target->on_fetch_size(size);
+  }
+}
+
+void ImapClient::on_fetch_flags(std::string_view flags) {
+  if (FetchSink* target = sink()) {
+    target->on_fetch_flags(flags);
+  }
+}
+
+void ImapClient::on_fetch_guid(std::string_view guid) {
+  if (FetchSink* target = sink()) {
+    target->on_fetch_guid(guid);
+  }
+}
+
+void ImapClient::on_body_begin(std::string_view section, std::uint64_t origin, std::uint64_t size) {
+  if (FetchSink* target = sink()) {
+    target->on_body_begin(section, origin, size);
+  }
+}
+
+void ImapClient::on_body_data(std::string_view chunk) {
+  if (FetchSink* target = sink()) {
+    target->on_body_data(chunk);
+  }
+}
+
+void ImapClient::on_body_end() {
+  if (FetchSink* target = sink()) {
+    target->on_body_end();
+  }
+}
+
+void ImapClient::on_fetch_end() {
+  if (FetchSink* target = sink()) {
+    target->on_fetch_end();
+  }
+}
+
+}  // namespace popbridge::proxy

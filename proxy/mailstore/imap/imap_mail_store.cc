@@ -1,0 +1,472 @@
+#include "proxy/mailstore/imap/imap_mail_store.h"
+
+#include <algorithm>
+#include <cctype>
+
+#include "protocol/imap/imap_writer.h"
+#include "proxy/base/log.h"
+
+namespace popbridge::proxy {
+namespace {
+
+// TOP reads the body in partial fetches of this size until it has its lines.
+constexpr std::uint64_t kTopChunk = 64 * 1024;
+// UIDs per STORE/EXPUNGE command, to keep command lines short for every server.
+constexpr std::size_t kUidsPerCommand = 500;
+// Marks the deletions of a commit in progress; see restore_marked().
+constexpr std::string_view kPendingKeyword = "$PopbridgePending";
+
+bool equals_ignoring_case(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return std::tolower(static_cast<unsigned char>(x)) ==
+                  std::tolower(static_cast<unsigned char>(y));
+         });
+}
+
+std::vector<unsigned> slice(const std::vector<std::uint32_t>& uids, std::size_t offset) {
+  const std::size_t end = std::min(uids.size(), offset + kUidsPerCommand);
+  return {uids.begin() + static_cast<std::ptrdiff_t>(offset),
+          uids.begin() + static_cast<std::ptrdiff_t>(end)};
+}
+
+metrics::UpstreamError error_kind(ImapResult::Failure failure) {
+  switch (failure) {
+    case ImapResult::Failure::kConnect:
+      return metrics::UpstreamError::kConnect;
+    case ImapResult::Failure::kTls:
+      return metrics::UpstreamError::kTls;
+    case ImapResult::Failure::kTimeout:
+      return metrics::UpstreamError::kTimeout;
+    case ImapResult::Failure::kBye:
+      return metrics::UpstreamError::kBye;
+    case ImapResult::Failure::kRefused:
+      return metrics::UpstreamError::kRefused;
+    case ImapResult::Failure::kClosed:
+      return metrics::UpstreamError::kClosed;
+    case ImapResult::Failure::kProtocol:
+    case ImapResult::Failure::kNone:
+      break;
+  }
+  return metrics::UpstreamError::kProtocol;
+}
+
+double seconds_since(std::uint64_t start_ns) {
+  return static_cast<double>(uv_hrtime() - start_ns) / 1e9;
+}
+
+}  // namespace
+
+ImapMailStore::ImapMailStore(uv_loop_t* loop, const config::Upstream& settings,
+                             SSL_CTX* tls_context, metrics::Metrics& metrics,
+                             MailStore::Observer& observer)
+    : settings_(settings),
+      metrics_(metrics),
+      observer_(observer),
+      client_(loop, settings, tls_context, *this) {}
+
+StoreResult ImapMailStore::failure(const ImapResult& result, StoreStatus refusal) {
+  if (result.kind == ImapResult::Kind::kFailed) {
+    // Counted here, once per failure, wherever it happened (login, RETR, QUIT, timeout).
+    metrics_.upstream_error(error_kind(result.failure)).Increment();
+    return {StoreStatus::kLost, result.text};
+  }
+  return {refusal, result.text.empty() ? std::string("refused") : result.text};
+}
+
+void ImapMailStore::close(bool graceful) {
+  closed_ = true;
+  opened_ = nullptr;
+  fetch_done_ = nullptr;
+  commit_done_ = nullptr;
+  sink_ = nullptr;
+  reading_ = Reading::kNone;
+  if (graceful) {
+    client_.logout();
+  } else {
+    client_.shutdown();
+  }
+}
+
+void ImapMailStore::on_upstream_lost(const ImapResult& why) {
+  const StoreResult result = failure(why, StoreStatus::kLost);
+  if (!closed_) {
+    observer_.on_store_lost(result);
+  }
+}
+
+// --- open ---------------------------------------------------------------------------------
+
+void ImapMailStore::open(OpenRequest request, Opened done) {
+  request_ = std::move(request);
+  opened_ = std::move(done);
+  started_ns_ = uv_hrtime();
+  client_.set_client_identity(request_.client_address, request_.client_port,
+                              "popbridge-" + request_.session_id);
+  client_.connect([this](const ImapResult& connected) {
+    if (!connected.ok()) {
+      metrics_.upstream_connect_error.Increment();
+      opened(failure(connected, StoreStatus::kTemporary));
+      return;
+    }
+    client_.login(request_.credentials, [this](const ImapResult& result) { logged_in(result); });
+  });
+}
+
+void ImapMailStore::logged_in(const ImapResult& result) {
+  request_.credentials = {};  // wiped: not needed any more
+  if (result.ok()) {
+    metrics_.upstream_connect_ok.Increment();
+    metrics_.upstream_connect_duration.Observe(seconds_since(started_ns_));
+    select_mailbox();
+    return;
+  }
+  if (result.kind == ImapResult::Kind::kFailed) {
+    metrics_.upstream_connect_error.Increment();
+    opened(failure(result, StoreStatus::kLost));
+    return;
+  }
+  const std::string code = result.code_atom();
+  if (code == "INUSE") {
+    opened({StoreStatus::kInUse, result.text});
+  } else if (code == "UNAVAILABLE" || code == "SERVERBUG" || code == "LIMIT") {
+    opened({StoreStatus::kTemporary, result.text});
+  } else {
+    // A tagged NO without a code (Cyrus, Courier) is a credentials failure too.
+    opened({StoreStatus::kRejected, result.text});
+  }
+}
+
+void ImapMailStore::select_mailbox() {
+  const std::string& mailbox = request_.mailbox ? *request_.mailbox : settings_.mailbox;
+  protocol::ImapCommand select("SELECT");
+  select.astring(mailbox);
+  client_.run(select, nullptr, [this, mailbox](const ImapResult& selected) {
+    if (!selected.ok() || !client_.uidvalidity()) {
+      log::warn(
+          "select_failed",
+          {{"session", request_.session_id}, {"mailbox", mailbox}, {"reason", selected.text}});
+      // A mailbox that does not exist will not appear by retrying.
+      opened(failure(selected, selected.code_atom() == "NONEXISTENT" ? StoreStatus::kPermanent
+                                                                     : StoreStatus::kTemporary));
+      return;
+    }
+    snapshot_ = {};
+    snapshot_.uidvalidity = *client_.uidvalidity();
+    marked_.clear();
+    // Where the mailbox keeps our keyword, commit() marks its deletions with it, and FLAGS
+    // in the snapshot finds what an interrupted commit left behind.
+    mark_pending_ = client_.may_store_keyword(kPendingKeyword);
+    if (client_.exists() == 0) {
+      opened({StoreStatus::kOk, {}});
+      return;
+    }
+    read_snapshot();
+  });
+}
+
+void ImapMailStore::read_snapshot() {
+  std::string items = "(UID RFC822.SIZE";
+  if (mark_pending_) {
+    items += " FLAGS";
+  }
+  if (request_.want_guids) {
+    items += client_.has_capability("OBJECTID") ? " EMAILID" : " X-GUID";
+  }
+  items += ")";
+  reading_ = Reading::kSnapshot;
+  protocol::ImapCommand fetch("UID FETCH");
+  fetch.raw("1:*").raw(items);
+  client_.run(fetch, this, [this](const ImapResult& fetched) {
+    reading_ = Reading::kNone;
+    if (!fetched.ok()) {
+      opened(failure(fetched, StoreStatus::kTemporary));
+      return;
+    }
+    if (!marked_.empty()) {
+      restore_marked();
+      return;
+    }
+    opened({StoreStatus::kOk, {}});
+  });
+}
+
+void ImapMailStore::restore_marked() {
+  // An earlier session's commit marked these and never confirmed their expunge (its
+  // client or its connection went away in between): its client was not told they were
+  // removed, so they stay. Left \Deleted, any other client's EXPUNGE would remove them.
+  std::sort(marked_.begin(), marked_.end());
+  protocol::ImapCommand unflag("UID STORE");
+  unflag.raw(protocol::compress_uid_set({marked_.begin(), marked_.end()}))
+      .raw("-FLAGS.SILENT (\\Deleted " + std::string(kPendingKeyword) + ")");
+  client_.run(unflag, nullptr, [this](const ImapResult& result) {
+    if (result.kind == ImapResult::Kind::kFailed) {
+      opened(failure(result, StoreStatus::kLost));
+      return;
+    }
+    if (result.ok()) {
+      snapshot_.restored = marked_.size();
+    } else {
+      log::error("restore_failed", {{"session", request_.session_id}, {"reason", result.text}});
+    }
+    marked_.clear();
+    opened({StoreStatus::kOk, {}});
+  });
+}
+
+void ImapMailStore::opened(const StoreResult& result) {
+  if (!opened_) {
+    return;
+  }
+  Opened done = std::move(opened_);
+  opened_ = nullptr;
+  StoreSnapshot snapshot = result.ok() ? std::move(snapshot_) : StoreSnapshot{};
+  snapshot_ = {};
+  done(result, std::move(snapshot));
+}
+
+void ImapMailStore::on_fetch_begin(std::uint32_t) {
+  fetching_ = {};
+  fetching_has_size_ = false;
+  fetching_marked_ = false;
+  fetching_guid_.clear();
+}
+
+void ImapMailStore::on_fetch_uid(std::uint32_t uid) { fetching_.uid = uid; }
+
+void ImapMailStore::on_fetch_size(std::uint64_t size) {
+  fetching_.size = size;
+  fetching_has_size_ = true;
+}
+
+void ImapMailStore::on_fetch_guid(std::string_view guid) { fetching_guid_.assign(guid); }
+
+void ImapMailStore::on_fetch_flags(std::string_view flags) {
+  while (!flags.empty()) {
+    const std::size_t end = flags.find(' ');
+    if (equals_ignoring_case(flags.substr(0, end), kPendingKeyword)) {
+      fetching_marked_ = true;
+    }
+    if (end == std::string_view::npos) {
+      break;
+    }
+    flags.remove_prefix(end + 1);
+  }
+}
+
+void ImapMailStore::on_fetch_end() {
+  // Only answers to our FETCH carry both items; an unsolicited flag update (which may
+  // carry a UID too) must not enter the snapshot as a message of size 0.
+  if (reading_ == Reading::kSnapshot && fetching_.uid != 0 && fetching_has_size_) {
+    snapshot_.messages.push_back(fetching_);
+    if (request_.want_guids) {
+      snapshot_.guids.push_back(fetching_guid_);
+    }
+    if (fetching_marked_) {
+      marked_.push_back(fetching_.uid);
+    }
+  }
+}
+
+// --- fetch --------------------------------------------------------------------------------
+
+void ImapMailStore::fetch(std::uint32_t uid, FetchPart part, MessageSink& sink, Done done) {
+  sink_ = &sink;
+  fetch_done_ = std::move(done);
+  part_ = part;
+  uid_ = uid;
+  begun_ = false;
+  enough_ = false;
+  literal_whole_ = false;
+  top_text_ = false;
+  reading_ = Reading::kBody;
+  protocol::ImapCommand fetch("UID FETCH");
+  fetch.raw(std::to_string(uid));
+  if (part == FetchPart::kWhole) {
+    fetch.raw(settings_.mark_seen ? "(BODY[])" : "(BODY.PEEK[])");
+  } else {
+    fetch.raw("(BODY.PEEK[HEADER])");
+  }
+  client_.run(fetch, this, [this](const ImapResult& result) {
+    if (part_ == FetchPart::kTop && result.ok() && begun_ && literal_whole_ && !enough_) {
+      top_text_ = true;
+      top_offset_ = 0;
+      fetch_top_text();
+      return;
+    }
+    fetch_done(result);
+  });
+}
+
+void ImapMailStore::fetch_top_text() {
+  literal_whole_ = false;
+  last_literal_ = 0;
+  protocol::ImapCommand fetch("UID FETCH");
+  fetch.raw(std::to_string(uid_))
+      .raw("(BODY.PEEK[TEXT]<" + std::to_string(top_offset_) + "." + std::to_string(kTopChunk) +
+           ">)");
+  client_.run(fetch, this, [this](const ImapResult& result) {
+    const bool more = result.ok() && literal_whole_ && !enough_ && last_literal_ == kTopChunk;
+    if (!more) {
+      fetch_done(result);
+      return;
+    }
+    top_offset_ += last_literal_;
+    fetch_top_text();
+  });
+}
+
+void ImapMailStore::fetch_done(const ImapResult& result) {
+  reading_ = Reading::kNone;
+  sink_ = nullptr;
+  Done done = std::move(fetch_done_);
+  fetch_done_ = nullptr;
+  StoreResult outcome;
+  if (result.ok() && begun_ && (literal_whole_ || top_text_)) {
+    // The whole body is here and the server said OK (for TOP: a short or empty partial
+    // means the body ended).
+    outcome = {StoreStatus::kOk, {}};
+  } else if (result.ok() && !begun_) {
+    // OK without the body: another client expunged the message since our snapshot.
+    outcome = {StoreStatus::kMissing, "message was removed from the mailbox"};
+  } else if (result.ok()) {
+    outcome = {StoreStatus::kTemporary, "the message ended early"};
+  } else {
+    outcome = failure(result, StoreStatus::kTemporary);
+  }
+  if (done) {
+    done(outcome);
+  }
+}
+
+void ImapMailStore::on_body_begin(std::string_view, std::uint64_t, std::uint64_t size) {
+  if (reading_ != Reading::kBody || sink_ == nullptr) {
+    return;
+  }
+  literal_whole_ = false;
+  last_literal_ = size;
+  if (!begun_) {
+    begun_ = true;
+    sink_->on_message_begin(part_ == FetchPart::kWhole ? std::optional<std::uint64_t>(size)
+                                                       : std::nullopt);
+  }
+}
+
+void ImapMailStore::on_body_data(std::string_view chunk) {
+  if (reading_ != Reading::kBody || sink_ == nullptr || !begun_ || enough_) {
+    return;
+  }
+  if (!sink_->on_message_data(chunk)) {
+    enough_ = true;
+  }
+}
+
+void ImapMailStore::on_body_end() {
+  if (reading_ == Reading::kBody) {
+    literal_whole_ = true;
+  }
+}
+
+// --- keep-alive ---------------------------------------------------------------------------
+
+void ImapMailStore::keep_alive(Done done) {
+  client_.run(protocol::ImapCommand("NOOP"), nullptr,
+              [this, done = std::move(done)](const ImapResult& result) {
+                done(result.kind == ImapResult::Kind::kFailed ? failure(result, StoreStatus::kLost)
+                                                              : StoreResult{StoreStatus::kOk, {}});
+              });
+}
+
+// --- commit -------------------------------------------------------------------------------
+
+void ImapMailStore::commit(std::vector<std::uint32_t> deleted, Done done) {
+  commit_done_ = std::move(done);
+  if (!client_.usable()) {
+    committed({StoreStatus::kLost, "connection to the mail store lost"});
+    return;
+  }
+  if (!client_.has_capability("UIDPLUS") && !settings_.expunge_without_uidplus) {
+    // A bare EXPUNGE would also remove messages other clients marked \Deleted.
+    committed({StoreStatus::kPermanent, "the mail store lacks UIDPLUS"});
+    return;
+  }
+  deleted_ = std::move(deleted);
+  commit_store(0);
+}
+
+std::string ImapMailStore::deletion_flags() const {
+  return mark_pending_ ? "(\\Deleted " + std::string(kPendingKeyword) + ")" : "(\\Deleted)";
+}
+
+// STORE, and only once every STORE succeeded, EXPUNGE: a refused STORE expunges nothing.
+// Each step goes out the moment the previous one is confirmed; if the connection is cut
+// in between, the keyword lets the user's next open() restore the flagged messages.
+void ImapMailStore::commit_store(std::size_t offset) {
+  if (offset >= deleted_.size()) {
+    commit_expunge(0);
+    return;
+  }
+  protocol::ImapCommand store("UID STORE");
+  store.raw(protocol::compress_uid_set(slice(deleted_, offset)))
+      .raw("+FLAGS.SILENT " + deletion_flags());
+  client_.run(store, nullptr, [this, offset](const ImapResult& result) {
+    if (!result.ok()) {
+      if (result.kind == ImapResult::Kind::kFailed) {
+        failure(result, StoreStatus::kLost);  // counts it
+      }
+      commit_rollback(result.text);
+      return;
+    }
+    commit_store(offset + kUidsPerCommand);
+  });
+}
+
+void ImapMailStore::commit_expunge(std::size_t offset) {
+  if (offset >= deleted_.size()) {
+    committed({StoreStatus::kOk, std::to_string(deleted_.size()) + " messages deleted"});
+    return;
+  }
+  const bool uidplus = client_.has_capability("UIDPLUS");
+  protocol::ImapCommand expunge(uidplus ? "UID EXPUNGE" : "EXPUNGE");
+  if (uidplus) {
+    expunge.raw(protocol::compress_uid_set(slice(deleted_, offset)));
+  }
+  const std::size_t step = uidplus ? kUidsPerCommand : deleted_.size();
+  client_.run(expunge, nullptr, [this, offset, step](const ImapResult& result) {
+    if (!result.ok()) {
+      if (result.kind == ImapResult::Kind::kFailed) {
+        failure(result, StoreStatus::kLost);  // counts it
+      }
+      commit_rollback(result.text);
+      return;
+    }
+    commit_expunge(offset + step);
+  });
+}
+
+void ImapMailStore::commit_rollback(std::string detail) {
+  // Messages left flagged \Deleted would vanish at the next EXPUNGE of any other client,
+  // although the POP3 client is told they were not removed: take the flag off again.
+  if (!client_.usable()) {
+    committed({StoreStatus::kLost, detail});
+    return;
+  }
+  protocol::ImapCommand unflag("UID STORE");
+  unflag.raw(protocol::compress_uid_set({deleted_.begin(), deleted_.end()}))
+      .raw("-FLAGS.SILENT " + deletion_flags());
+  client_.run(unflag, nullptr, [this, detail](const ImapResult& result) {
+    if (!result.ok()) {
+      log::error("rollback_failed", {{"session", request_.session_id}, {"reason", result.text}});
+    }
+    committed({StoreStatus::kTemporary, detail});
+  });
+}
+
+void ImapMailStore::committed(const StoreResult& result) {
+  Done done = std::move(commit_done_);
+  commit_done_ = nullptr;
+  if (done) {
+    done(result);
+  }
+}
+
+}  // namespace popbridge::proxy

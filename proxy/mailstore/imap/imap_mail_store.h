@@ -1,0 +1,105 @@
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "proxy/mailstore/imap/imap_client.h"
+#include "proxy/mailstore/mail_store.h"
+
+namespace popbridge::proxy {
+
+// A mailbox on an IMAP server: everything IMAP the POP3 session needs, behind MailStore.
+//
+//   open     connect, (ID), login, SELECT, UID FETCH 1:* (UID RFC822.SIZE [FLAGS] [GUID])
+//            and the restore of what an interrupted commit left marked
+//   fetch    UID FETCH uid BODY.PEEK[] (BODY[] with mark_seen); for TOP BODY.PEEK[HEADER]
+//            then BODY.PEEK[TEXT]<offset.64K> partials until the sink has its lines
+//   commit   UID STORE +FLAGS.SILENT (\Deleted $PopbridgePending), then UID EXPUNGE
+//            (EXPUNGE only where allowed without UIDPLUS); on a refusal the flags are
+//            taken off again
+class ImapMailStore final : public MailStore, ImapClient::Observer, FetchSink {
+ public:
+  ImapMailStore(uv_loop_t* loop, const config::Upstream& settings, SSL_CTX* tls_context,
+                metrics::Metrics& metrics, MailStore::Observer& observer);
+
+  void open(OpenRequest request, Opened done) override;
+  void fetch(std::uint32_t uid, FetchPart part, MessageSink& sink, Done done) override;
+  void keep_alive(Done done) override;
+  void commit(std::vector<std::uint32_t> deleted, Done done) override;
+  void pause_reading() override { client_.pause_reading(); }
+  void resume_reading() override { client_.resume_reading(); }
+  void close(bool graceful) override;
+  bool usable() const override { return client_.usable(); }
+  std::uint64_t bytes_received() const override { return client_.bytes_received(); }
+  std::uint64_t bytes_sent() const override { return client_.bytes_sent(); }
+  std::string tls_summary() const override { return client_.tls_summary(); }
+
+ private:
+  enum class Reading { kNone, kSnapshot, kBody };
+
+  // ImapClient::Observer
+  void on_upstream_lost(const ImapResult& why) override;
+  // FetchSink
+  void on_fetch_begin(std::uint32_t sequence) override;
+  void on_fetch_uid(std::uint32_t uid) override;
+  void on_fetch_size(std::uint64_t size) override;
+  void on_fetch_flags(std::string_view flags) override;
+  void on_fetch_guid(std::string_view guid) override;
+  void on_body_begin(std::string_view section, std::uint64_t origin, std::uint64_t size) override;
+  void on_body_data(std::string_view chunk) override;
+  void on_body_end() override;
+  void on_fetch_end() override;
+
+  void logged_in(const ImapResult& result);
+  void select_mailbox();
+  void read_snapshot();
+  void restore_marked();
+  void opened(const StoreResult& result);
+  void fetch_top_text();
+  void fetch_done(const ImapResult& result);
+  std::string deletion_flags() const;
+  void commit_store(std::size_t offset);
+  void commit_expunge(std::size_t offset);
+  void commit_rollback(std::string detail);
+  void committed(const StoreResult& result);
+  // The store's vocabulary for an IMAP answer that is not OK.
+  StoreResult failure(const ImapResult& result, StoreStatus refusal);
+
+  const config::Upstream& settings_;
+  metrics::Metrics& metrics_;
+  MailStore::Observer& observer_;
+  ImapClient client_;
+  bool closed_ = false;
+
+  // open
+  OpenRequest request_;
+  Opened opened_;
+  std::uint64_t started_ns_ = 0;
+  StoreSnapshot snapshot_;
+  std::vector<std::uint32_t> marked_;  // left by an interrupted commit: to restore
+  bool mark_pending_ = false;          // the mailbox keeps our pending-deletion keyword
+  StoreMessage fetching_;
+  bool fetching_has_size_ = false;
+  bool fetching_marked_ = false;
+  std::string fetching_guid_;
+
+  // fetch
+  Reading reading_ = Reading::kNone;
+  MessageSink* sink_ = nullptr;
+  Done fetch_done_;
+  FetchPart part_ = FetchPart::kWhole;
+  std::uint32_t uid_ = 0;
+  bool begun_ = false;          // on_message_begin was called
+  bool literal_whole_ = false;  // the last literal arrived in full
+  bool enough_ = false;         // the sink said it has what it needs
+  std::uint64_t top_offset_ = 0;
+  std::uint64_t last_literal_ = 0;
+  bool top_text_ = false;  // fetching BODY[TEXT] partials
+
+  // commit
+  std::vector<std::uint32_t> deleted_;
+  Done commit_done_;
+};
+
+}  // namespace popbridge::proxy

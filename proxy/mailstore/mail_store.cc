@@ -1,0 +1,23 @@
+#include "proxy/mailstore/mail_store.h"
+
+#include <iterator>
+
+#include "proxy/mailstore/imap/imap_mail_store.h"
+
+namespace popbridge::proxy {
+
+std::string_view name(StoreStatus status) {
+  static constexpr std::string_view kNames[] = {"ok",        "rejected", "in_use", "temporary",
+                                                "permanent", "missing",  "lost"};
+  static_assert(std::size(kNames) == static_cast<std::size_t>(StoreStatus::kCount));
+  return kNames[static_cast<std::size_t>(status)];
+}
+
+std::shared_ptr<MailStore> make_mail_store(uv_loop_t* loop, const config::Upstream& settings,
+                                           SSL_CTX* tls_context, metrics::Metrics& metrics,
+                                           MailStore::Observer& observer) {
+  // upstream.protocol chooses the backend once there is more than IMAP.
+  return std::make_shared<ImapMailStore>(loop, settings, tls_context, metrics, observer);
+}
+
+}  // namespace popbridge::proxy

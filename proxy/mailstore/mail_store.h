@@ -1,0 +1,131 @@
+#pragma once
+
+#include <openssl/ssl.h>
+#include <uv.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "config/config.h"
+#include "metrics/metrics.h"
+#include "proxy/base/upstream_credentials.h"
+
+namespace popbridge::proxy {
+
+// What a mail store answered, in one vocabulary for every backend. The POP3 session maps
+// it to response codes in one table (pop3_session.cc) and never sees IMAP or HTTP.
+enum class StoreStatus : std::uint8_t {
+  kOk,
+  kRejected,   // the credentials were refused
+  kInUse,      // the mailbox is locked by another session
+  kTemporary,  // a failure that retrying later may cure
+  kPermanent,  // a failure retrying will not cure (no such mailbox, a missing capability)
+  kMissing,    // the message is gone (another client expunged it)
+  kLost,       // the connection broke, timed out or could not be made
+  kCount
+};
+std::string_view name(StoreStatus status);
+
+struct StoreResult {
+  StoreStatus status = StoreStatus::kLost;
+  std::string detail;  // for logs: what the store said or why it failed
+  bool ok() const { return status == StoreStatus::kOk; }
+};
+
+// One message of the snapshot, in the store's order of identity (ascending UID).
+struct StoreMessage {
+  std::uint32_t uid = 0;
+  std::uint64_t size = 0;  // exact octets with CRLF line ends, as POP3 lists them
+};
+
+// The mailbox as it was at login; POP3 message numbers are fixed from it (RFC 1939).
+struct StoreSnapshot {
+  std::uint32_t uidvalidity = 0;
+  std::vector<StoreMessage> messages;
+  std::vector<std::string> guids;  // one per message when asked for, else empty
+  std::size_t restored = 0;        // messages an unfinished commit had marked, restored
+};
+
+// Whom a store opens the mailbox for.
+struct OpenRequest {
+  UpstreamCredentials credentials;
+  std::string client_address;  // for the upstream's logs (IMAP ID)
+  std::uint16_t client_port = 0;
+  std::string session_id;
+  std::optional<std::string> mailbox;  // instead of the configured one (auth hook)
+  bool want_guids = false;             // the UIDL format needs each message's GUID
+};
+
+// Receives one message's octets from fetch().
+class MessageSink {
+ public:
+  virtual ~MessageSink() = default;
+  // Before the first octet. whole_size: the size of what follows when the store knows it
+  // (a whole message); absent for a TOP, which arrives in parts.
+  virtual void on_message_begin(std::optional<std::uint64_t> whole_size) = 0;
+  // Octets in order, split anywhere. Returns false once the sink has what it needs (TOP):
+  // the store then asks for nothing more.
+  virtual bool on_message_data(std::string_view chunk) = 0;
+};
+
+enum class FetchPart : std::uint8_t {
+  kWhole,  // RETR
+  kTop,    // TOP: the header, then the body until the sink says enough
+};
+
+// A user's mailbox behind one upstream connection; one per POP3 session, on its loop.
+// Every operation completes exactly once, unless close() came first: after close() no
+// completion and no observer call arrive. Completions may run inside the store's own
+// callbacks, so the owner retires a store through a deferred delete, never in one.
+//
+// The data-integrity rules hold for every backend:
+//  - fetch() completes ok only after every octet was delivered and the store confirmed
+//    the message whole; a failure after on_message_begin means the message is incomplete.
+//  - commit() removes only the given messages and completes ok only when the store
+//    confirmed every one; a failed or interrupted commit leaves nothing that a later
+//    expunge by anyone could turn into a deletion (the next open() restores it).
+class MailStore {
+ public:
+  using Done = std::function<void(const StoreResult&)>;
+  using Opened = std::function<void(const StoreResult&, StoreSnapshot)>;
+
+  class Observer {
+   public:
+    virtual ~Observer() = default;
+    // The connection failed while no operation was in progress.
+    virtual void on_store_lost(const StoreResult& why) = 0;
+  };
+
+  virtual ~MailStore() = default;
+
+  // Connects, logs in, opens the mailbox and reads the snapshot.
+  virtual void open(OpenRequest request, Opened done) = 0;
+  virtual void fetch(std::uint32_t uid, FetchPart part, MessageSink& sink, Done done) = 0;
+  // Keeps the upstream session alive (POP3 NOOP).
+  virtual void keep_alive(Done done) = 0;
+  // The UPDATE state: removes these messages.
+  virtual void commit(std::vector<std::uint32_t> deleted, Done done) = 0;
+  // Backpressure: stop and resume reading from the upstream while the client is slow.
+  virtual void pause_reading() = 0;
+  virtual void resume_reading() = 0;
+  // Ends the upstream session; graceful says goodbye first. No upcall after this.
+  virtual void close(bool graceful) = 0;
+
+  virtual bool usable() const = 0;
+  virtual std::uint64_t bytes_received() const = 0;
+  virtual std::uint64_t bytes_sent() const = 0;
+  virtual std::string tls_summary() const = 0;
+};
+
+// The store upstream.protocol names, for the given upstream settings (the configured
+// upstream, or a route an auth hook chose). settings and tls_context outlive the store.
+std::shared_ptr<MailStore> make_mail_store(uv_loop_t* loop, const config::Upstream& settings,
+                                           SSL_CTX* tls_context, metrics::Metrics& metrics,
+                                           MailStore::Observer& observer);
+
+}  // namespace popbridge::proxy

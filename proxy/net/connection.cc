@@ -1,0 +1,445 @@
+#include "proxy/net/connection.h"
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+#include <sys/socket.h>
+
+#include <array>
+#include <cstring>
+
+#include "proxy/net/tls_context.h"
+
+namespace popbridge::proxy {
+namespace {
+
+// One read buffer per thread: reads are handled synchronously inside the read callback,
+// so idle connections cost no read buffer at all.
+constexpr std::size_t kReadBufferSize = 64 * 1024;
+thread_local std::array<char, kReadBufferSize> t_read_buffer;
+thread_local std::array<char, kReadBufferSize> t_plaintext_buffer;
+
+// After a big RETR the buffers keep their capacity; give it back once idle.
+constexpr std::size_t kKeepCapacity = 16 * 1024;
+
+bool is_ip_literal(const std::string& host) {
+  in6_addr v6;
+  in_addr v4;
+  return uv_inet_pton(AF_INET, host.c_str(), &v4) == 0 ||
+         uv_inet_pton(AF_INET6, host.c_str(), &v6) == 0;
+}
+
+}  // namespace
+
+void ConnectionReleaser::operator()(Connection* connection) const noexcept {
+  connection->release();
+}
+
+ConnectionPtr Connection::create(uv_loop_t* loop, Handler* handler) {
+  return ConnectionPtr(new Connection(loop, handler));
+}
+
+Connection::Connection(uv_loop_t* loop, Handler* handler) : handler_(handler) {
+  uv_tcp_init(loop, &tcp_);
+  tcp_.data = this;
+}
+
+Connection::~Connection() {
+  if (ssl_ != nullptr) {
+    SSL_free(ssl_);
+  }
+}
+
+void Connection::release() noexcept {
+  handler_ = nullptr;
+  released_ = true;
+  if (handle_closed_) {
+    delete this;  // libuv is done with the handle and the owner with the object
+    return;
+  }
+  if (close_requested_) {
+    return;  // the graceful close finishes on its own and frees the memory
+  }
+  close();
+}
+
+void Connection::close() {
+  if (closing_) {
+    return;
+  }
+  closing_ = true;
+  reading_ = false;
+  uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), &Connection::on_closed);
+}
+
+void Connection::on_closed(uv_handle_t* handle) noexcept {
+  // Pending write, connect and shutdown requests have all been called back (with
+  // UV_ECANCELED) before libuv calls this, so libuv no longer refers to the memory. The
+  // owner may still hold its pointer (an error closed the socket, not the owner): then
+  // the memory goes when the owner releases it.
+  auto* self = static_cast<Connection*>(handle->data);
+  self->handle_closed_ = true;
+  if (self->released_) {
+    delete self;
+  }
+}
+
+int Connection::connect(const sockaddr* address) {
+  connect_request_.data = this;
+  return uv_tcp_connect(&connect_request_, &tcp_, address, &Connection::on_connect_done);
+}
+
+void Connection::on_connect_done(uv_connect_t* request, int status) noexcept {
+  auto* self = static_cast<Connection*>(request->data);
+  if (self->handler_gone()) {
+    return;
+  }
+  if (status == 0) {
+    self->configure_socket();
+  }
+  self->handler_->on_connected(status);
+}
+
+void Connection::configure_socket() {
+  uv_tcp_nodelay(&tcp_, 1);
+  uv_tcp_keepalive(&tcp_, 1, keepalive_.idle_seconds);
+  uv_os_fd_t fd = -1;
+  if (uv_fileno(reinterpret_cast<uv_handle_t*>(&tcp_), &fd) == 0) {
+    const int interval = static_cast<int>(keepalive_.interval_seconds);
+    const int count = static_cast<int>(keepalive_.count);
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof(interval));
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof(count));
+  }
+  sockaddr_storage address{};
+  int length = sizeof(address);
+  if (uv_tcp_getpeername(&tcp_, reinterpret_cast<sockaddr*>(&address), &length) == 0) {
+    char text[INET6_ADDRSTRLEN] = {};
+    if (address.ss_family == AF_INET6) {
+      auto* v6 = reinterpret_cast<sockaddr_in6*>(&address);
+      uv_ip6_name(v6, text, sizeof(text));
+      peer_port_ = ntohs(v6->sin6_port);
+    } else {
+      auto* v4 = reinterpret_cast<sockaddr_in*>(&address);
+      uv_ip4_name(v4, text, sizeof(text));
+      peer_port_ = ntohs(v4->sin_port);
+    }
+    peer_address_ = text;
+  }
+}
+
+void Connection::start_reading() {
+  if (reading_ || closing()) {
+    return;
+  }
+  if (uv_read_start(stream(), &Connection::on_alloc, &Connection::on_read) == 0) {
+    reading_ = true;
+  }
+}
+
+void Connection::stop_reading() {
+  if (!reading_) {
+    return;
+  }
+  uv_read_stop(stream());
+  reading_ = false;
+}
+
+void Connection::on_alloc(uv_handle_t*, std::size_t, uv_buf_t* buf) noexcept {
+  buf->base = t_read_buffer.data();
+  buf->len = t_read_buffer.size();
+}
+
+void Connection::on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) noexcept {
+  auto* self = static_cast<Connection*>(stream->data);
+  if (self->closing_) {
+    return;
+  }
+  if (nread < 0) {
+    self->fail(nread == UV_EOF ? "peer closed the connection"
+                               : uv_strerror(static_cast<int>(nread)));
+    return;
+  }
+  if (nread == 0) {
+    return;
+  }
+  self->bytes_received_ += static_cast<std::uint64_t>(nread);
+  std::string_view bytes(buf->base, static_cast<std::size_t>(nread));
+  if (self->ssl_ != nullptr) {
+    self->handle_ciphertext(bytes);
+  } else if (self->handler_ != nullptr && !self->close_requested_) {
+    self->handler_->on_data(bytes);
+  }
+}
+
+bool Connection::start_tls(SSL_CTX* context, Role role, const std::string& verify_host) {
+  if (ssl_ != nullptr) {
+    return false;
+  }
+  ssl_ = SSL_new(context);
+  if (ssl_ == nullptr) {
+    return false;
+  }
+  read_bio_ = BIO_new(BIO_s_mem());
+  write_bio_ = BIO_new(BIO_s_mem());
+  if (read_bio_ == nullptr || write_bio_ == nullptr) {
+    BIO_free(read_bio_);
+    BIO_free(write_bio_);
+    read_bio_ = write_bio_ = nullptr;
+    return false;
+  }
+  // Reading an empty memory BIO must mean "wait for more", not end of stream.
+  BIO_set_mem_eof_return(read_bio_, -1);
+  SSL_set_bio(ssl_, read_bio_, write_bio_);
+  if (role == Role::kServer) {
+    SSL_set_accept_state(ssl_);
+    return true;
+  }
+  SSL_set_connect_state(ssl_);
+  if (!verify_host.empty()) {
+    X509_VERIFY_PARAM* param = SSL_get0_param(ssl_);
+    X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+    if (is_ip_literal(verify_host)) {
+      X509_VERIFY_PARAM_set1_ip_asc(param, verify_host.c_str());
+    } else {
+      SSL_set_tlsext_host_name(ssl_, verify_host.c_str());
+      X509_VERIFY_PARAM_set1_host(param, verify_host.data(), verify_host.size());
+    }
+  }
+  // Send the ClientHello now.
+  int result = SSL_do_handshake(ssl_);
+  if (result != 1 && SSL_get_error(ssl_, result) != SSL_ERROR_WANT_READ) {
+    fail("TLS handshake failed: " + take_tls_errors());
+    return false;
+  }
+  move_tls_output();
+  flush();
+  return true;
+}
+
+void Connection::replay(std::string_view bytes) {
+  if (bytes.empty() || closing()) {
+    return;
+  }
+  if (ssl_ != nullptr) {
+    handle_ciphertext(bytes);
+  } else if (handler_ != nullptr) {
+    handler_->on_data(bytes);
+  }
+}
+
+std::string Connection::tls_summary() const {
+  if (ssl_ == nullptr || !handshake_done_) {
+    return "none";
+  }
+  std::string summary = SSL_get_version(ssl_);
+  if (const SSL_CIPHER* cipher = SSL_get_current_cipher(ssl_)) {
+    summary += ' ';
+    summary += SSL_CIPHER_get_name(cipher);
+  }
+  return summary;
+}
+
+void Connection::handle_ciphertext(std::string_view bytes) {
+  if (BIO_write(read_bio_, bytes.data(), static_cast<int>(bytes.size())) !=
+      static_cast<int>(bytes.size())) {
+    fail("out of memory in TLS read buffer");
+    return;
+  }
+  if (!handshake_done_) {
+    int result = SSL_do_handshake(ssl_);
+    if (result != 1) {
+      int error = SSL_get_error(ssl_, result);
+      move_tls_output();
+      flush();
+      if (error != SSL_ERROR_WANT_READ && error != SSL_ERROR_WANT_WRITE) {
+        std::string reason = "TLS handshake failed: " + take_tls_errors();
+        if (SSL_get_verify_result(ssl_) != X509_V_OK) {
+          reason += " (certificate: ";
+          reason += X509_verify_cert_error_string(SSL_get_verify_result(ssl_));
+          reason += ')';
+        }
+        fail(reason);
+      }
+      return;
+    }
+    handshake_done_ = true;
+    move_tls_output();
+    if (!pending_plaintext_.empty()) {
+      std::string queued = std::move(pending_plaintext_);
+      pending_plaintext_.clear();
+      write_tls(queued);
+    }
+    flush();
+    if (handler_ != nullptr) {
+      handler_->on_tls_established();
+    }
+    if (handler_gone()) {
+      return;
+    }
+  }
+  pump_tls_reads();
+}
+
+void Connection::pump_tls_reads() {
+  while (!handler_gone() && !close_requested_) {
+    int result =
+        SSL_read(ssl_, t_plaintext_buffer.data(), static_cast<int>(t_plaintext_buffer.size()));
+    if (result > 0) {
+      handler_->on_data(
+          std::string_view(t_plaintext_buffer.data(), static_cast<std::size_t>(result)));
+      continue;
+    }
+    int error = SSL_get_error(ssl_, result);
+    if (error == SSL_ERROR_WANT_READ || error == SSL_ERROR_WANT_WRITE) {
+      break;
+    }
+    if (error == SSL_ERROR_ZERO_RETURN) {
+      fail("peer closed the TLS session");
+    } else {
+      fail("TLS error: " + take_tls_errors());
+    }
+    return;
+  }
+  // SSL_read may have produced records of its own (alerts, key updates).
+  if (!closing_) {
+    move_tls_output();
+    flush();
+  }
+}
+
+void Connection::write(std::string_view plaintext) {
+  if (closing() || plaintext.empty()) {
+    return;
+  }
+  if (ssl_ != nullptr) {
+    if (!handshake_done_) {
+      pending_plaintext_.append(plaintext);
+      return;
+    }
+    write_tls(plaintext);
+  } else {
+    out_.append(plaintext);
+  }
+  if (pending_bytes() >= high_watermark_) {
+    was_above_high_ = true;
+  }
+  flush();
+}
+
+void Connection::write_tls(std::string_view plaintext) {
+  // A memory BIO never refuses bytes, so SSL_write takes everything at once.
+  while (!plaintext.empty()) {
+    int chunk = static_cast<int>(std::min<std::size_t>(plaintext.size(), 1 << 20));
+    int result = SSL_write(ssl_, plaintext.data(), chunk);
+    if (result <= 0) {
+      fail("TLS write failed: " + take_tls_errors());
+      return;
+    }
+    plaintext.remove_prefix(static_cast<std::size_t>(result));
+  }
+  move_tls_output();
+}
+
+void Connection::move_tls_output() {
+  if (write_bio_ == nullptr) {
+    return;
+  }
+  const uint8_t* contents = nullptr;
+  std::size_t length = 0;
+  if (BIO_mem_contents(write_bio_, &contents, &length) == 1 && length > 0) {
+    out_.append(reinterpret_cast<const char*>(contents), length);
+    BIO_reset(write_bio_);
+  }
+}
+
+void Connection::flush() {
+  if (writing_ || closing_) {
+    return;
+  }
+  if (out_.empty()) {
+    maybe_finish_graceful_close();
+    return;
+  }
+  inflight_.swap(out_);
+  out_.clear();
+  writing_ = true;
+  write_request_.data = this;
+  uv_buf_t buffer = uv_buf_init(inflight_.data(), static_cast<unsigned>(inflight_.size()));
+  int result = uv_write(&write_request_, stream(), &buffer, 1, &Connection::on_write_done);
+  if (result != 0) {
+    writing_ = false;
+    fail(uv_strerror(result));
+  }
+}
+
+void Connection::on_write_done(uv_write_t* request, int status) noexcept {
+  auto* self = static_cast<Connection*>(request->data);
+  self->writing_ = false;
+  if (self->closing_) {
+    return;
+  }
+  if (status < 0) {
+    self->fail(uv_strerror(status));
+    return;
+  }
+  self->bytes_sent_ += self->inflight_.size();
+  self->inflight_.clear();
+  if (self->inflight_.capacity() > kKeepCapacity && self->out_.empty()) {
+    self->inflight_.shrink_to_fit();
+  }
+  self->flush();
+  if (self->closing_) {
+    return;
+  }
+  if (self->was_above_high_ && self->pending_bytes() < self->low_watermark_) {
+    self->was_above_high_ = false;
+    if (self->handler_ != nullptr) {
+      self->handler_->on_drained();
+    }
+  }
+}
+
+void Connection::close_after_flush() {
+  if (closing()) {
+    return;
+  }
+  close_requested_ = true;
+  stop_reading();
+  if (ssl_ != nullptr && handshake_done_) {
+    SSL_shutdown(ssl_);  // queues close_notify (RFC 8314 §3.4)
+    move_tls_output();
+  }
+  flush();
+}
+
+void Connection::maybe_finish_graceful_close() {
+  if (!close_requested_ || shutdown_started_ || writing_ || !out_.empty()) {
+    return;
+  }
+  shutdown_started_ = true;
+  shutdown_request_.data = this;
+  if (uv_shutdown(&shutdown_request_, stream(), &Connection::on_shutdown_done) != 0) {
+    close();
+  }
+}
+
+void Connection::on_shutdown_done(uv_shutdown_t* request, int) noexcept {
+  auto* self = static_cast<Connection*>(request->data);
+  self->close();
+}
+
+void Connection::fail(std::string_view reason) {
+  if (closing_) {
+    return;
+  }
+  Handler* handler = handler_;
+  std::string why(reason);
+  close();
+  if (handler != nullptr && !close_requested_) {
+    handler->on_disconnected(why);
+  }
+}
+
+}  // namespace popbridge::proxy

@@ -1,0 +1,719 @@
+#include "proxy/net/http_client.h"
+
+#include <algorithm>
+#include <charconv>
+
+#include "protocol/common/secret.h"
+#include "proxy/base/uv_handle.h"
+#include "proxy/net/resolver.h"
+
+namespace popbridge::proxy {
+namespace {
+
+constexpr std::uint16_t kHttpPort = 80;
+constexpr std::uint16_t kHttpsPort = 443;
+
+char lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
+
+std::string lowercase(std::string_view text) {
+  std::string result(text);
+  std::transform(result.begin(), result.end(), result.begin(), lower);
+  return result;
+}
+
+bool is_alnum(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+}
+
+// RFC 9110 section 5.6.2.
+bool is_token(std::string_view text) {
+  constexpr std::string_view kSpecials = "!#$%&'*+-.^_`|~";
+  return !text.empty() && std::all_of(text.begin(), text.end(), [&](char c) {
+    return is_alnum(c) || kSpecials.find(c) != std::string_view::npos;
+  });
+}
+
+// Field content: no CR or LF (they would start a header of the server's choosing) and no
+// other control characters; tabs and obs-text are allowed.
+bool is_field_value(std::string_view text) {
+  return std::all_of(text.begin(), text.end(), [](char c) {
+    const auto byte = static_cast<unsigned char>(c);
+    return byte == '\t' || (byte >= 0x20 && byte != 0x7F);
+  });
+}
+
+bool is_idempotent(std::string_view method) {
+  for (std::string_view safe : {"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"}) {
+    if (method == safe) {
+      return true;
+    }
+  }
+  return false;
+}
+
+std::string bracketed(const std::string& host) {
+  return host.find(':') != std::string::npos ? "[" + host + "]" : host;
+}
+
+// Overwrites the whole buffer, including bytes an earlier, longer value left behind.
+void scrub(std::string& text) {
+  text.resize(text.capacity());
+  protocol::wipe(text.data(), text.size());
+  text.clear();
+}
+
+// "Keep-Alive: timeout=5, max=100" (RFC 2068 section 19.7.1.1): the server closes idle
+// connections after 5 s, so a request sent later would race that close.
+std::optional<std::chrono::milliseconds> announced_idle_timeout(
+    const std::vector<protocol::HttpHeader>& headers) {
+  for (std::string_view value : protocol::find_headers(headers, "Keep-Alive")) {
+    const std::string text = lowercase(value);
+    const std::size_t at = text.find("timeout=");
+    if (at == std::string::npos) {
+      continue;
+    }
+    const char* first = text.data() + at + 8;
+    const char* last = text.data() + text.size();
+    std::uint32_t seconds = 0;
+    if (std::from_chars(first, last, seconds).ec == std::errc{}) {
+      return std::chrono::seconds(seconds);
+    }
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+std::string HttpUrl::authority() const {
+  const std::uint16_t default_port = tls ? kHttpsPort : kHttpPort;
+  std::string text = bracketed(host);
+  if (port != default_port) {
+    text += ':' + std::to_string(port);
+  }
+  return text;
+}
+
+std::string HttpUrl::origin() const {
+  return (tls ? "https://" : "http://") + bracketed(host) + ':' + std::to_string(port);
+}
+
+std::optional<HttpUrl> parse_http_url(std::string_view url, std::string& error) {
+  HttpUrl parsed;
+  const std::size_t scheme_end = url.find("://");
+  const std::string scheme =
+      scheme_end == std::string_view::npos ? "" : lowercase(url.substr(0, scheme_end));
+  if (scheme == "http") {
+    parsed.port = kHttpPort;
+  } else if (scheme == "https") {
+    parsed.tls = true;
+    parsed.port = kHttpsPort;
+  } else {
+    error = "URL must start with http:// or https://";
+    return std::nullopt;
+  }
+  std::string_view rest = url.substr(scheme_end + 3);
+  const std::size_t authority_end = rest.find_first_of("/?#");
+  const std::string_view authority = rest.substr(0, authority_end);
+  std::string_view target =
+      authority_end == std::string_view::npos ? std::string_view() : rest.substr(authority_end);
+  if (authority.find('@') != std::string_view::npos) {
+    error = "credentials in the URL are not allowed";
+    return std::nullopt;
+  }
+
+  std::string_view host;
+  std::string_view port_text;
+  if (!authority.empty() && authority.front() == '[') {
+    const std::size_t close = authority.find(']');
+    if (close == std::string_view::npos) {
+      error = "unterminated IPv6 address in URL";
+      return std::nullopt;
+    }
+    host = authority.substr(1, close - 1);
+    const std::string_view after = authority.substr(close + 1);
+    if (!after.empty() && after.front() != ':') {
+      error = "unexpected text after the IPv6 address in URL";
+      return std::nullopt;
+    }
+    port_text = after.empty() ? after : after.substr(1);
+    in6_addr v6{};
+    if (uv_inet_pton(AF_INET6, std::string(host).c_str(), &v6) != 0) {
+      error = "invalid IPv6 address in URL";
+      return std::nullopt;
+    }
+  } else {
+    const std::size_t colon = authority.find(':');
+    host = authority.substr(0, colon);
+    port_text = colon == std::string_view::npos ? std::string_view() : authority.substr(colon + 1);
+    const bool valid = std::all_of(host.begin(), host.end(), [](char c) {
+      return is_alnum(c) || c == '-' || c == '.' || c == '_';
+    });
+    if (host.empty() || !valid) {
+      error = "invalid host in URL";
+      return std::nullopt;
+    }
+  }
+  parsed.host = lowercase(host);
+  if (!port_text.empty()) {  // "host:" means the default port (RFC 3986 section 3.2.3)
+    std::uint32_t port = 0;
+    const char* last = port_text.data() + port_text.size();
+    const auto [end, status] = std::from_chars(port_text.data(), last, port);
+    if (status != std::errc{} || end != last || port == 0 || port > 65535) {
+      error = "invalid port in URL";
+      return std::nullopt;
+    }
+    parsed.port = static_cast<std::uint16_t>(port);
+  }
+
+  target = target.substr(0, target.find('#'));
+  if (!std::all_of(target.begin(), target.end(), [](char c) { return c > 0x20 && c < 0x7F; })) {
+    error = "URL path must be ASCII without spaces (percent-encode it)";
+    return std::nullopt;
+  }
+  parsed.target =
+      (target.empty() || target.front() == '?') ? "/" + std::string(target) : std::string(target);
+  return parsed;
+}
+
+std::string form_urlencode(std::string_view value) {
+  constexpr char kHex[] = "0123456789ABCDEF";
+  std::string encoded;
+  encoded.reserve(value.size() * 3);
+  for (char c : value) {
+    if (is_alnum(c) || c == '*' || c == '-' || c == '.' || c == '_') {
+      encoded += c;
+    } else if (c == ' ') {
+      encoded += '+';
+    } else {
+      const auto byte = static_cast<unsigned char>(c);
+      encoded += '%';
+      encoded += kHex[byte >> 4];
+      encoded += kHex[byte & 0x0F];
+    }
+  }
+  return encoded;
+}
+
+std::string form_urlencode(const std::vector<std::pair<std::string, std::string>>& fields) {
+  std::string encoded;
+  for (const auto& [name, value] : fields) {
+    if (!encoded.empty()) {
+      encoded += '&';
+    }
+    encoded += form_urlencode(name);
+    encoded += '=';
+    encoded += form_urlencode(value);
+  }
+  return encoded;
+}
+
+std::string_view to_string(HttpError error) {
+  switch (error) {
+    case HttpError::kNone:
+      return "none";
+    case HttpError::kInvalidRequest:
+      return "invalid_request";
+    case HttpError::kResolve:
+      return "resolve";
+    case HttpError::kConnect:
+      return "connect";
+    case HttpError::kTls:
+      return "tls";
+    case HttpError::kTimeout:
+      return "timeout";
+    case HttpError::kProtocol:
+      return "protocol";
+    case HttpError::kTooLarge:
+      return "too_large";
+  }
+  return "unknown";
+}
+
+// One request from start to callback. Owned by the client while active, then by its
+// graveyard for a loop turn; handles hold it weakly.
+class HttpClient::Exchange final : public Connection::Handler,
+                                   public std::enable_shared_from_this<Exchange> {
+ public:
+  Exchange(HttpClient& client, HttpRequest request, Callback done)
+      : client_(&client),
+        loop_(client.loop_),
+        request_(std::move(request)),
+        done_(std::move(done)),
+        timer_(client.loop_),
+        resolver_(client.loop_),
+        parser_(protocol::HttpResponseLimits{client.options_.max_response_header_bytes,
+                                             client.options_.max_response_body_bytes}) {}
+  ~Exchange() override {
+    scrub(text_);
+    scrub_request();
+  }
+  Exchange(const Exchange&) = delete;
+  Exchange& operator=(const Exchange&) = delete;
+
+  // The work starts on the next loop turn, so request() never calls back.
+  void schedule() {
+    timer_.start(0, [this] { start(); });
+  }
+  bool finished() const { return state_ == State::kDone; }
+
+  // The caller dropped its handle: no callback, and the connection is not reused (a
+  // response may be half-way through it).
+  void cancel() {
+    if (state_ == State::kDone) {
+      return;
+    }
+    state_ = State::kDone;
+    timer_.stop();
+    connection_.reset();
+    scrub(text_);
+    if (client_ != nullptr) {
+      client_->retire(this);
+    }
+    // Last: destroying the callback may drop other handles (the caller's handle keeps
+    // this alive meanwhile).
+    Callback dropped = std::move(done_);
+    done_ = nullptr;
+  }
+
+  // The client is being destroyed; this goes with it.
+  void orphan() {
+    client_ = nullptr;
+    state_ = State::kDone;
+    Callback dropped = std::move(done_);
+    done_ = nullptr;
+  }
+
+  void on_connected(int status) override {
+    if (state_ != State::kConnecting) {
+      return;
+    }
+    if (status != 0) {
+      fail(HttpError::kConnect, "connect to " + origin_ + ": " + uv_strerror(status));
+      return;
+    }
+    connection_->start_reading();
+    if (url_.tls) {
+      // start_tls reports a failed handshake start through on_disconnected.
+      state_ = State::kHandshaking;
+      const bool started =
+          connection_->start_tls(tls_context_, Connection::Role::kClient, url_.host);
+      if (state_ == State::kDone) {
+        return;
+      }
+      if (!started) {
+        fail(HttpError::kTls, "TLS setup failed: " + take_tls_errors());
+        return;
+      }
+    }
+    // During a handshake the connection holds the request until it is done.
+    send();
+  }
+
+  void on_data(std::string_view bytes) override {
+    if (state_ != State::kAwaitingResponse) {
+      return;
+    }
+    using Status = protocol::HttpResponseParser::Status;
+    const Status status = parser_.feed(bytes);
+    if (status == Status::kIncomplete) {
+      return;
+    }
+    if (status == Status::kError) {
+      fail_from_parser("");
+      return;
+    }
+    // Extra bytes mean the server is out of step with our requests: not reusable.
+    succeed(parser_.keep_alive() && parser_.trailing_bytes() == 0);
+  }
+
+  void on_disconnected(std::string_view reason) override {
+    if (state_ == State::kDone) {
+      return;
+    }
+    if (connection_ != nullptr && connection_->tls_active() && !connection_->tls_established()) {
+      fail(HttpError::kTls, std::string(reason));
+      return;
+    }
+    if (state_ == State::kConnecting) {
+      fail(HttpError::kConnect, std::string(reason));
+      return;
+    }
+    // A kept-alive connection the server closed while it sat idle: nothing was
+    // processed, so an idempotent request may go again, once, on a new connection.
+    if (reused_ && !retried_ && !parser_.started() && is_idempotent(request_.method)) {
+      retried_ = true;
+      connection_.reset();
+      acquire(false);
+      return;
+    }
+    using Status = protocol::HttpResponseParser::Status;
+    if (parser_.finish_eof() == Status::kComplete) {
+      succeed(false);  // the body ran until the close
+      return;
+    }
+    fail_from_parser(reason);
+  }
+
+ private:
+  enum class State { kQueued, kResolving, kConnecting, kHandshaking, kAwaitingResponse, kDone };
+
+  void start() {
+    if (state_ != State::kQueued) {
+      return;
+    }
+    std::string error;
+    std::optional<HttpUrl> url = parse_http_url(request_.url, error);
+    if (!url) {
+      fail(HttpError::kInvalidRequest, error);
+      return;
+    }
+    url_ = std::move(*url);
+    origin_ = url_.origin();
+    if (!build_request_text(error)) {
+      fail(HttpError::kInvalidRequest, error);
+      return;
+    }
+    if (url_.tls) {
+      tls_context_ = client_->tls_context_;
+      if (tls_context_ == nullptr) {
+        fail(HttpError::kTls, "no TLS client context: " + client_->tls_error_);
+        return;
+      }
+    }
+    const auto timeout_ms = static_cast<std::uint64_t>(std::max<std::int64_t>(
+        1, std::chrono::duration_cast<std::chrono::milliseconds>(request_.timeout).count()));
+    timer_.start(timeout_ms, [this, timeout_ms] {
+      fail(HttpError::kTimeout, "no complete response from " + origin_ + " within " +
+                                    std::to_string(timeout_ms) + " ms");
+    });
+    acquire(true);
+  }
+
+  bool build_request_text(std::string& error) {
+    if (!is_token(request_.method)) {
+      error = "invalid method";
+      return false;
+    }
+    bool has_host = false;
+    bool has_connection = false;
+    // An upper bound of the size first: growing the buffer would leave copies of
+    // credentials in freed memory. 128 covers the fixed text (request line, Host,
+    // Connection and Content-Length lines, blank line).
+    std::size_t size = request_.method.size() + url_.target.size() + url_.authority().size() +
+                       request_.body.size() + 128;
+    for (const protocol::HttpHeader& header : request_.headers) {
+      if (!is_token(header.name) || !is_field_value(header.value)) {
+        error = "invalid header name or value";
+        return false;
+      }
+      if (protocol::header_name_equals(header.name, "Content-Length") ||
+          protocol::header_name_equals(header.name, "Transfer-Encoding")) {
+        error = header.name + " is set by the client";
+        return false;
+      }
+      has_host = has_host || protocol::header_name_equals(header.name, "Host");
+      has_connection = has_connection || protocol::header_name_equals(header.name, "Connection");
+      size += header.name.size() + header.value.size() + 4;
+    }
+    const bool pooling = client_->options_.max_idle_connections > 0;
+    const std::string& method = request_.method;
+    const bool send_length =
+        !request_.body.empty() || method == "POST" || method == "PUT" || method == "PATCH";
+
+    text_.reserve(size);
+    text_ += method;
+    text_ += ' ';
+    text_ += url_.target;
+    text_ += " HTTP/1.1\r\n";
+    if (!has_host) {
+      text_ += "Host: " + url_.authority() + "\r\n";
+    }
+    for (const protocol::HttpHeader& header : request_.headers) {
+      text_ += header.name;
+      text_ += ": ";
+      text_ += header.value;
+      text_ += "\r\n";
+    }
+    if (!pooling && !has_connection) {
+      text_ += "Connection: close\r\n";
+    }
+    if (send_length) {
+      text_ += "Content-Length: " + std::to_string(request_.body.size()) + "\r\n";
+    }
+    text_ += "\r\n";
+    text_ += request_.body;
+    scrub_request();
+    return true;
+  }
+
+  // Header values and the body may hold a password (Auth-Pass) or a client secret; the
+  // serialised request keeps what a retry needs.
+  void scrub_request() {
+    for (protocol::HttpHeader& header : request_.headers) {
+      scrub(header.value);
+    }
+    scrub(request_.body);
+  }
+
+  void acquire(bool allow_pooled) {
+    if (allow_pooled && client_ != nullptr) {
+      if (ConnectionPtr pooled = client_->take_idle(origin_)) {
+        connection_ = std::move(pooled);
+        connection_->set_handler(this);
+        reused_ = true;
+        send();
+        return;
+      }
+    }
+    reused_ = false;
+    state_ = State::kResolving;
+    config::Endpoint endpoint;
+    endpoint.host = url_.host;
+    endpoint.port = url_.port;
+    // May call back at once for an IP literal; we are on a timer or I/O callback here.
+    resolver_.resolve(endpoint, [this](int status, const sockaddr_storage& address) {
+      on_resolved(status, address);
+    });
+  }
+
+  void on_resolved(int status, const sockaddr_storage& address) {
+    if (state_ != State::kResolving) {
+      return;
+    }
+    if (status != 0) {
+      fail(HttpError::kResolve, "cannot resolve " + url_.host + ": " + uv_strerror(status));
+      return;
+    }
+    state_ = State::kConnecting;
+    connection_ = Connection::create(loop_, this);
+    const int result = connection_->connect(reinterpret_cast<const sockaddr*>(&address));
+    if (result != 0) {
+      fail(HttpError::kConnect, "connect to " + origin_ + ": " + uv_strerror(result));
+    }
+  }
+
+  void send() {
+    state_ = State::kAwaitingResponse;
+    parser_.reset();
+    if (request_.method == "HEAD") {
+      parser_.expect_no_body();
+    }
+    connection_->write(text_);
+  }
+
+  void succeed(bool reusable) {
+    HttpResult result;
+    result.status = parser_.status_code();
+    result.headers = parser_.take_headers();
+    result.body = parser_.take_body();
+    idle_for_ = client_ != nullptr ? client_->options_.idle_timeout : std::chrono::milliseconds(0);
+    if (auto announced = announced_idle_timeout(result.headers)) {
+      // A second's margin, so that we never send just as the server closes.
+      idle_for_ = std::min(idle_for_, *announced - std::chrono::seconds(1));
+    }
+    finish(std::move(result), reusable);
+  }
+
+  void fail_from_parser(std::string_view reason) {
+    using Error = protocol::HttpResponseParser::Error;
+    const Error error = parser_.error();
+    std::string text(parser_.error_text());
+    if (!reason.empty()) {
+      text += " (" + std::string(reason) + ")";
+    }
+    fail(error == Error::kHeadersTooLarge || error == Error::kBodyTooLarge ? HttpError::kTooLarge
+                                                                           : HttpError::kProtocol,
+         text);
+  }
+
+  void fail(HttpError error, std::string text) {
+    HttpResult result;
+    result.error = error;
+    result.error_text = std::move(text);
+    finish(std::move(result), false);
+  }
+
+  void finish(HttpResult result, bool reusable) {
+    if (state_ == State::kDone) {
+      return;
+    }
+    state_ = State::kDone;
+    timer_.stop();
+    // retire() hands the client's reference to its graveyard; this one keeps us alive
+    // through the callback whatever the callback does.
+    std::shared_ptr<Exchange> self = shared_from_this();
+    if (connection_ != nullptr && reusable && client_ != nullptr) {
+      client_->park(origin_, std::move(connection_), idle_for_);
+    }
+    connection_.reset();
+    scrub(text_);
+    Callback done = std::move(done_);
+    done_ = nullptr;
+    if (client_ != nullptr) {
+      client_->retire(this);
+    }
+    // Last: nothing of the client or of this is touched after the callback.
+    if (done) {
+      done(std::move(result));
+    }
+  }
+
+  HttpClient* client_;
+  uv_loop_t* loop_;
+  HttpRequest request_;
+  Callback done_;
+  State state_ = State::kQueued;
+  Timer timer_;  // the deferred start, then the request's timeout
+  Resolver resolver_;
+  HttpUrl url_;
+  std::string origin_;
+  std::string text_;  // the serialised request, kept for a retry
+  SSL_CTX* tls_context_ = nullptr;
+  ConnectionPtr connection_;
+  protocol::HttpResponseParser parser_;
+  bool reused_ = false;
+  bool retried_ = false;
+  std::chrono::milliseconds idle_for_{0};
+};
+
+// A kept-alive connection waiting for the next request to its origin. Anything it
+// hears before then (a close, stray bytes) retires it.
+class HttpClient::IdleConnection final : public Connection::Handler {
+ public:
+  IdleConnection(HttpClient& client, std::string origin, ConnectionPtr connection,
+                 std::chrono::milliseconds idle)
+      : client_(client),
+        origin_(std::move(origin)),
+        connection_(std::move(connection)),
+        timer_(client.loop_) {
+    connection_->set_handler(this);
+    timer_.start(static_cast<std::uint64_t>(idle.count()), [this] { client_.drop_idle(this); });
+  }
+  IdleConnection(const IdleConnection&) = delete;
+  IdleConnection& operator=(const IdleConnection&) = delete;
+
+  const std::string& origin() const { return origin_; }
+  bool usable() const { return connection_ != nullptr && !connection_->closing(); }
+  ConnectionPtr take() {
+    timer_.stop();
+    return std::move(connection_);
+  }
+  void close() {
+    timer_.stop();
+    connection_.reset();
+  }
+
+  void on_data(std::string_view) override { client_.drop_idle(this); }
+  void on_disconnected(std::string_view) override { client_.drop_idle(this); }
+
+ private:
+  HttpClient& client_;
+  std::string origin_;
+  ConnectionPtr connection_;
+  Timer timer_;
+};
+
+HttpClient::RequestHandle& HttpClient::RequestHandle::operator=(RequestHandle&& other) noexcept {
+  if (this != &other) {
+    cancel();
+    exchange_ = std::move(other.exchange_);
+  }
+  return *this;
+}
+
+void HttpClient::RequestHandle::cancel() {
+  if (std::shared_ptr<Exchange> exchange = exchange_.lock()) {
+    exchange->cancel();
+  }
+  exchange_.reset();
+}
+
+bool HttpClient::RequestHandle::pending() const {
+  std::shared_ptr<Exchange> exchange = exchange_.lock();
+  return exchange != nullptr && !exchange->finished();
+}
+
+HttpClient::HttpClient(uv_loop_t* loop, HttpClientOptions options)
+    : loop_(loop), options_(std::move(options)), graveyard_(loop) {
+  if (options_.tls_context != nullptr) {
+    tls_context_ = options_.tls_context;
+    return;
+  }
+  TlsContextResult result = make_client_context(options_.ca_file, options_.verify_certificate);
+  own_tls_context_ = std::move(result.context);
+  tls_context_ = own_tls_context_.get();
+  tls_error_ = std::move(result.error);
+}
+
+HttpClient::~HttpClient() {
+  // Taken out first: destroying a callback may drop other handles, which cancel into
+  // active_ while we walk it.
+  auto active = std::move(active_);
+  active_.clear();
+  for (auto& [raw, exchange] : active) {
+    exchange->orphan();
+  }
+  active.clear();
+  idle_.clear();
+}
+
+HttpClient::RequestHandle HttpClient::request(HttpRequest request, Callback done) {
+  auto exchange = std::make_shared<Exchange>(*this, std::move(request), std::move(done));
+  Exchange* raw = exchange.get();
+  active_.emplace(raw, exchange);
+  raw->schedule();
+  return RequestHandle(exchange);
+}
+
+void HttpClient::retire(Exchange* exchange) {
+  auto found = active_.find(exchange);
+  if (found == active_.end()) {
+    return;
+  }
+  graveyard_.bury(std::move(found->second));
+  active_.erase(found);
+}
+
+ConnectionPtr HttpClient::take_idle(const std::string& origin) {
+  // Newest first: the least likely to have been closed by the server.
+  for (auto it = idle_.rbegin(); it != idle_.rend(); ++it) {
+    if ((*it)->origin() != origin || !(*it)->usable()) {
+      continue;
+    }
+    std::shared_ptr<IdleConnection> idle = std::move(*it);
+    idle_.erase(std::next(it).base());
+    ConnectionPtr connection = idle->take();
+    graveyard_.bury(std::move(idle));
+    return connection;
+  }
+  return nullptr;
+}
+
+void HttpClient::park(const std::string& origin, ConnectionPtr connection,
+                      std::chrono::milliseconds idle) {
+  if (options_.max_idle_connections == 0 || idle.count() <= 0 || connection->closing()) {
+    return;  // dropping the pointer closes the connection
+  }
+  while (idle_.size() >= options_.max_idle_connections) {
+    std::shared_ptr<IdleConnection> oldest = std::move(idle_.front());
+    idle_.erase(idle_.begin());
+    oldest->close();
+    graveyard_.bury(std::move(oldest));
+  }
+  idle_.push_back(std::make_shared<IdleConnection>(*this, origin, std::move(connection), idle));
+}
+
+void HttpClient::drop_idle(IdleConnection* idle) {
+  auto found = std::find_if(idle_.begin(), idle_.end(),
+                            [idle](const auto& entry) { return entry.get() == idle; });
+  if (found == idle_.end()) {
+    return;
+  }
+  std::shared_ptr<IdleConnection> entry = std::move(*found);
+  idle_.erase(found);
+  // Usually called from the entry's own callback: closed now, destroyed a turn later.
+  entry->close();
+  graveyard_.bury(std::move(entry));
+}
+
+}  // namespace popbridge::proxy

@@ -1,0 +1,109 @@
+#include "proxy/pop3/maildrop.h"
+
+#include <algorithm>
+#include <numeric>
+#include <unordered_map>
+
+namespace popbridge::proxy {
+
+Maildrop::Maildrop(std::vector<Message> messages, std::vector<std::string> guids,
+                   std::uint32_t uidvalidity, const protocol::UidlTemplate& format)
+    : uidvalidity_(uidvalidity), format_(&format) {
+  std::vector<std::size_t> order(messages.size());
+  std::iota(order.begin(), order.end(), std::size_t{0});
+  std::stable_sort(order.begin(), order.end(),
+                   [&](std::size_t a, std::size_t b) { return messages[a].uid < messages[b].uid; });
+  const bool with_guids = format.needs_guid() && guids.size() == messages.size();
+  for (std::size_t index : order) {
+    if (!messages_.empty() && messages_.back().uid == messages[index].uid) {
+      continue;
+    }
+    messages_.push_back(messages[index]);
+    if (with_guids) {
+      guids_.push_back(std::move(guids[index]));
+    }
+  }
+  // Only a format that can repeat needs the check: UID and UIDVALIDITY in full are unique.
+  if (format.unique_per_uid()) {
+    return;
+  }
+  std::unordered_map<std::string, std::uint32_t> seen;
+  seen.reserve(messages_.size());
+  for (std::size_t i = 0; i < messages_.size(); ++i) {
+    auto [it, inserted] = seen.try_emplace(base_uidl(i), 1);
+    if (!inserted) {
+      duplicates_.emplace_back(i, ++it->second);
+    }
+  }
+}
+
+std::size_t Maildrop::visible_count() const {
+  return static_cast<std::size_t>(std::count_if(messages_.begin(), messages_.end(),
+                                                [](const Message& m) { return !m.deleted; }));
+}
+
+std::uint64_t Maildrop::visible_octets() const {
+  std::uint64_t total = 0;
+  for (const Message& message : messages_) {
+    if (!message.deleted) {
+      total += message.size;
+    }
+  }
+  return total;
+}
+
+const Maildrop::Message* Maildrop::find(std::uint32_t number) const {
+  if (number == 0 || number > messages_.size()) {
+    return nullptr;
+  }
+  const Message& message = messages_[number - 1];
+  return message.deleted ? nullptr : &message;
+}
+
+bool Maildrop::mark_deleted(std::uint32_t number) {
+  if (find(number) == nullptr) {
+    return false;
+  }
+  messages_[number - 1].deleted = true;
+  return true;
+}
+
+void Maildrop::reset() {
+  for (Message& message : messages_) {
+    message.deleted = false;
+  }
+}
+
+std::vector<std::uint32_t> Maildrop::deleted_uids() const {
+  std::vector<std::uint32_t> uids;
+  for (const Message& message : messages_) {
+    if (message.deleted) {
+      uids.push_back(message.uid);
+    }
+  }
+  return uids;
+}
+
+std::string Maildrop::base_uidl(std::size_t index) const {
+  protocol::UidlFields fields;
+  fields.uid = messages_[index].uid;
+  fields.uidvalidity = uidvalidity_;
+  if (!guids_.empty()) {
+    fields.guid = guids_[index];
+  }
+  return protocol::sanitize_uidl(format_->render(fields));
+}
+
+std::string Maildrop::uidl(const Message& message) const {
+  const auto index = static_cast<std::size_t>(&message - messages_.data());
+  std::string uidl = base_uidl(index);
+  auto duplicate = std::lower_bound(duplicates_.begin(), duplicates_.end(), index,
+                                    [](const std::pair<std::size_t, std::uint32_t>& entry,
+                                       std::size_t i) { return entry.first < i; });
+  if (duplicate != duplicates_.end() && duplicate->first == index) {
+    uidl = protocol::sanitize_uidl(uidl + "-" + std::to_string(duplicate->second));
+  }
+  return uidl;
+}
+
+}  // namespace popbridge::proxy

@@ -1,0 +1,945 @@
+// Session lifecycle, command dispatch and the AUTHORIZATION state.
+#include "proxy/pop3/pop3_session.h"
+
+#include <array>
+#include <charconv>
+
+#include "protocol/sasl/sasl.h"
+#include "proxy/base/log.h"
+
+namespace popbridge::proxy {
+namespace {
+
+using protocol::Pop3Command;
+using protocol::Pop3Verb;
+using protocol::RespCode;
+
+// Unread pipelined input above this stops reading from the client until it is worked off.
+constexpr std::size_t kMaxBufferedInput = 64 * 1024;
+// A handshake or a login in progress is bounded by the idle timeout too.
+
+enum StateMask : unsigned { kAuthorization = 1, kTransaction = 2 };
+
+metrics::Mechanism mechanism_of(std::string_view mechanism) {
+  if (mechanism == "PLAIN") {
+    return metrics::Mechanism::kPlain;
+  }
+  if (mechanism == "LOGIN") {
+    return metrics::Mechanism::kLogin;
+  }
+  if (mechanism == "XOAUTH2") {
+    return metrics::Mechanism::kXoauth2;
+  }
+  if (mechanism == "OAUTHBEARER") {
+    return metrics::Mechanism::kOauthbearer;
+  }
+  return metrics::Mechanism::kUser;
+}
+
+// nginx escapes the user name and password it sends to an auth_http hook (space, '%',
+// control and 8-bit octets as %XX), and hooks written for it unescape them.
+std::string escape_for_hook(std::string_view text) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  std::string escaped;
+  escaped.reserve(text.size());
+  for (char c : text) {
+    const auto byte = static_cast<unsigned char>(c);
+    if (byte <= 0x20 || byte >= 0x7f || c == '%') {
+      escaped.push_back('%');
+      escaped.push_back(kHex[byte >> 4]);
+      escaped.push_back(kHex[byte & 0xf]);
+    } else {
+      escaped.push_back(c);
+    }
+  }
+  return escaped;
+}
+
+double seconds_since(std::uint64_t start_ns) {
+  return static_cast<double>(uv_hrtime() - start_ns) / 1e9;
+}
+
+}  // namespace
+
+const Pop3Session::CommandEntry& Pop3Session::command_entry(Pop3Verb verb) {
+  static const std::array<CommandEntry, protocol::kPop3VerbCount> table = [] {
+    std::array<CommandEntry, protocol::kPop3VerbCount> entries{};
+    auto set = [&](Pop3Verb verb, void (Pop3Session::*handler)(Pop3Command&), unsigned states) {
+      entries[static_cast<std::size_t>(verb)] = {handler, states};
+    };
+    set(Pop3Verb::kUser, &Pop3Session::cmd_user, kAuthorization);
+    set(Pop3Verb::kPass, &Pop3Session::cmd_pass, kAuthorization);
+    set(Pop3Verb::kApop, &Pop3Session::cmd_apop, kAuthorization);
+    set(Pop3Verb::kAuth, &Pop3Session::cmd_auth, kAuthorization);
+    set(Pop3Verb::kStls, &Pop3Session::cmd_stls, kAuthorization);
+    set(Pop3Verb::kCapa, &Pop3Session::cmd_capa, kAuthorization | kTransaction);
+    set(Pop3Verb::kQuit, &Pop3Session::cmd_quit, kAuthorization | kTransaction);
+    set(Pop3Verb::kStat, &Pop3Session::cmd_stat, kTransaction);
+    set(Pop3Verb::kList, &Pop3Session::cmd_list, kTransaction);
+    set(Pop3Verb::kUidl, &Pop3Session::cmd_uidl, kTransaction);
+    set(Pop3Verb::kRetr, &Pop3Session::cmd_retr, kTransaction);
+    set(Pop3Verb::kTop, &Pop3Session::cmd_top, kTransaction);
+    set(Pop3Verb::kDele, &Pop3Session::cmd_dele, kTransaction);
+    set(Pop3Verb::kRset, &Pop3Session::cmd_rset, kTransaction);
+    set(Pop3Verb::kNoop, &Pop3Session::cmd_noop, kTransaction);
+    return entries;
+  }();
+  return table[static_cast<std::size_t>(verb)];
+}
+
+Pop3Session::Pop3Session(SessionHost& server, const SessionContext& context,
+                         const config::Listener& listener, std::size_t listener_index,
+                         ConnectionPtr client, std::uint64_t id)
+    : server_(server),
+      context_(context),
+      listener_(listener),
+      listener_metrics_(context.metrics.listener(listener_index)),
+      client_(std::move(client)),
+      id_(id),
+      id_text_(std::to_string(id)),
+      reader_(protocol::kMaxAuthLine),
+      idle_timer_(context.loop),
+      delay_timer_(context.loop) {
+  Connection::Handler& handler = *this;
+  client_->set_handler(&handler);
+}
+
+Pop3Session::~Pop3Session() {
+  if (store_) {
+    store_->close(false);
+  }
+}
+
+void Pop3Session::start() {
+  client_->set_high_watermark(config().limits.client_write_high_watermark);
+  client_->set_low_watermark(config().limits.client_write_low_watermark);
+  client_address_ = client_->peer_address();
+  client_port_ = client_->peer_port();
+  listener_metrics_.accepted->Increment();
+  listener_metrics_.active->Increment();
+  reset_idle_timer();
+  client_->start_reading();
+  if (listener_.proxy_protocol) {
+    state_ = State::kProxyHeader;
+    proxy_header_ = std::make_unique<protocol::ProxyProtocolDecoder>();
+    // A balancer sends its header at once; a silent peer is not one, and gets nothing
+    // said to it in the clear.
+    constexpr std::uint64_t kProxyHeaderTimeoutMs = 10'000;
+    const auto idle = static_cast<std::uint64_t>(config().limits.idle_timeout.count());
+    idle_timer_.start(std::min(kProxyHeaderTimeoutMs, idle), [this] {
+      context_.metrics.rejected(metrics::Rejection::kProxyProtocol).Increment();
+      abort(metrics::SessionEnd::kTimeout);
+    });
+    return;
+  }
+  begin_protocol();
+}
+
+void Pop3Session::begin_protocol() {
+  log::info("session_start", {{"session", id_text_},
+                              {"listener", listener_.name},
+                              {"client", client_address_},
+                              {"client_port", static_cast<unsigned>(client_port_)}});
+  tls_started_ns_ = uv_hrtime();
+  if (listener_.tls == config::TlsMode::kImplicit) {
+    state_ = State::kHandshake;
+    if (!client_->start_tls(context_.server_tls, Connection::Role::kServer, {})) {
+      abort(metrics::SessionEnd::kTlsHandshake);
+    }
+    return;
+  }
+  send_greeting();
+}
+
+void Pop3Session::handle_proxy_header(std::string_view bytes) {
+  std::size_t used = 0;
+  switch (proxy_header_->feed(bytes, used)) {
+    case protocol::ProxyProtocolDecoder::Status::kNeedMore:
+      return;
+    case protocol::ProxyProtocolDecoder::Status::kError:
+      log::warn("proxy_protocol_rejected", {{"session", id_text_},
+                                            {"listener", listener_.name},
+                                            {"peer", client_->peer_address()},
+                                            {"reason", proxy_header_->error()}});
+      context_.metrics.rejected(metrics::Rejection::kProxyProtocol).Increment();
+      abort(metrics::SessionEnd::kClientClosed);
+      return;
+    case protocol::ProxyProtocolDecoder::Status::kDone:
+      break;
+  }
+  if (!proxy_header_->header().local) {
+    client_address_ = proxy_header_->header().source_address;
+    client_port_ = proxy_header_->header().source_port;
+  }
+  proxy_header_.reset();
+  reset_idle_timer();
+  begin_protocol();
+  // What followed the header in the same read belongs to TLS or to POP3.
+  if (state_ != State::kClosing) {
+    client_->replay(bytes.substr(used));
+  }
+}
+
+void Pop3Session::send_greeting() {
+  state_ = State::kAuthorization;
+  reply(protocol::ok_reply("POP3 gateway ready."));
+}
+
+void Pop3Session::on_tls_established() {
+  log::info("tls_established", {{"session", id_text_}, {"tls", client_->tls_summary()}});
+  listener_metrics_.tls_duration->Observe(seconds_since(tls_started_ns_));
+  (client_->tls_summary().rfind("TLSv1.3", 0) == 0 ? listener_metrics_.tls_ok_13
+                                                   : listener_metrics_.tls_ok_12)
+      ->Increment();
+  if (state_ == State::kHandshake) {
+    send_greeting();
+  }
+  // After STLS the state stays AUTHORIZATION (RFC 2595 §4); the client speaks next.
+}
+
+void Pop3Session::on_data(std::string_view bytes) {
+  if (state_ == State::kClosing) {
+    return;
+  }
+  if (state_ == State::kProxyHeader) {
+    handle_proxy_header(bytes);
+    return;
+  }
+  reader_.append(bytes);
+  process_input();
+  if (reader_.buffered() > kMaxBufferedInput) {
+    client_->stop_reading();
+  }
+}
+
+void Pop3Session::process_input() {
+  if (processing_) {
+    return;  // the outer call continues with the next line
+  }
+  processing_ = true;
+  while (!busy_ && (state_ == State::kAuthorization || state_ == State::kTransaction) &&
+         !client_->above_high_watermark()) {
+    std::optional<protocol::LineReader::Line> line = reader_.next();
+    if (!line && !reader_.overflowing()) {
+      break;
+    }
+    if (!line || line->too_long) {
+      // Answered as soon as the limit is passed, LF or not, and closed (as Dovecot and
+      // nginx do): a client that sends that much without a line end is not speaking POP3.
+      context_.metrics.invalid_command().err->Increment();
+      log::info("line_too_long", {{"session", id_text_}, {"client", client_address_}});
+      reply(protocol::err_reply(RespCode::kNone, "line too long"));
+      close_gracefully(metrics::SessionEnd::kProtocolError);
+      break;
+    }
+    reset_idle_timer();
+    dispatch(line->text);
+  }
+  processing_ = false;
+  if (state_ != State::kClosing && !busy_ && reader_.buffered() <= kMaxBufferedInput) {
+    client_->start_reading();
+  }
+}
+
+void Pop3Session::dispatch(std::string_view line) {
+  if (sasl_step_ != SaslStep::kNone) {
+    handle_sasl_line(line);
+    return;
+  }
+  protocol::Pop3ParseResult parsed = protocol::parse_pop3_command(line);
+  if (auto* error = std::get_if<protocol::Pop3ParseError>(&parsed)) {
+    context_.metrics.invalid_command().err->Increment();
+    reply(protocol::err_reply(RespCode::kNone, error->message));
+    return;
+  }
+  Pop3Command& command = std::get<Pop3Command>(parsed);
+  const CommandEntry& entry = command_entry(command.verb);
+  const unsigned state_bit = state_ == State::kAuthorization ? kAuthorization : kTransaction;
+  counting_ = command.verb;
+  timed_command_ = command.verb;
+  command_started_ns_ = uv_hrtime();
+  if ((entry.states & state_bit) == 0) {
+    reply(protocol::err_reply(RespCode::kNone, "command not valid in this state"));
+    observe_command();
+    return;
+  }
+  log::debug("command", {{"session", id_text_}, {"command", protocol::verb_name(command.verb)}});
+  (this->*entry.handler)(command);
+  if (!busy_) {
+    observe_command();
+  }
+}
+
+void Pop3Session::observe_command() {
+  if (!timed_command_) {
+    return;
+  }
+  const double seconds = seconds_since(command_started_ns_);
+  context_.metrics.command(static_cast<std::size_t>(*timed_command_)).duration->Observe(seconds);
+  log::debug("command_done", {{"session", id_text_},
+                              {"command", protocol::verb_name(*timed_command_)},
+                              {"ms", seconds * 1000}});
+  timed_command_.reset();
+}
+
+void Pop3Session::reply(std::string_view bytes) {
+  if (counting_) {
+    const bool ok = !bytes.empty() && bytes[0] == '+';
+    metrics::Metrics::Command& command =
+        context_.metrics.command(static_cast<std::size_t>(*counting_));
+    (ok ? command.ok : command.err)->Increment();
+    counting_.reset();
+  }
+  client_->write(bytes);
+}
+
+void Pop3Session::command_done() {
+  busy_ = false;
+  observe_command();
+  sync_byte_metrics();
+  reset_idle_timer();
+  process_input();
+}
+
+void Pop3Session::reset_idle_timer() {
+  const std::uint64_t sent_at_arming = client_->bytes_sent();
+  idle_timer_.start(
+      static_cast<std::uint64_t>(config().limits.idle_timeout.count()), [this, sent_at_arming] {
+        if (busy_ && transfer_ != Transfer::kNone && client_->bytes_sent() != sent_at_arming) {
+          // A message is still flowing to the client: that is activity, not idleness. A
+          // client that stopped reading mid-message makes no progress and times out.
+          reset_idle_timer();
+          return;
+        }
+        if (transfer_ != Transfer::kNone && transfer_started_) {
+          // Mid-message a status line would read as message text: just drop the connection
+          // (no terminator, so the client knows the message is incomplete).
+          abort(metrics::SessionEnd::kTimeout);
+          return;
+        }
+        reply(protocol::err_reply(RespCode::kNone, "autologout; idle for too long"));
+        close_gracefully(metrics::SessionEnd::kTimeout);
+      });
+}
+
+// --- capabilities and STLS -------------------------------------------------------------
+
+bool Pop3Session::plaintext_allowed() const {
+  return client_->tls_established() || config().auth.allow_plaintext;
+}
+
+void Pop3Session::cmd_capa(Pop3Command&) {
+  out_.clear();
+  out_ += "+OK Capability list follows\r\n";
+  out_ += "TOP\r\nUIDL\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\nPIPELINING\r\n";
+  // RFC 2449 §5: what AUTHORIZATION offers is announced in TRANSACTION too.
+  if (plaintext_allowed()) {
+    out_ += "USER\r\nSASL";
+    for (std::string_view mechanism : mechanisms()) {
+      out_ += ' ';
+      out_ += mechanism;
+    }
+    out_ += "\r\n";
+  }
+  if (state_ == State::kAuthorization && listener_.tls == config::TlsMode::kStartTls &&
+      !client_->tls_active() && context_.server_tls != nullptr) {
+    out_ += "STLS\r\n";
+  }
+  out_ += "IMPLEMENTATION popbridge\r\n.\r\n";
+  reply(out_);
+}
+
+void Pop3Session::cmd_stls(Pop3Command&) {
+  if (listener_.tls != config::TlsMode::kStartTls || context_.server_tls == nullptr) {
+    reply(protocol::err_reply(RespCode::kNone, "STLS not available on this port"));
+    return;
+  }
+  if (client_->tls_active()) {
+    reply(protocol::err_reply(RespCode::kNone, "TLS already active"));
+    return;
+  }
+  reply(protocol::ok_reply("Begin TLS negotiation"));
+  // Whatever the client sent after the STLS line was sent in the clear and could have
+  // been injected by an attacker (CVE-2011-0411 class): it is never parsed.
+  reader_.discard();
+  user_.clear();
+  if (!client_->start_tls(context_.server_tls, Connection::Role::kServer, {})) {
+    abort(metrics::SessionEnd::kTlsHandshake);
+  }
+}
+
+// --- login -----------------------------------------------------------------------------
+
+void Pop3Session::cmd_user(Pop3Command& command) {
+  if (!plaintext_allowed()) {
+    context_.metrics.auth(metrics::Mechanism::kUser, metrics::AuthResult::kPlaintextRefused)
+        .Increment();
+    reply(protocol::err_reply(RespCode::kAuth,
+                              "Plaintext authentication disallowed on non-secure connections"));
+    return;
+  }
+  user_ = command.argument;
+  reply(protocol::ok_reply("Send your password"));
+}
+
+void Pop3Session::cmd_pass(Pop3Command& command) {
+  if (!plaintext_allowed()) {
+    context_.metrics.auth(metrics::Mechanism::kUser, metrics::AuthResult::kPlaintextRefused)
+        .Increment();
+    reply(protocol::err_reply(RespCode::kAuth,
+                              "Plaintext authentication disallowed on non-secure connections"));
+    return;
+  }
+  if (user_.empty()) {
+    reply(protocol::err_reply(RespCode::kNone, "USER first"));
+    return;
+  }
+  std::string user = std::move(user_);
+  user_.clear();
+  begin_login("USER", std::move(user), std::move(command.secret), false);
+}
+
+void Pop3Session::cmd_apop(Pop3Command&) {
+  // APOP needs the cleartext password on our side, which a gateway never has.
+  reply(protocol::err_reply(RespCode::kNone, "APOP not supported"));
+}
+
+bool Pop3Session::tokens_allowed() const {
+  // A client's own bearer token can only be handed on: it proves nothing to the gateway.
+  return config().auth.mode == config::AuthMode::kPassthrough &&
+         config().upstream.login.mode == config::UpstreamLoginMode::kPassthrough;
+}
+
+std::vector<std::string_view> Pop3Session::mechanisms() const {
+  if (tokens_allowed()) {
+    return {"PLAIN", "LOGIN", "XOAUTH2", "OAUTHBEARER"};
+  }
+  return {"PLAIN", "LOGIN"};
+}
+
+void Pop3Session::cmd_auth(Pop3Command& command) {
+  if (command.argument.empty()) {
+    // Outlook asks with a bare AUTH which mechanisms exist.
+    std::string listing = "+OK\r\n";
+    if (plaintext_allowed()) {
+      for (std::string_view mechanism : mechanisms()) {
+        listing += mechanism;
+        listing += "\r\n";
+      }
+    }
+    reply(listing + ".\r\n");
+    return;
+  }
+  if (!plaintext_allowed()) {
+    context_.metrics.auth(mechanism_of(command.argument), metrics::AuthResult::kPlaintextRefused)
+        .Increment();
+    reply(protocol::err_reply(RespCode::kAuth,
+                              "Plaintext authentication disallowed on non-secure connections"));
+    return;
+  }
+  const std::string& mechanism = command.argument;
+  const bool token = mechanism == "XOAUTH2" || mechanism == "OAUTHBEARER";
+  if ((mechanism != "PLAIN" && mechanism != "LOGIN" && !token) || (token && !tokens_allowed())) {
+    reply(protocol::err_reply(RespCode::kNone, "unsupported authentication mechanism"));
+    return;
+  }
+  login_mechanism_ = mechanism;
+  sasl_step_ = mechanism == "LOGIN" ? SaslStep::kLoginUser
+               : token              ? SaslStep::kTokenResponse
+                                    : SaslStep::kPlainResponse;
+  if (!command.initial_response) {
+    // RFC 5034: a mechanism that starts with the client gets an empty challenge. Clients
+    // tuned for Microsoft's POP3 send XOAUTH2 this way, on a second line.
+    reply(sasl_step_ == SaslStep::kLoginUser ? "+ VXNlcm5hbWU6\r\n" : "+ \r\n");
+    return;
+  }
+  handle_sasl_line(command.initial_response->view());
+}
+
+void Pop3Session::handle_sasl_line(std::string_view line) {
+  const SaslStep step = sasl_step_;
+  sasl_step_ = SaslStep::kNone;
+  counting_ = Pop3Verb::kAuth;
+  protocol::SaslResponse response = protocol::decode_sasl_response(line);
+  if (response.kind == protocol::SaslResponse::Kind::kCancel) {
+    reply(protocol::err_reply(RespCode::kNone, "authentication cancelled"));
+    return;
+  }
+  if (response.kind == protocol::SaslResponse::Kind::kInvalid) {
+    reply(protocol::err_reply(RespCode::kNone, "invalid base64 in authentication exchange"));
+    return;
+  }
+  switch (step) {
+    case SaslStep::kPlainResponse: {
+      std::optional<protocol::PlainCredentials> credentials =
+          protocol::parse_sasl_plain(response.data.view());
+      if (!credentials) {
+        reply(protocol::err_reply(RespCode::kAuth, "malformed PLAIN response"));
+        return;
+      }
+      if (!credentials->authzid.empty() && credentials->authzid != credentials->authcid) {
+        // Acting as another user is for the gateway's own master login, not for clients.
+        login_failed(RespCode::kAuth, "Authentication failed.",
+                     metrics::AuthResult::kBadCredentials);
+        return;
+      }
+      begin_login("PLAIN", std::move(credentials->authcid), std::move(credentials->password),
+                  false);
+      return;
+    }
+    case SaslStep::kTokenResponse: {
+      std::optional<protocol::BearerCredentials> credentials =
+          login_mechanism_ == "XOAUTH2" ? protocol::parse_xoauth2(response.data.view())
+                                        : protocol::parse_oauthbearer(response.data.view());
+      if (!credentials || credentials->user.empty()) {
+        reply(protocol::err_reply(RespCode::kAuth, "malformed " + login_mechanism_ + " response"));
+        return;
+      }
+      begin_login(login_mechanism_, std::move(credentials->user), std::move(credentials->token),
+                  true);
+      return;
+    }
+    case SaslStep::kLoginUser:
+      if (response.data.empty()) {
+        reply(protocol::err_reply(RespCode::kAuth, "empty user name"));
+        return;
+      }
+      user_ = std::string(response.data.view());
+      sasl_step_ = SaslStep::kLoginPassword;
+      counting_.reset();
+      client_->write("+ UGFzc3dvcmQ6\r\n");
+      return;
+    case SaslStep::kLoginPassword: {
+      std::string user = std::move(user_);
+      user_.clear();
+      begin_login("LOGIN", std::move(user), std::move(response.data), false);
+      return;
+    }
+    case SaslStep::kNone:
+      break;
+  }
+}
+
+void Pop3Session::begin_login(std::string_view mechanism, std::string user, protocol::Secret secret,
+                              bool token) {
+  login_mechanism_ = std::string(mechanism);
+  user_ = std::move(user);
+  if (user_.empty() || secret.empty()) {
+    login_failed(RespCode::kAuth, "Authentication failed.", metrics::AuthResult::kBadCredentials);
+    return;
+  }
+  busy_ = true;
+  idle_timer_.stop();
+  switch (config().auth.mode) {
+    case config::AuthMode::kPassthrough:
+      // The upstream checks the credentials.
+      authorized(std::move(secret), token);
+      return;
+    case config::AuthMode::kUsersFile: {
+      const auto& hashes = context_.identity.password_hashes;
+      auto found = hashes.find(user_);
+      password_check_ = std::make_unique<PasswordCheck>(context_.loop);
+      password_check_->start(found == hashes.end() ? std::string() : found->second,
+                             hashes.empty() ? std::string() : hashes.begin()->second, secret,
+                             [this, secret](bool matches) {
+                               if (!matches) {
+                                 login_failed(RespCode::kAuth, "Authentication failed.",
+                                              metrics::AuthResult::kBadCredentials);
+                                 return;
+                               }
+                               authorized(secret, false);
+                             });
+      return;
+    }
+    case config::AuthMode::kHttp:
+      ask_auth_hook(std::move(secret));
+      return;
+  }
+}
+
+void Pop3Session::ask_auth_hook(protocol::Secret secret) {
+  // nginx's auth_http protocol, so an existing hook for nginx's mail proxy works as is.
+  HttpRequest request;
+  request.url = config().auth.http.url;
+  request.timeout =
+      std::chrono::duration_cast<std::chrono::milliseconds>(config().auth.http.timeout);
+  request.headers = {{"Auth-Method", "plain"},
+                     {"Auth-User", escape_for_hook(user_)},
+                     {"Auth-Pass", escape_for_hook(secret.view())},
+                     {"Auth-Protocol", "pop3"},
+                     {"Auth-Login-Attempt", std::to_string(failed_logins_ + 1)},
+                     {"Client-IP", client_address_},
+                     {"Client-Host", client_address_},
+                     {"Auth-SSL", client_->tls_established() ? "on" : "off"}};
+  auth_request_ = context_.auth_http->request(
+      std::move(request), [this, secret = std::move(secret)](HttpResult response) {
+        auth_hook_answered(response, secret);
+      });
+}
+
+void Pop3Session::auth_hook_answered(const HttpResult& response, const protocol::Secret& secret) {
+  if (response.error == HttpError::kInvalidRequest) {
+    // A user name or password with control characters cannot be a header value.
+    login_failed(RespCode::kAuth, "Authentication failed.", metrics::AuthResult::kBadCredentials);
+    return;
+  }
+  const std::optional<std::string_view> status = response.header("Auth-Status");
+  if (!response.ok() || response.status != 200 || !status) {
+    // Never a login on a hook failure: the answer is "try again later".
+    log::warn("auth_hook_failed",
+              {{"session", id_text_},
+               {"reason", response.ok() ? "HTTP " + std::to_string(response.status)
+                                        : std::string(to_string(response.error)) + ": " +
+                                              response.error_text}});
+    login_failed(RespCode::kSysTemp, "Temporary failure, try again later.",
+                 metrics::AuthResult::kUpstreamUnavailable);
+    return;
+  }
+  if (*status != "OK") {
+    unsigned wait = 0;
+    if (auto header = response.header("Auth-Wait")) {
+      std::from_chars(header->data(), header->data() + header->size(), wait);
+    }
+    hook_wait_ = std::chrono::seconds(std::min(wait, 60u));
+    login_failed(RespCode::kAuth, "Authentication failed.", metrics::AuthResult::kBadCredentials);
+    return;
+  }
+  // The hook may route this user to its own server, mailbox and upstream login.
+  auto server = response.header("Auth-Server");
+  auto port = response.header("Auth-Port");
+  if (server || port) {
+    upstream_override_ = config().upstream;
+    if (server) {
+      upstream_override_->address.host = std::string(*server);
+    }
+    std::uint16_t number = 0;
+    if (port &&
+        std::from_chars(port->data(), port->data() + port->size(), number).ec == std::errc() &&
+        number != 0) {
+      upstream_override_->address.port = number;
+    }
+  }
+  if (auto mailbox = response.header("X-Popbridge-Mailbox")) {
+    mailbox_override_ = std::string(*mailbox);
+  }
+  auto upstream_user = response.header("Auth-User");
+  auto upstream_pass = response.header("Auth-Pass");
+  if (upstream_user && upstream_pass) {
+    UpstreamCredentials credentials;
+    credentials.user = std::string(*upstream_user);
+    credentials.secret = protocol::Secret(*upstream_pass);
+    hook_credentials_ = std::move(credentials);
+  }
+  authorized(secret, false);
+}
+
+void Pop3Session::authorized(protocol::Secret client_secret, bool token) {
+  // With passthrough only the upstream knows whether the password is right, so the lock
+  // waits for its answer there.
+  if (config().auth.mode != config::AuthMode::kPassthrough && !lock_user()) {
+    return;
+  }
+  if (hook_credentials_) {
+    UpstreamCredentials credentials = std::move(*hook_credentials_);
+    hook_credentials_.reset();
+    open_store(std::move(credentials));
+    return;
+  }
+  UpstreamCredentials credentials;
+  const config::UpstreamLogin& login = config().upstream.login;
+  switch (login.mode) {
+    case config::UpstreamLoginMode::kPassthrough:
+      credentials.user = user_;
+      credentials.secret = std::move(client_secret);
+      if (token) {
+        credentials.mechanism = login_mechanism_ == "XOAUTH2"
+                                    ? UpstreamCredentials::Mechanism::kXoauth2
+                                    : UpstreamCredentials::Mechanism::kOauthbearer;
+      }
+      break;
+    case config::UpstreamLoginMode::kMaster:
+      credentials.authzid = user_;
+      credentials.user = login.master_user;
+      credentials.secret = context_.identity.master_password;
+      break;
+    case config::UpstreamLoginMode::kMapped: {
+      auto found = context_.identity.mapped.find(user_);
+      if (found == context_.identity.mapped.end()) {
+        log::warn("no_upstream_mapping", {{"session", id_text_}, {"user", log::user(user_)}});
+        login_failed(RespCode::kSysPerm, "No mailbox is configured for this account.",
+                     metrics::AuthResult::kUpstreamUnavailable);
+        return;
+      }
+      credentials.user = found->second.upstream_user;
+      credentials.secret = found->second.password;
+      break;
+    }
+    case config::UpstreamLoginMode::kOAuth2:
+      context_.tokens->get(user_, life_, [this](const TokenSource::Result& token) {
+        if (token.kind != TokenSource::Result::Kind::kOk) {
+          login_failed(token.kind == TokenSource::Result::Kind::kPermanent ? RespCode::kSysPerm
+                                                                           : RespCode::kSysTemp,
+                       "The mail store's token service refused the login.",
+                       metrics::AuthResult::kUpstreamUnavailable);
+          return;
+        }
+        UpstreamCredentials oauth;
+        oauth.mechanism =
+            config().upstream.login.oauth2.mechanism == config::OAuth2Mechanism::kXoauth2
+                ? UpstreamCredentials::Mechanism::kXoauth2
+                : UpstreamCredentials::Mechanism::kOauthbearer;
+        oauth.user = user_;
+        oauth.secret = token.token;
+        open_store(std::move(oauth));
+      });
+      return;
+  }
+  open_store(std::move(credentials));
+}
+
+void Pop3Session::open_store(UpstreamCredentials credentials) {
+  context_.metrics.upstream_active.Increment();
+  MailStore::Observer& observer = *this;
+  store_ =
+      make_mail_store(context_.loop, upstream_override_ ? *upstream_override_ : config().upstream,
+                      context_.upstream_tls, context_.metrics, observer);
+  OpenRequest request;
+  request.credentials = std::move(credentials);
+  request.client_address = client_address_;
+  request.client_port = client_port_;
+  request.session_id = id_text_;
+  request.mailbox = mailbox_override_;
+  request.want_guids = config().upstream.uidl_format.needs_guid();
+  store_->open(std::move(request), [this](const StoreResult& result, StoreSnapshot snapshot) {
+    store_opened(result, std::move(snapshot));
+  });
+}
+
+void Pop3Session::store_opened(const StoreResult& result, StoreSnapshot snapshot) {
+  // The one table from the store's answer at login to what the client hears.
+  const bool gateway_login =
+      config().upstream.login.mode != config::UpstreamLoginMode::kPassthrough;
+  switch (result.status) {
+    case StoreStatus::kOk:
+      break;
+    case StoreStatus::kRejected:
+      if (gateway_login) {
+        if (context_.tokens) {
+          // Revoked or expired early: the next login must not present it again.
+          context_.tokens->invalidate(user_);
+        }
+        // The client's credentials were good; the gateway's own ones were refused.
+        log::error("upstream_login_refused",
+                   {{"session", id_text_}, {"user", log::user(user_)}, {"reason", result.detail}});
+        login_failed(RespCode::kSysPerm, "The mail store refused the gateway's login.",
+                     metrics::AuthResult::kUpstreamUnavailable);
+        return;
+      }
+      // The text is the same whether the user exists or not (RFC 8314 §4.1).
+      login_failed(RespCode::kAuth, "Authentication failed.", metrics::AuthResult::kBadCredentials);
+      return;
+    case StoreStatus::kInUse:
+      login_failed(RespCode::kInUse, "Mailbox in use.", metrics::AuthResult::kInUse);
+      return;
+    case StoreStatus::kPermanent:
+      login_failed(RespCode::kSysPerm, "Unable to open the maildrop.",
+                   metrics::AuthResult::kUpstreamUnavailable);
+      return;
+    case StoreStatus::kTemporary:
+    case StoreStatus::kMissing:
+    case StoreStatus::kLost:
+    case StoreStatus::kCount:
+      login_failed(RespCode::kSysTemp, "Temporary failure, try again later.",
+                   metrics::AuthResult::kUpstreamUnavailable);
+      return;
+  }
+  if (config().auth.mode == config::AuthMode::kPassthrough && !lock_user()) {
+    return;
+  }
+  if (snapshot.restored > 0) {
+    context_.metrics.deletions_rolled_back.Increment(static_cast<double>(snapshot.restored));
+    log::warn("deletions_rolled_back",
+              {{"session", id_text_}, {"user", log::user(user_)}, {"messages", snapshot.restored}});
+  }
+  std::vector<Maildrop::Message> messages;
+  messages.reserve(snapshot.messages.size());
+  for (const StoreMessage& message : snapshot.messages) {
+    messages.push_back({message.uid, message.size, false});
+  }
+  maildrop_ = Maildrop(std::move(messages), std::move(snapshot.guids), snapshot.uidvalidity,
+                       config().upstream.uidl_format);
+  finish_login();
+}
+
+void Pop3Session::login_failed(RespCode code, std::string_view text, metrics::AuthResult result) {
+  retire_store(false);
+  context_.metrics.auth(mechanism_of(login_mechanism_), result).Increment();
+  log::info("login_failed", {{"session", id_text_},
+                             {"user", log::user(user_)},
+                             {"mechanism", login_mechanism_},
+                             {"result", metrics::name(result)}});
+  unlock_user();
+  busy_ = true;
+  const bool credentials = code == RespCode::kAuth;
+  config::Duration delay(0);
+  if (credentials) {
+    ++failed_logins_;
+    // Slow down password guessing: the delay grows with recent failures from this
+    // address or for this user, and the reply comes only after it.
+    delay = std::max(context_.guard.record_failure(config().auth, client_address_, user_),
+                     std::chrono::duration_cast<config::Duration>(hook_wait_));
+    hook_wait_ = {};
+  }
+  upstream_override_.reset();
+  mailbox_override_.reset();
+  hook_credentials_.reset();
+  user_.clear();
+  std::string message = protocol::err_reply(code, text);
+  delay_timer_.start(static_cast<std::uint64_t>(delay.count()), [this, message] {
+    counting_ = Pop3Verb::kPass;
+    reply(message);
+    if (failed_logins_ >= config().auth.max_attempts) {
+      context_.metrics.auth(mechanism_of(login_mechanism_), metrics::AuthResult::kRateLimited)
+          .Increment();
+      close_gracefully(metrics::SessionEnd::kAuthFailures);
+      return;
+    }
+    command_done();
+  });
+}
+
+bool Pop3Session::lock_user() {
+  if (!config().auth.exclusive_sessions) {
+    return true;
+  }
+  if (!context_.guard.lock_user(user_)) {
+    // RFC 2449 [IN-USE]: said only to a client whose credentials were good, so it
+    // tells a guesser nothing.
+    login_failed(RespCode::kInUse, "Mailbox in use by another session.",
+                 metrics::AuthResult::kInUse);
+    return false;
+  }
+  locked_user_ = user_;
+  return true;
+}
+
+void Pop3Session::unlock_user() {
+  if (!locked_user_.empty()) {
+    context_.guard.unlock_user(locked_user_);
+    locked_user_.clear();
+  }
+}
+
+void Pop3Session::finish_login() {
+  state_ = State::kTransaction;
+  context_.guard.record_success(user_);
+  context_.metrics.auth(mechanism_of(login_mechanism_), metrics::AuthResult::kSuccess).Increment();
+  log::info("login", {{"session", id_text_},
+                      {"user", log::user(user_)},
+                      {"mechanism", login_mechanism_},
+                      {"messages", maildrop_.count()},
+                      {"upstream_tls", store_->tls_summary()}});
+  counting_ = Pop3Verb::kPass;
+  reply(protocol::ok_reply("Logged in, " + std::to_string(maildrop_.visible_count()) +
+                           " messages (" + std::to_string(maildrop_.visible_octets()) +
+                           " octets)"));
+  command_done();
+}
+
+// --- endings ----------------------------------------------------------------------------
+
+void Pop3Session::on_disconnected(std::string_view reason) {
+  if (state_ == State::kClosing) {
+    return;
+  }
+  if (state_ == State::kUpdate) {
+    // QUIT has started changing the mailbox: finish (or roll back) whatever the client
+    // does, never leave messages flagged \Deleted with nothing expunged.
+    log::info("client_closed_during_update", {{"session", id_text_}, {"reason", reason}});
+    client_gone_ = true;
+    return;
+  }
+  log::debug("client_disconnected", {{"session", id_text_}, {"reason", reason}});
+  const bool in_handshake = state_ == State::kHandshake;
+  state_ = State::kClosing;
+  // RFC 1939 §6: a connection that ends without QUIT removes nothing.
+  retire_store(true);
+  if (in_handshake || (client_->tls_active() && !client_->tls_established())) {
+    listener_metrics_.tls_error->Increment();
+    context_.metrics.rejected(metrics::Rejection::kTlsHandshake).Increment();
+  }
+  finish(in_handshake ? metrics::SessionEnd::kTlsHandshake : metrics::SessionEnd::kClientClosed);
+}
+
+void Pop3Session::on_store_lost(const StoreResult&) { retire_store(false); }
+
+void Pop3Session::abort(metrics::SessionEnd reason) {
+  if (state_ == State::kClosing) {
+    return;
+  }
+  state_ = State::kClosing;
+  client_->close();
+  retire_store(false);
+  finish(reason);
+}
+
+void Pop3Session::close_gracefully(metrics::SessionEnd reason) {
+  if (state_ == State::kClosing) {
+    return;
+  }
+  state_ = State::kClosing;
+  retire_store(true);
+  client_->close_after_flush();
+  finish(reason);
+}
+
+void Pop3Session::finish(metrics::SessionEnd reason) {
+  if (finished_) {
+    return;
+  }
+  finished_ = true;
+  idle_timer_.stop();
+  delay_timer_.stop();
+  observe_command();
+  sync_byte_metrics();
+  unlock_user();
+  listener_metrics_.active->Decrement();
+  context_.metrics.session_end(reason).Increment();
+  log::info("session_end", {{"session", id_text_},
+                            {"reason", metrics::name(reason)},
+                            {"bytes_in", client_->bytes_received()},
+                            {"bytes_out", client_->bytes_sent()}});
+  server_.session_finished(this);
+}
+
+void Pop3Session::sync_byte_metrics() {
+  // Counted as deltas at command boundaries: cheap, and dashboards see long sessions
+  // move instead of jumping at their end.
+  auto add = [&](metrics::Direction direction, std::uint64_t total, std::uint64_t& counted) {
+    if (total > counted) {
+      context_.metrics.bytes(direction).Increment(static_cast<double>(total - counted));
+      counted = total;
+    }
+  };
+  add(metrics::Direction::kClientIn, client_->bytes_received(), counted_client_in_);
+  add(metrics::Direction::kClientOut, client_->bytes_sent(), counted_client_out_);
+  if (store_) {
+    add(metrics::Direction::kUpstreamIn, store_->bytes_received(), counted_upstream_in_);
+    add(metrics::Direction::kUpstreamOut, store_->bytes_sent(), counted_upstream_out_);
+  }
+}
+
+void Pop3Session::retire_store(bool graceful) {
+  if (!store_) {
+    return;
+  }
+  sync_byte_metrics();
+  counted_upstream_in_ = counted_upstream_out_ = 0;
+  context_.metrics.upstream_active.Decrement();
+  store_->close(graceful);
+  // We may be inside one of its callbacks: it is deleted on a later loop turn.
+  server_.dispose(std::move(store_));
+  store_.reset();
+}
+
+}  // namespace popbridge::proxy

@@ -1,0 +1,300 @@
+// The TRANSACTION and UPDATE states: maildrop commands, RETR/TOP streaming and the
+// deletions at QUIT, all on the MailStore.
+#include "proxy/base/log.h"
+#include "proxy/pop3/pop3_session.h"
+
+namespace popbridge::proxy {
+namespace {
+
+using protocol::Pop3Command;
+using protocol::RespCode;
+
+}  // namespace
+
+// --- commands answered from the snapshot -------------------------------------------------
+
+void Pop3Session::cmd_stat(Pop3Command&) {
+  reply(protocol::ok_reply(std::to_string(maildrop_.visible_count()) + " " +
+                           std::to_string(maildrop_.visible_octets())));
+}
+
+void Pop3Session::cmd_list(Pop3Command& command) {
+  if (command.message) {
+    const Maildrop::Message* message = maildrop_.find(*command.message);
+    if (message == nullptr) {
+      reply(protocol::err_reply(RespCode::kNone, "no such message"));
+      return;
+    }
+    reply(
+        protocol::ok_reply(std::to_string(*command.message) + " " + std::to_string(message->size)));
+    return;
+  }
+  out_.clear();
+  out_ += protocol::ok_reply(std::to_string(maildrop_.visible_count()) + " messages (" +
+                             std::to_string(maildrop_.visible_octets()) + " octets)");
+  std::uint32_t number = 0;
+  for (const Maildrop::Message& message : maildrop_.messages()) {
+    ++number;
+    if (!message.deleted) {
+      out_ += std::to_string(number);
+      out_ += ' ';
+      out_ += std::to_string(message.size);
+      out_ += "\r\n";
+    }
+  }
+  out_ += ".\r\n";
+  reply(out_);
+}
+
+void Pop3Session::cmd_uidl(Pop3Command& command) {
+  if (command.message) {
+    const Maildrop::Message* message = maildrop_.find(*command.message);
+    if (message == nullptr) {
+      reply(protocol::err_reply(RespCode::kNone, "no such message"));
+      return;
+    }
+    reply(protocol::ok_reply(std::to_string(*command.message) + " " + maildrop_.uidl(*message)));
+    return;
+  }
+  out_.clear();
+  out_ += protocol::ok_reply("unique-id listing follows");
+  std::uint32_t number = 0;
+  for (const Maildrop::Message& message : maildrop_.messages()) {
+    ++number;
+    if (!message.deleted) {
+      out_ += std::to_string(number);
+      out_ += ' ';
+      out_ += maildrop_.uidl(message);
+      out_ += "\r\n";
+    }
+  }
+  out_ += ".\r\n";
+  reply(out_);
+}
+
+void Pop3Session::cmd_dele(Pop3Command& command) {
+  if (!maildrop_.mark_deleted(*command.message)) {
+    reply(protocol::err_reply(RespCode::kNone, "no such message"));
+    return;
+  }
+  reply(protocol::ok_reply("message " + std::to_string(*command.message) + " deleted"));
+}
+
+void Pop3Session::cmd_rset(Pop3Command&) {
+  maildrop_.reset();
+  reply(protocol::ok_reply("maildrop has " + std::to_string(maildrop_.visible_count()) +
+                           " messages (" + std::to_string(maildrop_.visible_octets()) +
+                           " octets)"));
+}
+
+// --- commands that need the store ---------------------------------------------------------
+
+bool Pop3Session::require_upstream() {
+  if (store_ && store_->usable()) {
+    return true;
+  }
+  upstream_gone_reply();
+  return false;
+}
+
+void Pop3Session::upstream_gone_reply() {
+  reply(protocol::err_reply(RespCode::kSysTemp, "connection to the mail store lost"));
+  close_gracefully(metrics::SessionEnd::kUpstreamFailed);
+}
+
+void Pop3Session::cmd_noop(Pop3Command&) {
+  if (!require_upstream()) {
+    return;
+  }
+  busy_ = true;
+  // Forwarded so the upstream session lives as long as the POP3 session.
+  store_->keep_alive([this](const StoreResult& result) {
+    if (result.status == StoreStatus::kLost) {
+      upstream_gone_reply();
+      return;
+    }
+    reply(protocol::ok_reply({}));
+    command_done();
+  });
+}
+
+const Maildrop::Message* Pop3Session::begin_transfer(const Pop3Command& command, Transfer kind) {
+  const Maildrop::Message* message = maildrop_.find(*command.message);
+  if (message == nullptr) {
+    reply(protocol::err_reply(RespCode::kNone, "no such message"));
+    return nullptr;
+  }
+  if (!require_upstream()) {
+    return nullptr;
+  }
+  busy_ = true;
+  transfer_ = kind;
+  transfer_uid_ = message->uid;
+  transfer_listed_size_ = message->size;
+  transfer_started_ = false;
+  stuffer_ = {};
+  return message;
+}
+
+void Pop3Session::cmd_retr(Pop3Command& command) {
+  const Maildrop::Message* message = begin_transfer(command, Transfer::kRetrieve);
+  if (message == nullptr) {
+    return;
+  }
+  store_->fetch(message->uid, FetchPart::kWhole, *this,
+                [this](const StoreResult& result) { finish_transfer(result); });
+}
+
+void Pop3Session::cmd_top(Pop3Command& command) {
+  const Maildrop::Message* message = begin_transfer(command, Transfer::kTop);
+  if (message == nullptr) {
+    return;
+  }
+  top_filter_.emplace(command.lines);
+  store_->fetch(message->uid, FetchPart::kTop, *this,
+                [this](const StoreResult& result) { finish_transfer(result); });
+}
+
+void Pop3Session::on_message_begin(std::optional<std::uint64_t> whole_size) {
+  if (transfer_started_ || state_ == State::kClosing) {
+    return;
+  }
+  transfer_started_ = true;
+  if (transfer_ == Transfer::kRetrieve) {
+    reply(
+        protocol::ok_reply(std::to_string(whole_size.value_or(transfer_listed_size_)) + " octets"));
+  } else {
+    reply(protocol::ok_reply("top of message follows"));
+  }
+}
+
+bool Pop3Session::on_message_data(std::string_view chunk) {
+  if (!transfer_started_ || state_ == State::kClosing) {
+    return false;
+  }
+  if (transfer_ == Transfer::kRetrieve) {
+    emit_body(chunk);
+    return true;
+  }
+  emit_body(top_filter_->take(chunk));
+  return !top_filter_->done();
+}
+
+void Pop3Session::emit_body(std::string_view data) {
+  if (data.empty()) {
+    return;
+  }
+  out_.clear();
+  stuffer_.feed(data, out_);
+  client_->write(out_);
+  apply_backpressure();
+}
+
+void Pop3Session::apply_backpressure() {
+  if (store_ && client_->above_high_watermark()) {
+    store_->pause_reading();
+  }
+}
+
+void Pop3Session::on_drained() {
+  if (store_) {
+    store_->resume_reading();
+  }
+  process_input();
+}
+
+void Pop3Session::finish_transfer(const StoreResult& result) {
+  const Transfer kind = transfer_;
+  transfer_ = Transfer::kNone;
+  top_filter_.reset();
+  if (result.ok()) {
+    // The store confirmed the whole message: only now may the client see the terminator
+    // (data-integrity rule 1).
+    out_.clear();
+    stuffer_.finish(out_);
+    client_->write(out_);
+    if (kind == Transfer::kRetrieve) {
+      context_.metrics.messages_retrieved.Increment();
+      if (stuffer_.octets() != transfer_listed_size_) {
+        context_.metrics.retrieve_size_mismatches.Increment();
+        log::warn("size_mismatch", {{"session", id_text_},
+                                    {"uid", transfer_uid_},
+                                    {"listed", transfer_listed_size_},
+                                    {"sent", stuffer_.octets()}});
+      }
+    }
+    command_done();
+    return;
+  }
+  if (transfer_started_) {
+    fail_transfer(result.detail.empty() ? "upstream failed during transfer" : result.detail);
+    return;
+  }
+  switch (result.status) {
+    case StoreStatus::kLost:
+      upstream_gone_reply();
+      return;
+    case StoreStatus::kMissing:
+      reply(protocol::err_reply(RespCode::kNone, "message was removed from the mailbox"));
+      break;
+    default:
+      reply(protocol::err_reply(RespCode::kSysTemp, "unable to read the message"));
+      break;
+  }
+  command_done();
+}
+
+void Pop3Session::fail_transfer(std::string_view why) {
+  // Part of the message is already with the client: without the terminator the client
+  // knows it is incomplete; with one it would store a truncated message as complete.
+  log::error("transfer_failed", {{"session", id_text_}, {"uid", transfer_uid_}, {"reason", why}});
+  abort(metrics::SessionEnd::kUpstreamFailed);
+}
+
+// --- QUIT and UPDATE ---------------------------------------------------------------------
+
+void Pop3Session::cmd_quit(Pop3Command&) {
+  if (state_ == State::kAuthorization) {
+    reply(protocol::ok_reply("popbridge signing off"));
+    close_gracefully(metrics::SessionEnd::kQuit);
+    return;
+  }
+  state_ = State::kUpdate;
+  std::vector<std::uint32_t> uids = maildrop_.deleted_uids();
+  if (uids.empty()) {
+    reply(protocol::ok_reply("popbridge signing off"));
+    close_gracefully(metrics::SessionEnd::kQuit);
+    return;
+  }
+  if (!store_ || !store_->usable()) {
+    update_done({StoreStatus::kLost, "connection to the mail store lost"});
+    return;
+  }
+  busy_ = true;
+  update_count_ = uids.size();
+  store_->commit(std::move(uids), [this](const StoreResult& result) { update_done(result); });
+}
+
+void Pop3Session::update_done(const StoreResult& result) {
+  if (client_gone_) {
+    // The client reset the connection after QUIT; the UPDATE was finished (or rolled
+    // back) all the same, so nothing is left half done.
+    log::info("update_finished_without_client",
+              {{"session", id_text_}, {"result", name(result.status)}, {"detail", result.detail}});
+  }
+  if (result.ok()) {
+    context_.metrics.messages_deleted.Increment(static_cast<double>(update_count_));
+    log::info("expunged", {{"session", id_text_}, {"messages", update_count_}});
+    reply(protocol::ok_reply("popbridge signing off (" + std::to_string(update_count_) +
+                             " messages deleted)"));
+    close_gracefully(metrics::SessionEnd::kQuit);
+    return;
+  }
+  log::error("update_failed", {{"session", id_text_}, {"reason", result.detail}});
+  reply(protocol::err_reply(
+      result.status == StoreStatus::kPermanent ? RespCode::kSysPerm : RespCode::kSysTemp,
+      "some deleted messages not removed"));
+  close_gracefully(metrics::SessionEnd::kUpdateFailed);
+}
+
+}  // namespace popbridge::proxy

@@ -1,0 +1,71 @@
+#pragma once
+
+#include <uv.h>
+
+#include <memory>
+
+#include "config/config.h"
+#include "metrics/metrics.h"
+#include "proxy/identity/identity.h"
+#include "proxy/identity/login_guard.h"
+#include "proxy/identity/oauth2_tokens.h"
+#include "proxy/net/http_client.h"
+#include "proxy/net/tls_context.h"
+
+namespace popbridge::proxy {
+
+class Pop3Session;
+
+// The configuration and the TLS contexts made from it. A reload makes a new one; each
+// session keeps the one it started with, so a reload never changes a session midway.
+struct Settings {
+  config::Config config;
+  SslCtxPtr server_tls;    // null when no listener uses TLS
+  SslCtxPtr upstream_tls;  // null when the upstream is plain
+  std::shared_ptr<const Identity> identity;
+};
+using SettingsPtr = std::shared_ptr<const Settings>;
+
+// What a session works with; it holds its Settings alive.
+struct SessionContext {
+  SessionContext(uv_loop_t* event_loop, SettingsPtr current, metrics::Metrics& registry,
+                 LoginGuard& login_guard, std::shared_ptr<HttpClient> hook,
+                 std::shared_ptr<TokenSource> token_source)
+      : loop(event_loop),
+        settings(std::move(current)),
+        auth_http(std::move(hook)),
+        tokens(std::move(token_source)),
+        config(settings->config),
+        server_tls(settings->server_tls.get()),
+        upstream_tls(settings->upstream_tls.get()),
+        identity(*settings->identity),
+        metrics(registry),
+        guard(login_guard) {}
+  uv_loop_t* loop;
+  SettingsPtr settings;
+  // Per worker loop, made for these settings; null when not configured. Declared after
+  // settings, so they go first: they refer to it.
+  std::shared_ptr<HttpClient> auth_http;
+  std::shared_ptr<TokenSource> tokens;
+  const config::Config& config;
+  SSL_CTX* server_tls;
+  SSL_CTX* upstream_tls;
+  const Identity& identity;
+  metrics::Metrics& metrics;
+  LoginGuard& guard;  // shared by all workers
+};
+
+// What a session needs from whoever runs it (the server of its loop).
+class SessionHost {
+ public:
+  // Keeps object alive until a later loop turn, so nothing is destroyed inside one of
+  // its own callbacks.
+  virtual void dispose(std::shared_ptr<void> object) = 0;
+  // Called by a session once it has closed its client connection.
+  virtual void session_finished(Pop3Session* session) = 0;
+
+ protected:
+  ~SessionHost() = default;
+};
+
+}  // namespace popbridge::proxy

@@ -1,0 +1,75 @@
+// popbridge: a POP3-to-IMAP gateway. Parses the command line and the configuration,
+// then hands over to the Gateway until SIGTERM or SIGINT.
+#include <openssl/crypto.h>
+#include <sys/resource.h>
+
+#include <CLI/CLI.hpp>
+#include <csignal>
+#include <cstdio>
+#include <iostream>
+
+#include "config/config.h"
+#include "proxy/base/log.h"
+#include "proxy/server/gateway.h"
+#include "proxy/server/version.h"
+
+namespace {
+
+using namespace popbridge;
+
+config::LoadResult load(const std::string& path) {
+  config::LoadResult result = config::load_config_file(path);
+  for (const config::Diagnostic& warning : result.warnings) {
+    std::cerr << "warning: " << warning.to_string(path) << "\n";
+  }
+  for (const config::Diagnostic& error : result.errors) {
+    std::cerr << "error: " << error.to_string(path) << "\n";
+  }
+  return result;
+}
+
+void prepare_process() {
+  // Each session holds two sockets: lift the soft descriptor limit to the hard one so
+  // max_connections, not a distro default of 1024, is what limits the gateway.
+  rlimit files{};
+  if (getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < files.rlim_max) {
+    files.rlim_cur = files.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &files);
+  }
+  // A peer that resets the connection must give EPIPE on write, not kill the process.
+  std::signal(SIGPIPE, SIG_IGN);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"popbridge: serve POP3 clients from an IMAP mailbox"};
+  std::string config_path;
+  bool check_only = false;
+  bool version = false;
+  app.add_option("-c,--config", config_path, "configuration file (YAML)");
+  app.add_flag("--check-config", check_only, "validate the configuration and exit");
+  app.add_flag("-V,--version", version, "print the version and exit");
+  CLI11_PARSE(app, argc, argv);
+
+  if (version) {
+    std::printf("popbridge %s (%s)\n", proxy::kVersion, OpenSSL_version(OPENSSL_VERSION));
+    return 0;
+  }
+  if (config_path.empty()) {
+    std::cerr << "error: --config FILE is required (see --help)\n";
+    return 2;
+  }
+  config::LoadResult loaded = load(config_path);
+  if (!loaded.config) {
+    return 1;
+  }
+  if (check_only) {
+    std::cout << config_path << ": configuration is valid\n";
+    return 0;
+  }
+  proxy::log::configure(loaded.config->logging);
+  prepare_process();
+  proxy::Gateway gateway(config_path, std::move(*loaded.config));
+  return gateway.run();
+}

@@ -1,0 +1,41 @@
+#include "proxy/server/upstream_probe.h"
+
+#include "proxy/base/log.h"
+
+namespace popbridge::proxy {
+
+UpstreamProbe::UpstreamProbe(uv_loop_t* loop, const config::Upstream& settings,
+                             SSL_CTX* tls_context, std::uint64_t interval_ms,
+                             bool initially_reachable)
+    : loop_(loop),
+      settings_(settings),
+      tls_context_(tls_context),
+      interval_ms_(interval_ms),
+      timer_(loop),
+      graveyard_(loop),
+      reachable_(initially_reachable) {}
+
+void UpstreamProbe::start() { probe(); }
+
+void UpstreamProbe::probe() {
+  ImapClient::Observer& observer = *this;
+  client_ = std::make_shared<ImapClient>(loop_, settings_, tls_context_, observer);
+  client_->connect([this](const ImapResult& result) {
+    if (result.ok() != reachable_ || first_) {
+      first_ = false;
+      if (result.ok()) {
+        log::info("upstream_reachable", {{"address", settings_.address.to_string()}});
+      } else {
+        log::warn("upstream_unreachable",
+                  {{"address", settings_.address.to_string()}, {"reason", result.text}});
+      }
+    }
+    reachable_ = result.ok();
+    client_->logout();
+    graveyard_.bury(std::move(client_));
+    client_.reset();
+    timer_.start(interval_ms_, [this] { probe(); });
+  });
+}
+
+}  // namespace popbridge::proxy

@@ -1,0 +1,44 @@
+#pragma once
+
+#include <uv.h>
+
+#include <memory>
+
+#include "config/config.h"
+#include "proxy/base/graveyard.h"
+#include "proxy/base/uv_handle.h"
+#include "proxy/mailstore/imap/imap_client.h"
+
+namespace popbridge::proxy {
+
+// Checks now and then that the upstream answers: connect, TLS as configured, greeting
+// and capabilities, then LOGOUT; no login. /readyz reports not ready while it fails, so a
+// load balancer sends clients to a gateway that can serve them.
+class UpstreamProbe final : ImapClient::Observer {
+ public:
+  // initially_reachable: what a replaced probe last saw, so a reload does not turn the
+  // gateway unready until the first new probe answers.
+  UpstreamProbe(uv_loop_t* loop, const config::Upstream& settings, SSL_CTX* tls_context,
+                std::uint64_t interval_ms, bool initially_reachable = false);
+  UpstreamProbe(const UpstreamProbe&) = delete;
+  UpstreamProbe& operator=(const UpstreamProbe&) = delete;
+
+  void start();
+  bool reachable() const { return reachable_; }
+
+ private:
+  void on_upstream_lost(const ImapResult&) override {}
+  void probe();
+
+  uv_loop_t* loop_;
+  const config::Upstream& settings_;
+  SSL_CTX* tls_context_;
+  std::uint64_t interval_ms_;
+  Timer timer_;
+  Graveyard graveyard_;
+  std::shared_ptr<ImapClient> client_;
+  bool reachable_ = false;
+  bool first_ = true;  // the first result is always logged
+};
+
+}  // namespace popbridge::proxy

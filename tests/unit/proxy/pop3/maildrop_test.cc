@@ -1,0 +1,87 @@
+#include "proxy/pop3/maildrop.h"
+
+#include <gtest/gtest.h>
+
+#include <memory>
+
+namespace popbridge::proxy {
+namespace {
+
+const protocol::UidlTemplate& preset(std::string_view text) {
+  static std::vector<std::unique_ptr<protocol::UidlTemplate>> kept;
+  kept.push_back(
+      std::make_unique<protocol::UidlTemplate>(*protocol::UidlTemplate::parse(text, nullptr)));
+  return *kept.back();
+}
+
+Maildrop make(std::string_view format = protocol::UidlTemplate::kDovecot) {
+  // Out of order and with a repeated UID, as a server may send them.
+  return Maildrop({{30, 300, false}, {10, 100, false}, {20, 200, false}, {10, 100, false}}, {},
+                  0x6B082EA4, preset(format));
+}
+
+TEST(Maildrop, NumbersFollowAscendingUids) {
+  Maildrop drop = make();
+  ASSERT_EQ(drop.count(), 3u);
+  EXPECT_EQ(drop.find(1)->uid, 10u);
+  EXPECT_EQ(drop.find(2)->uid, 20u);
+  EXPECT_EQ(drop.find(3)->uid, 30u);
+  EXPECT_EQ(drop.find(0), nullptr);
+  EXPECT_EQ(drop.find(4), nullptr);
+  EXPECT_EQ(drop.visible_octets(), 600u);
+}
+
+TEST(Maildrop, DeletedMessagesAreHiddenUntilReset) {
+  Maildrop drop = make();
+  EXPECT_TRUE(drop.mark_deleted(2));
+  EXPECT_FALSE(drop.mark_deleted(2)) << "a second DELE of the same message is an error";
+  EXPECT_EQ(drop.find(2), nullptr);
+  EXPECT_EQ(drop.visible_count(), 2u);
+  EXPECT_EQ(drop.visible_octets(), 400u);
+  EXPECT_EQ(drop.deleted_uids(), std::vector<std::uint32_t>{20});
+  // Numbers of the others do not shift.
+  EXPECT_EQ(drop.find(3)->uid, 30u);
+  drop.reset();
+  EXPECT_EQ(drop.visible_count(), 3u);
+  EXPECT_TRUE(drop.deleted_uids().empty());
+}
+
+TEST(Maildrop, DovecotUidlFormatIsLowerCaseHexLikeDovecotsPop3) {
+  // Dovecot 2.3's %08Xu%08Xv prints with %llx: lower case. Upper case made every migrated
+  // client download its whole mailbox again.
+  Maildrop drop = make();
+  EXPECT_EQ(drop.uidl(*drop.find(1)), "0000000a6b082ea4");
+}
+
+TEST(Maildrop, UidUidlFormat) {
+  Maildrop drop = make(protocol::UidlTemplate::kUid);
+  EXPECT_EQ(drop.uidl(*drop.find(3)), "1795698340.30");
+}
+
+TEST(Maildrop, RepeatedUidlsGetDovecotsRenameSuffix) {
+  // %v alone repeats for every message: the first keeps it, the next get -2, -3.
+  Maildrop drop = make("%v");
+  EXPECT_EQ(drop.uidl(*drop.find(1)), "1795698340");
+  EXPECT_EQ(drop.uidl(*drop.find(2)), "1795698340-2");
+  EXPECT_EQ(drop.uidl(*drop.find(3)), "1795698340-3");
+}
+
+TEST(Maildrop, GuidsFollowTheirMessagesThroughSorting) {
+  Maildrop drop({{30, 300, false}, {10, 100, false}, {20, 200, false}}, {"g30", "g10", "g20"}, 7,
+                preset("%g"));
+  EXPECT_EQ(drop.uidl(*drop.find(1)), "g10");
+  EXPECT_EQ(drop.uidl(*drop.find(2)), "g20");
+  EXPECT_EQ(drop.uidl(*drop.find(3)), "g30");
+}
+
+TEST(Maildrop, InvalidUidlsAreReplacedByTheirMd5) {
+  Maildrop drop({{1, 10, false}, {2, 20, false}}, {std::string(80, 'a'), "has space"}, 7,
+                preset("%g"));
+  const std::string long_one = drop.uidl(*drop.find(1));
+  EXPECT_EQ(long_one.size(), 32u);
+  EXPECT_EQ(long_one, protocol::md5_hex(std::string(80, 'a')));
+  EXPECT_TRUE(protocol::valid_uidl(drop.uidl(*drop.find(2))));
+}
+
+}  // namespace
+}  // namespace popbridge::proxy

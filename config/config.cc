@@ -252,7 +252,21 @@ constexpr std::array<Choice<UserLogging>, 3> kUserLogging{{
     {"hash", UserLogging::kHash},
     {"omit", UserLogging::kOmit},
 }};
-constexpr std::array<std::string_view, 1> kMetricsKeys{"address"};
+constexpr std::array<std::string_view, 3> kMetricsKeys{"address", "probe_interval",
+                                                       "probe_failures"};
+
+// Inline secrets are known only to refuse them with a pointed message.
+bool documented(std::string_view key) { return key != "master_password" && key != "client_secret"; }
+
+template <std::size_t N>
+void add_keys(std::vector<std::string>& out, const std::string& prefix,
+              const std::array<std::string_view, N>& keys) {
+  for (std::string_view key : keys) {
+    if (documented(key)) {
+      out.push_back(prefix + std::string(key));
+    }
+  }
+}
 
 // A node with where it sits: its key path, the line to blame for a bad value, and the line
 // of the key that introduced it (what a missing-key error inside a map points at).
@@ -1037,6 +1051,12 @@ void Loader::read_metrics(const std::optional<Value>& v) {
     }
     config_.metrics.address = std::move(endpoint);
   }
+  const std::optional<Value> interval = m->get("probe_interval");
+  if (read_duration(interval, config_.metrics.probe_interval) && interval &&
+      config_.metrics.probe_interval < std::chrono::seconds(1)) {
+    error(interval->path, interval->line, "must be at least 1s");
+  }
+  read_uint(m->get("probe_failures"), 1, 100, config_.metrics.probe_failures);
 }
 
 // Where the first node of a document sits; the rest of the events are of no interest.
@@ -1170,6 +1190,24 @@ LoadResult load_config_file(const std::string& path) {
     return fail(reason);
   }
   return load_config_string(text);
+}
+
+std::vector<std::string> known_keys() {
+  // The maps the readers open, by where they sit; the same arrays the readers check
+  // against, so a key added to a reader shows up here (and in the example test) at once.
+  std::vector<std::string> keys;
+  add_keys(keys, "", kTopKeys);
+  add_keys(keys, "listeners[].", kListenerKeys);
+  add_keys(keys, "tls.", kTlsKeys);
+  add_keys(keys, "upstream.", kUpstreamKeys);
+  add_keys(keys, "upstream.login.", kLoginKeys);
+  add_keys(keys, "upstream.login.oauth2.", kOAuth2Keys);
+  add_keys(keys, "auth.", kAuthKeys);
+  add_keys(keys, "auth.http.", kHttpAuthKeys);
+  add_keys(keys, "limits.", kLimitsKeys);
+  add_keys(keys, "logging.", kLoggingKeys);
+  add_keys(keys, "metrics.", kMetricsKeys);
+  return keys;
 }
 
 }  // namespace popbridge::config

@@ -135,6 +135,10 @@ struct Logging {
 
 struct Metrics {
   std::optional<Endpoint> address;  // absent: no admin endpoint
+  // /readyz probes the upstream this often, and turns unready only after this many
+  // probes in a row failed, so one blip does not take every replica out at once.
+  Duration probe_interval = std::chrono::seconds(10);
+  std::uint32_t probe_failures = 3;
 };
 
 struct Config {
@@ -176,5 +180,13 @@ std::optional<Endpoint> parse_endpoint(std::string_view text);
 std::optional<Endpoint> parse_endpoint(std::string_view text, std::string& error);
 // A byte count: "65536", "512B", "64KiB", "1MiB" or "1GiB" (binary units only).
 std::optional<std::size_t> parse_size(std::string_view text);
+
+// The configuration as YAML, every key with its value in force (defaults included);
+// secrets only by their file or variable. Loading the output gives the same configuration.
+std::string to_yaml(const Config& config);
+
+// Every key the loader accepts, as dotted paths ("upstream.login.oauth2.token_url",
+// "listeners[].name"); maps are listed as well as their keys.
+std::vector<std::string> known_keys();
 
 }  // namespace popbridge::config

@@ -77,7 +77,7 @@ std::string_view name(Direction value) {
 
 Metrics::Metrics(prometheus::Registry& registry, const std::vector<std::string>& listeners,
                  const std::vector<std::string_view>& commands, std::string_view version,
-                 std::string_view tls_library)
+                 std::string_view revision, std::string_view tls_library)
     : upstream_connect_ok(counters(registry, kUpstreamConnections, kUpstreamConnectionsHelp)
                               .Add({{"result", "ok"}})),
       upstream_connect_error(counters(registry, kUpstreamConnections, kUpstreamConnectionsHelp)
@@ -164,7 +164,9 @@ Metrics::Metrics(prometheus::Registry& registry, const std::vector<std::string>&
   fill<Direction>(counters(registry, "popbridge_bytes_total", "Bytes moved, by direction."),
                   "direction", bytes_);
   gauges(registry, "popbridge_build_info", "Always 1; the labels say what is running.")
-      .Add({{"version", std::string(version)}, {"tls_library", std::string(tls_library)}})
+      .Add({{"version", std::string(version)},
+            {"revision", std::string(revision)},
+            {"tls_library", std::string(tls_library)}})
       .Set(1);
 }
 

@@ -82,7 +82,7 @@ class Metrics {
   // the order of their enum (an extra "invalid" entry is added at the end).
   Metrics(prometheus::Registry& registry, const std::vector<std::string>& listeners,
           const std::vector<std::string_view>& commands, std::string_view version,
-          std::string_view tls_library);
+          std::string_view revision, std::string_view tls_library);
 
   Listener& listener(std::size_t index) { return listeners_[index]; }
   Command& command(std::size_t index) { return commands_[index]; }

@@ -105,7 +105,12 @@ class MailStore {
 
   // Connects, logs in, opens the mailbox and reads the snapshot.
   virtual void open(OpenRequest request, Opened done) = 0;
-  virtual void fetch(std::uint32_t uid, FetchPart part, MessageSink& sink, Done done) = 0;
+  // listed_size: the size the snapshot gave. A whole message whose size turns out to
+  // differ is not handed to the sink until the store found out why: gone (kMissing; a
+  // server may serve a placeholder for a message another client expunged) or really of
+  // another size (served as it is).
+  virtual void fetch(std::uint32_t uid, std::uint64_t listed_size, FetchPart part,
+                     MessageSink& sink, Done done) = 0;
   // Keeps the upstream session alive (POP3 NOOP).
   virtual void keep_alive(Done done) = 0;
   // The UPDATE state: removes these messages.

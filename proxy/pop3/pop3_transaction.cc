@@ -141,7 +141,7 @@ void Pop3Session::cmd_retr(Pop3Command& command) {
   if (message == nullptr) {
     return;
   }
-  store_->fetch(message->uid, FetchPart::kWhole, *this,
+  store_->fetch(message->uid, message->size, FetchPart::kWhole, *this,
                 [this](const StoreResult& result) { finish_transfer(result); });
 }
 
@@ -151,7 +151,7 @@ void Pop3Session::cmd_top(Pop3Command& command) {
     return;
   }
   top_filter_.emplace(command.lines);
-  store_->fetch(message->uid, FetchPart::kTop, *this,
+  store_->fetch(message->uid, message->size, FetchPart::kTop, *this,
                 [this](const StoreResult& result) { finish_transfer(result); });
 }
 

@@ -11,8 +11,6 @@
 namespace popbridge::proxy {
 namespace {
 
-// Probing more often only adds load on the IMAP server's login processes.
-constexpr std::uint64_t kProbeIntervalMs = 10'000;
 constexpr unsigned kFilePollMs = 5'000;
 // cert and key are replaced together; one reload for both.
 constexpr std::uint64_t kReloadDebounceMs = 500;
@@ -53,7 +51,7 @@ Gateway::Gateway(std::string config_path, config::Config config)
     verbs.push_back(protocol::verb_name(static_cast<protocol::Pop3Verb>(verb)));
   }
   metrics_ = std::make_unique<metrics::Metrics>(registry_, listener_names, verbs, kVersion,
-                                                OpenSSL_version(OPENSSL_VERSION));
+                                                kRevision, OpenSSL_version(OPENSSL_VERSION));
   std::string error;
   settings_ = make_settings(std::move(config), error);
   if (!settings_) {
@@ -82,6 +80,7 @@ int Gateway::run() {
     return 1;
   }
   log::info("started", {{"version", kVersion},
+                        {"revision", kRevision},
                         {"tls_library", OpenSSL_version(OPENSSL_VERSION)},
                         {"workers", workers_.size()}});
   uv_run(loop_, UV_RUN_DEFAULT);
@@ -173,9 +172,10 @@ bool Gateway::ready() const {
 
 void Gateway::start_probe() {
   const bool reachable = probe_ != nullptr && probe_->reachable();
-  probe_ =
-      std::make_unique<UpstreamProbe>(loop_, settings_->config.upstream,
-                                      settings_->upstream_tls.get(), kProbeIntervalMs, reachable);
+  probe_ = std::make_unique<UpstreamProbe>(
+      loop_, settings_->config.upstream, settings_->upstream_tls.get(),
+      static_cast<std::uint64_t>(settings_->config.metrics.probe_interval.count()),
+      settings_->config.metrics.probe_failures, reachable);
   probe_->start();
 }
 

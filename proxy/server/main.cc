@@ -1,7 +1,9 @@
 // popbridge: a POP3-to-IMAP gateway. Parses the command line and the configuration,
 // then hands over to the Gateway until SIGTERM or SIGINT.
 #include <openssl/crypto.h>
+#include <spdlog/version.h>
 #include <sys/resource.h>
+#include <uv.h>
 
 #include <CLI/CLI.hpp>
 #include <csignal>
@@ -45,15 +47,31 @@ void prepare_process() {
 int main(int argc, char** argv) {
   CLI::App app{"popbridge: serve POP3 clients from an IMAP mailbox"};
   std::string config_path;
+  std::string log_level;
   bool check_only = false;
+  bool print_config = false;
   bool version = false;
   app.add_option("-c,--config", config_path, "configuration file (YAML)");
   app.add_flag("--check-config", check_only, "validate the configuration and exit");
+  app.add_flag("--print-config", print_config,
+               "print the effective configuration, defaults included, and exit");
+  app.add_option("--log-level", log_level, "logging.level for this run")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
   app.add_flag("-V,--version", version, "print the version and exit");
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& help) {
+    return app.exit(help);
+  } catch (const CLI::ParseError& error) {
+    // A usage error exits 2, as getopt-style tools do (CLI11's own codes are 100+).
+    app.exit(error);
+    return 2;
+  }
 
   if (version) {
-    std::printf("popbridge %s (%s)\n", proxy::kVersion, OpenSSL_version(OPENSSL_VERSION));
+    std::printf("popbridge %s (revision %s)\n  TLS: %s\n  libuv: %s\n  spdlog: %d.%d.%d\n",
+                proxy::kVersion, proxy::kRevision, OpenSSL_version(OPENSSL_VERSION),
+                uv_version_string(), SPDLOG_VER_MAJOR, SPDLOG_VER_MINOR, SPDLOG_VER_PATCH);
     return 0;
   }
   if (config_path.empty()) {
@@ -63,6 +81,13 @@ int main(int argc, char** argv) {
   config::LoadResult loaded = load(config_path);
   if (!loaded.config) {
     return 1;
+  }
+  if (!log_level.empty()) {
+    loaded.config->logging.level = log_level;
+  }
+  if (print_config) {
+    std::cout << config::to_yaml(*loaded.config);
+    return 0;
   }
   if (check_only) {
     std::cout << config_path << ": configuration is valid\n";

@@ -6,11 +6,12 @@ namespace popbridge::proxy {
 
 UpstreamProbe::UpstreamProbe(uv_loop_t* loop, const config::Upstream& settings,
                              SSL_CTX* tls_context, std::uint64_t interval_ms,
-                             bool initially_reachable)
+                             std::uint32_t failures, bool initially_reachable)
     : loop_(loop),
       settings_(settings),
       tls_context_(tls_context),
       interval_ms_(interval_ms),
+      failures_needed_(failures),
       timer_(loop),
       graveyard_(loop),
       reachable_(initially_reachable) {}
@@ -21,16 +22,25 @@ void UpstreamProbe::probe() {
   ImapClient::Observer& observer = *this;
   client_ = std::make_shared<ImapClient>(loop_, settings_, tls_context_, observer);
   client_->connect([this](const ImapResult& result) {
-    if (result.ok() != reachable_ || first_) {
+    failures_ = result.ok() ? 0 : failures_ + 1;
+    const bool reachable = result.ok() || (reachable_ && failures_ < failures_needed_);
+    if (!result.ok() && reachable) {
+      log::warn("upstream_probe_failed", {{"address", settings_.address.to_string()},
+                                          {"reason", result.text},
+                                          {"failures", failures_},
+                                          {"unready_after", failures_needed_}});
+    }
+    if (reachable != reachable_ || first_) {
       first_ = false;
-      if (result.ok()) {
+      if (reachable) {
         log::info("upstream_reachable", {{"address", settings_.address.to_string()}});
       } else {
-        log::warn("upstream_unreachable",
-                  {{"address", settings_.address.to_string()}, {"reason", result.text}});
+        log::warn("upstream_unreachable", {{"address", settings_.address.to_string()},
+                                           {"reason", result.text},
+                                           {"failures", failures_}});
       }
     }
-    reachable_ = result.ok();
+    reachable_ = reachable;
     client_->logout();
     graveyard_.bury(std::move(client_));
     client_.reset();

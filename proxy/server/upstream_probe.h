@@ -12,14 +12,17 @@
 namespace popbridge::proxy {
 
 // Checks now and then that the upstream answers: connect, TLS as configured, greeting
-// and capabilities, then LOGOUT; no login. /readyz reports not ready while it fails, so a
-// load balancer sends clients to a gateway that can serve them.
+// and capabilities, then LOGOUT; no login. /readyz reports not ready once `failures`
+// probes in a row failed (one success makes it ready again), so a load balancer sends
+// clients to a gateway that can serve them, and a single blip does not take every
+// replica out of service at once.
 class UpstreamProbe final : ImapClient::Observer {
  public:
   // initially_reachable: what a replaced probe last saw, so a reload does not turn the
   // gateway unready until the first new probe answers.
   UpstreamProbe(uv_loop_t* loop, const config::Upstream& settings, SSL_CTX* tls_context,
-                std::uint64_t interval_ms, bool initially_reachable = false);
+                std::uint64_t interval_ms, std::uint32_t failures,
+                bool initially_reachable = false);
   UpstreamProbe(const UpstreamProbe&) = delete;
   UpstreamProbe& operator=(const UpstreamProbe&) = delete;
 
@@ -34,6 +37,8 @@ class UpstreamProbe final : ImapClient::Observer {
   const config::Upstream& settings_;
   SSL_CTX* tls_context_;
   std::uint64_t interval_ms_;
+  std::uint32_t failures_needed_;
+  std::uint32_t failures_ = 0;  // consecutive
   Timer timer_;
   Graveyard graveyard_;
   std::shared_ptr<ImapClient> client_;

@@ -50,7 +50,7 @@ double nanoseconds_per_retr(popbridge::metrics::Metrics& metrics, unsigned threa
 
 int main() {
   prometheus::Registry registry;
-  popbridge::metrics::Metrics metrics(registry, {"pop3s"}, {"RETR"}, "bench", "BoringSSL");
+  popbridge::metrics::Metrics metrics(registry, {"pop3s"}, {"RETR"}, "bench", "bench", "BoringSSL");
   constexpr long kIterations = 2'000'000;
   nanoseconds_per_retr(metrics, 1, kIterations / 10);  // warm-up
   const double single = nanoseconds_per_retr(metrics, 1, kIterations);

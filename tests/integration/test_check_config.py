@@ -124,3 +124,33 @@ def test_missing_file(popbridge_bin, workdir):
     rc, out = check_config(os.path.join(workdir, "nonexistent.yaml"), popbridge_bin)
     assert rc != 0
     assert "nonexistent.yaml" in out
+
+
+def run(popbridge_bin, *args) -> tuple[int, str, str]:
+    import subprocess
+    p = subprocess.run([popbridge_bin, *args], capture_output=True, text=True, timeout=30)
+    return p.returncode, p.stdout, p.stderr
+
+
+def test_print_config_shows_defaults_and_loads_again(popbridge_bin, pki, workdir):
+    rc, printed, err = run(popbridge_bin, "--print-config", "--config", write(workdir, good_text(pki)))
+    assert rc == 0, err
+    assert "keepalive_count: 4" in printed and 'uidl_format: "%08Xu%08Xv"' in printed, printed
+    assert "failure_delay: 200ms" in printed, "values from the file"
+    rc, again, err = run(popbridge_bin, "--print-config", "--config",
+                         write(workdir, printed, "printed.yaml"))
+    assert rc == 0, err
+    assert again == printed
+
+
+def test_usage_errors_exit_2(popbridge_bin, pki, workdir):
+    assert run(popbridge_bin, "--no-such-flag")[0] == 2
+    assert run(popbridge_bin, "--log-level", "loud", "--config", write(workdir, good_text(pki)))[0] == 2
+    assert run(popbridge_bin)[0] == 2, "--config is required"
+
+
+def test_version_names_revision_and_libraries(popbridge_bin):
+    rc, out, _ = run(popbridge_bin, "--version")
+    assert rc == 0
+    assert re.match(r"popbridge \d+\.\d+\.\d+ \(revision ([0-9a-f]{7,}(-dirty)?|unknown)\)", out), out
+    assert "libuv:" in out and "TLS:" in out, out

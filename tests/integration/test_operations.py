@@ -144,7 +144,7 @@ def start_gateway(make_gateway, upstream, overrides: Optional[dict] = None, *, m
     port = None
     if metrics:
         port = free_port()
-        overrides["metrics"] = {"address": f"{HOST}:{port}"}
+        overrides["metrics"] = {**overrides.get("metrics", {}), "address": f"{HOST}:{port}"}
     g = make_gateway(upstream, overrides, **kwargs)
     wait_event(g, "started")
     if port is not None:
@@ -995,3 +995,25 @@ def test_logging_user_plain(make_gateway, dovecot, ctx, account):
     _login_twice(g, ctx, account)
     lines = log_events(g, "login") + log_events(g, "login_failed")
     assert len(lines) == 2 and all(e["user"] == account.name for e in lines), lines
+
+
+def test_readyz_rides_out_a_blip(make_gateway):
+    """One failed probe does not make /readyz 503 (a blip would take every replica out at
+    once); metrics.probe_failures failures in a row do, and one success brings it back."""
+    fake = FakeImap(capabilities=["IMAP4rev1", "AUTH=PLAIN"]).start()
+    try:
+        g, mport = start_gateway(make_gateway, fake.address,
+                                 {"metrics": {"probe_interval": "1s", "probe_failures": 3}},
+                                 upstream_tls="none")
+        wait_until(lambda: http_status(mport, "/readyz") == 200, QUICK, "/readyz to answer 200")
+        host, port = fake.address
+        fake.close()
+        first = wait_event(g, "upstream_probe_failed", failures="1")
+        assert first[0]["unready_after"] == "3"
+        assert http_status(mport, "/readyz") == 200, "one failure is a blip"
+        wait_event(g, "upstream_unreachable", failures="3")
+        assert http_status(mport, "/readyz") == 503
+        fake = FakeImap(capabilities=["IMAP4rev1", "AUTH=PLAIN"], port=port).start()
+        wait_until(lambda: http_status(mport, "/readyz") == 200, QUICK, "/readyz to recover")
+    finally:
+        fake.close()

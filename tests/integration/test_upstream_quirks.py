@@ -352,6 +352,9 @@ def test_unsolicited_fetch_with_uid_during_snapshot(make_fake, bridge, ctx, orde
 
 @pytest.mark.parametrize("delta", [-20, +37], ids=["listed-smaller", "listed-larger"])
 def test_rfc822_size_mismatch(make_fake, bridge, ctx, delta):
+    """A server whose RFC822.SIZE is approximate: before any +OK, a NOOP shows the message
+    is still there, so it is fetched again and served as it is (every octet, then the
+    terminator), and the difference is logged and counted."""
     body = messages.tricky_messages()["dots"]
     fake = make_fake(messages=[Message(1, body, size=len(body) + delta)])
     g = bridge(fake)
@@ -359,7 +362,10 @@ def test_rfc822_size_mismatch(make_fake, bridge, ctx, delta):
         assert c.cmd("LIST 1").line == b"+OK 1 %d" % (len(body) + delta)
         r = c.cmd("RETR 1", multiline=True)
         assert r.ok, r
+        assert r.line == b"+OK %d octets" % len(body), r
         assert r.raw[len(r.line) + 2:] == stuffed(body) + b".\r\n", "the literal, byte-exact, then the terminator"
+        verbs = fake.verbs()
+        assert verbs.count("UID FETCH") == 3 and "NOOP" in verbs, "snapshot, held back, NOOP, again"
         assert c.cmd("NOOP").ok
         assert c.quit().ok
     line = wait_until(lambda: [l for l in g.log_text().splitlines() if "event=size_mismatch" in l], QUICK,
@@ -394,3 +400,79 @@ def test_uidl_format_uid(dovecot, account, make_gateway, ctx):
         assert r.body_lines() == [b"%d %d.%d" % (n, validity, uid) for n, uid in enumerate(uids, 1)], r.body
         assert c.cmd("UIDL 2").line == b"+OK 2 %d.%d" % (validity, uids[1])
         assert c.quit().ok
+
+
+# ------------------------------------------------------------------ sizes that differ
+
+COURIER_PLACEHOLDER = (b"From: Courier mail server at localhost\r\nSubject: message unavailable\r\n\r\n"
+                       b"This message is no longer available on the server.\r\n")
+
+
+def test_placeholder_for_an_expunged_message_is_not_served(make_fake, bridge):
+    """Courier answers UID FETCH for a message another session expunged with a short
+    placeholder text. Its size differs from the listed one: popbridge finds out why (a
+    NOOP brings the EXPUNGE) before any +OK, and answers -ERR as for a vanished message,
+    so the client never stores a fake message."""
+    expunged = []
+
+    def fetch(session, cmd):
+        uid_set, _, items = cmd.args.decode().partition(" ")
+        if uid_set == "2" and "BODY.PEEK[]" in items.upper():
+            session.send(b"* 2 FETCH (UID 2 BODY[] {%d}\r\n" % len(COURIER_PLACEHOLDER)
+                         + COURIER_PLACEHOLDER + b")\r\n")
+            session.ok(cmd.tag, "Fetch completed.")
+            with fake.lock:  # another session's expunge, reported at the next NOOP
+                fake.messages[:] = [m for m in fake.messages if m.uid != 2]
+            expunged.append(2)
+            return True
+        return False
+
+    def noop(session, cmd):
+        while expunged:
+            expunged.pop()
+            session.line("* 2 EXPUNGE")
+        session.ok(cmd.tag, "NOOP completed.")
+        return True
+
+    fake = make_fake(messages=three_messages(), hooks={"UID FETCH": fetch, "NOOP": noop})
+    g = bridge(fake)
+    with login(g) as c:
+        r = c.cmd("RETR 2", multiline=True)
+        assert r.line == b"-ERR message was removed from the mailbox", r
+        r = c.cmd("RETR 3", multiline=True)
+        assert r.ok and r.body == as_retrieved(messages.simple(3)), "the session goes on"
+        assert c.quit().ok
+    assert "message_vanished" in g.log_text()
+    assert "size_mismatch" not in g.log_text()
+
+
+@pytest.mark.parametrize("answer", ["NO [NONEXISTENT] Mailbox doesn't exist: Nope",
+                                    "NO Mailbox does not exist"], ids=["dovecot", "cyrus-courier"])
+def test_missing_mailbox_is_permanent_and_named(make_fake, bridge, answer):
+    """A wrong upstream.mailbox is a configuration error, not a passing fault: -ERR
+    [SYS/PERM], logged with the mailbox and a hint."""
+    def select(session, cmd):
+        session.line(f"{cmd.tag} {answer}")
+        return True
+
+    fake = make_fake(messages=three_messages(), hooks={"SELECT": select})
+    g = bridge(fake, {"upstream": {"mailbox": "Nope"}})
+    with RawPop3(g.pop3s_port, tls_context=g.pki.client_context(), timeout=15) as c:
+        assert c.cmd(f"USER {USER}").ok
+        r = c.cmd(f"PASS {PASSWORD}")
+        assert r.line.startswith(b"-ERR [SYS/PERM]"), r
+    line = wait_until(lambda: [l for l in g.log_text().splitlines() if "mailbox_unavailable" in l],
+                      QUICK, "the configuration error in the log")
+    assert "mailbox=Nope" in line[0] and "upstream.mailbox" in line[0], line
+
+
+def test_mailbox_unavailable_for_now_is_temporary(make_fake, bridge):
+    def select(session, cmd):
+        session.line(f"{cmd.tag} NO [UNAVAILABLE] Backend down")
+        return True
+
+    fake = make_fake(messages=three_messages(), hooks={"SELECT": select})
+    g = bridge(fake)
+    with RawPop3(g.pop3s_port, tls_context=g.pki.client_context(), timeout=15) as c:
+        assert c.cmd(f"USER {USER}").ok
+        assert c.cmd(f"PASS {PASSWORD}").line.startswith(b"-ERR [SYS/TEMP]")

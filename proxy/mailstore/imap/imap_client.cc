@@ -611,9 +611,12 @@ void ImapClient::on_capability(const std::vector<std::string_view>& capabilities
 
 void ImapClient::on_exists(std::uint32_t count) { exists_ = count; }
 
-void ImapClient::on_expunge(std::uint32_t) {
+void ImapClient::on_expunge(std::uint32_t sequence) {
   if (exists_ > 0) {
     --exists_;
+  }
+  if (state_ != State::kClosed) {
+    observer_.on_expunged(sequence);
   }
 }
 

@@ -73,6 +73,8 @@ class ImapClient final : Connection::Handler, protocol::ImapEvents {
     // The connection broke, timed out or was closed by BYE while no command was in
     // flight (a command in flight gets a kFailed result instead).
     virtual void on_upstream_lost(const ImapResult& why) = 0;
+    // "* n EXPUNGE": message number n of the selected mailbox is gone (another client).
+    virtual void on_expunged(std::uint32_t sequence) { (void)sequence; }
   };
 
   ImapClient(uv_loop_t* loop, const config::Upstream& settings, SSL_CTX* tls_context,

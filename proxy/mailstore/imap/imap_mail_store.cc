@@ -87,6 +87,12 @@ void ImapMailStore::close(bool graceful) {
   }
 }
 
+void ImapMailStore::on_expunged(std::uint32_t sequence) {
+  if (sequence >= 1 && sequence <= sequence_.size()) {
+    sequence_.erase(sequence_.begin() + static_cast<std::ptrdiff_t>(sequence - 1));
+  }
+}
+
 void ImapMailStore::on_upstream_lost(const ImapResult& why) {
   const StoreResult result = failure(why, StoreStatus::kLost);
   if (!closed_) {
@@ -142,12 +148,19 @@ void ImapMailStore::select_mailbox() {
   select.astring(mailbox);
   client_.run(select, nullptr, [this, mailbox](const ImapResult& selected) {
     if (!selected.ok() || !client_.uidvalidity()) {
-      log::warn(
-          "select_failed",
-          {{"session", request_.session_id}, {"mailbox", mailbox}, {"reason", selected.text}});
-      // A mailbox that does not exist will not appear by retrying.
-      opened(failure(selected, selected.code_atom() == "NONEXISTENT" ? StoreStatus::kPermanent
-                                                                     : StoreStatus::kTemporary));
+      // A NO that does not say "try later" means the mailbox is not there (Dovecot says
+      // [NONEXISTENT]; Cyrus and Courier give no code): retrying will not make it appear,
+      // and the likely cause is upstream.mailbox (or a hook's X-Popbridge-Mailbox).
+      const std::string code = selected.code_atom();
+      const bool transient =
+          !selected.ok() && (selected.kind == ImapResult::Kind::kFailed || code == "UNAVAILABLE" ||
+                             code == "SERVERBUG" || code == "LIMIT" || code == "INUSE");
+      log::error(transient ? "select_failed" : "mailbox_unavailable",
+                 {{"session", request_.session_id},
+                  {"mailbox", mailbox},
+                  {"reason", selected.text},
+                  {"hint", transient ? "" : "check upstream.mailbox"}});
+      opened(failure(selected, transient ? StoreStatus::kTemporary : StoreStatus::kPermanent));
       return;
     }
     snapshot_ = {};
@@ -182,6 +195,14 @@ void ImapMailStore::read_snapshot() {
       opened(failure(fetched, StoreStatus::kTemporary));
       return;
     }
+    // Sequence numbers follow ascending UIDs (RFC 3501 §2.3.1.2).
+    sequence_.clear();
+    sequence_.reserve(snapshot_.messages.size());
+    for (const StoreMessage& message : snapshot_.messages) {
+      sequence_.push_back(message.uid);
+    }
+    std::sort(sequence_.begin(), sequence_.end());
+    sequence_.erase(std::unique(sequence_.begin(), sequence_.end()), sequence_.end());
     if (!marked_.empty()) {
       restore_marked();
       return;
@@ -269,24 +290,36 @@ void ImapMailStore::on_fetch_end() {
 
 // --- fetch --------------------------------------------------------------------------------
 
-void ImapMailStore::fetch(std::uint32_t uid, FetchPart part, MessageSink& sink, Done done) {
+void ImapMailStore::fetch(std::uint32_t uid, std::uint64_t listed_size, FetchPart part,
+                          MessageSink& sink, Done done) {
   sink_ = &sink;
   fetch_done_ = std::move(done);
   part_ = part;
   uid_ = uid;
+  listed_size_ = listed_size;
+  any_size_ = false;
+  send_fetch();
+}
+
+void ImapMailStore::send_fetch() {
   begun_ = false;
   enough_ = false;
   literal_whole_ = false;
   top_text_ = false;
+  size_differs_ = false;
   reading_ = Reading::kBody;
   protocol::ImapCommand fetch("UID FETCH");
-  fetch.raw(std::to_string(uid));
-  if (part == FetchPart::kWhole) {
+  fetch.raw(std::to_string(uid_));
+  if (part_ == FetchPart::kWhole) {
     fetch.raw(settings_.mark_seen ? "(BODY[])" : "(BODY.PEEK[])");
   } else {
     fetch.raw("(BODY.PEEK[HEADER])");
   }
   client_.run(fetch, this, [this](const ImapResult& result) {
+    if (size_differs_ && result.ok()) {
+      check_size_mismatch();
+      return;
+    }
     if (part_ == FetchPart::kTop && result.ok() && begun_ && literal_whole_ && !enough_) {
       top_text_ = true;
       top_offset_ = 0;
@@ -294,6 +327,29 @@ void ImapMailStore::fetch(std::uint32_t uid, FetchPart part, MessageSink& sink, 
       return;
     }
     fetch_done(result);
+  });
+}
+
+void ImapMailStore::check_size_mismatch() {
+  // The body's size is not the one listed. Courier, for one, serves a short placeholder
+  // text for a message another session expunged; a NOOP brings that expunge in. A message
+  // that is still there after it really has another size (a server whose RFC822.SIZE is
+  // approximate): fetch it again and serve it as it is.
+  reading_ = Reading::kNone;
+  client_.run(protocol::ImapCommand("NOOP"), nullptr, [this](const ImapResult& result) {
+    if (!result.ok()) {
+      fetch_done(result);
+      return;
+    }
+    if (std::find(sequence_.begin(), sequence_.end(), uid_) == sequence_.end()) {
+      log::warn("message_vanished",
+                {{"session", request_.session_id}, {"uid", uid_}, {"listed", listed_size_}});
+      begun_ = false;
+      fetch_done(result);  // OK without a body: kMissing
+      return;
+    }
+    any_size_ = true;
+    send_fetch();
   });
 }
 
@@ -344,6 +400,10 @@ void ImapMailStore::on_body_begin(std::string_view, std::uint64_t, std::uint64_t
   }
   literal_whole_ = false;
   last_literal_ = size;
+  if (part_ == FetchPart::kWhole && !begun_ && !any_size_ && size != listed_size_) {
+    size_differs_ = true;  // held back until check_size_mismatch() knows why
+    return;
+  }
   if (!begun_) {
     begun_ = true;
     sink_->on_message_begin(part_ == FetchPart::kWhole ? std::optional<std::uint64_t>(size)
@@ -352,7 +412,7 @@ void ImapMailStore::on_body_begin(std::string_view, std::uint64_t, std::uint64_t
 }
 
 void ImapMailStore::on_body_data(std::string_view chunk) {
-  if (reading_ != Reading::kBody || sink_ == nullptr || !begun_ || enough_) {
+  if (reading_ != Reading::kBody || sink_ == nullptr || !begun_ || enough_ || size_differs_) {
     return;
   }
   if (!sink_->on_message_data(chunk)) {

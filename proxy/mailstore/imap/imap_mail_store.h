@@ -24,7 +24,8 @@ class ImapMailStore final : public MailStore, ImapClient::Observer, FetchSink {
                 metrics::Metrics& metrics, MailStore::Observer& observer);
 
   void open(OpenRequest request, Opened done) override;
-  void fetch(std::uint32_t uid, FetchPart part, MessageSink& sink, Done done) override;
+  void fetch(std::uint32_t uid, std::uint64_t listed_size, FetchPart part, MessageSink& sink,
+             Done done) override;
   void keep_alive(Done done) override;
   void commit(std::vector<std::uint32_t> deleted, Done done) override;
   void pause_reading() override { client_.pause_reading(); }
@@ -40,6 +41,7 @@ class ImapMailStore final : public MailStore, ImapClient::Observer, FetchSink {
 
   // ImapClient::Observer
   void on_upstream_lost(const ImapResult& why) override;
+  void on_expunged(std::uint32_t sequence) override;
   // FetchSink
   void on_fetch_begin(std::uint32_t sequence) override;
   void on_fetch_uid(std::uint32_t uid) override;
@@ -56,7 +58,9 @@ class ImapMailStore final : public MailStore, ImapClient::Observer, FetchSink {
   void read_snapshot();
   void restore_marked();
   void opened(const StoreResult& result);
+  void send_fetch();
   void fetch_top_text();
+  void check_size_mismatch();
   void fetch_done(const ImapResult& result);
   std::string deletion_flags() const;
   void commit_store(std::size_t offset);
@@ -79,6 +83,9 @@ class ImapMailStore final : public MailStore, ImapClient::Observer, FetchSink {
   StoreSnapshot snapshot_;
   std::vector<std::uint32_t> marked_;  // left by an interrupted commit: to restore
   bool mark_pending_ = false;          // the mailbox keeps our pending-deletion keyword
+  // UIDs by message sequence number, kept current through EXPUNGE responses, so a fetch
+  // can tell a message another client removed from one that is still there.
+  std::vector<std::uint32_t> sequence_;
   StoreMessage fetching_;
   bool fetching_has_size_ = false;
   bool fetching_marked_ = false;
@@ -90,6 +97,9 @@ class ImapMailStore final : public MailStore, ImapClient::Observer, FetchSink {
   Done fetch_done_;
   FetchPart part_ = FetchPart::kWhole;
   std::uint32_t uid_ = 0;
+  std::uint64_t listed_size_ = 0;
+  bool size_differs_ = false;   // the literal's size is not the listed one: held back
+  bool any_size_ = false;       // the size difference is known to be real: serve it
   bool begun_ = false;          // on_message_begin was called
   bool literal_whole_ = false;  // the last literal arrived in full
   bool enough_ = false;         // the sink said it has what it needs

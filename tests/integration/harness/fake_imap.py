@@ -421,7 +421,7 @@ class FakeImap:
                  login_reply: Optional[str] = None,
                  messages=(), uidvalidity: int = 1234567,
                  permanent_flags: Optional[str] = None,
-                 hooks: Optional[dict[str, Hook]] = None):
+                 hooks: Optional[dict[str, Hook]] = None, port: int = 0):
         def b(v):
             return v.encode("utf-8") if isinstance(v, str) else v
         self.users = {b(k): b(v) for k, v in (users or {}).items()}
@@ -443,7 +443,7 @@ class FakeImap:
         self._threads: list[threading.Thread] = []
         self._sessions: list[Session] = []
         self._stop = threading.Event()
-        self.port = 0
+        self.port = port  # 0: any free port
 
     # ------------------------------------------------------ mailbox
     def max_uid(self) -> int:
@@ -493,7 +493,7 @@ class FakeImap:
     def start(self) -> "FakeImap":
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((HOST, 0))
+        sock.bind((HOST, self.port))
         sock.listen(16)
         self._listener = sock
         self.port = sock.getsockname()[1]

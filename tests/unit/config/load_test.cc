@@ -3,7 +3,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <fstream>
+#include <iterator>
+#include <regex>
+#include <set>
+#include <sstream>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -237,6 +243,80 @@ TEST_F(LoadConfigTest, ExampleFileIsValid) {
     EXPECT_TRUE(d.message.find("is not readable") != std::string::npos) << d.to_string("example");
   }
   EXPECT_TRUE(result.warnings.empty()) << ::testing::PrintToString(texts(result.warnings));
+}
+
+// The key paths a YAML reference file mentions, commented-out keys ("# metrics:",
+// "#   address: ...") included: those document optional sections and alternatives.
+std::set<std::string> keys_in_reference(const std::string& text) {
+  static const std::regex kKey(R"(^(\s*)(- )?([a-z0-9_]+):(\s|$))");
+  std::set<std::string> found;
+  std::vector<std::pair<std::size_t, std::string>> stack;  // indent, segment
+  std::istringstream lines(text);
+  for (std::string line; std::getline(lines, line);) {
+    const std::size_t hash = line.find_first_not_of(' ');
+    if (hash != std::string::npos && line[hash] == '#') {
+      line.erase(hash, line.compare(hash, 2, "# ") == 0 ? 2 : 1);
+    }
+    std::smatch match;
+    if (!std::regex_search(line, match, kKey)) {
+      continue;
+    }
+    const std::size_t dash = static_cast<std::size_t>(match.length(1));
+    const std::size_t indent = dash + static_cast<std::size_t>(match.length(2));
+    const std::size_t level = match.length(2) > 0 ? dash : indent;
+    while (!stack.empty() && stack.back().first >= level) {
+      stack.pop_back();
+    }
+    if (match.length(2) > 0 && !stack.empty() && !stack.back().second.ends_with("[]")) {
+      stack.back().second += "[]";
+    }
+    stack.emplace_back(indent, match.str(3));
+    std::string path;
+    for (const auto& [ignored, segment] : stack) {
+      path += (path.empty() ? "" : ".") + segment;
+    }
+    found.insert(path);
+  }
+  return found;
+}
+
+TEST_F(LoadConfigTest, ExampleFileDocumentsExactlyTheKnownKeys) {
+  std::string path = __FILE__;
+  path.erase(path.rfind("tests/unit/config/"));
+  std::ifstream file(path + "config/popbridge.example.yaml");
+  ASSERT_TRUE(file) << "config/popbridge.example.yaml";
+  const std::string text((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
+  const std::set<std::string> documented = keys_in_reference(text);
+  const std::vector<std::string> known_list = known_keys();
+  const std::set<std::string> known(known_list.begin(), known_list.end());
+  std::vector<std::string> missing;
+  std::set_difference(known.begin(), known.end(), documented.begin(), documented.end(),
+                      std::back_inserter(missing));
+  std::vector<std::string> unknown;
+  std::set_difference(documented.begin(), documented.end(), known.begin(), known.end(),
+                      std::back_inserter(unknown));
+  EXPECT_TRUE(missing.empty()) << "keys the example does not document: "
+                               << ::testing::PrintToString(missing);
+  EXPECT_TRUE(unknown.empty()) << "keys in the example the loader does not know: "
+                               << ::testing::PrintToString(unknown);
+}
+
+TEST_F(LoadConfigTest, PrintedConfigurationLoadsToTheSame) {
+  for (const std::string& extra :
+       {std::string(), std::string("  uidl_format: \"%g-%u\"\n  keepalive_interval: 15s\n"
+                                   "auth:\n  max_failure_delay: 1m30s\n"
+                                   "metrics:\n  address: 127.0.0.1:9101\n  probe_failures: 5\n"
+                                   "limits:\n  client_write_high_watermark: 1MiB\n"
+                                   "workers: 3\n")}) {
+    const LoadResult first = load(std::string(kBase) + extra);
+    ASSERT_TRUE(first.config.has_value()) << ::testing::PrintToString(texts(first.errors));
+    const std::string printed = to_yaml(*first.config);
+    const LoadResult second = load_config_string(printed);
+    ASSERT_TRUE(second.config.has_value())
+        << printed << ::testing::PrintToString(texts(second.errors));
+    EXPECT_EQ(to_yaml(*second.config), printed);
+    EXPECT_NE(printed.find("keepalive_count: 4"), std::string::npos) << "defaults are shown";
+  }
 }
 
 TEST_F(LoadConfigTest, InvalidYamlIsOneErrorWithTheParserLine) {
@@ -838,6 +918,29 @@ TEST_F(LoadConfigTest, LoadFileReportsAnUnreadableFileAsOneError) {
             std::vector<std::string>{"f: file '" + huge +
                                      "' is not readable: larger than 1 MiB, which no config file "
                                      "needs"});
+}
+
+TEST_F(LoadConfigTest, ProbeAndKeepAliveSettings) {
+  const LoadResult good =
+      load(std::string(kBase) +
+           "  keepalive_idle: 2m\n  keepalive_interval: 15s\n  keepalive_count: 6\n"
+           "metrics:\n  address: 127.0.0.1:9101\n  probe_interval: 5s\n  probe_failures: 4\n");
+  ASSERT_TRUE(good.config.has_value()) << ::testing::PrintToString(texts(good.errors));
+  EXPECT_EQ(good.config->upstream.keepalive_idle, std::chrono::minutes(2));
+  EXPECT_EQ(good.config->upstream.keepalive_interval, std::chrono::seconds(15));
+  EXPECT_EQ(good.config->upstream.keepalive_count, 6u);
+  EXPECT_EQ(good.config->metrics.probe_interval, std::chrono::seconds(5));
+  EXPECT_EQ(good.config->metrics.probe_failures, 4u);
+
+  const LoadResult defaults = load(kBase);
+  ASSERT_TRUE(defaults.config.has_value());
+  EXPECT_EQ(defaults.config->upstream.keepalive_interval, std::chrono::seconds(30));
+  EXPECT_EQ(defaults.config->upstream.keepalive_count, 4u);
+  EXPECT_EQ(defaults.config->metrics.probe_failures, 3u);
+
+  EXPECT_EQ(texts(load(std::string(kBase) + "  keepalive_interval: 500ms\n").errors),
+            (std::vector<std::string>{"f:10: upstream.keepalive_interval: must be at least 1s "
+                                      "(TCP counts keep-alive in seconds)"}));
 }
 
 }  // namespace

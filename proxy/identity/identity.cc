@@ -1,5 +1,8 @@
 #include "proxy/identity/identity.h"
 
+#include <crypt.h>
+
+#include <chrono>
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
@@ -11,7 +14,8 @@ namespace {
 // Reads "field:field[:rest]" lines; '#' comments and blank lines are skipped. The last
 // field takes the rest of the line, so a password may contain ':'.
 bool read_colon_file(const std::string& path, std::size_t fields,
-                     std::vector<std::vector<std::string>>& rows, std::string& error) {
+                     std::vector<std::vector<std::string>>& rows, std::string& error,
+                     std::vector<int>* line_numbers = nullptr) {
   std::ifstream in(path);
   if (!in) {
     error = "cannot read '" + path + "'";
@@ -49,8 +53,34 @@ bool read_colon_file(const std::string& path, std::size_t fields,
       return false;
     }
     rows.push_back(std::move(row));
+    if (line_numbers != nullptr) {
+      line_numbers->push_back(number);
+    }
   }
   return true;
+}
+
+// The hash an unknown user is checked against: the slowest kind in the file, measured,
+// so a name that is not there answers no sooner than the slowest one that is (with a
+// mix of yescrypt and bcrypt, an arbitrary entry leaked which names exist).
+std::string slowest_hash(const std::unordered_map<std::string, std::string>& hashes) {
+  std::unordered_map<std::string, const std::string*> settings;  // up to the last '$'
+  for (const auto& [user, hash] : hashes) {
+    settings.try_emplace(hash.substr(0, hash.rfind('$') + 1), &hash);
+  }
+  std::string slowest;
+  auto longest = std::chrono::steady_clock::duration::zero();
+  crypt_data scratch{};
+  for (const auto& [setting, hash] : settings) {
+    const auto started = std::chrono::steady_clock::now();
+    crypt_rn("popbridge-timing-probe", hash->c_str(), &scratch, sizeof(scratch));
+    const auto took = std::chrono::steady_clock::now() - started;
+    if (slowest.empty() || took > longest) {
+      longest = took;
+      slowest = *hash;
+    }
+  }
+  return slowest;
 }
 
 void wipe_rows(std::vector<std::vector<std::string>>& rows) {
@@ -97,13 +127,27 @@ std::shared_ptr<const Identity> load_identity(const config::Config& config, std:
   auto identity = std::make_shared<Identity>();
   std::vector<std::vector<std::string>> rows;
   if (config.auth.mode == config::AuthMode::kUsersFile) {
-    if (!read_colon_file(config.auth.users_file, 2, rows, error)) {
+    std::vector<int> lines;
+    if (!read_colon_file(config.auth.users_file, 2, rows, error, &lines)) {
       return nullptr;
     }
-    for (auto& row : rows) {
-      identity->password_hashes[row[0]] = row[1];
+    for (std::size_t i = 0; i < rows.size(); ++i) {
+      const std::string& hash = rows[i][1];
+      const int verdict = crypt_checksalt(hash.c_str());
+      if (verdict != CRYPT_SALT_OK) {
+        // A Dovecot-style "{SHA512-CRYPT}$6$..." or a plain-text password would otherwise
+        // be a silent, permanent [AUTH] for that user; DES and MD5 crypt are refused as
+        // too weak (libxcrypt calls them legacy).
+        error = config.auth.users_file + ":" + std::to_string(lines[i]) + ": user '" + rows[i][0] +
+                "': not a crypt(3) hash this system supports (yescrypt $y$, " +
+                "bcrypt $2b$, SHA-512 $6$, SHA-256 $5$)" +
+                (!hash.empty() && hash[0] == '{' ? "; remove the {SCHEME} prefix" : "");
+        return nullptr;
+      }
+      identity->password_hashes[rows[i][0]] = hash;
     }
     rows.clear();
+    identity->slowest_hash = slowest_hash(identity->password_hashes);
   }
   const config::UpstreamLogin& login = config.upstream.login;
   if (login.mode == config::UpstreamLoginMode::kMapped) {

@@ -19,7 +19,8 @@ struct Identity {
     protocol::Secret password;
   };
   std::unordered_map<std::string, std::string> password_hashes;  // auth.users_file
-  std::unordered_map<std::string, Mapping> mapped;               // upstream.login.credentials_file
+  std::string slowest_hash;                         // what an unknown user is checked against
+  std::unordered_map<std::string, Mapping> mapped;  // upstream.login.credentials_file
   std::unordered_map<std::string, protocol::Secret> refresh_tokens;
   protocol::Secret master_password;
   protocol::Secret oauth2_client_secret;

@@ -122,6 +122,9 @@ class MailStore {
   virtual void close(bool graceful) = 0;
 
   virtual bool usable() const = 0;
+  // Whether the upstream accepts this login mechanism, once open() has reached it
+  // (empty before): a client's own XOAUTH2/OAUTHBEARER token is offered only then.
+  virtual std::optional<bool> accepts(UpstreamCredentials::Mechanism mechanism) const = 0;
   virtual std::uint64_t bytes_received() const = 0;
   virtual std::uint64_t bytes_sent() const = 0;
   virtual std::string tls_summary() const = 0;

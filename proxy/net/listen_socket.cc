@@ -1,9 +1,13 @@
 #include "proxy/net/listen_socket.h"
 
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstddef>
+#include <cstring>
 
 #include "proxy/net/resolver.h"
 
@@ -34,6 +38,36 @@ int bind_reuseport(uv_tcp_t* handle, const config::Endpoint& address, std::strin
     close(fd);
   }
   return status;
+}
+
+std::optional<ListenLock> ListenLock::acquire(const config::Endpoint& address, std::string& error) {
+  const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    error = std::string("cannot create the listener lock: ") + std::strerror(errno);
+    return std::nullopt;
+  }
+  sockaddr_un name{};
+  name.sun_family = AF_UNIX;
+  // Abstract namespace: a leading NUL, then the name; it vanishes with the process.
+  const std::string text = "popbridge-listen " + address.to_string();
+  const std::size_t length = std::min(text.size(), sizeof(name.sun_path) - 1);
+  std::memcpy(name.sun_path + 1, text.data(), length);
+  const auto size = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + length);
+  if (bind(fd, reinterpret_cast<const sockaddr*>(&name), size) != 0) {
+    const int code = errno;
+    close(fd);
+    error = code == EADDRINUSE
+                ? "address in use by another popbridge process"
+                : std::string("cannot take the listener lock: ") + std::strerror(code);
+    return std::nullopt;
+  }
+  return ListenLock(fd);
+}
+
+ListenLock::~ListenLock() {
+  if (fd_ >= 0) {
+    close(fd_);
+  }
 }
 
 }  // namespace popbridge::proxy

@@ -410,11 +410,21 @@ bool Pop3Session::tokens_allowed() const {
          config().upstream.login.mode == config::UpstreamLoginMode::kPassthrough;
 }
 
+bool Pop3Session::token_offered(std::string_view mechanism) const {
+  // Until a session has reached the upstream, a token mechanism is offered; once one
+  // has seen the upstream lack it, it is not, rather than failing every such login.
+  const UpstreamFacts& facts = *context_.settings->facts;
+  return tokens_allowed() && (mechanism == "XOAUTH2" ? facts.xoauth2 : facts.oauthbearer) != 0;
+}
+
 std::vector<std::string_view> Pop3Session::mechanisms() const {
-  if (tokens_allowed()) {
-    return {"PLAIN", "LOGIN", "XOAUTH2", "OAUTHBEARER"};
+  std::vector<std::string_view> offered{"PLAIN", "LOGIN"};
+  for (std::string_view token : {"XOAUTH2", "OAUTHBEARER"}) {
+    if (token_offered(token)) {
+      offered.push_back(token);
+    }
   }
-  return {"PLAIN", "LOGIN"};
+  return offered;
 }
 
 void Pop3Session::cmd_auth(Pop3Command& command) {
@@ -439,7 +449,12 @@ void Pop3Session::cmd_auth(Pop3Command& command) {
   }
   const std::string& mechanism = command.argument;
   const bool token = mechanism == "XOAUTH2" || mechanism == "OAUTHBEARER";
-  if ((mechanism != "PLAIN" && mechanism != "LOGIN" && !token) || (token && !tokens_allowed())) {
+  if ((mechanism != "PLAIN" && mechanism != "LOGIN" && !token) ||
+      (token && !token_offered(mechanism))) {
+    if (token && tokens_allowed()) {
+      log::info("token_mechanism_unavailable",
+                {{"session", id_text_}, {"mechanism", mechanism}, {"reason", "upstream lacks it"}});
+    }
     reply(protocol::err_reply(RespCode::kNone, "unsupported authentication mechanism"));
     return;
   }
@@ -540,8 +555,7 @@ void Pop3Session::begin_login(std::string_view mechanism, std::string user, prot
       auto found = hashes.find(user_);
       password_check_ = std::make_unique<PasswordCheck>(context_.loop);
       password_check_->start(found == hashes.end() ? std::string() : found->second,
-                             hashes.empty() ? std::string() : hashes.begin()->second, secret,
-                             [this, secret](bool matches) {
+                             context_.identity.slowest_hash, secret, [this, secret](bool matches) {
                                if (!matches) {
                                  login_failed(RespCode::kAuth, "Authentication failed.",
                                               metrics::AuthResult::kBadCredentials);
@@ -716,6 +730,13 @@ void Pop3Session::open_store(UpstreamCredentials credentials) {
 }
 
 void Pop3Session::store_opened(const StoreResult& result, StoreSnapshot snapshot) {
+  UpstreamFacts& facts = *context_.settings->facts;
+  if (auto offers = store_->accepts(UpstreamCredentials::Mechanism::kXoauth2)) {
+    facts.xoauth2 = *offers ? 1 : 0;
+  }
+  if (auto offers = store_->accepts(UpstreamCredentials::Mechanism::kOauthbearer)) {
+    facts.oauthbearer = *offers ? 1 : 0;
+  }
   // The one table from the store's answer at login to what the client hears.
   const bool gateway_login =
       config().upstream.login.mode != config::UpstreamLoginMode::kPassthrough;

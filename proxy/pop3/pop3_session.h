@@ -98,6 +98,7 @@ class Pop3Session final : Connection::Handler, MailStore::Observer, MessageSink 
   // Login: connect upstream, log in, SELECT, snapshot.
   bool plaintext_allowed() const;
   bool tokens_allowed() const;
+  bool token_offered(std::string_view mechanism) const;
   std::vector<std::string_view> mechanisms() const;
   // Login: check the client (auth.mode), choose the upstream credentials
   // (upstream.login.mode), connect, log in, SELECT, snapshot.

@@ -2,6 +2,7 @@
 
 #include <uv.h>
 
+#include <atomic>
 #include <memory>
 
 #include "config/config.h"
@@ -18,8 +19,16 @@ class Pop3Session;
 
 // The configuration and the TLS contexts made from it. A reload makes a new one; each
 // session keeps the one it started with, so a reload never changes a session midway.
+// What sessions learned about the upstream of these settings; shared by every worker.
+// -1 unknown, 0 no, 1 yes.
+struct UpstreamFacts {
+  std::atomic<int> xoauth2{-1};
+  std::atomic<int> oauthbearer{-1};
+};
+
 struct Settings {
   config::Config config;
+  std::shared_ptr<UpstreamFacts> facts = std::make_shared<UpstreamFacts>();
   SslCtxPtr server_tls;    // null when no listener uses TLS
   SslCtxPtr upstream_tls;  // null when the upstream is plain
   std::shared_ptr<const Identity> identity;

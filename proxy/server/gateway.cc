@@ -125,6 +125,14 @@ bool Gateway::start(std::string& error) {
   });
   reload_debounce_ = std::make_unique<Timer>(loop_);
 
+  for (const config::Listener& listener : settings_->config.listeners) {
+    std::optional<ListenLock> lock = ListenLock::acquire(listener.address, error);
+    if (!lock) {
+      error = "listener " + listener.name + " (" + listener.address.to_string() + "): " + error;
+      return false;
+    }
+    listen_locks_.push_back(std::move(*lock));
+  }
   const std::size_t count = worker_count(settings_->config);
   for (std::size_t index = 0; index < count; ++index) {
     auto worker = std::make_unique<Worker>(index, settings_, *metrics_, open_sessions_, guard_,
@@ -298,6 +306,9 @@ void Gateway::watch_files() {
 }
 
 void Gateway::publish_certificate_expiry() {
+  for (const std::string& warning : check_settings(*settings_).warnings) {
+    log::warn("certificate_expiry", {{"problem", warning}});
+  }
   if (!settings_->server_tls) {
     return;
   }

@@ -11,6 +11,7 @@
 #include "config/config.h"
 #include "metrics/metrics.h"
 #include "proxy/base/uv_handle.h"
+#include "proxy/net/listen_socket.h"
 #include "proxy/server/admin_server.h"
 #include "proxy/server/server.h"
 #include "proxy/server/upstream_probe.h"
@@ -51,6 +52,7 @@ class Gateway {
   std::atomic<std::size_t> open_sessions_{0};
   LoginGuard guard_;
   TokenCache tokens_;
+  std::vector<ListenLock> listen_locks_;  // held for the process's life
   std::vector<std::unique_ptr<Worker>> workers_;
   std::unique_ptr<AdminServer> admin_;
   std::unique_ptr<UpstreamProbe> probe_;

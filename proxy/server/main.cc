@@ -90,6 +90,24 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (check_only) {
+    // Load and cross-check everything start-up loads (certificate and key, CA files,
+    // identity files), as `nginx -t` does, not only the YAML.
+    std::string error;
+    const proxy::SettingsPtr settings = proxy::make_settings(*loaded.config, error);
+    if (!settings) {
+      std::cerr << "error: " << config_path << ": " << error << "\n";
+      return 1;
+    }
+    const proxy::SettingsCheck check = proxy::check_settings(*settings);
+    for (const std::string& warning : check.warnings) {
+      std::cerr << "warning: " << config_path << ": " << warning << "\n";
+    }
+    for (const std::string& problem : check.errors) {
+      std::cerr << "error: " << config_path << ": " << problem << "\n";
+    }
+    if (!check.errors.empty()) {
+      return 1;
+    }
     std::cout << config_path << ": configuration is valid\n";
     return 0;
   }

@@ -1,5 +1,7 @@
 #include "proxy/server/server.h"
 
+#include <ctime>
+
 #include "protocol/pop3/pop3_reply.h"
 #include "proxy/base/log.h"
 #include "proxy/net/connection.h"
@@ -45,6 +47,31 @@ SettingsPtr make_settings(config::Config config, std::string& error) {
   }
   settings->config = std::move(config);
   return settings;
+}
+
+SettingsCheck check_settings(const Settings& settings) {
+  SettingsCheck check;
+  for (const config::Listener& listener : settings.config.listeners) {
+    sockaddr_storage address{};
+    if (!parse_ip_literal(listener.address, address)) {
+      check.errors.push_back("listener " + listener.name + ": address '" +
+                             listener.address.to_string() +
+                             "' must be an IP address (0.0.0.0, [::] or one of this host's)");
+    }
+  }
+  if (settings.server_tls) {
+    if (std::optional<std::int64_t> expiry = certificate_expiry(settings.server_tls.get())) {
+      const std::int64_t left = *expiry - static_cast<std::int64_t>(std::time(nullptr));
+      const std::string& path = settings.config.tls.certificate;
+      if (left <= 0) {
+        check.warnings.push_back("tls.certificate: " + path + " has expired");
+      } else if (left < 14 * 24 * 3600) {
+        check.warnings.push_back("tls.certificate: " + path + " expires in " +
+                                 std::to_string(left / 3600) + " hours");
+      }
+    }
+  }
+  return check;
 }
 
 Server::Server(uv_loop_t* loop, SettingsPtr settings, metrics::Metrics& metrics,

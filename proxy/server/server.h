@@ -28,6 +28,16 @@ class Pop3Session;
 // Loads the certificates and keys the configuration names; null and an error if one fails.
 SettingsPtr make_settings(config::Config config, std::string& error);
 
+// What start-up would refuse, or an operator should hear, beyond make_settings: listener
+// addresses that are not IP literals (errors); a certificate that has expired or expires
+// within 14 days (warnings). --check-config runs it, like `nginx -t`, and so do start-up
+// and reload (warnings logged).
+struct SettingsCheck {
+  std::vector<std::string> errors;
+  std::vector<std::string> warnings;
+};
+SettingsCheck check_settings(const Settings& settings);
+
 // Owns the listeners and the sessions of one event loop (one worker).
 class Server final : public SessionHost {
  public:

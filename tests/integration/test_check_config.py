@@ -154,3 +154,52 @@ def test_version_names_revision_and_libraries(popbridge_bin):
     assert rc == 0
     assert re.match(r"popbridge \d+\.\d+\.\d+ \(revision ([0-9a-f]{7,}(-dirty)?|unknown)\)", out), out
     assert "libuv:" in out and "TLS:" in out, out
+
+
+# --check-config loads and cross-checks what start-up loads, as `nginx -t` does.
+
+def openssl(*args: str) -> None:
+    import subprocess
+    subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60)
+
+
+def test_check_config_loads_certificate_and_key(popbridge_bin, pki, workdir):
+    garbage = write(workdir, "not a certificate\n", "garbage.crt")
+    rc, out = check_config(write(workdir, good_text(pki).replace(pki.cert, garbage)), popbridge_bin)
+    assert rc == 1 and "tls" in out, out
+    # The CA's certificate where the key belongs, and a key of another pair.
+    rc, out = check_config(write(workdir, good_text(pki).replace(pki.key, pki.ca)), popbridge_bin)
+    assert rc == 1 and "tls" in out, out
+    other_key = os.path.join(workdir, "other.key")
+    openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", other_key)
+    rc, out = check_config(write(workdir, good_text(pki).replace(pki.key, other_key)), popbridge_bin)
+    assert rc == 1 and "tls" in out, out
+
+
+def test_check_config_refuses_a_host_name_as_listener_address(popbridge_bin, pki, workdir):
+    text = good_text(pki).replace('"127.0.0.1:9110"', '"localhost:9110"')
+    rc, out = check_config(write(workdir, text), popbridge_bin)
+    assert rc == 1 and "listener pop3" in out and "IP address" in out, out
+
+
+@pytest.mark.parametrize("line", ["carol", "carol:{SHA512-CRYPT}$6$abc$def", "carol:plaintext"])
+def test_check_config_reads_the_users_file(popbridge_bin, pki, workdir, line):
+    users = write(workdir, "# users\nalice:$6$saltsalt$" + "x" * 86 + "\n" + line + "\n", "users")
+    text = good_text(pki).replace(
+        "auth:\n  allow_plaintext: false\n",
+        f"auth:\n  mode: users_file\n  users_file: {users}\n  allow_plaintext: false\n")
+    rc, out = check_config(write(workdir, text), popbridge_bin)
+    assert rc == 1, out
+    assert f"{users}:3" in out, out
+    if "{" in line:
+        assert "remove the {SCHEME} prefix" in out, out
+
+
+def test_check_config_warns_of_a_certificate_about_to_expire(popbridge_bin, pki, workdir):
+    cert, key = os.path.join(workdir, "soon.crt"), os.path.join(workdir, "soon.key")
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-days", "3", "-subj", "/CN=localhost", "-keyout", key, "-out", cert)
+    rc, out = check_config(write(workdir, good_text(pki).replace(pki.cert, cert).replace(pki.key, key)),
+                           popbridge_bin)
+    assert rc == 0, out
+    assert "warning" in out and "expires in" in out, out

@@ -25,10 +25,11 @@ from typing import Optional
 
 import pytest
 
-from harness import messages
+from harness import messages, tempdirs
 from harness.clients import (V2_SIGNATURE, RawPop3,
                              connect_with_header, proxy_v1, proxy_v2)
 from harness.fake_imap import FakeImap, Message
+from harness.gateway import Gateway
 from harness.ports import free_port, free_ports
 from harness.wait import TIME_FACTOR, port_accepts, port_refuses, wait_until
 
@@ -1017,3 +1018,22 @@ def test_readyz_rides_out_a_blip(make_gateway):
         wait_until(lambda: http_status(mport, "/readyz") == 200, QUICK, "/readyz to recover")
     finally:
         fake.close()
+
+
+def test_second_process_cannot_share_the_listening_port(dovecot, make_gateway, pki, popbridge_bin):
+    """SO_REUSEPORT would let a second popbridge (started by mistake, another config)
+    silently take a share of the connections: it must refuse to start instead."""
+    first = make_gateway(dovecot)
+    listeners = [{"name": name, "address": f"{HOST}:{port}", "tls": "implicit"}
+                 for name, port in first.ports.items()]
+    second = Gateway(pki, dovecot, {"listeners": listeners, "logging": {"level": "info"}},
+                     binary=popbridge_bin)
+    try:
+        path = second.write_config()
+        p = subprocess.run([popbridge_bin, "--config", path], capture_output=True, text=True,
+                           timeout=30 * TIME_FACTOR, stdin=subprocess.DEVNULL)
+        assert p.returncode == 1, (p.returncode, p.stderr)
+        assert "address in use by another popbridge process" in p.stderr, p.stderr
+    finally:
+        tempdirs.remove(second.dir)
+    assert first.running, "the first gateway is untouched"

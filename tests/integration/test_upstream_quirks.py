@@ -476,3 +476,26 @@ def test_mailbox_unavailable_for_now_is_temporary(make_fake, bridge):
     with RawPop3(g.pop3s_port, tls_context=g.pki.client_context(), timeout=15) as c:
         assert c.cmd(f"USER {USER}").ok
         assert c.cmd(f"PASS {PASSWORD}").line.startswith(b"-ERR [SYS/TEMP]")
+
+
+def test_token_mechanisms_follow_what_the_upstream_offers(make_fake, bridge):
+    """XOAUTH2/OAUTHBEARER are handed through only to an upstream that offers them. Before
+    any session reached the upstream they are offered; a token login that then meets an
+    upstream without the mechanism is refused for good ([SYS/PERM], reason logged), and
+    from then on CAPA and AUTH stop offering it."""
+    fake = make_fake(capabilities=["IMAP4rev1", "AUTH=PLAIN", "AUTH=OAUTHBEARER", "SASL-IR",
+                                   "UIDPLUS"], messages=three_messages())
+    g = bridge(fake)
+    token = base64.b64encode(f"user={USER}\x01auth=Bearer t0ken\x01\x01".encode()).decode()
+    with RawPop3(g.pop3s_port, tls_context=g.pki.client_context(), timeout=15) as c:
+        sasl = next(l for l in c.capa() if l.startswith("SASL"))
+        assert "XOAUTH2" in sasl and "OAUTHBEARER" in sasl, sasl
+        r = c.cmd("AUTH XOAUTH2 " + token)
+        assert r.line.startswith(b"-ERR [SYS/PERM]"), r
+    assert "upstream does not offer XOAUTH2" in g.log_text()
+    with RawPop3(g.pop3s_port, tls_context=g.pki.client_context(), timeout=15) as c:
+        sasl = next(l for l in c.capa() if l.startswith("SASL"))
+        assert "XOAUTH2" not in sasl and "OAUTHBEARER" in sasl, sasl
+        assert c.cmd("AUTH XOAUTH2 " + token).line == b"-ERR unsupported authentication mechanism"
+        assert c.quit().ok
+    assert "token_mechanism_unavailable" in g.log_text()

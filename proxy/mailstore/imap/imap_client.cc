@@ -364,9 +364,11 @@ void ImapClient::login(const UpstreamCredentials& credentials, Completion done) 
     finish(result);
   };
   auto refuse = [&](std::string text) {
+    // Decided here, not by the server: a login this server can never accept (RFC 5530's
+    // CANNOT), which retrying will not change.
     ImapResult result;
-    result.kind = ImapResult::Kind::kFailed;
-    result.failure = ImapResult::Failure::kRefused;
+    result.kind = ImapResult::Kind::kNo;
+    result.code = "CANNOT";
     result.text = std::move(text);
     finish_and_refresh(result);
   };

@@ -73,6 +73,21 @@ StoreResult ImapMailStore::failure(const ImapResult& result, StoreStatus refusal
   return {refusal, result.text.empty() ? std::string("refused") : result.text};
 }
 
+std::optional<bool> ImapMailStore::accepts(UpstreamCredentials::Mechanism mechanism) const {
+  if (!reached_) {
+    return std::nullopt;
+  }
+  switch (mechanism) {
+    case UpstreamCredentials::Mechanism::kXoauth2:
+      return offers_xoauth2_;
+    case UpstreamCredentials::Mechanism::kOauthbearer:
+      return offers_oauthbearer_;
+    case UpstreamCredentials::Mechanism::kPassword:
+      break;
+  }
+  return true;
+}
+
 void ImapMailStore::close(bool graceful) {
   closed_ = true;
   opened_ = nullptr;
@@ -114,6 +129,10 @@ void ImapMailStore::open(OpenRequest request, Opened done) {
       opened(failure(connected, StoreStatus::kTemporary));
       return;
     }
+    // Login mechanisms are announced before login only; keep what was offered.
+    reached_ = true;
+    offers_xoauth2_ = client_.has_capability("AUTH=XOAUTH2");
+    offers_oauthbearer_ = client_.has_capability("AUTH=OAUTHBEARER");
     client_.login(request_.credentials, [this](const ImapResult& result) { logged_in(result); });
   });
 }
@@ -132,7 +151,11 @@ void ImapMailStore::logged_in(const ImapResult& result) {
     return;
   }
   const std::string code = result.code_atom();
-  if (code == "INUSE") {
+  if (code == "CANNOT") {
+    log::warn("upstream_login_impossible",
+              {{"session", request_.session_id}, {"reason", result.text}});
+    opened({StoreStatus::kPermanent, result.text});
+  } else if (code == "INUSE") {
     opened({StoreStatus::kInUse, result.text});
   } else if (code == "UNAVAILABLE" || code == "SERVERBUG" || code == "LIMIT") {
     opened({StoreStatus::kTemporary, result.text});

@@ -32,6 +32,7 @@ class ImapMailStore final : public MailStore, ImapClient::Observer, FetchSink {
   void resume_reading() override { client_.resume_reading(); }
   void close(bool graceful) override;
   bool usable() const override { return client_.usable(); }
+  std::optional<bool> accepts(UpstreamCredentials::Mechanism mechanism) const override;
   std::uint64_t bytes_received() const override { return client_.bytes_received(); }
   std::uint64_t bytes_sent() const override { return client_.bytes_sent(); }
   std::string tls_summary() const override { return client_.tls_summary(); }
@@ -78,6 +79,9 @@ class ImapMailStore final : public MailStore, ImapClient::Observer, FetchSink {
 
   // open
   OpenRequest request_;
+  bool reached_ = false;  // connected: the pre-login capabilities below are known
+  bool offers_xoauth2_ = false;
+  bool offers_oauthbearer_ = false;
   Opened opened_;
   std::uint64_t started_ns_ = 0;
   StoreSnapshot snapshot_;

@@ -59,10 +59,55 @@ bool needs_quotes(std::string_view text) {
 
 // Escapes for both logfmt and JSON: control bytes never reach the terminal raw, so a
 // client cannot forge log lines with CR/LF in a user name.
-void append_escaped(std::string& out, std::string_view text) {
+// Octets in a valid UTF-8 sequence starting at text[i], or 0 (RFC 3629: no overlongs,
+// no surrogates, nothing above U+10FFFF).
+std::size_t utf8_sequence(std::string_view text, std::size_t i) {
+  const auto byte = [&](std::size_t at) { return static_cast<unsigned char>(text[at]); };
+  const unsigned char lead = byte(i);
+  std::size_t length = 0;
+  unsigned char low = 0x80;
+  unsigned char high = 0xbf;
+  if (lead >= 0xc2 && lead <= 0xdf) {
+    length = 2;
+  } else if (lead >= 0xe0 && lead <= 0xef) {
+    length = 3;
+    low = lead == 0xe0 ? 0xa0 : 0x80;
+    high = lead == 0xed ? 0x9f : 0xbf;
+  } else if (lead >= 0xf0 && lead <= 0xf4) {
+    length = 4;
+    low = lead == 0xf0 ? 0x90 : 0x80;
+    high = lead == 0xf4 ? 0x8f : 0xbf;
+  } else {
+    return 0;
+  }
+  if (i + length > text.size() || byte(i + 1) < low || byte(i + 1) > high) {
+    return 0;
+  }
+  for (std::size_t k = 2; k < length; ++k) {
+    if (byte(i + k) < 0x80 || byte(i + k) > 0xbf) {
+      return 0;
+    }
+  }
+  return length;
+}
+
+void append_escaped(std::string& out, std::string_view text, bool json = false) {
   static constexpr char kHex[] = "0123456789abcdef";
-  for (char c : text) {
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
     auto byte = static_cast<unsigned char>(c);
+    if (json && byte >= 0x80) {
+      // A JSON line must be valid UTF-8: valid sequences pass, any other octet (a client's
+      // Latin-1 user name) becomes U+FFFD.
+      const std::size_t length = utf8_sequence(text, i);
+      if (length == 0) {
+        out += "\\ufffd";
+      } else {
+        out.append(text.substr(i, length));
+        i += length - 1;
+      }
+      continue;
+    }
     if (c == '"' || c == '\\') {
       out.push_back('\\');
       out.push_back(c);
@@ -87,7 +132,7 @@ void append_value(std::string& out, const Field& field, bool json) {
         if constexpr (std::is_same_v<T, std::string_view>) {
           if (json || needs_quotes(value)) {
             out.push_back('"');
-            append_escaped(out, value);
+            append_escaped(out, value, json);
             out.push_back('"');
           } else {
             out += value;
@@ -138,9 +183,11 @@ void configure(const config::Logging& settings) {
   } else {
     g_level = Level::kInfo;
   }
-  logger()->set_pattern(
-      g_format == config::LogFormat::kJson ? "%v" : "time=%Y-%m-%dT%H:%M:%S.%eZ %v",
-      spdlog::pattern_time_type::utc);
+  // Both formats carry the UTC time of the event, to the millisecond.
+  logger()->set_pattern(g_format == config::LogFormat::kJson
+                            ? "{\"time\":\"%Y-%m-%dT%H:%M:%S.%eZ\",%v}"
+                            : "time=%Y-%m-%dT%H:%M:%S.%eZ %v",
+                        spdlog::pattern_time_type::utc);
 }
 
 bool enabled(Level level) { return !g_off && level >= g_level; }
@@ -153,7 +200,7 @@ void write(Level level, std::string_view event, std::initializer_list<Field> fie
   line.reserve(128);
   const bool json = g_format == config::LogFormat::kJson;
   if (json) {
-    line += "{\"level\":\"";
+    line += "\"level\":\"";
     line += level_name(level);
     line += "\",\"event\":\"";
     append_escaped(line, event);
@@ -164,7 +211,6 @@ void write(Level level, std::string_view event, std::initializer_list<Field> fie
       line += "\":";
       append_value(line, field, true);
     }
-    line += '}';
   } else {
     line += "level=";
     line += level_name(level);

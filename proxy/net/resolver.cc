@@ -8,7 +8,7 @@ struct Resolver::Request {
   uv_getaddrinfo_t request{};
   Resolver* owner = nullptr;
   std::uint16_t port = 0;
-  Callback callback;
+  AllCallback callback;
 };
 
 bool parse_ip_literal(const config::Endpoint& endpoint, sockaddr_storage& address) {
@@ -29,9 +29,16 @@ Resolver::~Resolver() {
 }
 
 void Resolver::resolve(const config::Endpoint& endpoint, Callback callback) {
+  resolve_all(endpoint, [callback = std::move(callback)](int status,
+                                                         std::vector<sockaddr_storage> addresses) {
+    callback(status, addresses.empty() ? sockaddr_storage{} : addresses.front());
+  });
+}
+
+void Resolver::resolve_all(const config::Endpoint& endpoint, AllCallback callback) {
   sockaddr_storage address{};
   if (parse_ip_literal(endpoint, address)) {
-    callback(0, address);
+    callback(0, {address});
     return;
   }
   auto request = std::make_unique<Request>();
@@ -45,27 +52,34 @@ void Resolver::resolve(const config::Endpoint& endpoint, Callback callback) {
   auto on_resolved = [](uv_getaddrinfo_t* req, int status, addrinfo* result) noexcept {
     // Owned again here: freed whatever happens below.
     std::unique_ptr<Request> done(static_cast<Request*>(req->data));
-    sockaddr_storage resolved{};
-    if (status == 0 && result != nullptr) {
-      std::memcpy(&resolved, result->ai_addr, result->ai_addrlen);
+    std::vector<sockaddr_storage> addresses;
+    for (const addrinfo* entry = status == 0 ? result : nullptr; entry != nullptr;
+         entry = entry->ai_next) {
+      if (entry->ai_family != AF_INET && entry->ai_family != AF_INET6) {
+        continue;
+      }
+      sockaddr_storage resolved{};
+      std::memcpy(&resolved, entry->ai_addr, entry->ai_addrlen);
       if (resolved.ss_family == AF_INET6) {
         reinterpret_cast<sockaddr_in6*>(&resolved)->sin6_port = htons(done->port);
       } else {
         reinterpret_cast<sockaddr_in*>(&resolved)->sin_port = htons(done->port);
       }
-    } else if (status == 0) {
+      addresses.push_back(resolved);
+    }
+    if (status == 0 && addresses.empty()) {
       status = UV_EAI_NONAME;
     }
     uv_freeaddrinfo(result);
     if (done->owner != nullptr) {
       done->owner->pending_ = nullptr;
-      done->callback(status, resolved);
+      done->callback(status, std::move(addresses));
     }
   };
   int status =
       uv_getaddrinfo(loop_, &request->request, on_resolved, endpoint.host.c_str(), nullptr, &hints);
   if (status != 0) {
-    request->callback(status, address);
+    request->callback(status, {});
     return;
   }
   pending_ = request.release();

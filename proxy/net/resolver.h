@@ -5,6 +5,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "config/config.h"
 
@@ -17,6 +18,9 @@ class Resolver {
  public:
   // status 0 and an address, or a libuv error code.
   using Callback = std::function<void(int status, const sockaddr_storage& address)>;
+  // status 0 and every address, in getaddrinfo's order (RFC 6724: IPv6 and IPv4 as the
+  // host's preferences say), or a libuv error code and none.
+  using AllCallback = std::function<void(int status, std::vector<sockaddr_storage> addresses)>;
 
   explicit Resolver(uv_loop_t* loop) : loop_(loop) {}
   ~Resolver();
@@ -24,6 +28,9 @@ class Resolver {
   Resolver& operator=(const Resolver&) = delete;
 
   void resolve(const config::Endpoint& endpoint, Callback callback);
+  // Names with several addresses (imap.gmail.com, outlook.office365.com): a caller can
+  // try each, as nginx and curl do.
+  void resolve_all(const config::Endpoint& endpoint, AllCallback callback);
 
  private:
   struct Request;

@@ -465,6 +465,7 @@ void Pop3Session::cmd_auth(Pop3Command& command) {
   if (!command.initial_response) {
     // RFC 5034: a mechanism that starts with the client gets an empty challenge. Clients
     // tuned for Microsoft's POP3 send XOAUTH2 this way, on a second line.
+    counting_.reset();  // a challenge is not the command's answer; the login result is
     reply(sasl_step_ == SaslStep::kLoginUser ? "+ VXNlcm5hbWU6\r\n" : "+ \r\n");
     return;
   }
@@ -794,17 +795,26 @@ void Pop3Session::store_opened(const StoreResult& result, StoreSnapshot snapshot
 
 void Pop3Session::login_failed(RespCode code, std::string_view text, metrics::AuthResult result) {
   retire_store(false);
+  const bool credentials = code == RespCode::kAuth;
+  if (credentials) {
+    ++failed_logins_;
+  }
+  // Each attempt is counted once: the one that reaches auth.max_attempts (and closes the
+  // connection) as rate_limited, instead of also as bad_credentials.
+  const bool last_attempt = credentials && failed_logins_ >= config().auth.max_attempts;
+  if (last_attempt) {
+    result = metrics::AuthResult::kRateLimited;
+  }
   context_.metrics.auth(mechanism_of(login_mechanism_), result).Increment();
   log::info("login_failed", {{"session", id_text_},
                              {"user", log::user(user_)},
+                             {"client", client_address_},
                              {"mechanism", login_mechanism_},
                              {"result", metrics::name(result)}});
   unlock_user();
   busy_ = true;
-  const bool credentials = code == RespCode::kAuth;
   config::Duration delay(0);
   if (credentials) {
-    ++failed_logins_;
     // Slow down password guessing: the delay grows with recent failures from this
     // address or for this user, and the reply comes only after it.
     delay = std::max(context_.guard.record_failure(config().auth, client_address_, user_),
@@ -816,17 +826,20 @@ void Pop3Session::login_failed(RespCode code, std::string_view text, metrics::Au
   hook_credentials_.reset();
   user_.clear();
   std::string message = protocol::err_reply(code, text);
-  delay_timer_.start(static_cast<std::uint64_t>(delay.count()), [this, message] {
-    counting_ = Pop3Verb::kPass;
+  delay_timer_.start(static_cast<std::uint64_t>(delay.count()), [this, message, last_attempt] {
+    counting_ = login_verb();
     reply(message);
-    if (failed_logins_ >= config().auth.max_attempts) {
-      context_.metrics.auth(mechanism_of(login_mechanism_), metrics::AuthResult::kRateLimited)
-          .Increment();
+    if (last_attempt) {
       close_gracefully(metrics::SessionEnd::kAuthFailures);
       return;
     }
     command_done();
   });
+}
+
+Pop3Verb Pop3Session::login_verb() const {
+  // The command whose answer a login result is: PASS for USER/PASS, AUTH for SASL.
+  return login_mechanism_ == "USER" ? Pop3Verb::kPass : Pop3Verb::kAuth;
 }
 
 bool Pop3Session::lock_user() {
@@ -860,7 +873,7 @@ void Pop3Session::finish_login() {
                       {"mechanism", login_mechanism_},
                       {"messages", maildrop_.count()},
                       {"upstream_tls", store_->tls_summary()}});
-  counting_ = Pop3Verb::kPass;
+  counting_ = login_verb();
   reply(protocol::ok_reply("Logged in, " + std::to_string(maildrop_.visible_count()) +
                            " messages (" + std::to_string(maildrop_.visible_octets()) +
                            " octets)"));

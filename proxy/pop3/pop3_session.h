@@ -113,6 +113,7 @@ class Pop3Session final : Connection::Handler, MailStore::Observer, MessageSink 
   bool lock_user();
   void unlock_user();
   void login_failed(protocol::RespCode code, std::string_view text, metrics::AuthResult result);
+  protocol::Pop3Verb login_verb() const;
   void finish_login();
   // QUIT in TRANSACTION.
   void update_done(const StoreResult& result);

@@ -74,9 +74,10 @@ SettingsCheck check_settings(const Settings& settings) {
   return check;
 }
 
-Server::Server(uv_loop_t* loop, SettingsPtr settings, metrics::Metrics& metrics,
+Server::Server(uv_loop_t* loop, std::size_t worker, SettingsPtr settings, metrics::Metrics& metrics,
                std::atomic<std::size_t>& open_sessions, LoginGuard& guard, TokenCache& token_cache)
     : loop_(loop),
+      worker_(worker),
       metrics_(metrics),
       open_sessions_(open_sessions),
       guard_(guard),
@@ -124,7 +125,8 @@ bool Server::start(std::string& error) {
               uv_strerror(status);
       return false;
     }
-    log::info("listening", {{"listener", settings.name},
+    log::info("listening", {{"worker", worker_},
+                            {"listener", settings.name},
                             {"address", settings.address.to_string()},
                             {"tls", settings.tls == config::TlsMode::kImplicit   ? "implicit"
                                     : settings.tls == config::TlsMode::kStartTls ? "starttls"

@@ -42,7 +42,8 @@ SettingsCheck check_settings(const Settings& settings);
 class Server final : public SessionHost {
  public:
   // open_sessions counts the sessions of every worker, for limits.max_connections.
-  Server(uv_loop_t* loop, SettingsPtr settings, metrics::Metrics& metrics,
+  // worker: this loop's number, for logs.
+  Server(uv_loop_t* loop, std::size_t worker, SettingsPtr settings, metrics::Metrics& metrics,
          std::atomic<std::size_t>& open_sessions, LoginGuard& guard, TokenCache& tokens);
   ~Server();
   Server(const Server&) = delete;
@@ -90,6 +91,7 @@ class Server final : public SessionHost {
   void release_clients();
 
   uv_loop_t* loop_;
+  std::size_t worker_;
   SettingsPtr settings_;
   metrics::Metrics& metrics_;
   std::atomic<std::size_t>& open_sessions_;

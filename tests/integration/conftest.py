@@ -132,7 +132,8 @@ def make_gateway(pki: Pki, popbridge_bin: str) -> Iterator[Callable[..., Gateway
     made: list[Gateway] = []
 
     def make(upstream, overrides=None, **kwargs) -> Gateway:
-        g = Gateway(pki, upstream, overrides, binary=popbridge_bin, **kwargs)
+        kwargs.setdefault("binary", popbridge_bin)  # a test may wrap the binary
+        g = Gateway(pki, upstream, overrides, **kwargs)
         made.append(g)
         g.start()
         return g

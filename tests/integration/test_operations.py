@@ -1037,3 +1037,49 @@ def test_second_process_cannot_share_the_listening_port(dovecot, make_gateway, p
     finally:
         tempdirs.remove(second.dir)
     assert first.running, "the first gateway is untouched"
+
+
+def test_logins_are_counted_under_their_own_command(dovecot, account, make_gateway):
+    """An AUTH login is AUTH in popbridge_commands_total, not PASS; the "+ " challenge of a
+    two-step AUTH is not an answer and is not counted."""
+    g, mport = start_gateway(make_gateway, dovecot)
+    import base64
+    token = base64.b64encode(f"\0{account.name}\0{account.password}".encode()).decode()
+    with RawPop3(g.pop3s_port, tls_context=g.pki.client_context(), timeout=15) as c:
+        assert c.cmd("AUTH PLAIN").line.startswith(b"+ ")
+        assert c.cmd(token).ok
+        assert c.quit().ok
+    with RawPop3(g.pop3s_port, tls_context=g.pki.client_context(), timeout=15) as c:
+        c.login(account.name, account.password)
+        assert c.quit().ok
+
+    def counted():
+        s = scrape(mport)
+        return s if s.value("popbridge_commands_total", command="QUIT", result="ok") == 2 else None
+    s = wait_until(counted, QUICK, "both sessions to be counted")
+    assert s.value("popbridge_commands_total", command="AUTH", result="ok") == 1
+    assert s.value("popbridge_commands_total", command="PASS", result="ok") == 1
+    assert s.value("popbridge_commands_total", command="USER", result="ok") == 1
+
+
+def test_json_logs_are_valid_json_with_time(dovecot, make_gateway):
+    """logging.format json: every line is a JSON object with the event's UTC time, even
+    when a client sends 8-bit octets that are not UTF-8 (they become U+FFFD)."""
+    import json
+    g = make_gateway(dovecot, {"logging": {"format": "json"}})
+    with RawPop3(g.pop3s_port, tls_context=g.pki.client_context(), timeout=15) as c:
+        assert c.cmd(b"USER caf\xe9-latin1").ok
+        assert c.cmd("PASS wrong").err
+        assert c.quit().ok
+
+    def failed_line():
+        for line in g.log_text().splitlines():
+            if '"login_failed"' in line:
+                return line
+        return None
+    wait_until(failed_line, QUICK, "the login_failed line")
+    events = [json.loads(line) for line in g.log_text().splitlines() if line.strip()]
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", e["time"]) for e in events), events[:3]
+    failed = next(e for e in events if e["event"] == "login_failed")
+    assert failed["user"] == "caf\ufffd-latin1", failed
+    assert failed["client"] == "127.0.0.1", failed

@@ -5,12 +5,15 @@ These tests use private Dovecot instances (make_dovecot) since they stop or kill
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from harness import messages
 from harness.certs import make_pki
 from harness.clients import RawPop3, TERMINATOR
 from harness.ports import free_port
+from harness.wait import TIME_FACTOR, wait_until
 
 
 def first_error_of_login(port: int, ctx, user: str, password: str):
@@ -66,6 +69,9 @@ def test_upstream_certificate_is_verified(make_dovecot, make_gateway, ctx, probl
         r = first_error_of_login(g.pop3s_port, ctx, "alice", "alice-secret-1")
         assert r.line.startswith(b"-ERR [SYS/"), f"{problem}: {r}"
         assert not r.line.startswith(b"-ERR [AUTH]"), "not a credentials problem"
+        # Counted and logged as a TLS failure, not as a peer that closed.
+        wait_until(lambda: re.search(r"upstream_failed.*kind=tls", g.log_text()), 10 * TIME_FACTOR,
+                   "an upstream_failed kind=tls line", on_timeout=g.diagnostics)
     finally:
         other.cleanup()
     # The credentials never reached Dovecot.
@@ -103,3 +109,43 @@ def test_upstream_killed_mid_retr(make_dovecot, make_gateway, ctx):
     # The gateway survived and reports the upstream as temporarily unavailable.
     r = first_error_of_login(g.pop3s_port, ctx, "alice", "alice-secret-1")
     assert r.line.startswith(b"-ERR [SYS/TEMP]"), r
+
+
+def test_every_address_of_a_name_is_tried(dovecot, account, make_gateway, ctx, popbridge_bin):
+    """A name with several addresses (imap.gmail.com, outlook.office365.com have many):
+    when the first refuses, the next is tried, as nginx and curl do. Here the name
+    resolves to ::1 first (nothing listens there) and then 127.0.0.1 (Dovecot), through a
+    hosts file bind-mounted for the gateway alone (a private mount namespace)."""
+    import os
+    import shutil
+    import subprocess
+    from harness import tempdirs
+    if shutil.which("unshare") is None:
+        pytest.skip("unshare (util-linux) is not installed")
+    workdir = tempdirs.make("hosts")
+    try:
+        hosts = os.path.join(workdir, "hosts")
+        with open(hosts, "w") as f:
+            f.write("::1 multi.popbridge.test\n127.0.0.1 multi.popbridge.test\n")
+        probe = subprocess.run(["unshare", "-m", "/bin/sh", "-c",
+                                f"mount --bind {hosts} /etc/hosts && getent ahosts multi.popbridge.test"],
+                               capture_output=True, text=True, timeout=30)
+        if probe.returncode != 0 or not probe.stdout.startswith("::1"):
+            pytest.skip(f"no private mount namespace here: {probe.stderr.strip()}")
+        wrapper = os.path.join(workdir, "popbridge")
+        with open(wrapper, "w") as f:
+            f.write("#!/bin/sh\n"
+                    "exec unshare -m /bin/sh -c 'mount --bind \"$1\" /etc/hosts && shift && exec \"$@\"' "
+                    f"popbridge-hosts {hosts} {popbridge_bin} \"$@\"\n")
+        os.chmod(wrapper, 0o755)
+        msg = messages.simple(41)
+        dovecot.append(account.name, msg)
+        g = make_gateway(dovecot, {"upstream": {"address": f"multi.popbridge.test:{dovecot.imap_port}"}},
+                         binary=wrapper)
+        with RawPop3(g.pop3s_port, tls_context=ctx, timeout=15) as c:
+            c.login(account.name, account.password)
+            assert c.cmd("STAT").line.startswith(b"+OK 1 ")
+            assert c.quit().ok
+        assert "upstream_address_failed" in g.log_text()
+    finally:
+        tempdirs.remove(workdir)

@@ -87,12 +87,24 @@ void ImapClient::connect(Completion ready) {
   state_ = State::kResolving;
   timer_.start(static_cast<std::uint64_t>(settings_.connect_timeout.count()),
                [this] { fail(ImapResult::Failure::kTimeout, "connect timeout"); });
-  resolver_.resolve(settings_.address, [this](int status, const sockaddr_storage& address) {
-    if (status != 0) {
-      fail(ImapResult::Failure::kConnect,
-           "cannot resolve " + settings_.address.host + ": " + uv_strerror(status));
-      return;
-    }
+  resolver_.resolve_all(
+      settings_.address, [this](int status, std::vector<sockaddr_storage> addresses) {
+        if (status != 0) {
+          fail(ImapResult::Failure::kConnect,
+               "cannot resolve " + settings_.address.host + ": " + uv_strerror(status));
+          return;
+        }
+        addresses_ = std::move(addresses);
+        next_address_ = 0;
+        connect_next();
+      });
+}
+
+void ImapClient::connect_next() {
+  // Each address in turn (a name may have several, IPv6 and IPv4), all within the one
+  // connect_timeout; the last failure is the one reported.
+  while (next_address_ < addresses_.size()) {
+    const sockaddr_storage& address = addresses_[next_address_++];
     state_ = State::kConnecting;
     connection_ = Connection::create(loop_, this);
     connection_->set_keepalive(
@@ -102,17 +114,29 @@ void ImapClient::connect(Completion ready) {
              std::chrono::duration_cast<std::chrono::seconds>(settings_.keepalive_interval)
                  .count()),
          settings_.keepalive_count});
-    int result = connection_->connect(reinterpret_cast<const sockaddr*>(&address));
-    if (result != 0) {
-      fail(ImapResult::Failure::kConnect, uv_strerror(result));
+    const int result = connection_->connect(reinterpret_cast<const sockaddr*>(&address));
+    if (result == 0) {
+      return;
     }
-  });
+    connection_.reset();
+    last_connect_error_ = uv_strerror(result);
+  }
+  fail(ImapResult::Failure::kConnect,
+       "cannot connect to " + settings_.address.to_string() + ": " + last_connect_error_);
 }
 
 void ImapClient::on_connected(int status) {
   if (status != 0) {
+    last_connect_error_ = uv_strerror(status);
+    if (next_address_ < addresses_.size()) {
+      log::debug("upstream_address_failed",
+                 {{"address", settings_.address.to_string()}, {"reason", last_connect_error_}});
+      connection_.reset();  // released: no further upcall from it
+      connect_next();
+      return;
+    }
     fail(ImapResult::Failure::kConnect,
-         "cannot connect to " + settings_.address.to_string() + ": " + uv_strerror(status));
+         "cannot connect to " + settings_.address.to_string() + ": " + last_connect_error_);
     return;
   }
   connection_->start_reading();
@@ -153,8 +177,16 @@ void ImapClient::on_data(std::string_view bytes) {
 }
 
 void ImapClient::on_disconnected(std::string_view reason) {
-  fail(saw_bye_ ? ImapResult::Failure::kBye : ImapResult::Failure::kClosed,
-       saw_bye_ ? "upstream said BYE: " + bye_text_ : std::string(reason));
+  if (saw_bye_) {
+    fail(ImapResult::Failure::kBye, "upstream said BYE: " + bye_text_);
+    return;
+  }
+  // A connection that ends during the handshake (a certificate that does not verify, a
+  // TLS version mismatch) is a TLS failure, not a peer that closed.
+  const bool handshaking =
+      state_ == State::kTlsHandshake ||
+      (connection_ && connection_->tls_active() && !connection_->tls_established());
+  fail(handshaking ? ImapResult::Failure::kTls : ImapResult::Failure::kClosed, std::string(reason));
 }
 
 void ImapClient::on_status(const protocol::ImapStatus& status) {

@@ -161,6 +161,7 @@ class ImapClient final : Connection::Handler, protocol::ImapEvents {
   void on_body_end() override;
   void on_fetch_end() override;
 
+  void connect_next();
   void on_greeting(const protocol::ImapStatus& status);
   void after_tls_or_greeting();
   void request_capabilities();
@@ -183,6 +184,9 @@ class ImapClient final : Connection::Handler, protocol::ImapEvents {
   State state_ = State::kIdle;
   ConnectionPtr connection_;
   Resolver resolver_;
+  std::vector<sockaddr_storage> addresses_;  // what the name resolved to, tried in order
+  std::size_t next_address_ = 0;
+  std::string last_connect_error_;
   protocol::ImapParser parser_;
   Timer timer_;
   Completion ready_;

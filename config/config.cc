@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Turns the YAML document into a Config, collecting every problem in one pass.
 //
 // Each section is read by a MapReader that knows the section's keys, so unknown and
@@ -185,11 +186,19 @@ constexpr std::array<Choice<std::string_view>, 6> kLogLevels{{
     {"off", "off"},
 }};
 
-constexpr std::array<std::string_view, 8> kTopKeys{"listeners", "tls",     "upstream", "auth",
-                                                   "limits",    "logging", "metrics",  "workers"};
+constexpr std::array<std::string_view, 9> kTopKeys{
+    "listeners", "tls", "upstream", "auth", "pop3", "limits", "logging", "metrics", "workers"};
+constexpr std::array<std::string_view, 1> kPop3Keys{"login_delay"};
+constexpr std::array<std::string_view, 3> kOnDeleteKeys{"action", "folder", "keyword"};
+constexpr std::array<Choice<DeleteAction>, 4> kDeleteActions{{
+    {"expunge", DeleteAction::kExpunge},
+    {"move", DeleteAction::kMove},
+    {"hide", DeleteAction::kHide},
+    {"keep", DeleteAction::kKeep},
+}};
 constexpr std::array<std::string_view, 4> kListenerKeys{"name", "address", "tls", "proxy_protocol"};
 constexpr std::array<std::string_view, 3> kTlsKeys{"certificate", "private_key", "min_version"};
-constexpr std::array<std::string_view, 16> kUpstreamKeys{"address",
+constexpr std::array<std::string_view, 17> kUpstreamKeys{"address",
                                                          "tls",
                                                          "ca_file",
                                                          "verify_certificate",
@@ -204,7 +213,8 @@ constexpr std::array<std::string_view, 16> kUpstreamKeys{"address",
                                                          "login",
                                                          "keepalive_idle",
                                                          "keepalive_interval",
-                                                         "keepalive_count"};
+                                                         "keepalive_count",
+                                                         "on_delete"};
 constexpr std::array<std::string_view, 7> kLoginKeys{
     "mode",   "master_user",    "master_password_file", "master_password_env", "credentials_file",
     "oauth2", "master_password"};
@@ -336,6 +346,8 @@ class Loader {
   void read_logging(const std::optional<Value>& v);
   void read_metrics(const std::optional<Value>& v);
   void read_login(const std::optional<Value>& v);
+  void read_on_delete(const std::optional<Value>& v);
+  void read_pop3(const std::optional<Value>& v);
   int login_mode_line_ = 0;
   void read_secret(const MapReader& m, const Value& parent, std::string_view base,
                    SecretSource& out, bool required);
@@ -619,6 +631,7 @@ LoadResult Loader::run(const YAML::Node& root) {
     read_tls(top.get("tls"), top.line());
     read_upstream(top.required("upstream"));
     read_auth(top.get("auth"));
+    read_pop3(top.get("pop3"));
     read_limits(top.get("limits"));
     read_logging(top.get("logging"));
     read_metrics(top.get("metrics"));
@@ -810,6 +823,7 @@ void Loader::read_upstream(const std::optional<Value>& v) {
   }
   read_uint(m->get("keepalive_count"), 1, 100, up.keepalive_count);
   read_login(m->get("login"));
+  read_on_delete(m->get("on_delete"));
 
   if (tls_ok && up.tls != TlsMode::kNone) {
     if (verify_ok && up.verify_certificate && ca_ok) {
@@ -1033,6 +1047,61 @@ void Loader::read_logging(const std::optional<Value>& v) {
   read_choice(m->get("user"), kUserLogging, config_.logging.user);
 }
 
+void Loader::read_on_delete(const std::optional<Value>& v) {
+  if (!v) {
+    return;
+  }
+  std::optional<MapReader> m = open_map(v, kOnDeleteKeys);
+  if (!m) {
+    return;
+  }
+  OnDelete& on_delete = config_.upstream.on_delete;
+  read_choice(m->get("action"), kDeleteActions, on_delete.action);
+  const std::optional<Value> folder = m->get("folder");
+  if (read_string(folder, on_delete.folder) && folder) {
+    const bool printable = std::all_of(on_delete.folder.begin(), on_delete.folder.end(),
+                                       [](char c) { return c >= 0x20 && c < 0x7f; });
+    if (on_delete.folder.empty() || !printable) {
+      error(folder->path, folder->line,
+            "must be a non-empty mailbox name of printable ASCII (IMAP's modified UTF-7 "
+            "form for other characters, e.g. \"Gel&APY-scht\")");
+    } else if (lower(on_delete.folder) == lower(config_.upstream.mailbox)) {
+      error(folder->path, folder->line, "must differ from upstream.mailbox");
+    }
+  }
+  const std::optional<Value> keyword = m->get("keyword");
+  if (read_string(keyword, on_delete.keyword) && keyword) {
+    // An IMAP flag-keyword is an atom: no space, control, or one of ( ) { % * " \ ].
+    const bool atom = !on_delete.keyword.empty() && on_delete.keyword.size() <= 64 &&
+                      std::all_of(on_delete.keyword.begin(), on_delete.keyword.end(), [](char c) {
+                        return c > 0x20 && c < 0x7f &&
+                               std::string_view("(){%*\"\\]").find(c) == std::string_view::npos;
+                      });
+    if (lower(on_delete.keyword) == "$popbridgepending") {
+      error(keyword->path, keyword->line, "is popbridge's own mark for deletions in progress");
+    } else if (!atom) {
+      error(keyword->path, keyword->line,
+            "must be an IMAP keyword: 1-64 printable characters without spaces or ( ) { % * "
+            "\" \\ ] (system flags such as \\Deleted are not keywords)");
+    }
+  }
+}
+
+void Loader::read_pop3(const std::optional<Value>& v) {
+  if (!v) {
+    return;
+  }
+  std::optional<MapReader> m = open_map(v, kPop3Keys);
+  if (!m) {
+    return;
+  }
+  const std::optional<Value> delay = m->get("login_delay");
+  if (read_duration(delay, config_.pop3.login_delay) && delay &&
+      config_.pop3.login_delay.count() % 1000 != 0) {
+    error(delay->path, delay->line, "must be whole seconds (CAPA announces it in seconds)");
+  }
+}
+
 void Loader::read_metrics(const std::optional<Value>& v) {
   if (!v) {
     return;
@@ -1202,6 +1271,8 @@ std::vector<std::string> known_keys() {
   add_keys(keys, "upstream.", kUpstreamKeys);
   add_keys(keys, "upstream.login.", kLoginKeys);
   add_keys(keys, "upstream.login.oauth2.", kOAuth2Keys);
+  add_keys(keys, "upstream.on_delete.", kOnDeleteKeys);
+  add_keys(keys, "pop3.", kPop3Keys);
   add_keys(keys, "auth.", kAuthKeys);
   add_keys(keys, "auth.http.", kHttpAuthKeys);
   add_keys(keys, "limits.", kLimitsKeys);

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 
 #include <chrono>
@@ -70,6 +71,15 @@ struct UpstreamLogin {
   OAuth2 oauth2;
 };
 
+// What a POP3 DELE does upstream at QUIT (Dovecot: pop3_deleted_flag for hide).
+enum class DeleteAction { kExpunge, kMove, kHide, kKeep };
+
+struct OnDelete {
+  DeleteAction action = DeleteAction::kExpunge;
+  std::string folder = "POP3 Deleted";   // move: where deleted messages go; created if missing
+  std::string keyword = "$POP3Deleted";  // hide: messages with it are left out of POP3
+};
+
 struct Upstream {
   Endpoint address;
   TlsMode tls = TlsMode::kImplicit;
@@ -92,6 +102,7 @@ struct Upstream {
   Duration keepalive_interval = std::chrono::seconds(30);
   std::uint32_t keepalive_count = 4;
   UpstreamLogin login;
+  OnDelete on_delete;
 };
 
 enum class AuthMode { kPassthrough, kUsersFile, kHttp };
@@ -113,6 +124,13 @@ struct Auth {
   Duration failure_memory = std::chrono::minutes(15);  // failures are forgotten after this
   std::uint32_t max_attempts = 3;   // failed logins per connection before it is closed
   bool exclusive_sessions = false;  // a second session of a user gets -ERR [IN-USE]
+};
+
+// POP3 behaviour towards clients.
+struct Pop3 {
+  // RFC 2449 LOGIN-DELAY: a user may log in again only this long after the last login
+  // (advertised in CAPA; -ERR [LOGIN-DELAY] otherwise). 0: no delay.
+  Duration login_delay = Duration(0);
 };
 
 struct Limits {
@@ -147,6 +165,7 @@ struct Config {
   TlsSettings tls;
   Upstream upstream;
   Auth auth;
+  Pop3 pop3;
   Limits limits;
   Logging logging;
   Metrics metrics;

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Parsers for the scalar value kinds of the config file: durations, sizes, endpoints.
 
 #include <arpa/inet.h>

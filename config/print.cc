@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The effective configuration as YAML (popbridge --print-config), every key with the
 // value in force, defaults included, like `doveconf -n`. Secrets are shown by source only.
 #include <yaml-cpp/yaml.h>
@@ -108,6 +109,13 @@ void upstream(YAML::Emitter& out, const Upstream& up) {
       break;
     }
   }
+  out << YAML::EndMap;
+  static constexpr const char* kActions[] = {"expunge", "move", "hide", "keep"};
+  out << YAML::Key << "on_delete" << YAML::Value << YAML::BeginMap;
+  out << YAML::Key << "action" << YAML::Value
+      << kActions[static_cast<std::size_t>(up.on_delete.action)];
+  out << YAML::Key << "folder" << YAML::Value << YAML::DoubleQuoted << up.on_delete.folder;
+  out << YAML::Key << "keyword" << YAML::Value << YAML::DoubleQuoted << up.on_delete.keyword;
   out << YAML::EndMap << YAML::EndMap;
 }
 
@@ -171,6 +179,9 @@ std::string to_yaml(const Config& config) {
   }
   upstream(out, config.upstream);
   auth(out, config.auth);
+  out << YAML::Key << "pop3" << YAML::Value << YAML::BeginMap;
+  out << YAML::Key << "login_delay" << YAML::Value << duration(config.pop3.login_delay);
+  out << YAML::EndMap;
   const Limits& limits = config.limits;
   out << YAML::Key << "limits" << YAML::Value << YAML::BeginMap;
   out << YAML::Key << "idle_timeout" << YAML::Value << duration(limits.idle_timeout);

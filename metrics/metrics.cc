@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #include "metrics/metrics.h"
 
 #include <prometheus/text_serializer.h>
@@ -48,8 +49,9 @@ std::string_view name(Mechanism value) {
 }
 std::string_view name(AuthResult value) {
   static constexpr std::string_view kNames[] = {
-      "success",           "bad_credentials", "upstream_unavailable",
-      "plaintext_refused", "in_use",          "rate_limited"};
+      "success", "bad_credentials", "upstream_unavailable", "plaintext_refused",
+      "in_use",  "rate_limited",    "login_delay"};
+  static_assert(std::size(kNames) == static_cast<std::size_t>(AuthResult::kCount));
   return kNames[static_cast<std::size_t>(value)];
 }
 std::string_view name(UpstreamError value) {

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 
 #include <prometheus/counter.h>
@@ -22,6 +23,7 @@ enum class AuthResult : std::size_t {
   kPlaintextRefused,
   kInUse,
   kRateLimited,
+  kLoginDelay,
   kCount
 };
 enum class UpstreamError : std::size_t {

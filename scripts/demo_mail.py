@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
 """Sample e-mails for popbridge's demo and tests.
 
 sample_messages() returns a list of (name, bytes): a few short, realistic

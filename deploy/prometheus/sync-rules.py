@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
 """Writes deploy/kubernetes/prometheusrule.yaml from deploy/prometheus/alerts.yaml.
 
 The rule file (for a plain Prometheus) is the source; the PrometheusRule manifest (for

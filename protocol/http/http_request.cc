@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #include "protocol/http/http_request.h"
 
 namespace popbridge::protocol {

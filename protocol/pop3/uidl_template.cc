@@ -1,6 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
 #include "protocol/pop3/uidl_template.h"
-
-#include <openssl/md5.h>
 
 #include <algorithm>
 #include <charconv>
@@ -345,19 +344,6 @@ bool valid_uidl(std::string_view uidl) {
 
 std::string sanitize_uidl(std::string_view uidl) {
   return valid_uidl(uidl) ? std::string(uidl) : md5_hex(uidl);
-}
-
-std::string md5_hex(std::string_view data) {
-  unsigned char digest[MD5_DIGEST_LENGTH];
-  MD5(reinterpret_cast<const unsigned char*>(data.data()), data.size(), digest);
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(2 * MD5_DIGEST_LENGTH);
-  for (unsigned char byte : digest) {
-    out.push_back(kHex[byte >> 4]);
-    out.push_back(kHex[byte & 0x0f]);
-  }
-  return out;
 }
 
 }  // namespace popbridge::protocol

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 
 #include <cstdint>
@@ -5,6 +6,8 @@
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include "protocol/common/digest.h"  // md5_hex, part of this codec's interface
 
 namespace popbridge::protocol {
 
@@ -78,8 +81,5 @@ bool valid_uidl(std::string_view uidl);
 // 32 characters), so an over-long or blank-containing X-UIDL header or GUID still gives a
 // usable, repeatable UIDL.
 std::string sanitize_uidl(std::string_view uidl);
-
-// Hex (lower-case) MD5 of data.
-std::string md5_hex(std::string_view data);
 
 }  // namespace popbridge::protocol

@@ -1,11 +1,13 @@
+// SPDX-License-Identifier: Apache-2.0
 #include "proxy/base/log.h"
 
-#include <openssl/sha.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
 #include <atomic>
 #include <string>
+
+#include "protocol/common/digest.h"
 
 namespace popbridge::proxy::log {
 namespace {
@@ -157,15 +159,8 @@ std::string user(std::string_view name) {
     case config::UserLogging::kHash:
       break;
   }
-  uint8_t digest[SHA256_DIGEST_LENGTH];
-  SHA256(reinterpret_cast<const uint8_t*>(name.data()), name.size(), digest);
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string text;
-  for (int i = 0; i < 8; ++i) {
-    text.push_back(kHex[digest[i] >> 4]);
-    text.push_back(kHex[digest[i] & 0xf]);
-  }
-  return text;
+  // 64 bits of SHA-256: enough to tell users apart in a log, not to enumerate them.
+  return protocol::sha256_hex(name).substr(0, 16);
 }
 
 void configure(const config::Logging& settings) {

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #include "proxy/identity/login_guard.h"
 
 #include <algorithm>
@@ -76,6 +77,24 @@ bool LoginGuard::lock_user(const std::string& user) {
 void LoginGuard::unlock_user(const std::string& user) {
   std::lock_guard lock(mutex_);
   locked_users_.erase(user);
+}
+
+std::optional<config::Duration> LoginGuard::admit_login(const std::string& user,
+                                                        config::Duration delay) {
+  const Clock::time_point now = now_();
+  std::lock_guard lock(mutex_);
+  if (now - last_login_sweep_ >= delay) {
+    // Entries older than the delay admit anyway: dropped, so the map holds only the
+    // users who logged in within one delay.
+    std::erase_if(last_login_, [&](const auto& entry) { return now - entry.second >= delay; });
+    last_login_sweep_ = now;
+  }
+  auto [it, first] = last_login_.try_emplace(user, now);
+  if (!first && now - it->second < delay) {
+    return std::chrono::duration_cast<config::Duration>(delay - (now - it->second));
+  }
+  it->second = now;
+  return std::nullopt;
 }
 
 }  // namespace popbridge::proxy

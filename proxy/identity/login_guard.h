@@ -1,8 +1,10 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 
 #include <chrono>
 #include <functional>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -38,6 +40,9 @@ class LoginGuard {
   // exclusive_sessions: false if the user already has a session.
   bool lock_user(const std::string& user);
   void unlock_user(const std::string& user);
+  // pop3.login_delay: admits (and records) a login when the user's last admitted one is
+  // at least `delay` ago; otherwise how long is left.
+  std::optional<config::Duration> admit_login(const std::string& user, config::Duration delay);
 
  private:
   struct Record {
@@ -53,6 +58,8 @@ class LoginGuard {
   std::unordered_map<std::string, Record> by_address_;
   std::unordered_map<std::string, Record> by_user_;
   std::unordered_set<std::string> locked_users_;
+  std::unordered_map<std::string, Clock::time_point> last_login_;
+  Clock::time_point last_login_sweep_{};
   Clock::time_point last_sweep_{};
 };
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #include "proxy/identity/oauth2_tokens.h"
 
 #include <algorithm>

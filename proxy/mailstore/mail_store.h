@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 
 #include <openssl/ssl.h>
@@ -49,6 +50,7 @@ struct StoreSnapshot {
   std::vector<StoreMessage> messages;
   std::vector<std::string> guids;  // one per message when asked for, else empty
   std::size_t restored = 0;        // messages an unfinished commit had marked, restored
+  std::size_t hidden = 0;          // left out: deleted earlier with on_delete: hide
 };
 
 // Whom a store opens the mailbox for.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #include "proxy/net/connection.h"
 
 #include <netinet/in.h>
@@ -346,10 +347,10 @@ void Connection::move_tls_output() {
   if (write_bio_ == nullptr) {
     return;
   }
-  const uint8_t* contents = nullptr;
-  std::size_t length = 0;
-  if (BIO_mem_contents(write_bio_, &contents, &length) == 1 && length > 0) {
-    out_.append(reinterpret_cast<const char*>(contents), length);
+  char* contents = nullptr;
+  const long length = BIO_get_mem_data(write_bio_, &contents);
+  if (length > 0) {
+    out_.append(contents, static_cast<std::size_t>(length));
     BIO_reset(write_bio_);
   }
 }

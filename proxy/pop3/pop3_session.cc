@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Session lifecycle, command dispatch and the AUTHORIZATION state.
 #include "proxy/pop3/pop3_session.h"
 
@@ -344,6 +345,15 @@ void Pop3Session::cmd_capa(Pop3Command&) {
   if (state_ == State::kAuthorization && listener_.tls == config::TlsMode::kStartTls &&
       !client_->tls_active() && context_.server_tls != nullptr) {
     out_ += "STLS\r\n";
+  }
+  // RFC 2449: EXPIRE NEVER when a DELE does not remove the message from the mail store.
+  if (config().upstream.on_delete.action != config::DeleteAction::kExpunge) {
+    out_ += "EXPIRE NEVER\r\n";
+  }
+  if (const auto delay = config().pop3.login_delay; delay.count() > 0) {
+    out_ += "LOGIN-DELAY " +
+            std::to_string(std::chrono::duration_cast<std::chrono::seconds>(delay).count()) +
+            "\r\n";
   }
   out_ += "IMPLEMENTATION popbridge\r\n.\r\n";
   reply(out_);
@@ -778,6 +788,10 @@ void Pop3Session::store_opened(const StoreResult& result, StoreSnapshot snapshot
   if (config().auth.mode == config::AuthMode::kPassthrough && !lock_user()) {
     return;
   }
+  if (!admit_login()) {
+    return;
+  }
+  hidden_ = snapshot.hidden;
   if (snapshot.restored > 0) {
     context_.metrics.deletions_rolled_back.Increment(static_cast<double>(snapshot.restored));
     log::warn("deletions_rolled_back",
@@ -857,6 +871,23 @@ bool Pop3Session::lock_user() {
   return true;
 }
 
+bool Pop3Session::admit_login() {
+  const config::Duration delay = config().pop3.login_delay;
+  if (delay.count() == 0) {
+    return true;
+  }
+  const std::optional<config::Duration> left = context_.guard.admit_login(user_, delay);
+  if (!left) {
+    return true;
+  }
+  // RFC 2449 [LOGIN-DELAY]: after good credentials only, like [IN-USE].
+  const auto seconds = std::chrono::duration_cast<std::chrono::seconds>(*left).count() + 1;
+  login_failed(RespCode::kLoginDelay,
+               "Logged in too recently; try again in " + std::to_string(seconds) + " seconds.",
+               metrics::AuthResult::kLoginDelay);
+  return false;
+}
+
 void Pop3Session::unlock_user() {
   if (!locked_user_.empty()) {
     context_.guard.unlock_user(locked_user_);
@@ -872,6 +903,7 @@ void Pop3Session::finish_login() {
                       {"user", log::user(user_)},
                       {"mechanism", login_mechanism_},
                       {"messages", maildrop_.count()},
+                      {"hidden", hidden_},
                       {"upstream_tls", store_->tls_summary()}});
   counting_ = login_verb();
   reply(protocol::ok_reply("Logged in, " + std::to_string(maildrop_.visible_count()) +

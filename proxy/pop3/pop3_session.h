@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 
 #include <cstdint>
@@ -112,6 +113,7 @@ class Pop3Session final : Connection::Handler, MailStore::Observer, MessageSink 
   // auth.exclusive_sessions: false (and -ERR [IN-USE] sent) if another session has the user.
   bool lock_user();
   void unlock_user();
+  bool admit_login();
   void login_failed(protocol::RespCode code, std::string_view text, metrics::AuthResult result);
   protocol::Pop3Verb login_verb() const;
   void finish_login();
@@ -174,6 +176,7 @@ class Pop3Session final : Connection::Handler, MailStore::Observer, MessageSink 
 
   // TRANSACTION
   std::shared_ptr<MailStore> store_;
+  std::size_t hidden_ = 0;  // messages on_delete: hide left out of this maildrop
   Maildrop maildrop_;
   Transfer transfer_ = Transfer::kNone;
   protocol::DotStuffer stuffer_;

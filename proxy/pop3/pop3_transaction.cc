@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The TRANSACTION and UPDATE states: maildrop commands, RETR/TOP streaming and the
 // deletions at QUIT, all on the MailStore.
 #include "proxy/base/log.h"
@@ -284,9 +285,10 @@ void Pop3Session::update_done(const StoreResult& result) {
   }
   if (result.ok()) {
     context_.metrics.messages_deleted.Increment(static_cast<double>(update_count_));
-    log::info("expunged", {{"session", id_text_}, {"messages", update_count_}});
-    reply(protocol::ok_reply("popbridge signing off (" + std::to_string(update_count_) +
-                             " messages deleted)"));
+    log::info("expunged", {{"session", id_text_},
+                           {"messages", update_count_},
+                           {"result", result.detail}});  // "3 messages moved", ...
+    reply(protocol::ok_reply("popbridge signing off (" + result.detail + ")"));
     close_gracefully(metrics::SessionEnd::kQuit);
     return;
   }

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #include "proxy/server/gateway.h"
 
 #include <openssl/crypto.h>
@@ -40,8 +41,10 @@ std::size_t worker_count(const config::Config& config) {
 
 }  // namespace
 
-Gateway::Gateway(std::string config_path, config::Config config)
-    : config_path_(std::move(config_path)), loop_(uv_default_loop()) {
+Gateway::Gateway(std::string config_path, config::Config config, std::string log_level)
+    : config_path_(std::move(config_path)),
+      log_level_(std::move(log_level)),
+      loop_(uv_default_loop()) {
   std::vector<std::string> listener_names;
   for (const config::Listener& listener : config.listeners) {
     listener_names.push_back(listener.name);
@@ -83,6 +86,7 @@ int Gateway::run() {
                         {"revision", kRevision},
                         {"tls_library", OpenSSL_version(OPENSSL_VERSION)},
                         {"workers", workers_.size()}});
+  service_manager_->ready(ready_status());
   uv_run(loop_, UV_RUN_DEFAULT);
   for (auto& worker : workers_) {
     worker->join();
@@ -124,6 +128,7 @@ bool Gateway::start(std::string& error) {
     }
   });
   reload_debounce_ = std::make_unique<Timer>(loop_);
+  service_manager_ = std::make_unique<ServiceManager>(loop_);
 
   for (const config::Listener& listener : settings_->config.listeners) {
     std::optional<ListenLock> lock = ListenLock::acquire(listener.address, error);
@@ -197,6 +202,9 @@ void Gateway::begin_drain(int signal_number) {
     return;
   }
   draining_ = true;
+  if (service_manager_) {
+    service_manager_->stopping("draining " + std::to_string(open_sessions_.load()) + " sessions");
+  }
   log::info("stopping", {{"signal", signal_number},
                          {"sessions", open_sessions_.load()},
                          {"drain_timeout_ms",
@@ -221,6 +229,7 @@ void Gateway::worker_stopped() {
 void Gateway::close_main_handles() {
   admin_.reset();
   probe_.reset();
+  service_manager_.reset();
   sigterm_.reset();
   sigint_.reset();
   sighup_.reset();
@@ -230,6 +239,25 @@ void Gateway::close_main_handles() {
 }
 
 void Gateway::reload(std::string_view trigger) {
+  if (draining_) {
+    apply_reload(trigger);  // systemd already knows the process is stopping
+    return;
+  }
+  service_manager_->reloading();
+  apply_reload(trigger);
+  // Ready again whether or not the new configuration was taken: the old one still serves.
+  service_manager_->ready(ready_status());
+}
+
+std::string Gateway::ready_status() const {
+  std::string status = "serving";
+  for (const config::Listener& listener : settings_->config.listeners) {
+    status += " " + listener.name + "=" + listener.address.to_string();
+  }
+  return status;
+}
+
+void Gateway::apply_reload(std::string_view trigger) {
   config::LoadResult loaded = config::load_config_file(config_path_);
   for (const config::Diagnostic& warning : loaded.warnings) {
     log::warn("config_warning", {{"problem", warning.to_string(config_path_)}});
@@ -244,6 +272,9 @@ void Gateway::reload(std::string_view trigger) {
     }
     reject("invalid configuration; the running one stays in force");
     return;
+  }
+  if (!log_level_.empty()) {
+    loaded.config->logging.level = log_level_;
   }
   if (!same_listeners(settings_->config, *loaded.config) ||
       worker_count(settings_->config) != worker_count(*loaded.config)) {

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 
 #include <prometheus/registry.h>
@@ -14,6 +15,7 @@
 #include "proxy/net/listen_socket.h"
 #include "proxy/server/admin_server.h"
 #include "proxy/server/server.h"
+#include "proxy/server/service_manager.h"
 #include "proxy/server/upstream_probe.h"
 #include "proxy/server/worker.h"
 
@@ -25,7 +27,8 @@ namespace popbridge::proxy {
 // mounted Secret by swapping a symlink, which a stat poll sees).
 class Gateway {
  public:
-  Gateway(std::string config_path, config::Config config);
+  // log_level: --log-level, which outlasts reloads (empty: the file's logging.level).
+  Gateway(std::string config_path, config::Config config, std::string log_level = {});
   ~Gateway();
   Gateway(const Gateway&) = delete;
   Gateway& operator=(const Gateway&) = delete;
@@ -37,6 +40,8 @@ class Gateway {
   bool start(std::string& error);
   void begin_drain(int signal_number);
   void reload(std::string_view trigger);
+  void apply_reload(std::string_view trigger);
+  std::string ready_status() const;
   void watch_files();
   void start_probe();
   bool ready() const;
@@ -45,6 +50,7 @@ class Gateway {
   void publish_certificate_expiry();
 
   std::string config_path_;
+  std::string log_level_;
   uv_loop_t* loop_;
   prometheus::Registry registry_;
   std::unique_ptr<metrics::Metrics> metrics_;
@@ -56,6 +62,7 @@ class Gateway {
   std::vector<std::unique_ptr<Worker>> workers_;
   std::unique_ptr<AdminServer> admin_;
   std::unique_ptr<UpstreamProbe> probe_;
+  std::unique_ptr<ServiceManager> service_manager_;
   std::unique_ptr<UvHandle<uv_signal_t>> sigterm_;
   std::unique_ptr<UvHandle<uv_signal_t>> sigint_;
   std::unique_ptr<UvHandle<uv_signal_t>> sighup_;

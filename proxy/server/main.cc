@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // popbridge: a POP3-to-IMAP gateway. Parses the command line and the configuration,
 // then hands over to the Gateway until SIGTERM or SIGINT.
 #include <openssl/crypto.h>
@@ -113,6 +114,6 @@ int main(int argc, char** argv) {
   }
   proxy::log::configure(loaded.config->logging);
   prepare_process();
-  proxy::Gateway gateway(config_path, std::move(*loaded.config));
+  proxy::Gateway gateway(config_path, std::move(*loaded.config), log_level);
   return gateway.run();
 }

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #include "proxy/server/upstream_probe.h"
 
 #include "proxy/base/log.h"

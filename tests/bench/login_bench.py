@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Login latency per identity mode: the time from TCP connect to the "+OK" after PASS
 (TLS to the gateway, login upstream, SELECT and the snapshot FETCH included), for
 passthrough, users_file with each hash kind plus a master login, and mapped credentials;

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // What the metrics cost on the hot path: the per-event operations a RETR performs
 // (counter increments, a histogram observation), single-threaded and with every core
 // updating the same children at once (workers share the metric children). Prints

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // pop3_bench_client: the client side of tests/bench/run_bench.py.
 //
 // A small blocking POP3 and IMAP client. It measures how fast a message comes through the
@@ -17,7 +18,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <openssl/err.h>
-#include <openssl/sha.h>
+#include <openssl/evp.h>
 #include <openssl/ssl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -345,11 +346,13 @@ std::string hex(const std::uint8_t* data, std::size_t size) {
 // Counts (and optionally hashes) the octets of one retrieved message.
 class Digest {
  public:
-  explicit Digest(bool hashing) : hashing_(hashing) { SHA256_Init(&sha_); }
+  explicit Digest(bool hashing) : hashing_(hashing) {
+    EVP_DigestInit_ex(sha_.get(), EVP_sha256(), nullptr);
+  }
   void add(std::string_view data) {
     octets_ += data.size();
     if (hashing_) {
-      SHA256_Update(&sha_, data.data(), data.size());
+      EVP_DigestUpdate(sha_.get(), data.data(), data.size());
     }
   }
   std::uint64_t octets() const { return octets_; }
@@ -357,14 +360,18 @@ class Digest {
     if (!hashing_) {
       return {};
     }
-    std::uint8_t digest[SHA256_DIGEST_LENGTH];
-    SHA256_Final(digest, &sha_);
-    return hex(digest, sizeof digest);
+    std::uint8_t digest[EVP_MAX_MD_SIZE];
+    unsigned int length = 0;
+    EVP_DigestFinal_ex(sha_.get(), digest, &length);
+    return hex(digest, length);
   }
 
  private:
   bool hashing_;
-  SHA256_CTX sha_;
+  struct Free {
+    void operator()(EVP_MD_CTX* context) const { EVP_MD_CTX_free(context); }
+  };
+  std::unique_ptr<EVP_MD_CTX, Free> sha_{EVP_MD_CTX_new()};
   std::uint64_t octets_ = 0;
 };
 

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
 """popbridge benchmark: RETR throughput against a direct IMAP fetch, and memory per idle session.
 
 Starts a private Dovecot and popbridge (with the integration-test harness), stores one

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Validates deploy/ offline against published schemas, in two passes:
 //  1. Kubernetes manifests (*.yaml): the JSON-schema validators that kubernetes-models
 //     generates from the Kubernetes OpenAPI document (and

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // libFuzzer target: the config loader must turn any bytes into a LoadResult, never a crash,
 // an exception or a hang, and must keep its own contract about errors and config.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Fuzzes the admin endpoint's request parser: any bytes, any split, never more state than
 // the cap, and a complete request always has a method and a path starting with '/' or '*'
 // or an absolute URL.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Fuzzes the HTTP client's response parser: any bytes, any split, optionally an EOF at
 // the end. The limits must hold whatever arrives, a finished parse must be consistent,
 // and the same bytes split differently must give the same answer.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // libFuzzer target for the IMAP codecs. The parser is fed the same bytes once whole and
 // once in pseudo-random pieces (one byte at a time included); both runs must agree, and an
 // events sink checks the event grammar as it goes. The writer's quoting is decoded again

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Feeds arbitrary bytes, cut into arbitrary chunks, through the POP3-side codecs and
 // checks each streaming codec against a simple whole-input model of the same rule.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Fuzzes the PROXY protocol decoder: any bytes, split anywhere, must give the same result
 // as one piece, never take bytes past the header, and never hold more than a header.
 #include <cstddef>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Parses arbitrary templates (upstream.uidl_format) and renders every accepted one with
 // arbitrary fields: no crash, no unbounded output, and the UIDL a client finally sees is
 // always valid by RFC 1939.

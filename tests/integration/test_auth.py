@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Logins: USER/PASS, AUTH PLAIN (initial response and empty challenge), AUTH LOGIN,
 cancel, bare AUTH, failures (RFC 1939, 3206, 5034, 8314 §4.1).
 

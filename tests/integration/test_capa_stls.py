@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Greeting, CAPA and STLS on both listener kinds (RFC 1939, 2449, 2595, 8314)."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """`popbridge --check-config`: bad configs are rejected naming the key and the line."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The C++ test client (tests/bench/pop3_bench_client: our own codecs on the client side,
 BoringSSL for TLS) against the real gateway and the real Dovecot: RETR through POP3S and a
 direct IMAPS FETCH of the same message must give the same octets and the same SHA-256 as

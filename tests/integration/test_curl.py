@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """curl 7.88 as a real POP3 client: pop3s:// (implicit TLS) and pop3:// with --ssl-reqd (STLS)."""
 
 from __future__ import annotations

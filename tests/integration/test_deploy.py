@@ -1,29 +1,45 @@
+# SPDX-License-Identifier: Apache-2.0
 """The deployment artifacts in deploy/, checked offline.
 
 - Prometheus rules: `promtool check rules` and `promtool test rules`; the PrometheusRule
-  manifest is generated from the rule file and must not drift from it.
-- Kubernetes manifests: schema validation against the Kubernetes and prometheus-operator
-  models (tests/deploy/validate.mjs, node), then the cross-references that a
-  schema cannot see: probes against the admin port, container ports against the
-  listeners, the grace period against the drain deadline, selectors, security settings.
-- Configuration files (the image's, the ConfigMaps'): `popbridge --check-config`.
-- Dockerfile: static, as no container engine is available here: its packages exist in
-  Debian 12, its runtime libraries are what the built binary links, its build copies what
-  CMake reads.
+  manifest is generated from the rule file and must not drift from it. Every alert links
+  its runbook, a section of deploy/README.md that exists.
+- Alertmanager: the inhibition rules (deploy/alertmanager/inhibit.yaml) pass
+  `amtool check-config`, name real alerts and labels, match the AlertmanagerConfig, and
+  silence what they should in a real Alertmanager.
+- Kubernetes manifests: rendered with `kubectl kustomize` (no cluster needed), as
+  `kubectl apply -k` would send them: the configMapGenerator's hashed ConfigMap name and
+  its reference in the workload, and a new name when the configuration changes. Then
+  schema validation against the Kubernetes and prometheus-operator models
+  (tests/deploy/validate.mjs, node), and the cross-references that a schema cannot see:
+  probes against the admin port, container ports against the listeners, the grace period
+  against the drain deadline, the memory limit against the connection limit and write
+  watermarks, Secret mounts against the files the configuration reads, selectors,
+  security settings.
+- Configuration files (the image's, the generated ConfigMaps'): `popbridge --check-config`.
+- Dockerfile: static, as no container engine is available here: base images pinned by
+  digest, OCI labels from build arguments, its packages exist in Debian 12, its runtime
+  libraries are what the built binary links, its build copies what CMake reads; the apt
+  mirror script (deploy/debian-mirror) run on a copy of Debian's apt sources, and the
+  HEALTHCHECK script (deploy/popbridge-healthcheck) against real popbridge processes,
+  with and without an admin endpoint, and against nothing.
 - Grafana dashboard: Grafana's dashboard schema (@grafana/schema, same script), the
   datasource and job/instance variables, the layout.
 - Dashboard and alert expressions: a real Prometheus server (Debian's) scrapes a
   real popbridge (in front of the harness's Dovecot) after a POP3 session, and every
   PromQL expression of the dashboard and the rules is run through its HTTP API.
 
-Needs (Debian 12 packages): prometheus (promtool and the server), python3-yaml; node and
-npm (tests/deploy/node_modules is installed with `npm ci` when missing).
+Needs (Debian 12 packages): prometheus (promtool and the server), prometheus-alertmanager
+(amtool and the server), python3-yaml, kubectl (Debian's kubernetes-client, or any
+kubectl with `kubectl kustomize`); node and npm (tests/deploy/node_modules is installed
+with `npm ci` when missing).
 """
 
 from __future__ import annotations
 
 import datetime
 import fnmatch
+import functools
 import json
 import os
 import poplib
@@ -42,6 +58,7 @@ import pytest
 import yaml
 
 from harness import procs, tempdirs
+from harness.auth_servers import crypt_hash
 from harness.clients import pop3_ssl
 from harness.gateway import REPO, Gateway, check_config, to_yaml
 from harness.messages import simple
@@ -50,6 +67,11 @@ from harness.wait import TIME_FACTOR, wait_until
 
 DEPLOY = os.path.join(REPO, "deploy")
 K8S = os.path.join(DEPLOY, "kubernetes")
+SIDECAR = os.path.join(K8S, "sidecar")
+KUSTOMIZATIONS = (K8S, SIDECAR)
+DEPLOY_README = os.path.join(DEPLOY, "README.md")
+INHIBIT = os.path.join(DEPLOY, "alertmanager", "inhibit.yaml")
+DEBIAN_MIRROR = os.path.join(DEPLOY, "debian-mirror")
 RULES = os.path.join(DEPLOY, "prometheus", "alerts.yaml")
 RULES_TEST = os.path.join(DEPLOY, "prometheus", "alerts_test.yaml")
 SYNC_RULES = os.path.join(DEPLOY, "prometheus", "sync-rules.py")
@@ -82,8 +104,22 @@ HISTOGRAMS = {"popbridge_tls_handshake_duration_seconds", "popbridge_command_dur
 REQUIRED_ALERTS = {
     "PopbridgeDown", "PopbridgeUpstreamErrors", "PopbridgeAuthFailureSpike",
     "PopbridgeHighCommandLatency", "PopbridgeCertificateExpiringSoon", "PopbridgeNotReady",
-    "PopbridgeRetrieveSizeMismatch",
+    "PopbridgeRetrieveSizeMismatch", "PopbridgeUpstreamDown", "PopbridgeConfigReloadRejected",
+    "PopbridgeUpdateFailed", "PopbridgeConnectionLimitReached",
 }
+
+# Where runbook_url annotations point: sections of deploy/README.md on the project's site.
+RUNBOOK_BASE = "https://github.com/popbridge/popbridge/blob/main/deploy/README.md#"
+
+# A popbridge process's worst-case memory (deploy/README.md, "Memory"): a fixed part
+# (binary, libraries, event loops; about 11 MiB measured with one worker) plus, per
+# session, a full client write queue (the high watermark) and what may come on top of it:
+# one upstream read past the watermark (64 KiB), pipelined client input up to its cap
+# (64 KiB), and the TLS state of the client and upstream connections (about 11 KiB
+# measured per TLS client; 32 KiB counted).
+MEMORY_BASE = 32 * 1024 * 1024
+MEMORY_PER_SESSION = 160 * 1024
+MEMORY_FORMULA = "32 MiB + max_connections x (client_write_high_watermark + 160 KiB)"
 
 
 # ----------------------------------------------------------------- helpers
@@ -111,21 +147,67 @@ def _yaml_file(path: str) -> Any:
         return yaml.safe_load(f)
 
 
-def _manifest_files() -> list[str]:
+def _kubectl() -> str:
+    return _tool("kubectl", "kubernetes-client")
+
+
+def _render_text(directory: str) -> str:
+    """`kubectl kustomize DIRECTORY`: what `kubectl apply -k` would send, rendered offline."""
+    r = _run([_kubectl(), "kustomize", directory], timeout=60)
+    assert r.returncode == 0, f"kubectl kustomize {directory} failed:\n{r.stderr}"
+    return r.stdout
+
+
+def _kustomize(directory: str) -> list[dict]:
+    return [d for d in yaml.safe_load_all(_render_text(directory)) if d is not None]
+
+
+@functools.lru_cache(maxsize=None)
+def _rendered(directory: str) -> str:
+    """`kubectl kustomize DIRECTORY` as YAML text (cached: the files do not change in a run)."""
+    return _render_text(directory)
+
+
+def _example_files() -> list[str]:
+    """The example manifests (*-example.yaml): shown, never applied (not in a kustomization)."""
     out = []
     for root, _, files in os.walk(K8S):
-        out += [os.path.join(root, f) for f in files if f.endswith((".yaml", ".yml"))]
+        out += [os.path.join(root, f) for f in files if f.endswith("-example.yaml")]
     return sorted(out)
 
 
 def _objects() -> list[tuple[str, dict]]:
-    """(file, object) for every Kubernetes object in deploy/kubernetes (not kustomizations)."""
+    """(where, object) for every Kubernetes object that deploy/kubernetes applies (each
+    kustomization as rendered) or shows (the example Secrets)."""
     out = []
-    for path in _manifest_files():
-        for doc in _yaml_docs(path):
-            if not str(doc.get("apiVersion", "")).startswith("kustomize.config.k8s.io/"):
-                out.append((path, doc))
+    for directory in KUSTOMIZATIONS:
+        where = f"{os.path.relpath(directory, REPO)} (kubectl kustomize)"
+        out += [(where, d) for d in yaml.safe_load_all(_rendered(directory)) if d is not None]
+    for path in _example_files():
+        out += [(path, d) for d in _yaml_docs(path)]
     return out
+
+
+def _kustomization(directory: str) -> dict:
+    return _yaml_file(os.path.join(directory, "kustomization.yaml"))
+
+
+def _size_bytes(text: Any) -> int:
+    """A popbridge size ("256KiB", "1MiB", "64KB", bare bytes)."""
+    m = re.fullmatch(r"(\d+)\s*(B|KiB|MiB|GiB|KB|MB|GB)?", str(text).strip())
+    assert m, f"bad size {text!r}"
+    unit = {None: 1, "B": 1, "KiB": 1024, "MiB": 1024 ** 2, "GiB": 1024 ** 3,
+            "KB": 1000, "MB": 1000 ** 2, "GB": 1000 ** 3}[m.group(2)]
+    return int(m.group(1)) * unit
+
+
+def _quantity_bytes(text: Any) -> int:
+    """A Kubernetes memory quantity ("512Mi", "1Gi", "500M", bare bytes)."""
+    m = re.fullmatch(r"(\d+)(Ki|Mi|Gi|Ti|k|M|G|T)?", str(text).strip())
+    assert m, f"bad quantity {text!r}"
+    unit = {None: 1, "Ki": 1024, "Mi": 1024 ** 2, "Gi": 1024 ** 3, "Ti": 1024 ** 4,
+            "k": 1000, "M": 1000 ** 2, "G": 1000 ** 3, "T": 1000 ** 4}[m.group(2)]
+    return int(m.group(1)) * unit
 
 
 def _duration_seconds(text: str) -> float:
@@ -178,8 +260,11 @@ def test_rules_cover_the_required_alerts_with_labels_and_annotations():
     assert REQUIRED_ALERTS <= set(alerts), f"missing alerts: {sorted(REQUIRED_ALERTS - set(alerts))}"
     for name, rule in alerts.items():
         assert rule.get("labels", {}).get("severity") in ("critical", "warning", "info"), name
-        for key in ("summary", "description", "runbook"):
+        for key in ("summary", "description", "runbook_url"):
             assert rule.get("annotations", {}).get(key), f"{name}: annotation {key} missing"
+        # runbook_url is the name Alertmanager's and Grafana's integrations link; a
+        # free-text runbook would not be linked anywhere.
+        assert "runbook" not in rule["annotations"], f"{name}: use runbook_url, not runbook"
     # Every alert is exercised by the promtool tests, firing at least once.
     tests = _yaml_file(RULES_TEST)["tests"]
     fired = {case["alertname"] for t in tests for case in t.get("alert_rule_test", []) if case.get("exp_alerts")}
@@ -194,6 +279,228 @@ def test_prometheusrule_manifest_is_generated_from_the_rule_file():
     manifest = _yaml_file(os.path.join(K8S, "prometheusrule.yaml"))
     assert manifest["kind"] == "PrometheusRule"
     assert manifest["spec"]["groups"] == _yaml_file(RULES)["groups"]
+
+
+def _github_anchors(markdown: str) -> dict[str, str]:
+    """{anchor: section text} for the headings of a Markdown file, with GitHub's anchors
+    (lower case, punctuation other than - and _ dropped, spaces to hyphens, -1, -2, ...
+    for repeats); fenced code is not searched for headings."""
+    anchors: dict[str, str] = {}
+    seen: dict[str, int] = {}
+    current: Optional[str] = None
+    fenced = False
+    for line in markdown.splitlines():
+        if line.lstrip().startswith("```"):
+            fenced = not fenced
+        m = None if fenced else re.match(r"(#{1,6})\s+(.*?)\s*#*\s*$", line)
+        if m:
+            slug = re.sub(r"[^\w\- ]", "", m.group(2).strip().lower()).replace(" ", "-")
+            n = seen.get(slug, 0)
+            seen[slug] = n + 1
+            current = slug if n == 0 else f"{slug}-{n}"
+            anchors[current] = ""
+        elif current is not None:
+            anchors[current] += line + "\n"
+    return anchors
+
+
+def test_every_alert_links_its_runbook_section_in_deploy_readme():
+    """runbook_url of every alert is a section of deploy/README.md (on the project's site)
+    that exists, of its own, and says what to do."""
+    with open(DEPLOY_README, encoding="utf-8") as f:
+        anchors = _github_anchors(f.read())
+    used = {}
+    for group in _yaml_file(RULES)["groups"]:
+        for rule in group["rules"]:
+            if "alert" not in rule:
+                continue
+            name, url = rule["alert"], rule["annotations"].get("runbook_url", "")
+            assert url.startswith(RUNBOOK_BASE), f"{name}: runbook_url {url!r} is not under {RUNBOOK_BASE}"
+            anchor = url[len(RUNBOOK_BASE):]
+            assert anchor in anchors, (f"{name}: deploy/README.md has no heading with the anchor #{anchor} "
+                                       f"(anchors: {sorted(anchors)})")
+            assert anchor not in used, f"{name} and {used.get(anchor)} share the runbook #{anchor}"
+            used[anchor] = name
+            text = anchors[anchor]
+            assert len(text.split()) >= 30, f"{name}: the runbook section #{anchor} is nearly empty"
+            # The section is about this alert: it names it, or the alert's metrics.
+            metrics = _metric_names(rule["expr"])
+            assert name in text or any(m in text for m in metrics) or anchor == name.lower(), anchor
+
+
+def _inhibit_rules() -> list[dict]:
+    return _yaml_file(INHIBIT)["inhibit_rules"]
+
+
+def _matchers(matchers: list[str]) -> dict[str, str]:
+    """Alertmanager equality matchers ("name = value") as a dict; others are refused here."""
+    out = {}
+    for m in matchers:
+        parts = re.fullmatch(r'\s*(\w+)\s*=\s*"?([^"]*?)"?\s*', m)
+        assert parts and not re.search(r"[!=~]~|!=", m), f"only equality matchers are expected: {m!r}"
+        out[parts.group(1)] = parts.group(2)
+    return out
+
+
+def _grouping_labels(expr: str) -> Optional[set[str]]:
+    """The labels an alert's series carry when its expression aggregates (`by (...)`
+    on every aggregation), or None when it keeps the input series' labels."""
+    groups = re.findall(r"\b(?:sum|count|min|max|avg)\s+by\s*\(([^)]*)\)", expr)
+    if not groups:
+        return None
+    sets = [{l.strip() for l in g.split(",") if l.strip()} for g in groups]
+    return set.intersection(*sets)
+
+
+def test_alertmanager_inhibition_config_is_valid():
+    amtool = _tool("amtool", "prometheus-alertmanager")
+    r = _run([amtool, "check-config", INHIBIT])
+    assert r.returncode == 0, f"amtool check-config failed:\n{r.stdout}{r.stderr}"
+    assert "2 inhibit rules" in r.stdout or "inhibit rules" in r.stdout, r.stdout
+
+
+def test_inhibition_rules_name_real_alerts_and_labels_they_carry():
+    """The source alert exists and carries every label in `equal` (a label missing from
+    the source compares as empty, so the rule would never match a target that has it),
+    and the target is the per-instance PopbridgeNotReady."""
+    rules = {r["alert"]: r for g in _yaml_file(RULES)["groups"] for r in g["rules"] if "alert" in r}
+    inhibit = _inhibit_rules()
+    assert inhibit
+    sources = set()
+    for rule in inhibit:
+        source = _matchers(rule["source_matchers"])
+        target = _matchers(rule["target_matchers"])
+        assert source["alertname"] in rules, f"inhibit.yaml: no alert {source['alertname']}"
+        assert target == {"alertname": "PopbridgeNotReady"}, target
+        sources.add(source["alertname"])
+        carried = _grouping_labels(rules[source["alertname"]]["expr"])
+        assert carried is not None and set(rule["equal"]) <= carried, (
+            f"inhibit.yaml: {source['alertname']} carries {carried}, not all of equal {rule['equal']}")
+        assert {"namespace", "job"} <= set(rule["equal"]), "a rule must not cross services"
+    assert "PopbridgeUpstreamDown" in sources
+    # PopbridgeNotReady is per instance (no aggregation), so it has every label of equal.
+    assert _grouping_labels(rules["PopbridgeNotReady"]["expr"]) is None
+
+
+def test_alertmanagerconfig_holds_the_same_inhibition_rules():
+    """deploy/kubernetes/alertmanagerconfig.yaml (Prometheus Operator) = inhibit.yaml."""
+    (amc,) = [o for _, o in _objects() if o["kind"] == "AlertmanagerConfig"]
+    theirs = [({m["name"]: m["value"] for m in r["sourceMatch"]}, {m["name"]: m["value"] for m in r["targetMatch"]},
+               r["equal"]) for r in amc["spec"]["inhibitRules"]]
+    for r in amc["spec"]["inhibitRules"]:
+        assert all(m.get("matchType", "=") == "=" and not m.get("regex") for m in r["sourceMatch"] + r["targetMatch"])
+    ours = [(_matchers(r["source_matchers"]), _matchers(r["target_matchers"]), r["equal"]) for r in _inhibit_rules()]
+    assert theirs == ours
+
+
+class Alertmanager:
+    """Debian's Alertmanager on a free loopback port, with a given configuration, no
+    cluster peers."""
+
+    def __init__(self, config: str):
+        self.binary = _tool("prometheus-alertmanager", "prometheus-alertmanager")
+        self.port = free_port()
+        self.dir = tempdirs.make("alertmanager")
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.config = config
+        self.proc: Optional[subprocess.Popen] = None
+
+    def __enter__(self) -> "Alertmanager":
+        self._log = open(os.path.join(self.dir, "alertmanager.log"), "ab")
+        self.proc = procs.register(subprocess.Popen(
+            [self.binary, f"--config.file={self.config}", f"--storage.path={self.dir}",
+             f"--web.listen-address=127.0.0.1:{self.port}", "--cluster.listen-address=", "--log.level=warn"],
+            stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log, cwd=self.dir,
+            start_new_session=True, close_fds=True, preexec_fn=procs.die_with_parent()))
+
+        def ready() -> bool:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"alertmanager exited with status {self.proc.returncode}\n{self.log()}")
+            try:
+                return _http_get(f"{self.url}/-/ready", 1.0)[0] == 200
+            except OSError:
+                return False
+
+        wait_until(ready, 20 * TIME_FACTOR, f"alertmanager to be ready on port {self.port}", on_timeout=self.log)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        try:
+            if self.proc is not None:
+                procs.stop_group(self.proc, term_timeout=10.0)
+        finally:
+            if self.proc is not None:
+                self._log.close()
+            tempdirs.remove(self.dir)
+
+    def log(self) -> str:
+        try:
+            with open(os.path.join(self.dir, "alertmanager.log"), "rb") as f:
+                return "--- alertmanager log ---\n" + f.read().decode("utf-8", "replace")[-3000:]
+        except OSError:
+            return ""
+
+    def post(self, alerts: list[dict]) -> None:
+        request = urllib.request.Request(f"{self.url}/api/v2/alerts", data=json.dumps(alerts).encode(),
+                                         headers={"Content-Type": "application/json"}, method="POST")
+        with urllib.request.urlopen(request, timeout=5) as r:
+            assert r.status == 200
+
+    def states(self) -> dict[tuple, str]:
+        status, body = _http_get(f"{self.url}/api/v2/alerts")
+        assert status == 200, body
+        return {(a["labels"]["alertname"], a["labels"].get("namespace"), a["labels"].get("service"),
+                 a["labels"].get("instance")): a["status"]["state"] for a in json.loads(body)}
+
+
+def test_inhibition_silences_not_ready_while_the_upstream_is_down_in_a_real_alertmanager():
+    """What a page looks like when the upstream goes away: the cause stays, the
+    per-instance symptoms of the same service are suppressed, other services' are not."""
+    def alert(name: str, **labels: str) -> dict:
+        return {"labels": {"alertname": name, "job": JOB, **labels}}
+
+    with Alertmanager(INHIBIT) as am:
+        am.post([
+            alert("PopbridgeUpstreamDown", namespace="mail", service="popbridge-metrics", severity="critical"),
+            alert("PopbridgeNotReady", namespace="mail", service="popbridge-metrics", instance="a"),
+            alert("PopbridgeNotReady", namespace="mail", service="popbridge-metrics", instance="b"),
+            # The same namespace and job, another Service (a sidecar with its own upstream).
+            alert("PopbridgeNotReady", namespace="mail", service="helpdesk-popbridge-metrics", instance="c"),
+            alert("PopbridgeNotReady", namespace="other", service="popbridge-metrics", instance="d"),
+            # Upstream errors (by namespace and job) silence that service's NotReady.
+            alert("PopbridgeUpstreamErrors", namespace="shop", severity="critical"),
+            alert("PopbridgeNotReady", namespace="shop", service="popbridge-metrics", instance="e"),
+            # Not a target: other alerts of the same service stay.
+            alert("PopbridgeCertificateExpiringSoon", namespace="mail", service="popbridge-metrics", instance="a"),
+        ])
+        wanted = {
+            ("PopbridgeUpstreamDown", "mail", "popbridge-metrics", None): "active",
+            ("PopbridgeNotReady", "mail", "popbridge-metrics", "a"): "suppressed",
+            ("PopbridgeNotReady", "mail", "popbridge-metrics", "b"): "suppressed",
+            ("PopbridgeNotReady", "mail", "helpdesk-popbridge-metrics", "c"): "active",
+            ("PopbridgeNotReady", "other", "popbridge-metrics", "d"): "active",
+            ("PopbridgeUpstreamErrors", "shop", None, None): "active",
+            ("PopbridgeNotReady", "shop", "popbridge-metrics", "e"): "suppressed",
+            ("PopbridgeCertificateExpiringSoon", "mail", "popbridge-metrics", "a"): "active",
+        }
+        last: dict = {}
+
+        def settled() -> bool:
+            last.clear()
+            last.update(am.states())
+            return last == wanted
+
+        wait_until(settled, 10 * TIME_FACTOR, "the alerts' inhibition states",
+                   on_timeout=lambda: f"states: {last}\n{am.log()}")
+        # Resolving the cause lifts the inhibition.
+        am.post([{**alert("PopbridgeUpstreamDown", namespace="mail", service="popbridge-metrics",
+                          severity="critical"),
+                  "endsAt": datetime.datetime.now(datetime.timezone.utc).isoformat()}])
+        wanted = {k: v for k, v in wanted.items() if k[0] != "PopbridgeUpstreamDown"}
+        wanted[("PopbridgeNotReady", "mail", "popbridge-metrics", "a")] = "active"
+        wanted[("PopbridgeNotReady", "mail", "popbridge-metrics", "b")] = "active"
+        wait_until(settled, 10 * TIME_FACTOR, "NotReady to be active once the upstream alert resolved",
+                   on_timeout=lambda: f"states: {last}\n{am.log()}")
 
 
 def test_rules_and_dashboard_use_only_known_metrics():
@@ -239,9 +546,21 @@ def _node_modules_current() -> bool:
 
 @pytest.fixture(scope="module")
 def schema_report(node_tools) -> dict:
-    """tests/deploy/validate.mjs over every manifest and the dashboard (one node run)."""
-    files = _manifest_files() + [DASHBOARD]
-    r = _run([node_tools, os.path.join(NODE_TOOLS, "validate.mjs"), *files], timeout=120, cwd=REPO)
+    """tests/deploy/validate.mjs over what each kustomization renders, the example
+    manifests and the dashboard (one node run)."""
+    d = tempdirs.make("deploy-rendered")
+    try:
+        files = []
+        for directory in KUSTOMIZATIONS:
+            # Named after the kustomization, so that errors say where they come from.
+            name = os.path.relpath(directory, REPO).replace("/", "_") + ".rendered.yaml"
+            files.append(os.path.join(d, name))
+            with open(files[-1], "w", encoding="utf-8") as f:
+                f.write(_rendered(directory))
+        files += _example_files() + [DASHBOARD]
+        r = _run([node_tools, os.path.join(NODE_TOOLS, "validate.mjs"), *files], timeout=120, cwd=REPO)
+    finally:
+        tempdirs.remove(d)
     try:
         report = json.loads(r.stdout)
     except json.JSONDecodeError:
@@ -257,30 +576,91 @@ def test_kubernetes_manifests_match_the_schemas(schema_report):
     for wanted in [("v1", "ConfigMap"), ("v1", "Secret"), ("v1", "Service"), ("apps/v1", "Deployment"),
                    ("apps/v1", "StatefulSet"), ("policy/v1", "PodDisruptionBudget"),
                    ("autoscaling/v2", "HorizontalPodAutoscaler"),
-                   ("monitoring.coreos.com/v1", "ServiceMonitor"), ("monitoring.coreos.com/v1", "PrometheusRule")]:
+                   ("monitoring.coreos.com/v1", "ServiceMonitor"), ("monitoring.coreos.com/v1", "PrometheusRule"),
+                   ("monitoring.coreos.com/v1alpha1", "AlertmanagerConfig")]:
         assert wanted in kinds, f"no {wanted[1]} ({wanted[0]}) in deploy/kubernetes"
 
 
+def _generated_config_maps(directory: str) -> dict[str, list[str]]:
+    """{ConfigMap base name: its files} of a kustomization's configMapGenerator."""
+    out = {}
+    for g in _kustomization(directory).get("configMapGenerator", []):
+        out[g["name"]] = [f.split("=", 1)[-1] for f in g.get("files", [])]
+    return out
+
+
 def test_kustomizations_list_every_manifest():
-    for root, _, files in os.walk(K8S):
-        if "kustomization.yaml" not in files:
-            continue
-        k = _yaml_file(os.path.join(root, "kustomization.yaml"))
+    for directory in KUSTOMIZATIONS:
+        k = _kustomization(directory)
         resources = k.get("resources", [])
-        for res in resources:
-            assert os.path.exists(os.path.join(root, res)), f"{root}/kustomization.yaml: {res} does not exist"
-            assert not res.startswith(".."), f"{root}: kustomize refuses files outside the kustomization's folder: {res}"
-        present = {f for f in files if f.endswith(".yaml") and f != "kustomization.yaml"}
-        # The example Secret holds placeholders; applying it would overwrite a real one.
-        unlisted = present - set(resources) - {"secret-example.yaml"}
-        assert not unlisted, f"{root}/kustomization.yaml does not list {sorted(unlisted)}"
-        assert "secret-example.yaml" not in resources
+        generated = [f for files in _generated_config_maps(directory).values() for f in files]
+        for res in resources + generated:
+            assert os.path.exists(os.path.join(directory, res)), f"{directory}/kustomization.yaml: {res} does not exist"
+            assert not res.startswith(".."), f"{directory}: kustomize refuses files outside the kustomization's folder: {res}"
+        present = {f for f in os.listdir(directory) if f.endswith(".yaml") and f != "kustomization.yaml"}
+        # The example Secrets hold placeholders; applying them would overwrite real ones.
+        examples = {f for f in present if f.endswith("-example.yaml")}
+        unlisted = present - set(resources) - set(generated) - examples
+        assert not unlisted, f"{directory}/kustomization.yaml does not use {sorted(unlisted)}"
+        assert not examples & set(resources), f"{directory}: an example is applied"
+        assert not any(o.get("kind") == "ConfigMap" for res in resources
+                       for o in _yaml_docs(os.path.join(directory, res))), \
+            f"{directory}: a ConfigMap written by hand does not roll the Pods when it changes; use configMapGenerator"
+        assert not k.get("generatorOptions", {}).get("disableNameSuffixHash"), directory
         images = {i["name"] for i in k.get("images", [])}
         for res in resources:
-            for doc in _yaml_docs(os.path.join(root, res)):
+            for doc in _yaml_docs(os.path.join(directory, res)):
                 for c in _pod_containers(doc):
-                    if c["name"] == "popbridge":
-                        assert c["image"].split(":")[0] in images, f"{res}: image {c['image']} not in images:"
+                    assert c["image"].rsplit(":", 1)[0] in images, f"{res}: image {c['image']} not in images:"
+
+
+def _config_map_volumes(obj: dict) -> list[str]:
+    return [v["configMap"]["name"] for v in (_pod_spec(obj) or {}).get("volumes", []) if "configMap" in v]
+
+
+@pytest.mark.parametrize("directory", KUSTOMIZATIONS, ids=["standalone", "sidecar"])
+def test_kustomize_generates_the_config_map_so_that_a_config_change_rolls_the_pods(directory):
+    """`kubectl apply -k`: the ConfigMap's name carries a hash of the configuration and
+    the workload refers to exactly that name, so an edit makes a new Pod template (a
+    rolling update), and an unchanged file changes nothing."""
+    generators = _generated_config_maps(directory)
+    assert generators, f"{directory}: no configMapGenerator"
+    objects = _kustomize(directory)
+    workloads = [o for o in objects if _pod_spec(o)]
+    assert workloads
+    names = {}
+    for base in generators:
+        (cm,) = [o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"].startswith(base + "-")]
+        names[base] = cm["metadata"]["name"]
+        assert re.fullmatch(re.escape(base) + r"-[a-z0-9]{6,}", names[base]), names[base]
+    referenced = [n for o in workloads for n in _config_map_volumes(o)]
+    assert referenced and set(referenced) == set(names.values()), \
+        f"the workloads mount {referenced}, the generator made {sorted(names.values())}"
+    assert not set(referenced) & set(generators), "a volume names the ConfigMap without its hash"
+
+    d = tempdirs.make("kustomize")
+    try:
+        copy = os.path.join(d, "k")
+        shutil.copytree(directory, copy)
+        # Rendering the same files again: the same names.
+        same = _kustomize(copy)
+        assert {o["metadata"]["name"] for o in same if o["kind"] == "ConfigMap"} == set(names.values())
+        for base, files in generators.items():
+            path = os.path.join(copy, files[0])
+            config = _yaml_file(path)
+            config["logging"]["level"] = "debug" if config["logging"].get("level") != "debug" else "info"
+            with open(path, "w") as f:
+                f.write(to_yaml(config) + "\n")
+        changed = _kustomize(copy)
+    finally:
+        tempdirs.remove(d)
+    new_names = {o["metadata"]["name"] for o in changed if o["kind"] == "ConfigMap"}
+    assert not new_names & set(names.values()), "an edited configuration kept its ConfigMap name"
+    new_workloads = [o for o in changed if _pod_spec(o)]
+    assert {n for o in new_workloads for n in _config_map_volumes(o)} == new_names
+    for old, new in zip(workloads, new_workloads):
+        assert old["spec"]["template"] != new["spec"]["template"], \
+            f"{old['kind']}/{old['metadata']['name']}: the Pod template did not change"
 
 
 def _pod_spec(obj: dict) -> Optional[dict]:
@@ -296,9 +676,9 @@ def _pod_containers(obj: dict) -> list[dict]:
     return list(spec.get("containers", [])) + list(spec.get("initContainers", []))
 
 
-def _popbridge_config(objects: list[tuple[str, dict]], pod: dict, container: dict) -> dict:
-    """The popbridge configuration a container runs with: its --config path resolved
-    through its volume mounts to a ConfigMap key."""
+def _config_map_of(objects: list[tuple[str, dict]], pod: dict, container: dict) -> tuple[dict, str]:
+    """The ConfigMap and key that a container's --config path resolves to through its
+    volume mounts."""
     args = container.get("args", [])
     config_path = args[args.index("--config") + 1]
     for mount in container["volumeMounts"]:
@@ -311,12 +691,19 @@ def _popbridge_config(objects: list[tuple[str, dict]], pod: dict, container: dic
                 if item["path"] == key:
                     key = item["key"]
             cm = next(o for _, o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"] == volume["configMap"]["name"])
-            return yaml.safe_load(cm["data"][key])
+            return cm, key
     raise AssertionError(f"--config {config_path} is on no volume mount")
 
 
+def _popbridge_config(objects: list[tuple[str, dict]], pod: dict, container: dict) -> dict:
+    """The popbridge configuration a container runs with: its --config path resolved
+    through its volume mounts to a ConfigMap key."""
+    cm, key = _config_map_of(objects, pod, container)
+    return yaml.safe_load(cm["data"][key])
+
+
 def _workloads() -> list[tuple[str, dict, dict, dict]]:
-    """(file, workload, pod spec, popbridge container) for every workload running popbridge."""
+    """(where, workload, pod spec, popbridge container) for every workload running popbridge."""
     out = []
     for path, obj in _objects():
         for c in _pod_containers(obj):
@@ -325,25 +712,66 @@ def _workloads() -> list[tuple[str, dict, dict, dict]]:
     return out
 
 
+def _is_native_sidecar(pod: dict, container: dict) -> bool:
+    return container in pod.get("initContainers", []) and container.get("restartPolicy") == "Always"
+
+
+def _unprivileged_port_start(pod: dict) -> int:
+    for sysctl in pod.get("securityContext", {}).get("sysctls", []):
+        if sysctl["name"] == "net.ipv4.ip_unprivileged_port_start":
+            return int(sysctl["value"])
+    return 1024
+
+
+def _is_loopback(address: str) -> bool:
+    host = str(address).rsplit(":", 1)[0].strip("[]")
+    return host.startswith("127.") or host == "::1"
+
+
+def _secret_files(config: dict) -> list[str]:
+    """Every file the configuration reads that belongs in a Secret."""
+    files = [config.get("tls", {}).get(k) for k in ("certificate", "private_key")]
+    auth = config.get("auth", {})
+    files.append(auth.get("users_file"))
+    login = config.get("upstream", {}).get("login", {})
+    files += [login.get("master_password_file"), login.get("credentials_file")]
+    oauth2 = login.get("oauth2", {})
+    files += [oauth2.get("client_secret_file"), oauth2.get("refresh_tokens_file")]
+    return [f for f in files if f]
+
+
 def test_kubernetes_workloads_fit_popbridge():
     objects = _objects()
     workloads = _workloads()
     assert {w[1]["kind"] for w in workloads} == {"Deployment", "StatefulSet"}
+    examples = {o["metadata"]["name"]: o for _, o in objects if o["kind"] == "Secret"}
     for path, obj, pod, c in workloads:
-        where = f"{os.path.relpath(path, REPO)} {obj['kind']}/{obj['metadata']['name']}"
+        where = f"{path} {obj['kind']}/{obj['metadata']['name']}"
         config = _popbridge_config(objects, pod, c)
         ports = {p["name"]: p["containerPort"] for p in c["ports"]}
-        # Container ports are the configured listeners and the admin endpoint.
-        assert sorted(ports.values()) == sorted([_port(l["address"]) for l in config["listeners"]]
+        # Container ports are the listeners that other Pods can reach, and the admin endpoint.
+        reachable = [l for l in config["listeners"] if not _is_loopback(l["address"])]
+        assert sorted(ports.values()) == sorted([_port(l["address"]) for l in reachable]
                                                 + [_port(config["metrics"]["address"])]), where
         assert ports["metrics"] == _port(config["metrics"]["address"]), where
-        for listener in config["listeners"]:
+        for listener in reachable:
             assert ports[listener["name"]] == _port(listener["address"]), f"{where}: port name {listener['name']}"
-        assert all(p >= 1024 for p in ports.values()), f"{where}: a non-root process needs high ports"
-        # Probes: liveness /healthz, readiness /readyz, on the admin port.
+        # A non-root process without capabilities binds only from ip_unprivileged_port_start.
+        lowest = _unprivileged_port_start(pod)
+        for address in [l["address"] for l in config["listeners"]] + [config["metrics"]["address"]]:
+            assert _port(address) >= lowest, f"{where}: {address} is below the unprivileged ports (from {lowest})"
+        # Probes: liveness /healthz on the admin port; readiness /readyz, except for a
+        # native sidecar, whose readiness would be its Pod's (a startupProbe orders it).
+        probes = ["livenessProbe"]
         assert c["livenessProbe"]["httpGet"]["path"] == "/healthz", where
-        assert c["readinessProbe"]["httpGet"]["path"] == "/readyz", where
-        for probe in ("livenessProbe", "readinessProbe"):
+        if _is_native_sidecar(pod, c):
+            assert "readinessProbe" not in c, f"{where}: a sidecar's /readyz would make the whole Pod unready"
+            assert c["startupProbe"]["httpGet"]["path"] == "/healthz", where
+            probes.append("startupProbe")
+        else:
+            assert c["readinessProbe"]["httpGet"]["path"] == "/readyz", where
+            probes.append("readinessProbe")
+        for probe in probes:
             assert c[probe]["httpGet"]["port"] in ("metrics", ports["metrics"]), f"{where}: {probe} port"
         # The grace period covers the preStop pause plus the drain deadline, with room.
         drain = _duration_seconds(config.get("limits", {}).get("drain_timeout", "30s"))
@@ -368,15 +796,26 @@ def test_kubernetes_workloads_fit_popbridge():
         assert pod_sc.get("seccompProfile", {}).get("type") == "RuntimeDefault", where
         for kind in ("requests", "limits"):
             assert {"cpu", "memory"} <= set(c["resources"][kind]), f"{where}: resources.{kind}"
-        # The TLS files named in the config are on a Secret volume, mounted as a directory
-        # (a subPath mount would never see a renewed certificate).
-        for key in ("certificate", "private_key"):
-            file = config["tls"][key]
+        # Every file the config reads from a Secret (certificate, key, users, tokens) is
+        # on a Secret volume mounted as a directory (a subPath mount would never see a
+        # rotated Secret), under a key that the example Secret of that name has.
+        files = _secret_files(config)
+        assert files, where
+        for file in files:
             mount = next((m for m in c["volumeMounts"] if file.startswith(m["mountPath"].rstrip("/") + "/")), None)
             assert mount and not mount.get("subPath"), f"{where}: {file} is not on a directory mount"
             volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
-            assert volume["secret"]["secretName"] == "popbridge-tls", where
-            # popbridge (uid/gid 10001, not the files' owner root) can read the key.
+            assert "secret" in volume, f"{where}: {file} is not on a Secret volume"
+            secret = volume["secret"]["secretName"]
+            key = file[len(mount["mountPath"].rstrip("/")) + 1:]
+            for item in volume["secret"].get("items", []):
+                if item["path"] == key:
+                    key = item["key"]
+            assert secret in examples, f"{where}: no example of the Secret {secret} (a *-example.yaml)"
+            example = examples[secret]
+            assert key in {**example.get("data", {}), **example.get("stringData", {})}, \
+                f"{where}: {file} is key {key!r} of Secret {secret}, which its example does not have"
+            # popbridge (uid/gid 10001, not the files' owner root) can read it.
             mode = volume["secret"].get("defaultMode", 0o644)
             group = sc.get("runAsGroup", pod_sc.get("runAsGroup"))
             readable = mode & 0o004 or (mode & 0o040 and pod_sc.get("fsGroup") is not None
@@ -387,20 +826,83 @@ def test_kubernetes_workloads_fit_popbridge():
         assert obj["spec"]["selector"]["matchLabels"].items() <= labels.items(), where
 
 
+def _worst_case_memory(config: dict) -> int:
+    limits = config.get("limits", {})
+    sessions = int(limits.get("max_connections", 10000))
+    high = _size_bytes(limits.get("client_write_high_watermark", "256KiB"))
+    return MEMORY_BASE + sessions * (high + MEMORY_PER_SESSION)
+
+
+def test_memory_limits_hold_the_worst_case_of_the_mounted_configuration():
+    """limits.memory >= 32 MiB + max_connections x (client_write_high_watermark + 160 KiB),
+    from the configuration each container mounts (defaults where it sets nothing: 10,000
+    connections of 256 KiB would need 4 GiB), and the formula is written next to the
+    limit, next to max_connections and in deploy/README.md."""
+    objects = _objects()
+    for path, obj, pod, c in _workloads():
+        where = f"{path} {obj['kind']}/{obj['metadata']['name']}"
+        config = _popbridge_config(objects, pod, c)
+        worst = _worst_case_memory(config)
+        limit = _quantity_bytes(c["resources"]["limits"]["memory"])
+        assert limit >= worst, (f"{where}: limits.memory {c['resources']['limits']['memory']} < worst case "
+                                f"{worst / 2 ** 20:.0f} MiB ({MEMORY_FORMULA})")
+        # Not absurdly above it either (the request and the node's capacity are planned on it).
+        assert limit <= 2 * worst, f"{where}: limits.memory is more than twice the worst case {worst / 2 ** 20:.0f} MiB"
+        assert _quantity_bytes(c["resources"]["requests"]["memory"]) <= limit, where
+    # The image's default config, for `docker run --memory` (deploy/README.md).
+    assert _worst_case_memory(_yaml_file(IMAGE_CONFIG)) <= 512 * 2 ** 20
+    # Where the formula is written down.
+    documented = [DEPLOY_README, IMAGE_CONFIG]
+    for directory in KUSTOMIZATIONS:
+        documented += [os.path.join(directory, f) for files in _generated_config_maps(directory).values() for f in files]
+        for res in _kustomization(directory).get("resources", []):
+            if any(c["name"] == "popbridge" for d in _yaml_docs(os.path.join(directory, res)) for c in _pod_containers(d)):
+                documented.append(os.path.join(directory, res))
+    for path in documented:
+        with open(path, encoding="utf-8") as f:
+            assert MEMORY_FORMULA in f.read(), f"{os.path.relpath(path, REPO)} does not state {MEMORY_FORMULA!r}"
+
+
 def test_kubernetes_configs_agree_with_the_image_config():
-    """The standalone ConfigMap runs the image's own default configuration."""
-    cm = next(o for _, o in _objects() if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "popbridge-config")
+    """The standalone Deployment runs the image's own default configuration."""
+    (cm,) = [o for o in yaml.safe_load_all(_rendered(K8S)) if o and o["kind"] == "ConfigMap"
+             and o["metadata"]["name"].startswith("popbridge-config-")]
     assert yaml.safe_load(cm["data"]["popbridge.yaml"]) == _yaml_file(IMAGE_CONFIG)
 
 
-def test_sidecar_reaches_its_imap_server_on_loopback():
+def test_sidecar_serves_a_legacy_poller_on_loopback_from_microsoft_365():
+    """The sidecar example: an application that polls POP3 on 127.0.0.1:110, and popbridge
+    beside it logging in to Microsoft 365 with OAuth2, its secrets from Secrets."""
     objects = _objects()
     (path, obj, pod, c), = [w for w in _workloads() if w[1]["kind"] == "StatefulSet"]
     config = _popbridge_config(objects, pod, c)
-    assert config["upstream"]["address"] == "127.0.0.1:143"
-    imap = [i for i in pod.get("initContainers", []) if i["name"] != "popbridge"]
-    # The IMAP server is a native sidecar, so it outlives popbridge's drain.
-    assert imap and all(i.get("restartPolicy") == "Always" for i in imap)
+    # The application's POP3: loopback, port 110, no TLS (nothing leaves the Pod), and
+    # plaintext logins allowed for it.
+    assert [(l["address"], l.get("tls", "implicit")) for l in config["listeners"]] == [("127.0.0.1:110", "none")]
+    assert config["auth"]["allow_plaintext"] is True
+    assert _unprivileged_port_start(pod) <= 110
+    # Microsoft 365 over IMAPS with OAuth2 (refresh tokens per user, or a service
+    # account), and popbridge checks the application's own password.
+    up = config["upstream"]
+    assert up["address"] == "outlook.office365.com:993" and up.get("tls", "implicit") == "implicit"
+    assert up["login"]["mode"] == "oauth2"
+    oauth2 = up["login"]["oauth2"]
+    assert oauth2["token_url"].startswith("https://login.microsoftonline.com/")
+    assert oauth2["token_url"].endswith("/oauth2/v2.0/token")
+    assert "outlook.office" in oauth2.get("scope", "")
+    assert config["auth"]["mode"] in ("users_file", "http")
+    # popbridge is a native sidecar (started before, stopped after the application), and
+    # the application is a container of its own, not popbridge, not an IMAP server.
+    assert _is_native_sidecar(pod, c)
+    apps = pod["containers"]
+    assert apps and all(a["name"] != "popbridge" and "dovecot" not in a["image"] for a in apps)
+    # One poller per mailbox.
+    assert obj["spec"]["replicas"] == 1
+    # No Service publishes POP3 for this Pod: popbridge is the application's only.
+    labels = obj["spec"]["template"]["metadata"]["labels"]
+    for _, svc in objects:
+        if svc["kind"] == "Service" and svc["spec"]["selector"].items() <= labels.items():
+            assert all(p["port"] not in (110, 995) for p in svc["spec"]["ports"]), svc["metadata"]["name"]
 
 
 def test_services_monitors_budgets_and_autoscaler_point_at_popbridge():
@@ -422,7 +924,7 @@ def test_services_monitors_budgets_and_autoscaler_point_at_popbridge():
     for sm in monitors:
         services = [o for o in objects if o["kind"] == "Service"
                     and sm["spec"]["selector"]["matchLabels"].items() <= o["metadata"].get("labels", {}).items()]
-        assert {s["metadata"]["name"] for s in services} >= {"popbridge-metrics", "mail-metrics"}
+        assert {s["metadata"]["name"] for s in services} >= {"popbridge-metrics", "helpdesk-popbridge-metrics"}
         for s in services:
             # The job label comes from the Service: the rules and dashboard expect "popbridge".
             assert s["metadata"]["labels"][sm["spec"]["jobLabel"]] == JOB, s["metadata"]["name"]
@@ -450,29 +952,69 @@ def test_services_monitors_budgets_and_autoscaler_point_at_popbridge():
 
 def _configs_to_check() -> list:
     out = [pytest.param("deploy/config/popbridge.yaml", _yaml_file(IMAGE_CONFIG), id="image")]
-    for path, obj in _objects():
+    try:
+        objects = _objects()
+    except (Exception, pytest.fail.Exception) as e:
+        # Collection goes on (kubectl missing, say); the test reports why.
+        return out + [pytest.param("deploy/kubernetes", str(e), id="kustomize")]
+    for where, obj in objects:
         if obj["kind"] == "ConfigMap" and "popbridge.yaml" in obj.get("data", {}):
-            name = f"{os.path.relpath(path, REPO)} ConfigMap/{obj['metadata']['name']}"
-            out.append(pytest.param(name, yaml.safe_load(obj["data"]["popbridge.yaml"]),
-                                    id=f"configmap-{obj['metadata']['name']}"))
+            name = f"{where} ConfigMap/{obj['metadata']['name']}"
+            base = re.sub(r"-[a-z0-9]+$", "", obj["metadata"]["name"])
+            out.append(pytest.param(name, yaml.safe_load(obj["data"]["popbridge.yaml"]), id=f"configmap-{base}"))
     return out
+
+
+def _with_local_files(config: dict, pki, directory: str) -> dict:
+    """The configuration with the test PKI's files in place of the mounted certificate,
+    key and CA, and local files in place of the mounted Secrets (users, OAuth2 client
+    secret and refresh tokens, credentials, master password)."""
+    config = json.loads(json.dumps(config))
+
+    def write(name: str, text: str) -> str:
+        path = os.path.join(directory, name)
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
+    if "tls" in config:
+        config["tls"]["certificate"] = pki.cert
+        config["tls"]["private_key"] = pki.key
+    config["upstream"]["ca_file"] = pki.ca
+    user = "support@example.com"
+    auth = config.get("auth", {})
+    if "users_file" in auth:
+        auth["users_file"] = write("users", f"{user}:{crypt_hash('a password', 'sha512')}\n")
+    login = config["upstream"].get("login", {})
+    if "credentials_file" in login:
+        login["credentials_file"] = write("credentials", f"{user}:{user}:secret\n")
+    if "master_password_file" in login:
+        login["master_password_file"] = write("master", "secret\n")
+    oauth2 = login.get("oauth2", {})
+    if "client_secret_file" in oauth2:
+        oauth2["client_secret_file"] = write("client-secret", "secret\n")
+    if "refresh_tokens_file" in oauth2:
+        oauth2["refresh_tokens_file"] = write("refresh-tokens", f"{user}:a-refresh-token\n")
+    return config
 
 
 @pytest.mark.parametrize("name,config", _configs_to_check())
 def test_deploy_configs_pass_check_config(name, config, pki, popbridge_bin):
     """The shipped configurations are valid for this popbridge (with the test PKI's files
-    in place of the mounted certificate and key)."""
-    config = json.loads(json.dumps(config))
-    config["tls"]["certificate"] = pki.cert
-    config["tls"]["private_key"] = pki.key
-    config["upstream"]["ca_file"] = pki.ca
+    in place of the mounted certificate and key, and local files for the Secrets)."""
+    if isinstance(config, str):
+        pytest.fail(f"cannot render {name}: {config}", pytrace=False)
     d = tempdirs.make("deploy-config")
     try:
+        config = _with_local_files(config, pki, d)
         path = os.path.join(d, "popbridge.yaml")
         with open(path, "w") as f:
             f.write(to_yaml(config) + "\n")
         status, out = check_config(path, binary=popbridge_bin)
         assert status == 0, f"{name}: popbridge --check-config failed:\n{out}"
+        # No complaint beyond the test certificate's short life.
+        warnings = [l for l in out.splitlines() if "warning" in l and "expires in" not in l]
+        assert not warnings, f"{name}: {warnings}"
     finally:
         tempdirs.remove(d)
 
@@ -518,14 +1060,45 @@ def _apt_packages(stage: str) -> list[str]:
     return pkgs
 
 
+def _global_args() -> dict[str, str]:
+    """The ARGs declared before the first FROM, with their defaults."""
+    out = {}
+    for stage, instr, args in _dockerfile():
+        if stage == "" and instr == "ARG":
+            name, _, default = args.partition("=")
+            out[name.strip()] = default.strip().strip('"')
+    return out
+
+
+def _stage_args(stage: str) -> dict[str, Optional[str]]:
+    """The ARGs a stage declares: {name: default or None}."""
+    out: dict[str, Optional[str]] = {}
+    for st, instr, args in _dockerfile():
+        if st == stage and instr == "ARG":
+            name, eq, default = args.partition("=")
+            out[name.strip()] = default.strip().strip('"') if eq else None
+    return out
+
+
+def _resolve(text: str, args: dict[str, str]) -> str:
+    return re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda m: args.get(m.group(1) or m.group(2), m.group(0)), text)
+
+
 def _stages() -> list[tuple[str, str]]:
-    return [(stage, args.split()[0]) for stage, instr, args in _dockerfile() if instr == "FROM"]
+    """(stage, base image) with the global ARGs' defaults substituted."""
+    g = _global_args()
+    return [(stage, _resolve(args.split()[0], g)) for stage, instr, args in _dockerfile() if instr == "FROM"]
+
+
+def _image_without_digest(image: str) -> str:
+    return image.split("@", 1)[0]
 
 
 def test_dockerfile_is_a_bookworm_multi_stage_build():
     stages = _stages()
     assert [s for s, _ in stages] == ["build", "runtime"], stages
-    assert dict(stages) == {"build": "debian:bookworm", "runtime": "debian:bookworm-slim"}
+    assert {s: _image_without_digest(i) for s, i in stages} == {"build": "debian:bookworm",
+                                                                 "runtime": "debian:bookworm-slim"}
     final = [(i, a) for s, i, a in _dockerfile() if s == "runtime"]
     instr = {i: a for i, a in final}
     # A numeric non-root user (Kubernetes' runAsNonRoot can only verify a number).
@@ -542,12 +1115,18 @@ def test_dockerfile_is_a_bookworm_multi_stage_build():
     wanted = sorted([_port(l["address"]) for l in config["listeners"]] + [_port(config["metrics"]["address"])])
     assert sorted(int(p.split("/")[0]) for p in instr["EXPOSE"].split()) == wanted
     assert all(p >= 1024 for p in wanted), "a non-root user cannot bind ports below 1024"
-    # HEALTHCHECK runs the script that is copied into the image, against the admin port.
+    # HEALTHCHECK runs the script that is copied into the image, without arguments: it
+    # finds the admin endpoint (or a listener) in the running configuration.
     health = re.search(r"CMD\s+(\[.*\])", instr["HEALTHCHECK"])
     assert health, instr["HEALTHCHECK"]
     argv = json.loads(health.group(1))
+    assert argv == ["/usr/local/bin/popbridge-healthcheck"], argv
     assert ["deploy/popbridge-healthcheck", argv[0]] in copies
-    assert argv[1] == f"127.0.0.1:{_port(config['metrics']['address'])}" and argv[2] == "/healthz"
+    # The script reads the configuration through `popbridge --print-config`: the binary
+    # is on the image's PATH under that name.
+    assert any(a.split()[-1] == "/usr/local/bin/popbridge" for i, a in final if i == "COPY")
+    # The license travels with the image (Apache-2.0 asks for LICENSE and NOTICE).
+    assert any({"LICENSE", "NOTICE"} <= set(a.split()[:-1]) for i, a in final if i == "COPY")
     # Nothing is copied from outside the repository or excluded from the build context.
     with open(DOCKERIGNORE) as f:
         ignored = [l.strip() for l in f if l.strip() and not l.startswith("#")]
@@ -560,6 +1139,168 @@ def test_dockerfile_is_a_bookworm_multi_stage_build():
                 assert not fnmatch.fnmatch(src.rstrip("/"), pattern.lstrip("*/")), f"COPY {src} is excluded by {pattern}"
 
 
+def test_dockerfile_pins_every_base_image_by_digest():
+    """Every FROM is a digest (a tag can be moved under a rebuild), through a global ARG
+    so that an offline build can name the same image in its own registry; the tag stays
+    for the reader. No `# syntax=` line: BuildKit would pull that frontend image."""
+    g = _global_args()
+    names = [s for s, _ in _stages()]
+    for stage, instr, args in _dockerfile():
+        if instr != "FROM":
+            continue
+        image = args.split()[0]
+        assert re.fullmatch(r"\$\{\w+\}", image), f"FROM {image}: name the base image through a global ARG"
+        resolved = _resolve(image, g)
+        if resolved in names:
+            continue  # an earlier stage
+        assert re.fullmatch(r"[\w./-]+:[\w.-]+@sha256:[0-9a-f]{64}", resolved), \
+            f"FROM {image} = {resolved!r} is not pinned as name:tag@sha256:<64 hex digits>"
+    with open(DOCKERFILE) as f:
+        first = f.readline()
+    assert not re.match(r"#\s*syntax\s*=", first, re.I), "a # syntax= line needs Docker Hub at build time"
+
+
+def _labels(stage: str) -> dict[str, str]:
+    out = {}
+    for st, instr, args in _dockerfile():
+        if st == stage and instr == "LABEL":
+            for key, value in re.findall(r'([\w.-]+)=("[^"]*"|\S+)', args):
+                out[key] = value.strip('"')
+    return out
+
+
+def test_dockerfile_has_oci_labels_from_the_build_arguments():
+    labels = _labels("runtime")
+    runtime_args = _stage_args("runtime")
+    # Version and revision come from build arguments declared in the stage that uses them.
+    assert labels["org.opencontainers.image.version"] == "${VERSION}"
+    assert labels["org.opencontainers.image.revision"] == "${REVISION}"
+    assert "VERSION" in runtime_args and "REVISION" in runtime_args
+    assert labels["org.opencontainers.image.source"] == "https://github.com/popbridge/popbridge"
+    assert labels["org.opencontainers.image.licenses"] == "Apache-2.0"
+    with open(os.path.join(REPO, "LICENSE")) as f:
+        head = f.read(2000)
+    assert "Apache License" in head and "Version 2.0" in head, "LICENSE is not the Apache License 2.0"
+    # The base image label names the pinned runtime image.
+    assert labels["org.opencontainers.image.base.name"] == "${DEBIAN_RUNTIME_IMAGE}"
+    assert "DEBIAN_RUNTIME_IMAGE" in runtime_args and runtime_args["DEBIAN_RUNTIME_IMAGE"] is None, \
+        "redeclare DEBIAN_RUNTIME_IMAGE without a default to get the global one"
+    # VERSION's default is CMakeLists.txt's version, in both stages, and the build checks
+    # the binary's own --version against VERSION and REVISION (which it passes to CMake).
+    with open(os.path.join(REPO, "CMakeLists.txt")) as f:
+        version = re.search(r"project\(popbridge\s+VERSION\s+([\d.]+)", f.read()).group(1)
+    build_args = _stage_args("build")
+    assert build_args["VERSION"] == runtime_args["VERSION"] == version
+    assert build_args["REVISION"] == runtime_args["REVISION"]
+    runs = " ".join(a for s, i, a in _dockerfile() if s == "build" and i == "RUN")
+    assert '-DPOPBRIDGE_REVISION="${REVISION}"' in runs
+    assert '"popbridge ${VERSION} (revision ${REVISION})"' in runs
+
+
+def test_dockerfile_apt_can_use_a_local_mirror():
+    """Each stage's apt-get runs after deploy/debian-mirror with the mirror build
+    arguments (empty by default: nothing changes), and the runtime stage puts the image's
+    own apt sources back."""
+    for stage in ("build", "runtime"):
+        args = _stage_args(stage)
+        assert {"DEBIAN_MIRROR", "DEBIAN_SECURITY_MIRROR"} <= set(args), stage
+        assert not args["DEBIAN_MIRROR"] and not args["DEBIAN_SECURITY_MIRROR"], "the mirror is opt-in"
+        copies = [a.split() for s, i, a in _dockerfile() if s == stage and i == "COPY"]
+        assert ["deploy/debian-mirror", "/usr/local/sbin/debian-mirror"] in copies, stage
+        for s, i, a in _dockerfile():
+            if s != stage or i != "RUN" or "apt-get" not in a:
+                continue
+            steps = [seg.strip() for seg in a.split("&&")]
+            mirror = next(n for n, seg in enumerate(steps)
+                          if seg == 'sh /usr/local/sbin/debian-mirror "$DEBIAN_MIRROR" "$DEBIAN_SECURITY_MIRROR"')
+            update = next(n for n, seg in enumerate(steps) if seg == "apt-get update")
+            assert mirror < update, f"{stage}: apt-get update runs before debian-mirror"
+            if stage == "runtime":
+                restore = next(n for n, seg in enumerate(steps) if seg == "sh /usr/local/sbin/debian-mirror --restore")
+                assert restore > update, "the runtime image keeps the build's mirror in its apt sources"
+
+
+# deb822 sources as in the debian:bookworm and bookworm-slim images.
+BOOKWORM_SOURCES = """\
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: bookworm bookworm-updates
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+
+Types: deb
+URIs: http://deb.debian.org/debian-security
+Suites: bookworm-security
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+"""
+
+
+def _apt_uris(etc: str, lists: str) -> list[str]:
+    """The index URIs apt would download with the sources under etc (nothing fetched)."""
+    r = _run(["apt-get", "-o", f"Dir::Etc::SourceList={etc}/sources.list",
+              "-o", f"Dir::Etc::SourceParts={etc}/sources.list.d", "-o", f"Dir::State::Lists={lists}",
+              "--print-uris", "update"], timeout=60)
+    assert r.returncode == 0, r.stderr
+    return re.findall(r"^'([^']+)'", r.stdout, re.M)
+
+
+def test_debian_mirror_script_points_apt_at_the_mirror_and_back():
+    """deploy/debian-mirror on a copy of the bookworm image's apt sources (deb822 and a
+    one-line sources.list), checked by apt itself: the URIs it would fetch."""
+    d = tempdirs.make("debian-mirror")
+    try:
+        etc = os.path.join(d, "etc")
+        lists = os.path.join(d, "lists")
+        os.makedirs(os.path.join(etc, "sources.list.d"))
+        os.makedirs(os.path.join(lists, "partial"))
+        with open(os.path.join(etc, "sources.list.d", "debian.sources"), "w") as f:
+            f.write(BOOKWORM_SOURCES)
+        one_line = "deb [arch=amd64] http://deb.debian.org/debian-security/ bookworm-security contrib\n"
+        with open(os.path.join(etc, "sources.list"), "w") as f:
+            f.write(one_line)
+
+        def mirror(*args: str) -> subprocess.CompletedProcess:
+            return _run(["sh", DEBIAN_MIRROR, *args], timeout=30, env={**os.environ, "APT_ETC": etc})
+
+        original = _apt_uris(etc, lists)
+        assert original and all(u.startswith("http://deb.debian.org/") for u in original), original
+        # No mirror given (the Dockerfile's default): nothing changes.
+        assert mirror().returncode == 0 and mirror("", "").returncode == 0
+        assert _apt_uris(etc, lists) == original
+        # A mirror, with characters sed would take as special.
+        main, security = "http://apt.example.internal:3142/deb&ian", "http://sec.example.internal/debian-security"
+        r = mirror(main + "/", security)
+        assert r.returncode == 0, r.stderr
+        uris = _apt_uris(etc, lists)
+        assert len(uris) == len(original)
+        assert all(u.startswith((main + "/dists/", security + "/dists/")) for u in uris), uris
+        assert any(u.startswith(security + "/dists/bookworm-security/") for u in uris)
+        assert any(u.startswith(main + "/dists/bookworm-updates/") for u in uris)
+        assert not any("/dists/bookworm-security/" in u and u.startswith(main + "/") for u in uris)
+        # The security mirror defaults to the mirror + "-security".
+        assert mirror("--restore").returncode == 0
+        assert _apt_uris(etc, lists) == original
+        assert mirror("http://snapshot.example.internal/debian").returncode == 0
+        assert any(u.startswith("http://snapshot.example.internal/debian-security/dists/bookworm-security/")
+                   for u in _apt_uris(etc, lists))
+        # --restore: byte for byte what was there, and no leftovers apt might read.
+        assert mirror("--restore").returncode == 0
+        with open(os.path.join(etc, "sources.list.d", "debian.sources")) as f:
+            assert f.read() == BOOKWORM_SOURCES
+        with open(os.path.join(etc, "sources.list")) as f:
+            assert f.read() == one_line
+        assert sorted(os.listdir(etc)) == ["sources.list", "sources.list.d"]
+        assert os.listdir(os.path.join(etc, "sources.list.d")) == ["debian.sources"]
+        # No sources at all: an error, not a build that silently uses the Internet.
+        os.remove(os.path.join(etc, "sources.list"))
+        os.remove(os.path.join(etc, "sources.list.d", "debian.sources"))
+        r = mirror(main)
+        assert r.returncode != 0 and "no apt sources" in r.stderr
+    finally:
+        tempdirs.remove(d)
+
+
 def test_dockerfile_build_copies_what_cmake_reads_and_installs_the_dev_packages():
     copies = {a.split()[0].rstrip("/") for s, i, a in _dockerfile() if s == "build" and i == "COPY"}
     with open(os.path.join(REPO, "CMakeLists.txt")) as f:
@@ -569,11 +1310,15 @@ def test_dockerfile_build_copies_what_cmake_reads_and_installs_the_dev_packages(
     assert needed <= copies, f"the build stage does not COPY {sorted(needed - copies)}"
     runs = " ".join(a for s, i, a in _dockerfile() if s == "build" and i == "RUN")
     assert "-DPOPBRIDGE_TESTS=OFF" in runs and "cmake --build" in runs
-    # The library -dev packages of scripts/install-deps, and no others.
+    # The library -dev packages of scripts/install-deps' main list (what the build
+    # needs), and no others; not the test libraries, nor libssl-dev (the OpenSSL build,
+    # which this image does not make: it builds the default, BoringSSL).
     with open(os.path.join(REPO, "scripts", "install-deps")) as f:
-        block = re.search(r"packages=\((.*?)\n\)", f.read(), re.S).group(1)
-    listed = {w for line in block.splitlines() for w in line.split("#")[0].split()}
-    test_only = {"libgtest-dev", "libgmock-dev", "libbenchmark-dev"}
+        block = re.search(r"packages=\((.*?)\n\s*\)", f.read(), re.S)
+    assert block, "no packages=( ... ) in scripts/install-deps"
+    listed = {w for line in block.group(1).splitlines() for w in line.split("#")[0].split()}
+    test_only = {"libgtest-dev", "libgmock-dev", "libbenchmark-dev", "libssl-dev"}
+    assert "-DPOPBRIDGE_TLS=openssl" not in runs
     wanted = {p for p in listed if p.endswith("-dev")} - test_only
     built = {p for p in _apt_packages("build") if p.endswith("-dev")}
     assert built == wanted, (f"build stage -dev packages differ from scripts/install-deps: "
@@ -1047,3 +1792,85 @@ def test_image_healthcheck_script(monitored_gateway: Gateway, admin_port: int):
         started = time.monotonic()
         hung = check(f"127.0.0.1:{silent.getsockname()[1]}", HEALTHCHECK_TIMEOUT="1")
         assert hung.returncode == 1 and time.monotonic() - started < 10, hung.stderr
+
+
+def _healthcheck(*args: str, **env: str) -> subprocess.CompletedProcess:
+    """deploy/popbridge-healthcheck with the binary under test as its popbridge."""
+    return _run(["bash", HEALTHCHECK, *args], timeout=30, env={**os.environ, **env})
+
+
+def test_image_healthcheck_finds_the_admin_endpoint_in_the_running_configuration(
+        monitored_gateway: Gateway, admin_port: int, popbridge_bin: str):
+    """Without arguments (the image's HEALTHCHECK), the script takes the configuration
+    from the running popbridge's --config (PID 1 in a container; here the gateway's
+    process) and GETs /healthz on its metrics.address."""
+    ok = _healthcheck(POPBRIDGE_PID=str(monitored_gateway.proc.pid), POPBRIDGE_BIN=popbridge_bin)
+    assert ok.returncode == 0, ok.stderr
+    assert f"GET /healthz on 127.0.0.1:{admin_port}: 200" in ok.stdout, ok.stdout
+    # The same with the file named explicitly.
+    ok = _healthcheck(POPBRIDGE_CONFIG=monitored_gateway.config_path, POPBRIDGE_BIN=popbridge_bin)
+    assert ok.returncode == 0 and f"127.0.0.1:{admin_port}" in ok.stdout, ok.stderr
+    # A configuration popbridge refuses is not healthy (and says why).
+    d = tempdirs.make("healthcheck")
+    try:
+        bad = os.path.join(d, "popbridge.yaml")
+        with open(bad, "w") as f:
+            f.write("listeners: []\n")
+        r = _healthcheck(POPBRIDGE_CONFIG=bad, POPBRIDGE_BIN=popbridge_bin)
+        assert r.returncode == 1 and "cannot read the configuration" in r.stderr, r.stderr
+    finally:
+        tempdirs.remove(d)
+
+
+def test_image_healthcheck_without_admin_endpoint_checks_a_listener(pki, dovecot, popbridge_bin):
+    """The minimal configuration has no metrics.address: the script falls back to the
+    POP3 greeting of the STLS listener, or, with only implicit-TLS listeners, to a TCP
+    connect; with nothing listening it fails."""
+    env = {"POPBRIDGE_BIN": popbridge_bin}
+    with Gateway(pki, dovecot, binary=popbridge_bin) as g:
+        assert "metrics" not in g.config
+        r = _healthcheck(POPBRIDGE_PID=str(g.proc.pid), **env)
+        assert r.returncode == 0, r.stderr
+        assert f"POP3 greeting on listener pop3 (127.0.0.1:{g.pop3_port})" in r.stdout, r.stdout
+        # popbridge saw a whole, polite session: greeting, QUIT.
+        wait_until(lambda: "reason=quit" in g.log_text() or '"reason":"quit"' in g.log_text(),
+                   5 * TIME_FACTOR, "the health check's session to end with QUIT", on_timeout=g.diagnostics)
+        config = g.config_path
+        shutil.copy(config, config + ".kept")
+        g.stop()
+        # Nothing listening any more: unhealthy.
+        r = _healthcheck(POPBRIDGE_CONFIG=config + ".kept", **env)
+        assert r.returncode == 1 and f"127.0.0.1:{g.pop3_port}" in r.stderr, r.stderr
+    with Gateway(pki, dovecot, listeners=[("pop3s", "implicit")], binary=popbridge_bin) as g:
+        r = _healthcheck(POPBRIDGE_CONFIG=g.config_path, **env)
+        assert r.returncode == 0, r.stderr
+        assert f"TCP connect to listener pop3s (127.0.0.1:{g.pop3s_port})" in r.stdout, r.stdout
+        config = g.config_path
+        shutil.copy(config, config + ".kept")
+        g.stop()
+        r = _healthcheck(POPBRIDGE_CONFIG=config + ".kept", **env)
+        assert r.returncode == 1 and "cannot connect" in r.stderr, r.stderr
+
+
+def test_image_healthcheck_fails_on_a_listener_that_never_greets(pki, popbridge_bin):
+    """A POP3 listener that accepts but says nothing (a wedged event loop looks like
+    this: the kernel accepts, nobody answers) is unhealthy within HEALTHCHECK_TIMEOUT."""
+    d = tempdirs.make("healthcheck")
+    try:
+        with socket.socket() as silent:
+            silent.bind(("127.0.0.1", 0))
+            silent.listen()
+            config = {
+                "listeners": [{"name": "pop3", "address": f"127.0.0.1:{silent.getsockname()[1]}", "tls": "starttls"}],
+                "tls": {"certificate": pki.cert, "private_key": pki.key},
+                "upstream": {"address": "127.0.0.1:143", "tls": "none"},
+            }
+            path = os.path.join(d, "popbridge.yaml")
+            with open(path, "w") as f:
+                f.write(to_yaml(config) + "\n")
+            started = time.monotonic()
+            r = _healthcheck(POPBRIDGE_CONFIG=path, POPBRIDGE_BIN=popbridge_bin, HEALTHCHECK_TIMEOUT="1")
+            assert r.returncode == 1 and "no POP3 greeting" in r.stderr, r.stderr
+            assert time.monotonic() - started < 10
+    finally:
+        tempdirs.remove(d)

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Self-test of the harness: Dovecot, certificates and the raw client, without popbridge.
 
 These run before the gateway exists and guard the assumptions the gateway tests

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Identity: who a client is and how the gateway logs in upstream.
 
   * auth.mode users_file with every hash kind ($6$, $2b$, $y$), upstream.login master

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Identity through HTTP services: the nginx-style auth hook (auth.mode http) and
 OAuth2 upstream logins (upstream.login.mode oauth2).
 

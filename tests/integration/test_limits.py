@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Resource limits: max_connections, idle_timeout, client backpressure (bounded
 memory for a client that stops reading), and upstream.command_timeout.
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Operations: the admin endpoint (/metrics, /healthz, /readyz), SIGTERM drain,
 SIGHUP reload, certificate rotation, the PROXY protocol, worker loops and user
 names in logs.
@@ -1083,3 +1084,14 @@ def test_json_logs_are_valid_json_with_time(dovecot, make_gateway):
     failed = next(e for e in events if e["event"] == "login_failed")
     assert failed["user"] == "caf\ufffd-latin1", failed
     assert failed["client"] == "127.0.0.1", failed
+
+
+def test_log_level_option_outlasts_a_reload(make_gateway, dovecot, ctx, account):
+    # --log-level is for this run: a SIGHUP re-reads the file but keeps the option's level.
+    g = make_gateway(dovecot, {"logging": {"level": "info"}}, args=["--log-level", "debug"])
+    wait_event(g, "started")
+    g.proc.send_signal(signal.SIGHUP)
+    wait_event(g, "reloaded", trigger="SIGHUP")
+    with login(g.pop3s_port, ctx, account) as c:
+        assert c.cmd("NOOP").ok
+    wait_event(g, "command", command="NOOP")

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """PIPELINING (RFC 2449 §6.6): many commands in one write, replies in order."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """TRANSACTION and UPDATE: STAT, LIST, UIDL, RETR, TOP, DELE, RSET, NOOP, QUIT
 mapped onto IMAP, checked byte-exact against what was APPENDed upstream."""
 

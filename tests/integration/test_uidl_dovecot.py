@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """popbridge's UIDLs and sizes against Dovecot's own POP3 server, same maildir.
 
 A user migrating from Dovecot's POP3 (dovecot-pop3d) to popbridge in front of

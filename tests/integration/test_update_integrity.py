@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The UPDATE state under faults: once QUIT starts changing the mailbox, popbridge
 finishes it or rolls it back, whatever the client or the upstream connection does.
 

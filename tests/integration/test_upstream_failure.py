@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The upstream fails: unreachable, stopped, untrusted, or killed mid-RETR.
 
 These tests use private Dovecot instances (make_dovecot) since they stop or kill them.

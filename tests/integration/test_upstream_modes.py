@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The three upstream TLS modes against Dovecot: STARTTLS on 143, implicit TLS on 993, none."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Upstream servers that are not Dovecot, and upstream options.
 
 Most tests here put a scripted IMAP server (harness/fake_imap.py, plain TCP on

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #include "proxy/mailstore/imap/imap_client.h"
 
 #include <algorithm>

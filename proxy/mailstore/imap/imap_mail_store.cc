@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #include "proxy/mailstore/imap/imap_mail_store.h"
 
 #include <algorithm>
@@ -202,7 +203,7 @@ void ImapMailStore::select_mailbox() {
 
 void ImapMailStore::read_snapshot() {
   std::string items = "(UID RFC822.SIZE";
-  if (mark_pending_) {
+  if (mark_pending_ || settings_.on_delete.action == config::DeleteAction::kHide) {
     items += " FLAGS";
   }
   if (request_.want_guids) {
@@ -210,6 +211,7 @@ void ImapMailStore::read_snapshot() {
   }
   items += ")";
   reading_ = Reading::kSnapshot;
+  sequence_.clear();
   protocol::ImapCommand fetch("UID FETCH");
   fetch.raw("1:*").raw(items);
   client_.run(fetch, this, [this](const ImapResult& fetched) {
@@ -218,12 +220,8 @@ void ImapMailStore::read_snapshot() {
       opened(failure(fetched, StoreStatus::kTemporary));
       return;
     }
-    // Sequence numbers follow ascending UIDs (RFC 3501 §2.3.1.2).
-    sequence_.clear();
-    sequence_.reserve(snapshot_.messages.size());
-    for (const StoreMessage& message : snapshot_.messages) {
-      sequence_.push_back(message.uid);
-    }
+    // Sequence numbers follow ascending UIDs (RFC 3501 §2.3.1.2); hidden messages have
+    // theirs too.
     std::sort(sequence_.begin(), sequence_.end());
     sequence_.erase(std::unique(sequence_.begin(), sequence_.end()), sequence_.end());
     if (!marked_.empty()) {
@@ -272,6 +270,7 @@ void ImapMailStore::on_fetch_begin(std::uint32_t) {
   fetching_ = {};
   fetching_has_size_ = false;
   fetching_marked_ = false;
+  fetching_hidden_ = false;
   fetching_guid_.clear();
 }
 
@@ -287,8 +286,12 @@ void ImapMailStore::on_fetch_guid(std::string_view guid) { fetching_guid_.assign
 void ImapMailStore::on_fetch_flags(std::string_view flags) {
   while (!flags.empty()) {
     const std::size_t end = flags.find(' ');
-    if (equals_ignoring_case(flags.substr(0, end), kPendingKeyword)) {
+    const std::string_view flag = flags.substr(0, end);
+    if (equals_ignoring_case(flag, kPendingKeyword)) {
       fetching_marked_ = true;
+    } else if (settings_.on_delete.action == config::DeleteAction::kHide &&
+               equals_ignoring_case(flag, settings_.on_delete.keyword)) {
+      fetching_hidden_ = true;
     }
     if (end == std::string_view::npos) {
       break;
@@ -301,12 +304,17 @@ void ImapMailStore::on_fetch_end() {
   // Only answers to our FETCH carry both items; an unsolicited flag update (which may
   // carry a UID too) must not enter the snapshot as a message of size 0.
   if (reading_ == Reading::kSnapshot && fetching_.uid != 0 && fetching_has_size_) {
+    sequence_.push_back(fetching_.uid);
+    if (fetching_marked_) {
+      marked_.push_back(fetching_.uid);
+    }
+    if (fetching_hidden_) {
+      ++snapshot_.hidden;  // deleted earlier with on_delete: hide
+      return;
+    }
     snapshot_.messages.push_back(fetching_);
     if (request_.want_guids) {
       snapshot_.guids.push_back(fetching_guid_);
-    }
-    if (fetching_marked_) {
-      marked_.push_back(fetching_.uid);
     }
   }
 }
@@ -463,8 +471,32 @@ void ImapMailStore::keep_alive(Done done) {
 
 void ImapMailStore::commit(std::vector<std::uint32_t> deleted, Done done) {
   commit_done_ = std::move(done);
+  deleted_ = std::move(deleted);
+  const config::OnDelete& on_delete = settings_.on_delete;
+  if (on_delete.action == config::DeleteAction::kKeep) {
+    committed({StoreStatus::kOk, std::to_string(deleted_.size()) + " messages kept"});
+    return;
+  }
   if (!client_.usable()) {
     committed({StoreStatus::kLost, "connection to the mail store lost"});
+    return;
+  }
+  if (on_delete.action == config::DeleteAction::kHide) {
+    if (!client_.may_store_keyword(on_delete.keyword)) {
+      committed(
+          {StoreStatus::kPermanent, "the mailbox does not keep the keyword " + on_delete.keyword});
+      return;
+    }
+    commit_hide(0);
+    return;
+  }
+  // A move in one UID MOVE is all or nothing; a larger one (or a server without MOVE)
+  // copies first and then deletes as an expunge does, so a failure part-way leaves every
+  // message in place (at worst a copy too many in the folder), never one lost.
+  const bool one_move = on_delete.action == config::DeleteAction::kMove &&
+                        client_.has_capability("MOVE") && deleted_.size() <= kUidsPerCommand;
+  if (one_move) {
+    commit_move(true);
     return;
   }
   if (!client_.has_capability("UIDPLUS") && !settings_.expunge_without_uidplus) {
@@ -472,8 +504,102 @@ void ImapMailStore::commit(std::vector<std::uint32_t> deleted, Done done) {
     committed({StoreStatus::kPermanent, "the mail store lacks UIDPLUS"});
     return;
   }
-  deleted_ = std::move(deleted);
+  if (on_delete.action == config::DeleteAction::kMove) {
+    commit_copy(0, true);
+    return;
+  }
   commit_store(0);
+}
+
+void ImapMailStore::commit_move(bool may_create) {
+  protocol::ImapCommand move("UID MOVE");
+  move.raw(protocol::compress_uid_set({deleted_.begin(), deleted_.end()}))
+      .astring(settings_.on_delete.folder);
+  client_.run(move, nullptr, [this, may_create](const ImapResult& result) {
+    if (result.ok()) {
+      committed({StoreStatus::kOk, std::to_string(deleted_.size()) + " messages moved"});
+      return;
+    }
+    if (may_create && result.code_atom() == "TRYCREATE") {
+      create_folder([this] { commit_move(false); });
+      return;
+    }
+    committed(failure(result, StoreStatus::kTemporary));
+  });
+}
+
+void ImapMailStore::commit_copy(std::size_t offset, bool may_create) {
+  if (offset >= deleted_.size()) {
+    commit_store(0);  // every message is in the folder: now delete as an expunge does
+    return;
+  }
+  protocol::ImapCommand copy("UID COPY");
+  copy.raw(protocol::compress_uid_set(slice(deleted_, offset))).astring(settings_.on_delete.folder);
+  client_.run(copy, nullptr, [this, offset, may_create](const ImapResult& result) {
+    if (result.ok()) {
+      commit_copy(offset + kUidsPerCommand, may_create);
+      return;
+    }
+    if (may_create && result.code_atom() == "TRYCREATE") {
+      create_folder([this, offset] { commit_copy(offset, false); });
+      return;
+    }
+    if (offset > 0) {
+      // Copies already made stay in the folder: nothing was removed from the mailbox.
+      log::warn("move_incomplete", {{"session", request_.session_id},
+                                    {"copied", offset},
+                                    {"folder", settings_.on_delete.folder}});
+    }
+    committed(failure(result, StoreStatus::kTemporary));
+  });
+}
+
+void ImapMailStore::create_folder(std::function<void()> retry) {
+  protocol::ImapCommand create("CREATE");
+  create.astring(settings_.on_delete.folder);
+  client_.run(create, nullptr, [this, retry = std::move(retry)](const ImapResult& result) {
+    // ALREADYEXISTS: another session created it in the meantime.
+    if (result.ok() || result.code_atom() == "ALREADYEXISTS") {
+      log::info("folder_created",
+                {{"session", request_.session_id}, {"folder", settings_.on_delete.folder}});
+      retry();
+      return;
+    }
+    log::error("folder_create_failed", {{"session", request_.session_id},
+                                        {"folder", settings_.on_delete.folder},
+                                        {"reason", result.text}});
+    committed(failure(result, StoreStatus::kPermanent));
+  });
+}
+
+void ImapMailStore::commit_hide(std::size_t offset) {
+  if (offset >= deleted_.size()) {
+    committed({StoreStatus::kOk, std::to_string(deleted_.size()) + " messages hidden"});
+    return;
+  }
+  protocol::ImapCommand store("UID STORE");
+  store.raw(protocol::compress_uid_set(slice(deleted_, offset)))
+      .raw("+FLAGS.SILENT (" + settings_.on_delete.keyword + ")");
+  client_.run(store, nullptr, [this, offset](const ImapResult& result) {
+    if (result.ok()) {
+      commit_hide(offset + kUidsPerCommand);
+      return;
+    }
+    if (result.kind == ImapResult::Kind::kFailed) {
+      committed(failure(result, StoreStatus::kLost));
+      return;
+    }
+    // All or nothing: what earlier commands hid is shown again.
+    protocol::ImapCommand unhide("UID STORE");
+    unhide.raw(protocol::compress_uid_set({deleted_.begin(), deleted_.end()}))
+        .raw("-FLAGS.SILENT (" + settings_.on_delete.keyword + ")");
+    client_.run(unhide, nullptr, [this, refused = result](const ImapResult& undone) {
+      if (!undone.ok()) {
+        log::error("rollback_failed", {{"session", request_.session_id}, {"reason", undone.text}});
+      }
+      committed(failure(refused, StoreStatus::kTemporary));
+    });
+  });
 }
 
 std::string ImapMailStore::deletion_flags() const {
@@ -505,7 +631,9 @@ void ImapMailStore::commit_store(std::size_t offset) {
 
 void ImapMailStore::commit_expunge(std::size_t offset) {
   if (offset >= deleted_.size()) {
-    committed({StoreStatus::kOk, std::to_string(deleted_.size()) + " messages deleted"});
+    const bool moved = settings_.on_delete.action == config::DeleteAction::kMove;
+    committed({StoreStatus::kOk, std::to_string(deleted_.size()) +
+                                     (moved ? " messages moved" : " messages deleted")});
     return;
   }
   const bool uidplus = client_.has_capability("UIDPLUS");

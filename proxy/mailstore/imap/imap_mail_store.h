@@ -1,5 +1,7 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -15,9 +17,11 @@ namespace popbridge::proxy {
 //            and the restore of what an interrupted commit left marked
 //   fetch    UID FETCH uid BODY.PEEK[] (BODY[] with mark_seen); for TOP BODY.PEEK[HEADER]
 //            then BODY.PEEK[TEXT]<offset.64K> partials until the sink has its lines
-//   commit   UID STORE +FLAGS.SILENT (\Deleted $PopbridgePending), then UID EXPUNGE
-//            (EXPUNGE only where allowed without UIDPLUS); on a refusal the flags are
-//            taken off again
+//   commit   by upstream.on_delete: expunge: UID STORE +FLAGS.SILENT (\Deleted
+//            $PopbridgePending), then UID EXPUNGE (EXPUNGE only where allowed without
+//            UIDPLUS), on a refusal the flags are taken off again; move: UID MOVE, or UID
+//            COPY then as expunge (CREATE on TRYCREATE); hide: UID STORE +FLAGS.SILENT
+//            (keyword), which the snapshot then leaves out; keep: nothing
 class ImapMailStore final : public MailStore, ImapClient::Observer, FetchSink {
  public:
   ImapMailStore(uv_loop_t* loop, const config::Upstream& settings, SSL_CTX* tls_context,
@@ -64,6 +68,10 @@ class ImapMailStore final : public MailStore, ImapClient::Observer, FetchSink {
   void check_size_mismatch();
   void fetch_done(const ImapResult& result);
   std::string deletion_flags() const;
+  void commit_move(bool may_create);
+  void commit_copy(std::size_t offset, bool may_create);
+  void create_folder(std::function<void()> retry);
+  void commit_hide(std::size_t offset);
   void commit_store(std::size_t offset);
   void commit_expunge(std::size_t offset);
   void commit_rollback(std::string detail);
@@ -93,6 +101,7 @@ class ImapMailStore final : public MailStore, ImapClient::Observer, FetchSink {
   StoreMessage fetching_;
   bool fetching_has_size_ = false;
   bool fetching_marked_ = false;
+  bool fetching_hidden_ = false;  // carries on_delete.keyword (action hide)
   std::string fetching_guid_;
 
   // fetch

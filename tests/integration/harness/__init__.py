@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Test harness for popbridge's integration tests.
 
 Everything here uses Debian's /usr/bin/python3 standard library plus the

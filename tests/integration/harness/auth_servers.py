@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Small local HTTP(S) servers for the identity tests.
 
   AuthHook         an nginx-style auth_http hook (what popbridge's auth.mode http

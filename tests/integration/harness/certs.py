@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """A throwaway PKI made with the `openssl` command-line tool.
 
 make_pki() writes, into a fresh temporary directory:

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """POP3 clients for the tests: poplib helpers, a byte-exact raw client, curl.
 
 All network waits have deadlines; nothing sleeps to synchronise.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """A private Dovecot instance as the upstream IMAP server, plus imaplib helpers.
 
 Dovecot (Debian's dovecot-imapd 2.3) is started as root with `dovecot -F -c CONF`

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """A small scripted IMAP server, for upstream behaviour Dovecot cannot imitate.
 
 Plain TCP on 127.0.0.1 (the gateway runs with upstream.tls: none), one thread per

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The popbridge process under test.
 
 The binary comes from $POPBRIDGE_BIN, default <repo>/build/popbridge. It runs as
@@ -127,8 +128,11 @@ class Gateway:
     def __init__(self, pki: Pki, upstream: Upstream, overrides: Optional[Mapping] = None, *,
                  upstream_tls: str = "starttls",
                  listeners: Iterable[tuple[str, str]] = DEFAULT_LISTENERS,
-                 binary: Optional[str] = None):
+                 binary: Optional[str] = None, env: Optional[Mapping[str, str]] = None,
+                 args: Iterable[str] = ()):
         self.pki = pki
+        self.env = dict(env or {})  # added to the test's environment
+        self.args = list(args)  # more command-line options
         self.binary = binary or binary_path()
         listeners = list(listeners)
         ports = free_ports(len(listeners), HOST)
@@ -214,9 +218,9 @@ class Gateway:
         self.write_config()
         self._log = open(self.log_path, "ab")
         self.returncode = None
-        self.proc = subprocess.Popen([self.binary, "--config", self.config_path],
+        self.proc = subprocess.Popen([self.binary, "--config", self.config_path, *self.args],
                                      stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log,
-                                     start_new_session=True, close_fds=True,
+                                     env={**os.environ, **self.env}, start_new_session=True, close_fds=True,
                                      preexec_fn=procs.die_with_parent())
         procs.register(self.proc)
 

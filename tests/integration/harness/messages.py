@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Deterministic test messages and the replies a POP3 server must derive from them.
 
 All messages use CRLF line ends (what IMAP stores and returns, and what POP3

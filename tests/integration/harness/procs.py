@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Process groups: finding, signalling and reaping every process of a started program.
 
 Programs under test are started with start_new_session=True, so each is the

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Temporary directories that the harness creates and always removes.
 
 pytest's own tmp_path keeps the last runs' directories under /tmp; the harness

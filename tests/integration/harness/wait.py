@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Waiting on conditions with deadlines.
 
 Tests never sleep for a fixed time to "let something happen": they poll a

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #include <gtest/gtest.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -941,6 +942,59 @@ TEST_F(LoadConfigTest, ProbeAndKeepAliveSettings) {
   EXPECT_EQ(texts(load(std::string(kBase) + "  keepalive_interval: 500ms\n").errors),
             (std::vector<std::string>{"f:10: upstream.keepalive_interval: must be at least 1s "
                                       "(TCP counts keep-alive in seconds)"}));
+}
+
+TEST_F(LoadConfigTest, OnDeleteAndLoginDelayAreRead) {
+  const LoadResult result = load(std::string(kBase) + R"(  on_delete:
+    action: move
+    folder: Deleted Items
+    keyword: $Hidden
+pop3:
+  login_delay: 15m
+)");
+  ASSERT_TRUE(result.config) << (result.errors.empty() ? "" : result.errors[0].message);
+  EXPECT_EQ(result.config->upstream.on_delete.action, DeleteAction::kMove);
+  EXPECT_EQ(result.config->upstream.on_delete.folder, "Deleted Items");
+  EXPECT_EQ(result.config->upstream.on_delete.keyword, "$Hidden");
+  EXPECT_EQ(result.config->pop3.login_delay, std::chrono::minutes(15));
+}
+
+TEST_F(LoadConfigTest, OnDeleteDefaultsExpungeAndNoLoginDelay) {
+  const LoadResult result = load(kBase);
+  ASSERT_TRUE(result.config);
+  EXPECT_EQ(result.config->upstream.on_delete.action, DeleteAction::kExpunge);
+  EXPECT_EQ(result.config->upstream.on_delete.folder, "POP3 Deleted");
+  EXPECT_EQ(result.config->upstream.on_delete.keyword, "$POP3Deleted");
+  EXPECT_EQ(result.config->pop3.login_delay.count(), 0);
+}
+
+TEST_F(LoadConfigTest, OnDeleteValuesAreChecked) {
+  EXPECT_EQ(errors(std::string(kBase) + R"(  on_delete:
+    action: trash
+    folder: "Gelöscht"
+    keyword: "\\Deleted"
+pop3:
+  login_delay: 1500ms
+)"),
+            (std::vector<std::string>{
+                "f:11: upstream.on_delete.action: expected one of expunge, move, hide, keep, got "
+                "'trash'",
+                "f:12: upstream.on_delete.folder: must be a non-empty mailbox name of printable "
+                "ASCII (IMAP's modified UTF-7 form for other characters, e.g. \"Gel&APY-scht\")",
+                "f:13: upstream.on_delete.keyword: must be an IMAP keyword: 1-64 printable "
+                "characters without spaces or ( ) { % * \" \\ ] (system flags such as \\Deleted "
+                "are not keywords)",
+                "f:15: pop3.login_delay: must be whole seconds (CAPA announces it in seconds)",
+            }));
+  EXPECT_EQ(errors(std::string(kBase) + R"(  on_delete:
+    folder: inbox
+    keyword: $PopbridgePending
+)"),
+            (std::vector<std::string>{
+                "f:11: upstream.on_delete.folder: must differ from upstream.mailbox",
+                "f:12: upstream.on_delete.keyword: is popbridge's own mark for deletions in "
+                "progress",
+            }));
 }
 
 }  // namespace

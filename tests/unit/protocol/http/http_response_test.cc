@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #include "protocol/http/http_response.h"
 
 #include <gtest/gtest.h>

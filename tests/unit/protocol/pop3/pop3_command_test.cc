@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #include "protocol/pop3/pop3_command.h"
 
 #include <gtest/gtest.h>

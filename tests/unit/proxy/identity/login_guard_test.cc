@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #include "proxy/identity/login_guard.h"
 
 #include <gtest/gtest.h>
@@ -68,6 +69,18 @@ TEST_F(LoginGuardTest, UserLockIsExclusive) {
   EXPECT_TRUE(guard_.lock_user("bob"));
   guard_.unlock_user("alice");
   EXPECT_TRUE(guard_.lock_user("alice"));
+}
+
+TEST_F(LoginGuardTest, LoginDelayAdmitsOncePerDelayPerUser) {
+  EXPECT_FALSE(guard_.admit_login("alice", minutes(5)));
+  now_ += minutes(1);
+  EXPECT_EQ(guard_.admit_login("alice", minutes(5)), minutes(4));
+  EXPECT_FALSE(guard_.admit_login("bob", minutes(5)));  // users count separately
+  now_ += minutes(4);
+  EXPECT_FALSE(guard_.admit_login("alice", minutes(5)));
+  // A refused attempt does not restart the clock; an admitted one does.
+  now_ += seconds(10);
+  EXPECT_EQ(guard_.admit_login("alice", minutes(5)), minutes(5) - seconds(10));
 }
 
 }  // namespace

@@ -1,11 +1,12 @@
+// SPDX-License-Identifier: Apache-2.0
 #include "proxy/net/http_client.h"
 
 #include <gtest/gtest.h>
 #include <netdb.h>
 #include <openssl/bio.h>
-#include <openssl/ec_key.h>
+#include <openssl/ec.h>
 #include <openssl/evp.h>
-#include <openssl/nid.h>
+#include <openssl/obj_mac.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
@@ -32,12 +33,24 @@ using namespace std::chrono_literals;
 // ---------------------------------------------------------------------------------------
 // A throw-away PKI: a CA and server certificates signed by it, made in memory per test.
 
-bssl::UniquePtr<EVP_PKEY> make_key() {
-  bssl::UniquePtr<EC_KEY> ec(EC_KEY_new_by_curve_name(NID_X9_62_prime256v1));
-  EXPECT_EQ(EC_KEY_generate_key(ec.get()), 1);
-  bssl::UniquePtr<EVP_PKEY> key(EVP_PKEY_new());
-  EXPECT_EQ(EVP_PKEY_assign_EC_KEY(key.get(), ec.release()), 1);
-  return key;
+// Owners for libcrypto objects, spelled out (not bssl::UniquePtr) so the test builds
+// against OpenSSL 3 too.
+template <typename T, void (*Free)(T*)>
+struct Freer {
+  void operator()(T* object) const { Free(object); }
+};
+using KeyPtr = std::unique_ptr<EVP_PKEY, Freer<EVP_PKEY, EVP_PKEY_free>>;
+using CertificatePtr = std::unique_ptr<X509, Freer<X509, X509_free>>;
+using BioPtr = std::unique_ptr<BIO, Freer<BIO, BIO_free_all>>;
+using KeyContextPtr = std::unique_ptr<EVP_PKEY_CTX, Freer<EVP_PKEY_CTX, EVP_PKEY_CTX_free>>;
+
+KeyPtr make_key() {
+  KeyContextPtr context(EVP_PKEY_CTX_new_id(EVP_PKEY_EC, nullptr));
+  EXPECT_EQ(EVP_PKEY_keygen_init(context.get()), 1);
+  EXPECT_EQ(EVP_PKEY_CTX_set_ec_paramgen_curve_nid(context.get(), NID_X9_62_prime256v1), 1);
+  EVP_PKEY* key = nullptr;
+  EXPECT_EQ(EVP_PKEY_keygen(context.get(), &key), 1);
+  return KeyPtr(key);
 }
 
 void add_extension(X509* certificate, X509V3_CTX* context, int nid, const char* value) {
@@ -48,10 +61,10 @@ void add_extension(X509* certificate, X509V3_CTX* context, int nid, const char* 
 }
 
 // A CA when issuer is null (self-signed), else a server certificate for alt_names.
-bssl::UniquePtr<X509> make_certificate(EVP_PKEY* key, X509* issuer, EVP_PKEY* issuer_key,
-                                       const char* alt_names) {
+CertificatePtr make_certificate(EVP_PKEY* key, X509* issuer, EVP_PKEY* issuer_key,
+                                const char* alt_names) {
   static long serial = 1;
-  bssl::UniquePtr<X509> certificate(X509_new());
+  CertificatePtr certificate(X509_new());
   X509* cert = certificate.get();
   X509_set_version(cert, X509_VERSION_3);
   ASN1_INTEGER_set(X509_get_serialNumber(cert), serial++);
@@ -82,7 +95,7 @@ class TestPki {
     static int counter = 0;
     ca_file_ = ::testing::TempDir() + "http_client_test_ca_" + std::to_string(::getpid()) + "_" +
                std::to_string(counter++) + ".pem";
-    bssl::UniquePtr<BIO> file(BIO_new_file(ca_file_.c_str(), "w"));
+    BioPtr file(BIO_new_file(ca_file_.c_str(), "w"));
     EXPECT_NE(file, nullptr);
     EXPECT_EQ(PEM_write_bio_X509(file.get(), ca_.get()), 1);
   }
@@ -94,9 +107,8 @@ class TestPki {
 
   // A server context whose certificate names alt_names ("DNS:localhost,IP:127.0.0.1").
   SslCtxPtr server_context(const char* alt_names) const {
-    bssl::UniquePtr<EVP_PKEY> key = make_key();
-    bssl::UniquePtr<X509> certificate =
-        make_certificate(key.get(), ca_.get(), ca_key_.get(), alt_names);
+    KeyPtr key = make_key();
+    CertificatePtr certificate = make_certificate(key.get(), ca_.get(), ca_key_.get(), alt_names);
     SslCtxPtr context(SSL_CTX_new(TLS_server_method()));
     EXPECT_EQ(SSL_CTX_use_certificate(context.get(), certificate.get()), 1);
     EXPECT_EQ(SSL_CTX_use_PrivateKey(context.get(), key.get()), 1);
@@ -104,8 +116,8 @@ class TestPki {
   }
 
  private:
-  bssl::UniquePtr<EVP_PKEY> ca_key_;
-  bssl::UniquePtr<X509> ca_;
+  KeyPtr ca_key_;
+  CertificatePtr ca_;
   std::string ca_file_;
 };
 
@@ -141,6 +153,14 @@ class TestServer {
  public:
   using Responder = std::function<Reply(const SeenRequest&)>;
 
+  // A plain function, not a lambda: OpenSSL's macro casts it to void (*)(void).
+  static int record_server_name(SSL* ssl, int*, void* arg) {
+    if (const char* name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name)) {
+      static_cast<TestServer*>(arg)->server_names.emplace_back(name);
+    }
+    return SSL_TLSEXT_ERR_OK;
+  }
+
   // Listens on address (port 0: any) with TLS when tls is set.
   TestServer(uv_loop_t* loop, Responder responder, SSL_CTX* tls = nullptr,
              std::optional<sockaddr_storage> address = std::nullopt)
@@ -151,12 +171,7 @@ class TestServer {
     listener_.get()->data = this;
     if (tls_ != nullptr) {
       SSL_CTX_set_tlsext_servername_arg(tls_, this);
-      SSL_CTX_set_tlsext_servername_callback(tls_, [](SSL* ssl, int*, void* arg) -> int {
-        if (const char* name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name)) {
-          static_cast<TestServer*>(arg)->server_names.emplace_back(name);
-        }
-        return SSL_TLSEXT_ERR_OK;
-      });
+      SSL_CTX_set_tlsext_servername_callback(tls_, &TestServer::record_server_name);
     }
     sockaddr_storage bind_address{};
     if (address) {

@@ -198,7 +198,7 @@ constexpr std::array<Choice<DeleteAction>, 4> kDeleteActions{{
 }};
 constexpr std::array<std::string_view, 4> kListenerKeys{"name", "address", "tls", "proxy_protocol"};
 constexpr std::array<std::string_view, 3> kTlsKeys{"certificate", "private_key", "min_version"};
-constexpr std::array<std::string_view, 17> kUpstreamKeys{"address",
+constexpr std::array<std::string_view, 18> kUpstreamKeys{"address",
                                                          "tls",
                                                          "ca_file",
                                                          "verify_certificate",
@@ -214,7 +214,8 @@ constexpr std::array<std::string_view, 17> kUpstreamKeys{"address",
                                                          "keepalive_idle",
                                                          "keepalive_interval",
                                                          "keepalive_count",
-                                                         "on_delete"};
+                                                         "on_delete",
+                                                         "reuse_xuidl"};
 constexpr std::array<std::string_view, 7> kLoginKeys{
     "mode",   "master_user",    "master_password_file", "master_password_env", "credentials_file",
     "oauth2", "master_password"};
@@ -811,6 +812,7 @@ void Loader::read_upstream(const std::optional<Value>& v) {
   }
   read_bool(m->get("mark_seen"), up.mark_seen);
   read_uidl_format(m->get("uidl_format"), up.uidl_format);
+  read_bool(m->get("reuse_xuidl"), up.reuse_xuidl);
   read_bool(m->get("expunge_without_uidplus"), up.expunge_without_uidplus);
   read_bool(m->get("send_id"), up.send_id);
   for (const auto& [key, out] :

@@ -94,6 +94,9 @@ struct Upstream {
   // template, compiled once.
   protocol::UidlTemplate uidl_format =
       *protocol::UidlTemplate::parse(protocol::UidlTemplate::kDovecot, nullptr);
+  // A message's X-UIDL header, when it has one, is its UIDL (Dovecot's pop3_reuse_xuidl):
+  // UIDLs a previous POP3 server or a migration tool wrote into the messages carry over.
+  bool reuse_xuidl = false;
   bool expunge_without_uidplus = false;  // allow a bare EXPUNGE when UIDPLUS is missing
   bool send_id = true;  // IMAP ID with x-originating-ip/port when the server offers ID
   // TCP keep-alive on the upstream connection: first probe after idle, then every

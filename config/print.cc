@@ -68,6 +68,7 @@ void upstream(YAML::Emitter& out, const Upstream& up) {
   out << YAML::Key << "command_timeout" << YAML::Value << duration(up.command_timeout);
   out << YAML::Key << "mark_seen" << YAML::Value << up.mark_seen;
   out << YAML::Key << "uidl_format" << YAML::Value << YAML::DoubleQuoted << up.uidl_format.text();
+  out << YAML::Key << "reuse_xuidl" << YAML::Value << up.reuse_xuidl;
   out << YAML::Key << "expunge_without_uidplus" << YAML::Value << up.expunge_without_uidplus;
   out << YAML::Key << "send_id" << YAML::Value << up.send_id;
   out << YAML::Key << "keepalive_idle" << YAML::Value << duration(up.keepalive_idle);

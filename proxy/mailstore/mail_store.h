@@ -49,8 +49,10 @@ struct StoreSnapshot {
   std::uint32_t uidvalidity = 0;
   std::vector<StoreMessage> messages;
   std::vector<std::string> guids;  // one per message when asked for, else empty
-  std::size_t restored = 0;        // messages an unfinished commit had marked, restored
-  std::size_t hidden = 0;          // left out: deleted earlier with on_delete: hide
+  // One per message when asked for, else empty: its X-UIDL header, nullopt without one.
+  std::vector<std::optional<std::string>> xuidls;
+  std::size_t restored = 0;  // messages an unfinished commit had marked, restored
+  std::size_t hidden = 0;    // left out: deleted earlier with on_delete: hide
 };
 
 // Whom a store opens the mailbox for.
@@ -61,6 +63,7 @@ struct OpenRequest {
   std::string session_id;
   std::optional<std::string> mailbox;  // instead of the configured one (auth hook)
   bool want_guids = false;             // the UIDL format needs each message's GUID
+  bool want_xuidls = false;            // upstream.reuse_xuidl: each message's X-UIDL
 };
 
 // Receives one message's octets from fetch().

@@ -8,13 +8,17 @@
 namespace popbridge::proxy {
 
 Maildrop::Maildrop(std::vector<Message> messages, std::vector<std::string> guids,
-                   std::uint32_t uidvalidity, const protocol::UidlTemplate& format)
+                   std::uint32_t uidvalidity, const protocol::UidlTemplate& format,
+                   std::vector<std::optional<std::string>> reused)
     : uidvalidity_(uidvalidity), format_(&format) {
   std::vector<std::size_t> order(messages.size());
   std::iota(order.begin(), order.end(), std::size_t{0});
   std::stable_sort(order.begin(), order.end(),
                    [&](std::size_t a, std::size_t b) { return messages[a].uid < messages[b].uid; });
   const bool with_guids = format.needs_guid() && guids.size() == messages.size();
+  const bool with_reused =
+      reused.size() == messages.size() &&
+      std::any_of(reused.begin(), reused.end(), [](const auto& uidl) { return uidl.has_value(); });
   for (std::size_t index : order) {
     if (!messages_.empty() && messages_.back().uid == messages[index].uid) {
       continue;
@@ -23,9 +27,13 @@ Maildrop::Maildrop(std::vector<Message> messages, std::vector<std::string> guids
     if (with_guids) {
       guids_.push_back(std::move(guids[index]));
     }
+    if (with_reused) {
+      reused_.push_back(std::move(reused[index]));
+    }
   }
-  // Only a format that can repeat needs the check: UID and UIDVALIDITY in full are unique.
-  if (format.unique_per_uid()) {
+  // Only a format that can repeat needs the check: UID and UIDVALIDITY in full are unique
+  // (but a UIDL taken from a message can be anything).
+  if (format.unique_per_uid() && reused_.empty()) {
     return;
   }
   std::unordered_map<std::string, std::uint32_t> seen;
@@ -86,6 +94,10 @@ std::vector<std::uint32_t> Maildrop::deleted_uids() const {
 }
 
 std::string Maildrop::base_uidl(std::size_t index) const {
+  // An empty X-UIDL is no UIDL (Dovecot 2.3 prints it as an empty one): the template's.
+  if (!reused_.empty() && reused_[index] && !reused_[index]->empty()) {
+    return protocol::sanitize_uidl(*reused_[index]);
+  }
   protocol::UidlFields fields;
   fields.uid = messages_[index].uid;
   fields.uidvalidity = uidvalidity_;

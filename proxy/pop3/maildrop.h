@@ -29,8 +29,11 @@ class Maildrop {
   // Sorts by UID and drops duplicates (a server may repeat a FETCH item). guids is empty
   // unless the format needs them; then guids[i] belongs to messages[i]. The format must
   // outlive the Maildrop (it lives in the session's settings snapshot).
+  // reused (upstream.reuse_xuidl) is empty, or one per message: a UIDL found in the
+  // message (its X-UIDL header), which wins over the format.
   Maildrop(std::vector<Message> messages, std::vector<std::string> guids, std::uint32_t uidvalidity,
-           const protocol::UidlTemplate& format);
+           const protocol::UidlTemplate& format,
+           std::vector<std::optional<std::string>> reused = {});
 
   std::size_t count() const { return messages_.size(); }
   // Not deleted: for STAT and the LIST header.
@@ -52,7 +55,8 @@ class Maildrop {
   std::string base_uidl(std::size_t index) const;
 
   std::vector<Message> messages_;
-  std::vector<std::string> guids_;  // empty, or one per message
+  std::vector<std::string> guids_;                  // empty, or one per message
+  std::vector<std::optional<std::string>> reused_;  // empty, or one per message
   std::uint32_t uidvalidity_ = 0;
   const protocol::UidlTemplate* format_ = nullptr;
   // Index of a message whose UIDL repeats an earlier one -> its suffix number (rare).

@@ -735,6 +735,7 @@ void Pop3Session::open_store(UpstreamCredentials credentials) {
   request.session_id = id_text_;
   request.mailbox = mailbox_override_;
   request.want_guids = config().upstream.uidl_format.needs_guid();
+  request.want_xuidls = config().upstream.reuse_xuidl;
   store_->open(std::move(request), [this](const StoreResult& result, StoreSnapshot snapshot) {
     store_opened(result, std::move(snapshot));
   });
@@ -803,7 +804,7 @@ void Pop3Session::store_opened(const StoreResult& result, StoreSnapshot snapshot
     messages.push_back({message.uid, message.size, false});
   }
   maildrop_ = Maildrop(std::move(messages), std::move(snapshot.guids), snapshot.uidvalidity,
-                       config().upstream.uidl_format);
+                       config().upstream.uidl_format, std::move(snapshot.xuidls));
   finish_login();
 }
 

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cctype>
 
+#include "protocol/common/header_field.h"
 #include "protocol/imap/imap_writer.h"
 #include "proxy/base/log.h"
 
@@ -14,6 +15,8 @@ namespace {
 constexpr std::uint64_t kTopChunk = 64 * 1024;
 // UIDs per STORE/EXPUNGE command, to keep command lines short for every server.
 constexpr std::size_t kUidsPerCommand = 500;
+// The most of a snapshot's HEADER.FIELDS (X-UIDL) literal kept per message.
+constexpr std::size_t kHeaderFieldsLimit = 4096;
 // Marks the deletions of a commit in progress; see restore_marked().
 constexpr std::string_view kPendingKeyword = "$PopbridgePending";
 
@@ -209,6 +212,9 @@ void ImapMailStore::read_snapshot() {
   if (request_.want_guids) {
     items += client_.has_capability("OBJECTID") ? " EMAILID" : " X-GUID";
   }
+  if (request_.want_xuidls) {
+    items += " BODY.PEEK[HEADER.FIELDS (X-UIDL)]";
+  }
   items += ")";
   reading_ = Reading::kSnapshot;
   sequence_.clear();
@@ -272,6 +278,7 @@ void ImapMailStore::on_fetch_begin(std::uint32_t) {
   fetching_marked_ = false;
   fetching_hidden_ = false;
   fetching_guid_.clear();
+  fetching_header_.clear();
 }
 
 void ImapMailStore::on_fetch_uid(std::uint32_t uid) { fetching_.uid = uid; }
@@ -315,6 +322,9 @@ void ImapMailStore::on_fetch_end() {
     snapshot_.messages.push_back(fetching_);
     if (request_.want_guids) {
       snapshot_.guids.push_back(fetching_guid_);
+    }
+    if (request_.want_xuidls) {
+      snapshot_.xuidls.push_back(protocol::first_header_field(fetching_header_, "X-UIDL"));
     }
   }
 }
@@ -443,6 +453,14 @@ void ImapMailStore::on_body_begin(std::string_view, std::uint64_t, std::uint64_t
 }
 
 void ImapMailStore::on_body_data(std::string_view chunk) {
+  if (reading_ == Reading::kSnapshot) {
+    // HEADER.FIELDS (X-UIDL): a few lines; a message that repeats the field endlessly
+    // gets no more room than a UIDL needs (the first field is the one that counts).
+    const std::size_t room =
+        kHeaderFieldsLimit - std::min(kHeaderFieldsLimit, fetching_header_.size());
+    fetching_header_.append(chunk.substr(0, room));
+    return;
+  }
   if (reading_ != Reading::kBody || sink_ == nullptr || !begun_ || enough_ || size_differs_) {
     return;
   }

@@ -13,7 +13,8 @@ namespace popbridge::proxy {
 
 // A mailbox on an IMAP server: everything IMAP the POP3 session needs, behind MailStore.
 //
-//   open     connect, (ID), login, SELECT, UID FETCH 1:* (UID RFC822.SIZE [FLAGS] [GUID])
+//   open     connect, (ID), login, SELECT, UID FETCH 1:* (UID RFC822.SIZE [FLAGS] [GUID]
+//            [BODY.PEEK[HEADER.FIELDS (X-UIDL)]])
 //            and the restore of what an interrupted commit left marked
 //   fetch    UID FETCH uid BODY.PEEK[] (BODY[] with mark_seen); for TOP BODY.PEEK[HEADER]
 //            then BODY.PEEK[TEXT]<offset.64K> partials until the sink has its lines
@@ -103,6 +104,7 @@ class ImapMailStore final : public MailStore, ImapClient::Observer, FetchSink {
   bool fetching_marked_ = false;
   bool fetching_hidden_ = false;  // carries on_delete.keyword (action hide)
   std::string fetching_guid_;
+  std::string fetching_header_;  // HEADER.FIELDS (X-UIDL), for upstream.reuse_xuidl
 
   // fetch
   Reading reading_ = Reading::kNone;

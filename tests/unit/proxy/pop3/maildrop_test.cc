@@ -84,5 +84,31 @@ TEST(Maildrop, InvalidUidlsAreReplacedByTheirMd5) {
   EXPECT_TRUE(protocol::valid_uidl(drop.uidl(*drop.find(2))));
 }
 
+TEST(Maildrop, ReusedUidlsWinAndRepeatsAreRenamed) {
+  // reused follows the messages as given (unsorted); 20 has no X-UIDL, 40 repeats 30's,
+  // 50's is not a valid UIDL.
+  Maildrop drop({{30, 3, false}, {10, 1, false}, {20, 2, false}, {40, 4, false}, {50, 5, false}},
+                {}, 0x6B082EA4, preset(protocol::UidlTemplate::kDovecot),
+                {"old-30", "old-10", std::nullopt, "old-30", "has blank"});
+  EXPECT_EQ(drop.uidl(*drop.find(1)), "old-10");
+  EXPECT_EQ(drop.uidl(*drop.find(2)), "000000146b082ea4");
+  EXPECT_EQ(drop.uidl(*drop.find(3)), "old-30");
+  EXPECT_EQ(drop.uidl(*drop.find(4)), "old-30-2");
+  EXPECT_EQ(drop.uidl(*drop.find(5)), protocol::md5_hex("has blank"));
+}
+
+TEST(Maildrop, AnEmptyReusedUidlFallsBackToTheFormat) {
+  Maildrop drop({{10, 1, false}, {20, 2, false}}, {}, 0x6B082EA4,
+                preset(protocol::UidlTemplate::kDovecot), {"old-10", ""});
+  EXPECT_EQ(drop.uidl(*drop.find(1)), "old-10");
+  EXPECT_EQ(drop.uidl(*drop.find(2)), "000000146b082ea4");
+}
+
+TEST(Maildrop, ReusedUidlsIgnoredWhenNoMessageHasOne) {
+  Maildrop drop({{10, 1, false}}, {}, 0x6B082EA4, preset(protocol::UidlTemplate::kDovecot),
+                {std::nullopt});
+  EXPECT_EQ(drop.uidl(*drop.find(1)), "0000000a6b082ea4");
+}
+
 }  // namespace
 }  // namespace popbridge::proxy

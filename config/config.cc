@@ -188,7 +188,7 @@ constexpr std::array<Choice<std::string_view>, 6> kLogLevels{{
 
 constexpr std::array<std::string_view, 9> kTopKeys{
     "listeners", "tls", "upstream", "auth", "pop3", "limits", "logging", "metrics", "workers"};
-constexpr std::array<std::string_view, 1> kPop3Keys{"login_delay"};
+constexpr std::array<std::string_view, 2> kPop3Keys{"login_delay", "workarounds"};
 constexpr std::array<std::string_view, 3> kOnDeleteKeys{"action", "folder", "keyword"};
 constexpr std::array<Choice<DeleteAction>, 4> kDeleteActions{{
     {"expunge", DeleteAction::kExpunge},
@@ -339,6 +339,7 @@ class Loader {
                                     std::span<const std::string_view> keys);
 
   void read_listeners(const std::optional<Value>& v);
+  void read_workarounds(const std::optional<Value>& v);
   void read_listener(const Value& item);
   void read_tls(const std::optional<Value>& v, int root_line);
   void read_upstream(const std::optional<Value>& v);
@@ -1101,6 +1102,35 @@ void Loader::read_pop3(const std::optional<Value>& v) {
   if (read_duration(delay, config_.pop3.login_delay) && delay &&
       config_.pop3.login_delay.count() % 1000 != 0) {
     error(delay->path, delay->line, "must be whole seconds (CAPA announces it in seconds)");
+  }
+  read_workarounds(m->get("workarounds"));
+}
+
+void Loader::read_workarounds(const std::optional<Value>& v) {
+  if (!v || v->node.IsNull()) {
+    return;
+  }
+  if (!v->node.IsSequence()) {
+    error(v->path, v->line, "expected a sequence of workaround names, got " + describe(v->node));
+    return;
+  }
+  std::size_t index = 0;
+  for (const YAML::Node& node : v->node) {
+    const Value item{node, v->path + "[" + std::to_string(index++) + "]",
+                     node.IsNull() ? v->line : line_of(node),
+                     node.IsNull() ? v->line : line_of(node)};
+    std::string name;
+    if (!read_string(item, name)) {
+      continue;
+    }
+    if (name == "outlook-no-nuls") {
+      config_.pop3.workarounds.outlook_no_nuls = true;
+    } else if (name == "oe-ns-eoh") {
+      config_.pop3.workarounds.oe_ns_eoh = true;
+    } else {
+      error(item.path, item.line,
+            "unknown workaround \"" + name + "\"; known: outlook-no-nuls, oe-ns-eoh");
+    }
   }
 }
 

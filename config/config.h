@@ -134,6 +134,12 @@ struct Pop3 {
   // RFC 2449 LOGIN-DELAY: a user may log in again only this long after the last login
   // (advertised in CAPA; -ERR [LOGIN-DELAY] otherwise). 0: no delay.
   Duration login_delay = Duration(0);
+  // Dovecot's pop3_client_workarounds, for clients that cannot be fixed. Off by default:
+  // each changes the octets a client receives.
+  struct Workarounds {
+    bool outlook_no_nuls = false;  // NUL octets sent as 0x80 (Outlook stops at a NUL)
+    bool oe_ns_eoh = false;        // a header-only message gets the blank line that ends a header
+  } workarounds;
 };
 
 struct Limits {

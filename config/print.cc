@@ -182,6 +182,14 @@ std::string to_yaml(const Config& config) {
   auth(out, config.auth);
   out << YAML::Key << "pop3" << YAML::Value << YAML::BeginMap;
   out << YAML::Key << "login_delay" << YAML::Value << duration(config.pop3.login_delay);
+  out << YAML::Key << "workarounds" << YAML::Value << YAML::Flow << YAML::BeginSeq;
+  if (config.pop3.workarounds.outlook_no_nuls) {
+    out << "outlook-no-nuls";
+  }
+  if (config.pop3.workarounds.oe_ns_eoh) {
+    out << "oe-ns-eoh";
+  }
+  out << YAML::EndSeq;
   out << YAML::EndMap;
   const Limits& limits = config.limits;
   out << YAML::Key << "limits" << YAML::Value << YAML::BeginMap;

@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "protocol/pop3/pop3_reply.h"
 
+#include <algorithm>
+#include <cstddef>
 #include <cstring>
 
 namespace popbridge::protocol {
@@ -75,6 +77,7 @@ void DotStuffer::feed(std::string_view chunk, std::string& out) {
     return;
   }
   octets_ += chunk.size();
+  const std::size_t first_out = out.size();
   const char* run = chunk.data();
   const char* const end = chunk.data() + chunk.size();
   if (at_line_start_ && *run == '.') {
@@ -97,6 +100,9 @@ void DotStuffer::feed(std::string_view chunk, std::string& out) {
   }
   out.append(run, end);
   at_line_start_ = end[-1] == '\n';
+  if (replace_nuls_) {
+    std::replace(out.begin() + static_cast<std::ptrdiff_t>(first_out), out.end(), '\0', '\x80');
+  }
 }
 
 void DotStuffer::finish(std::string& out) {
@@ -104,6 +110,14 @@ void DotStuffer::finish(std::string& out) {
     out.append("\r\n");
   }
   out.append(".\r\n");
+  at_line_start_ = true;
+}
+
+void DotStuffer::finish_with_empty_line(std::string& out) {
+  if (!at_line_start_) {
+    out.append("\r\n");
+  }
+  out.append("\r\n.\r\n");
   at_line_start_ = true;
 }
 

@@ -20,13 +20,21 @@ std::string err_reply(RespCode code, std::string_view text);
 // output is appended to a caller-owned buffer, so no allocation happens per byte.
 class DotStuffer {
  public:
+  DotStuffer() = default;
+  // Dovecot's outlook-no-nuls: NUL octets go out as 0x80 (Outlook ends a message at a NUL).
+  explicit DotStuffer(bool replace_nuls) : replace_nuls_(replace_nuls) {}
+
   void feed(std::string_view chunk, std::string& out);
   // Ends the reply: adds CRLF if the data did not end with LF, then ".\r\n".
   void finish(std::string& out);
+  // Dovecot's oe-ns-eoh: as finish(), with an empty line before the terminator, for a
+  // message whose header never ended (Outlook Express and Netscape want the empty line).
+  void finish_with_empty_line(std::string& out);
   // Octets fed (unstuffed), for comparing with the listed size.
   std::uint64_t octets() const { return octets_; }
 
  private:
+  bool replace_nuls_ = false;
   bool at_line_start_ = true;
   std::uint64_t octets_ = 0;
 };
@@ -38,6 +46,8 @@ class DotStuffer {
 class TopFilter {
  public:
   explicit TopFilter(std::uint64_t body_lines) : body_lines_left_(body_lines) {}
+  // Passes the whole message and tells whether its header ended (in_body()).
+  static TopFilter whole_message() { return TopFilter(UINT64_MAX); }
   std::string_view take(std::string_view chunk);
   bool done() const { return done_; }
   bool in_body() const { return in_body_; }

@@ -180,6 +180,7 @@ class Pop3Session final : Connection::Handler, MailStore::Observer, MessageSink 
   Maildrop maildrop_;
   Transfer transfer_ = Transfer::kNone;
   protocol::DotStuffer stuffer_;
+  // TOP: the filter that cuts the message; RETR with oe-ns-eoh: whether the header ended.
   std::optional<protocol::TopFilter> top_filter_;
   std::uint32_t transfer_uid_ = 0;
   std::uint64_t transfer_listed_size_ = 0;

@@ -133,7 +133,7 @@ const Maildrop::Message* Pop3Session::begin_transfer(const Pop3Command& command,
   transfer_uid_ = message->uid;
   transfer_listed_size_ = message->size;
   transfer_started_ = false;
-  stuffer_ = {};
+  stuffer_ = protocol::DotStuffer(config().pop3.workarounds.outlook_no_nuls);
   return message;
 }
 
@@ -141,6 +141,9 @@ void Pop3Session::cmd_retr(Pop3Command& command) {
   const Maildrop::Message* message = begin_transfer(command, Transfer::kRetrieve);
   if (message == nullptr) {
     return;
+  }
+  if (config().pop3.workarounds.oe_ns_eoh) {
+    top_filter_ = protocol::TopFilter::whole_message();  // only to see where the header ends
   }
   store_->fetch(message->uid, message->size, FetchPart::kWhole, *this,
                 [this](const StoreResult& result) { finish_transfer(result); });
@@ -174,6 +177,9 @@ bool Pop3Session::on_message_data(std::string_view chunk) {
     return false;
   }
   if (transfer_ == Transfer::kRetrieve) {
+    if (top_filter_) {
+      top_filter_->take(chunk);
+    }
     emit_body(chunk);
     return true;
   }
@@ -207,12 +213,17 @@ void Pop3Session::on_drained() {
 void Pop3Session::finish_transfer(const StoreResult& result) {
   const Transfer kind = transfer_;
   transfer_ = Transfer::kNone;
+  const bool header_ended = !top_filter_ || top_filter_->in_body();
   top_filter_.reset();
   if (result.ok()) {
     // The store confirmed the whole message: only now may the client see the terminator
     // (data-integrity rule 1).
     out_.clear();
-    stuffer_.finish(out_);
+    if (!header_ended && config().pop3.workarounds.oe_ns_eoh) {
+      stuffer_.finish_with_empty_line(out_);
+    } else {
+      stuffer_.finish(out_);
+    }
     client_->write(out_);
     if (kind == Transfer::kRetrieve) {
       context_.metrics.messages_retrieved.Increment();

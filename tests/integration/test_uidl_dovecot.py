@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""popbridge's UIDLs and sizes against Dovecot's own POP3 server, same maildir.
+"""popbridge's UIDLs, sizes and octets against Dovecot's own POP3 server, same maildir.
 
 A user migrating from Dovecot's POP3 (dovecot-pop3d) to popbridge in front of
 Dovecot's IMAP must see the very same UIDL for every message, or the client
@@ -315,3 +315,59 @@ def test_reuse_xuidl_matches_dovecot_pop3(make_dovecot, make_gateway, ctx):
         survey = uidl_survey(c, len(uids))
     gateway_session_over(d, acct.name, ended)
     assert [u.decode() for _, u in survey["listing"]] == ["%08x%08x" % (u, validity) for u in uids]
+
+
+# ------------------------------------------------------------------ client workarounds
+
+WORKAROUND_MESSAGES = [
+    b"From: a@example.test\r\nSubject: NUL octets\r\n\r\nbody with \x00 a NUL\r\n\x00\r\n",
+    b"From: a@example.test\r\nSubject: header only\r\n",
+    b"From: a@example.test\r\nSubject: header only, no final line end",
+    messages.simple(4),
+]
+
+
+@pytest.mark.parametrize("workarounds", [True, False], ids=["workarounds-on", "workarounds-off"])
+def test_client_workarounds_match_dovecot_pop3(make_dovecot, make_gateway, ctx, workarounds):
+    """pop3.workarounds [outlook-no-nuls, oe-ns-eoh] against Dovecot's
+    pop3_client_workarounds with the same names: RETR and TOP n 0 byte for byte."""
+    d = make_dovecot(pop3_uidl_format="%08Xu%08Xv", extra_config=(
+        "pop3_client_workarounds = outlook-no-nuls oe-ns-eoh\n" if workarounds else ""))
+    acct = d.add_user()
+    for message in WORKAROUND_MESSAGES:
+        d.append_binary(acct.name, message)
+    commands = [f"{verb} {n}" for n in range(1, len(WORKAROUND_MESSAGES) + 1)
+                for verb in ("RETR", "TOP")]
+
+    def survey(c: RawPop3) -> dict[str, bytes]:
+        out = {}
+        for command in commands:
+            r = c.cmd(command + (" 0" if command.startswith("TOP") else ""), multiline=True)
+            out[command] = multiline_body(r)
+        assert c.quit().ok
+        return out
+
+    with dovecot_pop3(d, acct, ctx) as c:
+        want = survey(c)
+    settings = {"pop3": {"workarounds": ["outlook-no-nuls", "oe-ns-eoh"] if workarounds else []}}
+    g = make_gateway(d, settings)
+    ended = d.session_ends(acct.name)
+    with popbridge_pop3(g, acct, ctx) as c:
+        got = survey(c)
+    gateway_session_over(d, acct.name, ended)
+
+    # What Dovecot does, so that the comparison cannot pass by both doing nothing.
+    empty_line_added = b"Subject: header only\r\n\r\n.\r\n"
+    assert want["RETR 2"].endswith(empty_line_added) == workarounds, want["RETR 2"]
+    assert want["TOP 3"].endswith(b"no final line end\r\n\r\n.\r\n") == workarounds, want["TOP 3"]
+    assert (b"\x00" in want["RETR 1"]) != workarounds, want["RETR 1"]
+    assert want["RETR 4"] == messages.stuffed(messages.simple(4)) + b".\r\n", "a message with a body is unchanged"
+
+    for command in commands:
+        if command == "RETR 1" and not workarounds:
+            # Dovecot's IMAP (unlike its POP3) sends NUL as 0x80 in a BODY[] literal, as
+            # IMAP requires; popbridge relays that. test_upstream_quirks has an upstream
+            # that sends NUL as is.
+            assert got[command] == want[command].replace(b"\x00", b"\x80"), got[command]
+            continue
+        assert got[command] == want[command], f"{command}: popbridge {got[command]!r}, Dovecot {want[command]!r}"

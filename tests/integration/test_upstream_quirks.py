@@ -374,6 +374,26 @@ def test_rfc822_size_mismatch(make_fake, bridge, ctx, delta):
     assert f"listed={len(body) + delta} " in line[0] + " " and f"sent={len(body)} " in line[0] + " ", line
 
 
+@pytest.mark.parametrize("outlook_no_nuls", [False, True])
+def test_nul_octets_from_the_upstream(make_fake, bridge, outlook_no_nuls):
+    """An upstream that sends NUL octets in a literal as they are (Dovecot's IMAP sends
+    0x80): relayed unchanged, or as 0x80 with pop3.workarounds outlook-no-nuls, the
+    same number of octets either way (the scripted server answers only BODY[] fetches;
+    TOP goes through the same stuffer, see pop3_reply_test)."""
+    body = b"From: a@example.test\r\nSubject: nul\r\n\r\n\x00first\r\n.\x00\r\nlast \x00\r\n"
+    fake = make_fake(messages=[Message(1, body)])
+    g = bridge(fake, {"pop3": {"workarounds": ["outlook-no-nuls"] if outlook_no_nuls else []}})
+    want = stuffed(body)
+    if outlook_no_nuls:
+        want = want.replace(b"\x00", b"\x80")
+    with login(g) as c:
+        r = c.cmd("RETR 1", multiline=True)
+        assert r.line == b"+OK %d octets" % len(body), r
+        assert r.raw[len(r.line) + 2:] == want + b".\r\n"
+        assert c.quit().ok
+    assert "size_mismatch" not in g.log_text()
+
+
 # --------------------------------------------------- real Dovecot: options
 
 @pytest.mark.parametrize("mark_seen", [False, True])

@@ -454,6 +454,26 @@ service pop3-login {{
         finally:
             conn.logout()
 
+    def append_binary(self, user: str, message: bytes, tls: str = "starttls") -> int:
+        """APPENDs `message` as an RFC 3516 literal8 (~{n}), the only way to store NUL
+        octets through IMAP; the octets reach Dovecot unchanged. Returns the UID."""
+        conn = self.imap(user, tls)
+        try:
+            tag = conn._new_tag()
+            conn.send(tag + b" APPEND INBOX ~{%d}\r\n" % len(message))
+            if not conn.readline().startswith(b"+"):
+                raise RuntimeError("APPEND of a literal8 got no continuation")
+            conn.send(message + b"\r\n")
+            while True:
+                line = conn.readline()
+                if not line:
+                    raise RuntimeError("connection closed during APPEND")
+                if line.startswith(tag + b" "):
+                    status = line[len(tag) + 1:].split(b" ", 1)[0].decode()
+                    return _appended_uid(status, [line])
+        finally:
+            conn.logout()
+
     def append_many(self, user: str, messages: Iterable[bytes]) -> list[int]:
         return [self.append(user, m) for m in messages]
 

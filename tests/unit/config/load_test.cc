@@ -959,6 +959,31 @@ pop3:
   EXPECT_EQ(result.config->pop3.login_delay, std::chrono::minutes(15));
 }
 
+TEST_F(LoadConfigTest, WorkaroundsAreReadByName) {
+  const LoadResult defaults = load(kBase);
+  ASSERT_TRUE(defaults.config);
+  EXPECT_FALSE(defaults.config->pop3.workarounds.outlook_no_nuls);
+  EXPECT_FALSE(defaults.config->pop3.workarounds.oe_ns_eoh);
+
+  const LoadResult both =
+      load(std::string(kBase) + "pop3:\n  workarounds: [outlook-no-nuls, oe-ns-eoh]\n");
+  ASSERT_TRUE(both.config) << (both.errors.empty() ? "" : both.errors[0].message);
+  EXPECT_TRUE(both.config->pop3.workarounds.outlook_no_nuls);
+  EXPECT_TRUE(both.config->pop3.workarounds.oe_ns_eoh);
+
+  const LoadResult one = load(std::string(kBase) + "pop3:\n  workarounds:\n    - oe-ns-eoh\n");
+  ASSERT_TRUE(one.config);
+  EXPECT_FALSE(one.config->pop3.workarounds.outlook_no_nuls);
+  EXPECT_TRUE(one.config->pop3.workarounds.oe_ns_eoh);
+
+  EXPECT_EQ(errors(std::string(kBase) + "pop3:\n  workarounds:\n    - outlook-idle\n"),
+            (std::vector<std::string>{"f:12: pop3.workarounds[0]: unknown workaround "
+                                      "\"outlook-idle\"; known: outlook-no-nuls, oe-ns-eoh"}));
+  EXPECT_EQ(errors(std::string(kBase) + "pop3:\n  workarounds: oe-ns-eoh\n"),
+            (std::vector<std::string>{"f:11: pop3.workarounds: expected a sequence of workaround "
+                                      "names, got 'oe-ns-eoh'"}));
+}
+
 TEST_F(LoadConfigTest, OnDeleteDefaultsExpungeAndNoLoginDelay) {
   const LoadResult result = load(kBase);
   ASSERT_TRUE(result.config);

@@ -296,5 +296,57 @@ TEST(TopFilterTest, FeedsIntoTheStuffer) {
   EXPECT_EQ(out, "A: b\r\n\r\n..one\r\n.\r\n");
 }
 
+TEST(DotStufferTest, OutlookNoNulsReplacesEveryNulAndCountsTheSameOctets) {
+  const std::string message = "\0A: b\r\n\r\n.\0x\0\r\n"s;
+  for (const std::size_t chunk : {1u, 3u, 64u}) {
+    DotStuffer stuffer(true);
+    std::string out = "+OK\r\n\0"s;  // what the buffer held before stays as it was
+    for (std::size_t i = 0; i < message.size(); i += chunk) {
+      stuffer.feed(std::string_view(message).substr(i, chunk), out);
+    }
+    stuffer.finish(out);
+    EXPECT_EQ(out,
+              "+OK\r\n\0\x80"
+              "A: b\r\n\r\n..\x80x\x80\r\n.\r\n"s)
+        << chunk;
+    EXPECT_EQ(stuffer.octets(), message.size());
+  }
+  DotStuffer plain;
+  std::string out;
+  plain.feed(message, out);
+  EXPECT_EQ(out.find('\x80'), std::string::npos) << "off by default";
+}
+
+TEST(DotStufferTest, FinishWithEmptyLineCompletesTheLastLineFirst) {
+  for (const auto& [message, expected] : std::vector<std::pair<std::string, std::string>>{
+           {"A: b\r\n", "A: b\r\n\r\n.\r\n"},
+           {"A: b", "A: b\r\n\r\n.\r\n"},
+           {"", "\r\n.\r\n"},
+       }) {
+    DotStuffer stuffer;
+    std::string out;
+    stuffer.feed(message, out);
+    stuffer.finish_with_empty_line(out);
+    EXPECT_EQ(out, expected) << message;
+    EXPECT_EQ(stuffer.octets(), message.size());
+  }
+}
+
+TEST(TopFilterTest, WholeMessagePassesEverythingAndSeesTheHeaderEnd) {
+  TopFilter with_body = TopFilter::whole_message();
+  std::string body(100000, 'x');
+  for (std::size_t i = 0; i < body.size(); i += 50) {
+    body[i] = '\n';
+  }
+  EXPECT_EQ(with_body.take("A: b\r\n\r\n"), "A: b\r\n\r\n");
+  EXPECT_EQ(with_body.take(body), body);
+  EXPECT_TRUE(with_body.in_body());
+  EXPECT_FALSE(with_body.done());
+
+  TopFilter header_only = TopFilter::whole_message();
+  EXPECT_EQ(header_only.take("A: b\r\nC: d\r\n"), "A: b\r\nC: d\r\n");
+  EXPECT_FALSE(header_only.in_body());
+}
+
 }  // namespace
 }  // namespace popbridge::protocol

@@ -257,7 +257,8 @@ constexpr std::array<std::string_view, 9> kAuthKeys{
 constexpr std::array<std::string_view, 5> kLimitsKeys{
     "idle_timeout", "drain_timeout", "max_connections", "client_write_high_watermark",
     "client_write_low_watermark"};
-constexpr std::array<std::string_view, 3> kLoggingKeys{"level", "format", "user"};
+constexpr std::array<std::string_view, 6> kLoggingKeys{
+    "level", "format", "user", "user_hash_key_file", "user_hash_key_env", "user_hash_key"};
 constexpr std::array<Choice<UserLogging>, 3> kUserLogging{{
     {"plain", UserLogging::kPlain},
     {"hash", UserLogging::kHash},
@@ -267,7 +268,9 @@ constexpr std::array<std::string_view, 3> kMetricsKeys{"address", "probe_interva
                                                        "probe_failures"};
 
 // Inline secrets are known only to refuse them with a pointed message.
-bool documented(std::string_view key) { return key != "master_password" && key != "client_secret"; }
+bool documented(std::string_view key) {
+  return key != "master_password" && key != "client_secret" && key != "user_hash_key";
+}
 
 template <std::size_t N>
 void add_keys(std::vector<std::string>& out, const std::string& prefix,
@@ -1047,7 +1050,10 @@ void Loader::read_logging(const std::optional<Value>& v) {
     config_.logging.level = std::string(level);
   }
   read_choice(m->get("format"), kLogFormats, config_.logging.format);
-  read_choice(m->get("user"), kUserLogging, config_.logging.user);
+  const std::optional<Value> user = m->get("user");
+  read_choice(user, kUserLogging, config_.logging.user);
+  read_secret(*m, user ? *user : *v, "user_hash_key", config_.logging.user_hash_key,
+              config_.logging.user == UserLogging::kHash);
 }
 
 void Loader::read_on_delete(const std::optional<Value>& v) {

@@ -155,9 +155,12 @@ enum class UserLogging { kPlain, kHash, kOmit };
 struct Logging {
   std::string level = "info";  // trace | debug | info | warn | error | off
   LogFormat format = LogFormat::kLogfmt;
-  // How user names appear in logs: as given, as a short SHA-256 (still correlates one
+  // How user names appear in logs: as given, as a short keyed hash (still correlates one
   // user's lines, without storing the address), or not at all.
   UserLogging user = UserLogging::kPlain;
+  // user: hash: the HMAC key. An unkeyed hash of an address is reversed with a list of
+  // addresses; with a key kept out of the logs it is not.
+  SecretSource user_hash_key;
 };
 
 struct Metrics {

@@ -5,9 +5,11 @@
 #include <spdlog/spdlog.h>
 
 #include <atomic>
+#include <mutex>
 #include <string>
 
 #include "protocol/common/digest.h"
+#include "protocol/common/secret.h"
 
 namespace popbridge::proxy::log {
 namespace {
@@ -17,6 +19,8 @@ std::atomic<config::LogFormat> g_format{config::LogFormat::kLogfmt};
 std::atomic<Level> g_level{Level::kInfo};
 std::atomic<bool> g_off{false};
 std::atomic<config::UserLogging> g_user{config::UserLogging::kPlain};
+std::mutex g_user_hash_key_mutex;
+protocol::Secret g_user_hash_key;  // guarded by g_user_hash_key_mutex
 
 std::shared_ptr<spdlog::logger>& logger() {
   // stderr, unbuffered per line, no colour: lines go to journald or a container log.
@@ -159,11 +163,20 @@ std::string user(std::string_view name) {
     case config::UserLogging::kHash:
       break;
   }
-  // 64 bits of SHA-256: enough to tell users apart in a log, not to enumerate them.
-  return protocol::sha256_hex(name).substr(0, 16);
+  // 64 bits of HMAC-SHA-256: enough to tell users apart in a log; without the key, a list
+  // of addresses does not reveal whose lines they are.
+  const std::lock_guard<std::mutex> lock(g_user_hash_key_mutex);
+  if (g_user_hash_key.empty()) {
+    return "-";  // the key is not loaded yet: an unkeyed hash would be reversible
+  }
+  return protocol::hmac_sha256_hex(g_user_hash_key.view(), name).substr(0, 16);
 }
 
-void configure(const config::Logging& settings) {
+void configure(const config::Logging& settings, const protocol::Secret& user_hash_key) {
+  {
+    const std::lock_guard<std::mutex> lock(g_user_hash_key_mutex);
+    g_user_hash_key = user_hash_key;
+  }
   g_format = settings.format;
   g_user = settings.user;
   g_off = settings.level == "off";

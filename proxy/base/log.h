@@ -8,6 +8,7 @@
 #include <variant>
 
 #include "config/config.h"
+#include "protocol/common/secret.h"
 
 namespace popbridge::proxy::log {
 
@@ -34,8 +35,10 @@ struct Field {
 // How a user name is logged, per logging.user: as is, hashed, or "-".
 std::string user(std::string_view name);
 
-// Sets level and format (logfmt or JSON lines on stderr).
-void configure(const config::Logging& settings);
+// Sets level and format (logfmt or JSON lines on stderr), and the key of logging.user:
+// hash (read from logging.user_hash_key_* by the caller; until then hashed names are "-").
+void configure(const config::Logging& settings,
+               const protocol::Secret& user_hash_key = protocol::Secret());
 bool enabled(Level level);
 // Writes one line: "level=info event=<event> key=value ..." (or the JSON equivalent).
 void write(Level level, std::string_view event, std::initializer_list<Field> fields);

@@ -165,6 +165,11 @@ std::shared_ptr<const Identity> load_identity(const config::Config& config, std:
       !read_secret(login.master_password, identity->master_password, error)) {
     return nullptr;
   }
+  if (!config.logging.user_hash_key.empty() &&
+      !read_secret(config.logging.user_hash_key, identity->user_hash_key, error)) {
+    error = "logging.user_hash_key: " + error;
+    return nullptr;
+  }
   if (login.mode == config::UpstreamLoginMode::kOAuth2) {
     if (!login.oauth2.client_secret.empty() &&
         !read_secret(login.oauth2.client_secret, identity->oauth2_client_secret, error)) {

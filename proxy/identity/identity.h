@@ -25,6 +25,7 @@ struct Identity {
   std::unordered_map<std::string, protocol::Secret> refresh_tokens;
   protocol::Secret master_password;
   protocol::Secret oauth2_client_secret;
+  protocol::Secret user_hash_key;  // logging.user_hash_key_*
 };
 
 // Reads what the configuration names; null and an error naming the file and line on a

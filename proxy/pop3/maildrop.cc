@@ -61,6 +61,14 @@ std::uint64_t Maildrop::visible_octets() const {
   return total;
 }
 
+std::uint64_t Maildrop::total_octets() const {
+  std::uint64_t total = 0;
+  for (const Message& message : messages_) {
+    total += message.size;
+  }
+  return total;
+}
+
 const Maildrop::Message* Maildrop::find(std::uint32_t number) const {
   if (number == 0 || number > messages_.size()) {
     return nullptr;

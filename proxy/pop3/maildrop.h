@@ -39,6 +39,8 @@ class Maildrop {
   // Not deleted: for STAT and the LIST header.
   std::size_t visible_count() const;
   std::uint64_t visible_octets() const;
+  // Every message, deleted or not: the mailbox as the session found it.
+  std::uint64_t total_octets() const;
   // The message for a POP3 number, or null if out of range or deleted.
   const Message* find(std::uint32_t number) const;
   bool mark_deleted(std::uint32_t number);

@@ -898,6 +898,7 @@ void Pop3Session::unlock_user() {
 
 void Pop3Session::finish_login() {
   state_ = State::kTransaction;
+  tally_.logged_in = true;
   context_.guard.record_success(user_);
   context_.metrics.auth(mechanism_of(login_mechanism_), metrics::AuthResult::kSuccess).Increment();
   log::info("login", {{"session", id_text_},
@@ -972,10 +973,26 @@ void Pop3Session::finish(metrics::SessionEnd reason) {
   unlock_user();
   listener_metrics_.active->Decrement();
   context_.metrics.session_end(reason).Increment();
-  log::info("session_end", {{"session", id_text_},
-                            {"reason", metrics::name(reason)},
-                            {"bytes_in", client_->bytes_received()},
-                            {"bytes_out", client_->bytes_sent()}});
+  if (!tally_.logged_in) {
+    log::info("session_end", {{"session", id_text_},
+                              {"reason", metrics::name(reason)},
+                              {"bytes_in", client_->bytes_received()},
+                              {"bytes_out", client_->bytes_sent()}});
+  } else {
+    // One line that answers "what did this user's client do": Dovecot's pop3_logout_format.
+    log::info("session_end", {{"session", id_text_},
+                              {"reason", metrics::name(reason)},
+                              {"user", log::user(user_)},
+                              {"messages", maildrop_.count()},
+                              {"mailbox_octets", maildrop_.total_octets()},
+                              {"retr", tally_.retrieved},
+                              {"retr_octets", tally_.retrieved_octets},
+                              {"top", tally_.topped},
+                              {"top_octets", tally_.topped_octets},
+                              {"deleted", tally_.deleted},
+                              {"bytes_in", client_->bytes_received()},
+                              {"bytes_out", client_->bytes_sent()}});
+  }
   server_.session_finished(this);
 }
 

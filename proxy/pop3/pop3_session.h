@@ -185,6 +185,15 @@ class Pop3Session final : Connection::Handler, MailStore::Observer, MessageSink 
   std::uint32_t transfer_uid_ = 0;
   std::uint64_t transfer_listed_size_ = 0;
   bool transfer_started_ = false;  // "+OK" sent: failure must now drop the client
+  // For the session_end line (Dovecot's pop3_logout_format): what the client took.
+  struct Tally {
+    bool logged_in = false;
+    std::uint64_t retrieved = 0;
+    std::uint64_t retrieved_octets = 0;
+    std::uint64_t topped = 0;
+    std::uint64_t topped_octets = 0;
+    std::uint64_t deleted = 0;  // removed (or moved, hidden) upstream at QUIT
+  } tally_;
   // UPDATE
   std::size_t update_count_ = 0;
   bool client_gone_ = false;  // the client left after QUIT; the UPDATE goes on

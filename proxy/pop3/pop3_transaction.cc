@@ -225,7 +225,13 @@ void Pop3Session::finish_transfer(const StoreResult& result) {
       stuffer_.finish(out_);
     }
     client_->write(out_);
+    if (kind == Transfer::kTop) {
+      ++tally_.topped;
+      tally_.topped_octets += stuffer_.octets();
+    }
     if (kind == Transfer::kRetrieve) {
+      ++tally_.retrieved;
+      tally_.retrieved_octets += stuffer_.octets();
       context_.metrics.messages_retrieved.Increment();
       if (stuffer_.octets() != transfer_listed_size_) {
         context_.metrics.retrieve_size_mismatches.Increment();
@@ -295,6 +301,7 @@ void Pop3Session::update_done(const StoreResult& result) {
               {{"session", id_text_}, {"result", name(result.status)}, {"detail", result.detail}});
   }
   if (result.ok()) {
+    tally_.deleted = update_count_;
     context_.metrics.messages_deleted.Increment(static_cast<double>(update_count_));
     log::info("expunged", {{"session", id_text_},
                            {"messages", update_count_},

@@ -59,7 +59,9 @@ Gateway::Gateway(std::string config_path, config::Config config, std::string log
   settings_ = make_settings(std::move(config), error);
   if (!settings_) {
     log::error("startup_failed", {{"reason", error}});
+    return;
   }
+  log::configure(settings_->config.logging, settings_->identity->user_hash_key);
 }
 
 Gateway::~Gateway() {
@@ -288,7 +290,7 @@ void Gateway::apply_reload(std::string_view trigger) {
     return;
   }
   settings_ = std::move(settings);
-  log::configure(settings_->config.logging);
+  log::configure(settings_->config.logging, settings_->identity->user_hash_key);
   for (auto& worker : workers_) {
     worker->post_settings(settings_);
   }

@@ -13,6 +13,7 @@ from __future__ import annotations
 import concurrent.futures
 import hashlib
 import http.client
+import hmac
 import os
 import re
 import signal
@@ -972,15 +973,47 @@ def _login_twice(g, ctx, account) -> None:
 
 
 def test_logging_user_hash(make_gateway, dovecot, ctx, account):
-    g, _ = start_gateway(make_gateway, dovecot, {"logging": {"user": "hash"}}, metrics=False)
+    """logging.user: hash is an HMAC under a key from the environment (or a file): the
+    same user gets the same 16 hex digits, and neither the name nor its plain SHA-256
+    (reversible with a list of addresses) appears."""
+    key = "log-key-" + account.name
+    g, _ = start_gateway(make_gateway, dovecot,
+                         {"logging": {"user": "hash", "user_hash_key_env": "POPBRIDGE_TEST_LOG_KEY"}},
+                         metrics=False, env={"POPBRIDGE_TEST_LOG_KEY": key})
     _login_twice(g, ctx, account)
     log = g.log_text()
     assert account.name not in log, "the user name appears in clear"
-    digest = hashlib.sha256(account.name.encode()).hexdigest()[:16]
+    assert hashlib.sha256(account.name.encode()).hexdigest()[:16] not in log, "an unkeyed hash"
+    digest = hmac.new(key.encode(), account.name.encode(), hashlib.sha256).hexdigest()[:16]
     lines = log_events(g, "login") + log_events(g, "login_failed")
     assert len(lines) == 2, log
     for e in lines:
-        assert re.fullmatch(r"[0-9a-f]{16}", e["user"]) and e["user"] == digest, e
+        assert e["user"] == digest, e
+
+
+def test_session_end_sums_up_what_the_client_did(make_gateway, dovecot, ctx, account):
+    """One line per session at its end with the user and what the client took, as
+    Dovecot's pop3_logout_format (top=%t/%p, retr=%r/%b, del=%d/%m, size=%s)."""
+    msgs = [messages.simple(n) for n in (1, 2, 3)]
+    dovecot.append_many(account.name, msgs)
+    g, _ = start_gateway(make_gateway, dovecot, metrics=False)
+    with RawPop3(g.pop3s_port, tls_context=ctx, timeout=15) as c:
+        c.login(account.name, account.password)
+        assert c.cmd("RETR 1", multiline=True).ok
+        assert c.cmd("RETR 3", multiline=True).ok
+        assert c.cmd("TOP 2 0", multiline=True).ok
+        assert c.cmd("DELE 3").ok
+        assert c.quit().ok
+    # (The harness's start-up probes end without a login, so without these fields.)
+    ends = wait_until(lambda: [e for e in log_events(g, "session_end") if "user" in e], QUICK,
+                      "the session_end line of the logged-in session", on_timeout=g.diagnostics)
+    assert len(ends) == 1, ends
+    e = ends[0]
+    header = messages.split_header(msgs[1])[0]
+    assert (e["reason"], e["user"], e["messages"], e["mailbox_octets"]) == \
+        ("quit", account.name, "3", str(sum(len(m) for m in msgs))), e
+    assert (e["retr"], e["retr_octets"]) == ("2", str(len(msgs[0]) + len(msgs[2]))), e
+    assert (e["top"], e["top_octets"], e["deleted"]) == ("1", str(len(header)), "1"), e
 
 
 def test_logging_user_omit(make_gateway, dovecot, ctx, account):

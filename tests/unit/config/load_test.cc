@@ -818,6 +818,22 @@ limits:
   EXPECT_EQ(result.config->limits.idle_timeout, minutes(5));
 }
 
+TEST_F(LoadConfigTest, HashedUserNamesNeedAKey) {
+  EXPECT_EQ(errors(std::string(kBase) + "logging:\n  user: hash\n"),
+            (std::vector<std::string>{
+                "f:11: logging.user: needs user_hash_key_file or user_hash_key_env"}));
+  EXPECT_EQ(errors(std::string(kBase) + "logging:\n  user: hash\n  user_hash_key: abc\n"),
+            (std::vector<std::string>{
+                "f:11: logging.user: needs user_hash_key_file or user_hash_key_env",
+                "f:12: logging.user_hash_key: secrets are not written in the config: use "
+                "user_hash_key_file or user_hash_key_env"}));
+  const LoadResult keyed =
+      load(std::string(kBase) + "logging:\n  user: hash\n  user_hash_key_file: $CA\n");
+  ASSERT_TRUE(keyed.config) << (keyed.errors.empty() ? "" : keyed.errors[0].message);
+  EXPECT_EQ(keyed.config->logging.user, UserLogging::kHash);
+  EXPECT_FALSE(keyed.config->logging.user_hash_key.file.empty());
+}
+
 TEST_F(LoadConfigTest, ServerNameDefaultsToTheUpstreamHost) {
   const LoadResult result = load(std::string(kBase) + "  server_name: mail.example.net\n");
   ASSERT_TRUE(result.config.has_value());

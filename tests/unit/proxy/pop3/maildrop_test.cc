@@ -39,6 +39,7 @@ TEST(Maildrop, DeletedMessagesAreHiddenUntilReset) {
   EXPECT_EQ(drop.find(2), nullptr);
   EXPECT_EQ(drop.visible_count(), 2u);
   EXPECT_EQ(drop.visible_octets(), 400u);
+  EXPECT_EQ(drop.total_octets(), 600u) << "the mailbox as found, deleted messages included";
   EXPECT_EQ(drop.deleted_uids(), std::vector<std::uint32_t>{20});
   // Numbers of the others do not shift.
   EXPECT_EQ(drop.find(3)->uid, 30u);

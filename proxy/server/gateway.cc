@@ -168,6 +168,8 @@ bool Gateway::start(std::string& error) {
   }
 
   watch_files();
+  memory_trimmer_ = std::make_unique<MemoryTrimmer>(loop_, open_sessions_);
+  memory_trimmer_->start();
   start_probe();
   publish_certificate_expiry();
   return true;
@@ -231,6 +233,7 @@ void Gateway::worker_stopped() {
 void Gateway::close_main_handles() {
   admin_.reset();
   probe_.reset();
+  memory_trimmer_.reset();
   service_manager_.reset();
   sigterm_.reset();
   sigint_.reset();

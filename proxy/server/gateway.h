@@ -14,6 +14,7 @@
 #include "proxy/base/uv_handle.h"
 #include "proxy/net/listen_socket.h"
 #include "proxy/server/admin_server.h"
+#include "proxy/server/memory_trimmer.h"
 #include "proxy/server/server.h"
 #include "proxy/server/service_manager.h"
 #include "proxy/server/upstream_probe.h"
@@ -62,6 +63,7 @@ class Gateway {
   std::vector<std::unique_ptr<Worker>> workers_;
   std::unique_ptr<AdminServer> admin_;
   std::unique_ptr<UpstreamProbe> probe_;
+  std::unique_ptr<MemoryTrimmer> memory_trimmer_;
   std::unique_ptr<ServiceManager> service_manager_;
   std::unique_ptr<UvHandle<uv_signal_t>> sigterm_;
   std::unique_ptr<UvHandle<uv_signal_t>> sigint_;

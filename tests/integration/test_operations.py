@@ -1032,6 +1032,43 @@ def test_logging_user_plain(make_gateway, dovecot, ctx, account):
     assert len(lines) == 2 and all(e["user"] == account.name for e in lines), lines
 
 
+def resident_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_memory_is_returned_when_load_drops(make_gateway, dovecot, ctx):
+    """glibc keeps the heap that closed sessions freed; when the open sessions fall to
+    half their peak, popbridge gives it back (malloc_trim): the resident set falls back
+    towards where it started instead of staying at the peak."""
+    g, _ = start_gateway(make_gateway, dovecot, {"limits": {"max_connections": 600}}, metrics=False)
+    pid = g.proc.pid
+    base = resident_kib(pid)
+    sessions = []
+    try:
+        for _ in range(500):
+            s = ctx.wrap_socket(socket.create_connection((HOST, g.pop3s_port), timeout=15),
+                                server_hostname="localhost")
+            assert s.recv(64).startswith(b"+OK")
+            sessions.append(s)
+        peak = resident_kib(pid)
+    finally:
+        for s in sessions:
+            s.close()
+    e = wait_event(g, "memory_returned")[0]
+    assert int(e["peak_sessions"]) >= 250 and int(e["sessions"]) <= int(e["peak_sessions"]) // 2, e
+    if os.environ.get("POPBRIDGE_SANITIZED") == "1":
+        return  # ASan's allocator keeps freed memory in quarantine whatever glibc does
+    grown = peak - base
+    assert grown > 2048, f"500 TLS sessions should take megabytes: {base} -> {peak} KiB"
+    wait_until(lambda: resident_kib(pid) - base < grown // 2, QUICK,
+               "the resident set to fall below half of what the sessions took",
+               on_timeout=lambda: f"base {base} KiB, peak {peak} KiB, now {resident_kib(pid)} KiB")
+
+
 def test_readyz_rides_out_a_blip(make_gateway):
     """One failed probe does not make /readyz 503 (a blip would take every replica out at
     once); metrics.probe_failures failures in a row do, and one success brings it back."""

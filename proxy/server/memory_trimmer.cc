@@ -1,0 +1,58 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "proxy/server/memory_trimmer.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <fstream>
+
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
+#include "proxy/base/log.h"
+
+namespace popbridge::proxy {
+
+namespace {
+
+constexpr std::uint64_t kSampleMs = 1000;
+
+}  // namespace
+
+std::size_t resident_bytes() {
+  std::ifstream statm("/proc/self/statm");
+  std::size_t pages = 0;
+  std::size_t resident = 0;
+  if (!(statm >> pages >> resident)) {
+    return 0;
+  }
+  return resident * static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
+}
+
+MemoryTrimmer::MemoryTrimmer(uv_loop_t* loop, const std::atomic<std::size_t>& open_sessions)
+    : timer_(loop), open_sessions_(open_sessions) {}
+
+void MemoryTrimmer::start() {
+  timer_.start(kSampleMs, [this] { sample(); });
+}
+
+void MemoryTrimmer::sample() {
+  const std::size_t now = open_sessions_.load(std::memory_order_relaxed);
+  peak_ = std::max(peak_, now);
+  if (peak_ - now >= kMinimumDrop && now <= peak_ / 2) {
+#if defined(__GLIBC__)
+    const std::size_t before = resident_bytes();
+    malloc_trim(0);
+    const std::size_t after = resident_bytes();
+    log::info("memory_returned", {{"sessions", now},
+                                  {"peak_sessions", peak_},
+                                  {"resident_before", before},
+                                  {"resident_after", after}});
+#endif
+    peak_ = now;
+  }
+  start();
+}
+
+}  // namespace popbridge::proxy

@@ -12,6 +12,8 @@ namespace {
 // Refresh this long before the endpoint's expiry, or at half the lifetime of a short one,
 // so a token never expires between fetching the mailbox list and the last RETR.
 constexpr std::chrono::seconds kRefreshMargin{60};
+// How often a worker looks for the token another worker is fetching.
+constexpr std::uint64_t kPollMs = 20;
 
 HttpClientOptions options_for(const config::OAuth2& settings) {
   HttpClientOptions options;
@@ -54,9 +56,31 @@ void TokenCache::store_refresh_token(const std::string& key, protocol::Secret to
   refresh_tokens_[key] = std::move(token);
 }
 
+bool TokenCache::claim(const std::string& key) {
+  std::lock_guard lock(mutex_);
+  return claimed_.insert(key).second;
+}
+
+void TokenCache::release(const std::string& key) {
+  std::lock_guard lock(mutex_);
+  claimed_.erase(key);
+}
+
 TokenSource::TokenSource(uv_loop_t* loop, const config::OAuth2& settings, const Identity& identity,
                          TokenCache& cache)
-    : settings_(settings), identity_(identity), cache_(cache), http_(loop, options_for(settings)) {}
+    : settings_(settings),
+      identity_(identity),
+      cache_(cache),
+      http_(loop, options_for(settings)),
+      poll_(loop) {}
+
+TokenSource::~TokenSource() {
+  // A fetch cut short (the worker stops, or new settings replace this source) must not
+  // leave the other workers waiting for it.
+  for (const std::string& key : claimed_) {
+    cache_.release(key);
+  }
+}
 
 std::string TokenSource::key_for(const std::string& user) const {
   // A service account's token (client_credentials) serves every user.
@@ -75,8 +99,42 @@ void TokenSource::get(const std::string& user, std::weak_ptr<void> alive, Callba
     return;
   }
   waiting_[key].push_back(Waiter{std::move(alive), std::move(done)});
-  if (in_flight_.count(key) == 0) {
+  if (in_flight_.count(key) == 0 && elsewhere_.count(key) == 0) {
+    start(key, user);
+  }
+}
+
+void TokenSource::start(const std::string& key, const std::string& user) {
+  if (cache_.claim(key)) {
+    claimed_.insert(key);
     fetch(key, user);
+    return;
+  }
+  elsewhere_.emplace(key, user);
+  if (!poll_.active()) {
+    poll_.start(kPollMs, [this] { check_elsewhere(); });
+  }
+}
+
+void TokenSource::check_elsewhere() {
+  std::vector<std::pair<std::string, std::string>> keys(elsewhere_.begin(), elsewhere_.end());
+  for (const auto& [key, user] : keys) {
+    if (protocol::Secret token = cache_.find(key); !token.empty()) {
+      elsewhere_.erase(key);
+      Result result;
+      result.kind = Result::Kind::kOk;
+      result.token = std::move(token);
+      finish(key, result);
+    } else if (cache_.claim(key)) {
+      // The other fetch ended without a token: this worker asks for itself, and gets
+      // the endpoint's own answer to pass on.
+      elsewhere_.erase(key);
+      claimed_.insert(key);
+      fetch(key, user);
+    }
+  }
+  if (!elsewhere_.empty()) {
+    poll_.start(kPollMs, [this] { check_elsewhere(); });
   }
 }
 
@@ -154,6 +212,9 @@ void TokenSource::fetch(const std::string& key, const std::string& user) {
 void TokenSource::finish(const std::string& key, const Result& result) {
   if (result.kind != Result::Kind::kOk) {
     log::warn("oauth2_token_failed", {{"reason", result.error}});
+  }
+  if (claimed_.erase(key) != 0) {
+    cache_.release(key);  // after the token went into the cache: no worker fetches again
   }
   std::vector<Waiter> waiters = std::move(waiting_[key]);
   waiting_.erase(key);

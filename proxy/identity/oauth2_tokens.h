@@ -9,10 +9,12 @@
 #include <mutex>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "config/config.h"
 #include "protocol/common/secret.h"
+#include "proxy/base/uv_handle.h"
 #include "proxy/identity/identity.h"
 #include "proxy/net/http_client.h"
 
@@ -36,6 +38,10 @@ class TokenCache {
   protocol::Secret rotated_refresh_token(const std::string& key);
   void store_refresh_token(const std::string& key, protocol::Secret token);
   Clock::time_point now() const { return now_(); }
+  // One fetch per key in the process, whichever worker asks first: true if the caller
+  // may fetch (and must release()), false while another worker's fetch is in flight.
+  bool claim(const std::string& key);
+  void release(const std::string& key);
 
  private:
   struct Entry {
@@ -46,6 +52,7 @@ class TokenCache {
   std::mutex mutex_;
   std::unordered_map<std::string, Entry> tokens_;
   std::unordered_map<std::string, protocol::Secret> refresh_tokens_;
+  std::unordered_set<std::string> claimed_;
 };
 
 // Gets tokens from the token endpoint (RFC 6749 refresh_token or client_credentials
@@ -63,6 +70,9 @@ class TokenSource {
 
   TokenSource(uv_loop_t* loop, const config::OAuth2& settings, const Identity& identity,
               TokenCache& cache);
+  ~TokenSource();
+  TokenSource(const TokenSource&) = delete;
+  TokenSource& operator=(const TokenSource&) = delete;
 
   // done runs at once on a cached token, else once the endpoint answered; not at all if
   // alive has expired by then (the session is gone).
@@ -75,7 +85,9 @@ class TokenSource {
     std::weak_ptr<void> alive;
     Callback done;
   };
+  void start(const std::string& key, const std::string& user);
   void fetch(const std::string& key, const std::string& user);
+  void check_elsewhere();
   std::string key_for(const std::string& user) const;
   void finish(const std::string& key, const Result& result);
 
@@ -85,6 +97,11 @@ class TokenSource {
   HttpClient http_;
   std::unordered_map<std::string, std::vector<Waiter>> waiting_;
   std::unordered_map<std::string, HttpClient::RequestHandle> in_flight_;
+  std::unordered_set<std::string> claimed_;  // keys this source holds the process's claim on
+  // Keys (with a user to fetch for) another worker is fetching: polled until its token
+  // is in the cache, or its claim is gone without one and this source fetches itself.
+  std::unordered_map<std::string, std::string> elsewhere_;
+  Timer poll_;
   std::vector<HttpClient::RequestHandle> finished_;
 };
 

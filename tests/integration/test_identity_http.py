@@ -22,6 +22,7 @@ servers answer "Connection: close" unless a test asks for keep-alive.
 from __future__ import annotations
 
 import base64
+import concurrent.futures
 import itertools
 import os
 import signal
@@ -359,6 +360,33 @@ def test_oauth2_upstream_login_and_cache(mechanism, dove_a, store, token_server,
         assert user_pass(c, a1.name, "wrong").line == AUTH_FAILED
     assert len(token_server.token_requests()) == 2
     _secrets_absent(g, token_server, [rt1, rt2])
+
+
+def test_oauth2_token_fetched_once_across_workers(dove_a, store, token_server, make_gateway, pki, files, ctx):
+    """16 sessions of one user at once, on two worker loops, while the token endpoint
+    takes its time: one token request for the process, not one per worker (which would
+    also race a rotating refresh token), and every session logs in."""
+    acct = dove_a.add_user()
+    rt = f"rt-{next(_n)}-{os.urandom(8).hex()}"
+    with store.lock:
+        store.refresh[rt] = acct.name
+    token_server.token_delay = 0.5
+    overrides = oauth2_overrides(pki, files, token_server, "xoauth2", {acct.name: "pop-pw"}, {acct.name: rt})
+    overrides["workers"] = 2
+    g = make_gateway(dove_a, overrides)
+
+    def session(_):
+        with RawPop3(g.pop3s_port, tls_context=ctx, timeout=30) as c:
+            r = user_pass(c, acct.name, "pop-pw")
+            assert c.quit().ok
+            return r.line
+
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        lines = list(pool.map(session, range(16)))
+    assert all(line.startswith(b"+OK") for line in lines), lines
+    reqs = token_server.token_requests()
+    assert len(reqs) == 1, f"{len(reqs)} token requests for one user"
+    _check_token_request(reqs[0], rt)
 
 
 def test_oauth2_token_refreshed_after_expiry(dove_a, store, pki, files, make_gateway, ctx):

@@ -267,13 +267,15 @@ class OAuth2Server(HttpServer):
     /introspect (POST form token=..., GET /introspect/<token> or ?token=) answers
     {"active": true, "username": user} for a live token, {"active": false} otherwise.
 
-    expires_in: lifetime of issued tokens in seconds. token_length: characters."""
+    expires_in: lifetime of issued tokens in seconds. token_length: characters.
+    token_delay: seconds each /token answer is held back (to make requests overlap)."""
 
     def __init__(self, store: Optional[TokenStore] = None, *, pki: Optional[Pki] = None,
                  expires_in: int = 3600, token_length: int = 320, keep_alive: bool = False):
         self.store = store or TokenStore()
         self.expires_in = expires_in
         self.token_length = token_length
+        self.token_delay = 0.0
         self.issued: list[tuple[str, str]] = []  # (user, access token)
         super().__init__(pki, keep_alive)
 
@@ -308,6 +310,8 @@ class OAuth2Server(HttpServer):
     def handle(self, request: Request) -> Response:
         path = request.path.split("?", 1)[0]
         if path == "/token":
+            if self.token_delay:
+                time.sleep(self.token_delay)  # the endpoint is slow; not synchronisation
             if request.method != "POST":
                 return self._json(405, {"error": "invalid_request"})
             form = request.form

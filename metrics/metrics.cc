@@ -49,8 +49,8 @@ std::string_view name(Mechanism value) {
 }
 std::string_view name(AuthResult value) {
   static constexpr std::string_view kNames[] = {
-      "success", "bad_credentials", "upstream_unavailable", "plaintext_refused",
-      "in_use",  "rate_limited",    "login_delay"};
+      "ok",     "bad_credentials", "upstream_unavailable", "plaintext_refused",
+      "in_use", "rate_limited",    "login_delay"};
   static_assert(std::size(kNames) == static_cast<std::size_t>(AuthResult::kCount));
   return kNames[static_cast<std::size_t>(value)];
 }
@@ -106,8 +106,24 @@ Metrics::Metrics(prometheus::Registry& registry, const std::vector<std::string>&
           counters(registry, "popbridge_retrieve_size_mismatch_total",
                    "RETRs whose streamed octets differed from the size LIST announced.")
               .Add({})),
-      reload_success(counters(registry, kReloads, kReloadsHelp).Add({{"result", "success"}})),
-      reload_failure(counters(registry, kReloads, kReloadsHelp).Add({{"result", "failure"}})),
+      reload_success(counters(registry, kReloads, kReloadsHelp).Add({{"result", "ok"}})),
+      reload_failure(counters(registry, kReloads, kReloadsHelp).Add({{"result", "error"}})),
+      process_resident(
+          gauges(registry, "process_resident_memory_bytes", "Resident memory size in bytes.")
+              .Add({})),
+      process_virtual(
+          gauges(registry, "process_virtual_memory_bytes", "Virtual memory size in bytes.")
+              .Add({})),
+      process_open_fds(
+          gauges(registry, "process_open_fds", "Number of open file descriptors.").Add({})),
+      process_max_fds(
+          gauges(registry, "process_max_fds", "Maximum number of open file descriptors.").Add({})),
+      process_cpu(counters(registry, "process_cpu_seconds_total",
+                           "Total user and system CPU time spent in seconds.")
+                      .Add({})),
+      process_start_time(gauges(registry, "process_start_time_seconds",
+                                "Start time of the process since unix epoch in seconds.")
+                             .Add({})),
       ready(gauges(registry, "popbridge_ready",
                    "1 while the gateway accepts sessions (what /readyz reports).")
                 .Add({})),
@@ -143,7 +159,7 @@ Metrics::Metrics(prometheus::Registry& registry, const std::vector<std::string>&
   for (std::string_view verb : all_commands) {
     const std::string command(verb);
     commands_.push_back(Command{&command_counter.Add({{"command", command}, {"result", "ok"}}),
-                                &command_counter.Add({{"command", command}, {"result", "err"}}),
+                                &command_counter.Add({{"command", command}, {"result", "error"}}),
                                 &command_duration.Add({{"command", command}}, latency_buckets())});
   }
 
@@ -174,6 +190,18 @@ Metrics::Metrics(prometheus::Registry& registry, const std::vector<std::string>&
 
 std::string expose(prometheus::Registry& registry) {
   return prometheus::TextSerializer().Serialize(registry.Collect());
+}
+
+void Metrics::set_process(const ProcessSample& sample) {
+  process_resident.Set(sample.resident_bytes);
+  process_virtual.Set(sample.virtual_bytes);
+  process_open_fds.Set(sample.open_fds);
+  process_max_fds.Set(sample.max_fds);
+  process_start_time.Set(sample.start_time_seconds);
+  // A counter only grows: add what was spent since the last scrape.
+  if (const double spent = sample.cpu_seconds - process_cpu.Value(); spent > 0) {
+    process_cpu.Increment(spent);
+  }
 }
 
 }  // namespace popbridge::metrics

@@ -116,8 +116,26 @@ class Metrics {
   prometheus::Counter& retrieve_size_mismatches;
   prometheus::Counter& reload_success;
   prometheus::Counter& reload_failure;
+  prometheus::Gauge& process_resident;
+  prometheus::Gauge& process_virtual;
+  prometheus::Gauge& process_open_fds;
+  prometheus::Gauge& process_max_fds;
+  prometheus::Counter& process_cpu;
+  prometheus::Gauge& process_start_time;
   prometheus::Gauge& ready;
   prometheus::Family<prometheus::Gauge>& certificate_expiry;  // {certificate}
+
+  // The process, under the names every Prometheus client library uses, so the usual
+  // dashboards and alerts (memory, descriptors near their limit) work unchanged.
+  struct ProcessSample {
+    double resident_bytes = 0;
+    double virtual_bytes = 0;
+    double open_fds = 0;
+    double max_fds = 0;
+    double cpu_seconds = 0;
+    double start_time_seconds = 0;
+  };
+  void set_process(const ProcessSample& sample);
 
  private:
   std::vector<Listener> listeners_;

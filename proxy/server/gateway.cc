@@ -7,6 +7,7 @@
 
 #include "protocol/pop3/pop3_command.h"
 #include "proxy/base/log.h"
+#include "proxy/server/process_stats.h"
 #include "proxy/server/version.h"
 
 namespace popbridge::proxy {
@@ -159,6 +160,7 @@ bool Gateway::start(std::string& error) {
     admin_ = std::make_unique<AdminServer>(
         loop_, AdminServer::Hooks{[this] {
                                     metrics_->ready.Set(ready() ? 1 : 0);
+                                    metrics_->set_process(sample_process());
                                     return metrics::expose(registry_);
                                   },
                                   [this] { return ready(); }});

@@ -1,16 +1,14 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "proxy/server/memory_trimmer.h"
 
-#include <unistd.h>
-
 #include <algorithm>
-#include <fstream>
 
 #if defined(__GLIBC__)
 #include <malloc.h>
 #endif
 
 #include "proxy/base/log.h"
+#include "proxy/server/process_stats.h"
 
 namespace popbridge::proxy {
 
@@ -19,16 +17,6 @@ namespace {
 constexpr std::uint64_t kSampleMs = 1000;
 
 }  // namespace
-
-std::size_t resident_bytes() {
-  std::ifstream statm("/proc/self/statm");
-  std::size_t pages = 0;
-  std::size_t resident = 0;
-  if (!(statm >> pages >> resident)) {
-    return 0;
-  }
-  return resident * static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
-}
 
 MemoryTrimmer::MemoryTrimmer(uv_loop_t* loop, const std::atomic<std::size_t>& open_sessions)
     : timer_(loop), open_sessions_(open_sessions) {}

@@ -31,7 +31,4 @@ class MemoryTrimmer {
   std::size_t peak_ = 0;  // the most open sessions sampled since the last trim
 };
 
-// The process's resident set in bytes (from /proc/self/statm); 0 where unknown.
-std::size_t resident_bytes();
-
 }  // namespace popbridge::proxy

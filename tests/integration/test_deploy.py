@@ -1482,7 +1482,7 @@ def test_grafana_dashboard_has_the_required_panels():
         "histogram_quantile(0.5, sum by (command, le) (rate(popbridge_command_duration_seconds_bucket",
         "histogram_quantile(0.95, sum by (command, le) (rate(popbridge_command_duration_seconds_bucket",
         "histogram_quantile(0.99, sum by (command, le) (rate(popbridge_command_duration_seconds_bucket",
-        'popbridge_commands_total{job=~"$job", instance=~"$instance", result="err"}',
+        'popbridge_commands_total{job=~"$job", instance=~"$instance", result="error"}',
         "popbridge_upstream_errors_total", "popbridge_upstream_connect_duration_seconds_bucket",
         "popbridge_bytes_total", "popbridge_messages_retrieved_total", "popbridge_messages_deleted_total",
         "popbridge_tls_handshakes_total", "popbridge_certificate_expiry_timestamp_seconds",

@@ -514,7 +514,7 @@ def test_max_attempts_closes_and_counts(updove, files, make_gateway, ctx):
     # rate_limited (not both).
     assert metric(mport, "popbridge_auth_attempts_total", mechanism="user", result="bad_credentials") == 1
     assert metric(mport, "popbridge_auth_attempts_total", mechanism="plain", result="bad_credentials") == 1
-    assert metric(mport, "popbridge_auth_attempts_total", mechanism="user", result="success") == 0
+    assert metric(mport, "popbridge_auth_attempts_total", mechanism="user", result="ok") == 0
 
 
 @pytest.mark.parametrize("mode", ["users_file", "passthrough"])

@@ -285,14 +285,14 @@ def test_metrics_after_scripted_session(make_gateway, dovecot, ctx, account, pki
 
     check("accepted pop3s", d("popbridge_connections_accepted_total", listener="pop3s"), 2)
     check("accepted pop3", d("popbridge_connections_accepted_total", listener="pop3"), 0)
-    check("auth success", d("popbridge_auth_attempts_total", mechanism="user", result="success"), 1)
+    check("auth success", d("popbridge_auth_attempts_total", mechanism="user", result="ok"), 1)
     check("auth bad_credentials", d("popbridge_auth_attempts_total", mechanism="user", result="bad_credentials"), 1)
     check("auth upstream_unavailable", d("popbridge_auth_attempts_total", result="upstream_unavailable"), 0)
     check("RETR ok (absolute)", after.value("popbridge_commands_total", command="RETR", result="ok"), 1)
-    check("RETR err", d("popbridge_commands_total", command="RETR", result="err"), 0)
+    check("RETR err", d("popbridge_commands_total", command="RETR", result="error"), 0)
     for command, result, n in [("STAT", "ok", 1), ("LIST", "ok", 1), ("TOP", "ok", 1), ("DELE", "ok", 1),
-                               ("QUIT", "ok", 2), ("USER", "ok", 2), ("PASS", "ok", 1), ("PASS", "err", 1),
-                               ("invalid", "err", 1)]:
+                               ("QUIT", "ok", 2), ("USER", "ok", 2), ("PASS", "ok", 1), ("PASS", "error", 1),
+                               ("invalid", "error", 1)]:
         check(f"commands {command} {result}", d("popbridge_commands_total", command=command, result=result), n)
     retr_count = d("popbridge_command_duration_seconds_count", command="RETR")
     if retr_count < 1:
@@ -624,8 +624,8 @@ def test_sighup_applies_to_new_sessions_only(make_gateway, dovecot, ctx, account
         g.proc.send_signal(signal.SIGHUP)
         wait_event(g, "reloaded", trigger="SIGHUP")
         s = scrape(mport)
-        assert s.value("popbridge_config_reloads_total", result="success") == 1
-        assert s.value("popbridge_config_reloads_total", result="failure") == 0
+        assert s.value("popbridge_config_reloads_total", result="ok") == 1
+        assert s.value("popbridge_config_reloads_total", result="error") == 0
 
         # A new session uses the new mailbox and the new failure delay.
         with login(g.pop3s_port, ctx, account) as new:
@@ -657,7 +657,7 @@ def test_sighup_rejects_bad_config(make_gateway, dovecot, ctx, account):
         g.proc.send_signal(signal.SIGHUP)
         hits = wait_event(g, "reload_rejected", count=n)
         assert reason_part in hits[-1]["reason"], hits[-1]
-        assert scrape(mport).value("popbridge_config_reloads_total", result="failure") == n
+        assert scrape(mport).value("popbridge_config_reloads_total", result="error") == n
 
     # 1. An unknown key.
     with open(g.config_path, "a") as f:
@@ -677,7 +677,7 @@ def test_sighup_rejects_bad_config(make_gateway, dovecot, ctx, account):
     with open(g.config_path, "w") as f:
         f.write(original.replace(g.pki.key, g.pki.ca_key))
     reload_expecting_rejection(4, "")
-    assert scrape(mport).value("popbridge_config_reloads_total", result="success") == 0
+    assert scrape(mport).value("popbridge_config_reloads_total", result="ok") == 0
 
     # The old configuration is still in force: new sessions work.
     assert g.proc.poll() is None
@@ -690,7 +690,7 @@ def test_sighup_rejects_bad_config(make_gateway, dovecot, ctx, account):
         f.write(original)
     g.proc.send_signal(signal.SIGHUP)
     wait_event(g, "reloaded")
-    assert scrape(mport).value("popbridge_config_reloads_total", result="success") == 1
+    assert scrape(mport).value("popbridge_config_reloads_total", result="ok") == 1
 
 
 def test_reload_keeps_readiness(make_gateway, dovecot):
@@ -946,7 +946,7 @@ def test_two_workers_serve_parallel_sessions(make_gateway, dovecot, ctx):
     assert active == n, f"connections_active summed over the workers: {active}"
     s = wait_until(lambda: (lambda s: s if s.value("popbridge_sessions_total", reason="quit") == n else None)(
         scrape(mport)), QUICK, f"{n} sessions to end")
-    assert s.value("popbridge_auth_attempts_total", result="success") == n
+    assert s.value("popbridge_auth_attempts_total", result="ok") == n
     assert s.value("popbridge_messages_retrieved_total") == n
     wait_until(lambda: scrape(mport).value("popbridge_connections_active") == 0, QUICK, "no active connections")
 
@@ -1067,6 +1067,35 @@ def test_memory_is_returned_when_load_drops(make_gateway, dovecot, ctx):
     wait_until(lambda: resident_kib(pid) - base < grown // 2, QUICK,
                "the resident set to fall below half of what the sessions took",
                on_timeout=lambda: f"base {base} KiB, peak {peak} KiB, now {resident_kib(pid)} KiB")
+
+
+def test_process_metrics(make_gateway, dovecot, ctx):
+    """process_* under the names every Prometheus client uses, read from the process
+    itself: checked against /proc and against descriptors the test opens."""
+    g, mport = start_gateway(make_gateway, dovecot)
+    pid = g.proc.pid
+    before = scrape(mport)
+    with open(f"/proc/{pid}/limits") as limits:
+        soft = next(int(line.split()[3]) for line in limits if line.startswith("Max open files"))
+    assert before.value("process_max_fds") == soft
+    # The scrape's own connection (and the upstream probe's, if one is under way) come and go.
+    assert abs(before.value("process_open_fds") - len(os.listdir(f"/proc/{pid}/fd"))) <= 2
+    assert abs(before.value("process_resident_memory_bytes") / 1024 - resident_kib(pid)) < 4096
+    assert before.value("process_virtual_memory_bytes") > before.value("process_resident_memory_bytes")
+    started = before.value("process_start_time_seconds")
+    assert time.time() - 120 < started <= time.time(), started
+    sessions = [ctx.wrap_socket(socket.create_connection((HOST, g.pop3s_port), timeout=15),
+                                server_hostname="localhost") for _ in range(5)]
+    try:
+        for s in sessions:
+            assert s.recv(64).startswith(b"+OK")
+        after = scrape(mport)
+    finally:
+        for s in sessions:
+            s.close()
+    assert after.value("process_open_fds") >= before.value("process_open_fds") + 5
+    assert after.value("process_cpu_seconds_total") >= before.value("process_cpu_seconds_total") > 0
+    assert after.value("process_start_time_seconds") == started
 
 
 def test_readyz_rides_out_a_blip(make_gateway):

@@ -102,6 +102,11 @@ Metrics::Metrics(prometheus::Registry& registry, const std::vector<std::string>&
           counters(registry, "popbridge_deletions_rolled_back_total",
                    "Messages a later session found marked by an unfinished UPDATE and restored.")
               .Add({})),
+      uidvalidity_changes(
+          counters(registry, "popbridge_uidvalidity_changes_total",
+                   "Logins that found the mailbox's UIDVALIDITY changed since the user's last "
+                   "login in this process: every UIDL changed, clients download everything again.")
+              .Add({})),
       retrieve_size_mismatches(
           counters(registry, "popbridge_retrieve_size_mismatch_total",
                    "RETRs whose streamed octets differed from the size LIST announced.")

@@ -113,6 +113,7 @@ class Metrics {
   prometheus::Counter& messages_retrieved;
   prometheus::Counter& messages_deleted;
   prometheus::Counter& deletions_rolled_back;
+  prometheus::Counter& uidvalidity_changes;
   prometheus::Counter& retrieve_size_mismatches;
   prometheus::Counter& reload_success;
   prometheus::Counter& reload_failure;

@@ -798,6 +798,15 @@ void Pop3Session::store_opened(const StoreResult& result, StoreSnapshot snapshot
     log::warn("deletions_rolled_back",
               {{"session", id_text_}, {"user", log::user(user_)}, {"messages", snapshot.restored}});
   }
+  const std::string& mailbox = mailbox_override_ ? *mailbox_override_ : config().upstream.mailbox;
+  if (const auto before = context_.mailboxes.record(user_ + '\n' + mailbox, snapshot.uidvalidity)) {
+    context_.metrics.uidvalidity_changes.Increment();
+    log::warn("uidvalidity_changed", {{"session", id_text_},
+                                      {"user", log::user(user_)},
+                                      {"mailbox", mailbox},
+                                      {"before", *before},
+                                      {"now", snapshot.uidvalidity}});
+  }
   std::vector<Maildrop::Message> messages;
   messages.reserve(snapshot.messages.size());
   for (const StoreMessage& message : snapshot.messages) {

@@ -13,6 +13,7 @@
 #include "proxy/identity/oauth2_tokens.h"
 #include "proxy/net/http_client.h"
 #include "proxy/net/tls_context.h"
+#include "proxy/pop3/mailbox_history.h"
 
 namespace popbridge::proxy {
 
@@ -39,8 +40,8 @@ using SettingsPtr = std::shared_ptr<const Settings>;
 // What a session works with; it holds its Settings alive.
 struct SessionContext {
   SessionContext(uv_loop_t* event_loop, SettingsPtr current, metrics::Metrics& registry,
-                 LoginGuard& login_guard, std::shared_ptr<HttpClient> hook,
-                 std::shared_ptr<TokenSource> token_source)
+                 LoginGuard& login_guard, MailboxHistory& mailbox_history,
+                 std::shared_ptr<HttpClient> hook, std::shared_ptr<TokenSource> token_source)
       : loop(event_loop),
         settings(std::move(current)),
         auth_http(std::move(hook)),
@@ -50,7 +51,8 @@ struct SessionContext {
         upstream_tls(settings->upstream_tls.get()),
         identity(*settings->identity),
         metrics(registry),
-        guard(login_guard) {}
+        guard(login_guard),
+        mailboxes(mailbox_history) {}
   uv_loop_t* loop;
   SettingsPtr settings;
   // Per worker loop, made for these settings; null when not configured. Declared after
@@ -62,7 +64,8 @@ struct SessionContext {
   SSL_CTX* upstream_tls;
   const Identity& identity;
   metrics::Metrics& metrics;
-  LoginGuard& guard;  // shared by all workers
+  LoginGuard& guard;          // shared by all workers
+  MailboxHistory& mailboxes;  // shared by all workers
 };
 
 // What a session needs from whoever runs it (the server of its loop).

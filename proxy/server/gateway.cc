@@ -144,7 +144,7 @@ bool Gateway::start(std::string& error) {
   const std::size_t count = worker_count(settings_->config);
   for (std::size_t index = 0; index < count; ++index) {
     auto worker = std::make_unique<Worker>(index, settings_, *metrics_, open_sessions_, guard_,
-                                           tokens_, [this] {
+                                           mailboxes_, tokens_, [this] {
                                              --workers_running_;
                                              uv_async_send(stopped_->get());
                                            });

@@ -58,6 +58,7 @@ class Gateway {
   SettingsPtr settings_;
   std::atomic<std::size_t> open_sessions_{0};
   LoginGuard guard_;
+  MailboxHistory mailboxes_;
   TokenCache tokens_;
   std::vector<ListenLock> listen_locks_;  // held for the process's life
   std::vector<std::unique_ptr<Worker>> workers_;

@@ -76,12 +76,14 @@ SettingsCheck check_settings(const Settings& settings) {
 }
 
 Server::Server(uv_loop_t* loop, std::size_t worker, SettingsPtr settings, metrics::Metrics& metrics,
-               std::atomic<std::size_t>& open_sessions, LoginGuard& guard, TokenCache& token_cache)
+               std::atomic<std::size_t>& open_sessions, LoginGuard& guard,
+               MailboxHistory& mailboxes, TokenCache& token_cache)
     : loop_(loop),
       worker_(worker),
       metrics_(metrics),
       open_sessions_(open_sessions),
       guard_(guard),
+      mailboxes_(mailboxes),
       token_cache_(token_cache),
       drain_deadline_(loop),
       graveyard_(loop) {
@@ -232,7 +234,7 @@ void Server::accept(Listener& listener) {
   static std::atomic<std::uint64_t> next_session_id{1};
   const std::uint64_t id = next_session_id++;
   auto session = std::make_unique<Pop3Session>(
-      *this, SessionContext(loop_, settings_, metrics_, guard_, auth_http_, tokens_),
+      *this, SessionContext(loop_, settings_, metrics_, guard_, mailboxes_, auth_http_, tokens_),
       settings_->config.listeners[listener.index], listener.index, std::move(connection), id);
   Pop3Session* raw = session.get();
   sessions_.emplace(raw, std::move(session));

@@ -45,7 +45,8 @@ class Server final : public SessionHost {
   // open_sessions counts the sessions of every worker, for limits.max_connections.
   // worker: this loop's number, for logs.
   Server(uv_loop_t* loop, std::size_t worker, SettingsPtr settings, metrics::Metrics& metrics,
-         std::atomic<std::size_t>& open_sessions, LoginGuard& guard, TokenCache& tokens);
+         std::atomic<std::size_t>& open_sessions, LoginGuard& guard, MailboxHistory& mailboxes,
+         TokenCache& tokens);
   ~Server();
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
@@ -97,6 +98,7 @@ class Server final : public SessionHost {
   metrics::Metrics& metrics_;
   std::atomic<std::size_t>& open_sessions_;
   LoginGuard& guard_;
+  MailboxHistory& mailboxes_;
   TokenCache& token_cache_;
   std::shared_ptr<HttpClient> auth_http_;
   std::shared_ptr<TokenSource> tokens_;

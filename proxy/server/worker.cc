@@ -6,12 +6,12 @@
 namespace popbridge::proxy {
 
 Worker::Worker(std::size_t index, SettingsPtr settings, metrics::Metrics& metrics,
-               std::atomic<std::size_t>& open_sessions, LoginGuard& guard, TokenCache& tokens,
-               std::function<void()> on_stopped)
+               std::atomic<std::size_t>& open_sessions, LoginGuard& guard,
+               MailboxHistory& mailboxes, TokenCache& tokens, std::function<void()> on_stopped)
     : index_(index), on_stopped_(std::move(on_stopped)) {
   uv_loop_init(&loop_);
   server_ = std::make_unique<Server>(&loop_, index_, std::move(settings), metrics, open_sessions,
-                                     guard, tokens);
+                                     guard, mailboxes, tokens);
   wakeup_ = std::make_unique<UvHandle<uv_async_t>>(
       [this](uv_async_t* handle) { return uv_async_init(&loop_, handle, &Worker::on_wakeup); });
   wakeup_->get()->data = this;

@@ -24,8 +24,8 @@ class Worker {
  public:
   // on_stopped runs on the worker's thread once its loop has nothing left to do.
   Worker(std::size_t index, SettingsPtr settings, metrics::Metrics& metrics,
-         std::atomic<std::size_t>& open_sessions, LoginGuard& guard, TokenCache& tokens,
-         std::function<void()> on_stopped);
+         std::atomic<std::size_t>& open_sessions, LoginGuard& guard, MailboxHistory& mailboxes,
+         TokenCache& tokens, std::function<void()> on_stopped);
   ~Worker();
   Worker(const Worker&) = delete;
   Worker& operator=(const Worker&) = delete;

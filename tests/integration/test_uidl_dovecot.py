@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import urllib.request
 from typing import Callable, Iterator
 
 import pytest
@@ -26,6 +27,8 @@ from harness import messages
 from harness.clients import RawPop3, dot_unstuff
 from harness.dovecot import Account, Dovecot
 from harness.gateway import Gateway
+from harness.ports import free_port
+from harness.wait import TIME_FACTOR, wait_until
 
 
 def imap_guids(d: Dovecot, user: str) -> dict[int, str]:
@@ -371,3 +374,57 @@ def test_client_workarounds_match_dovecot_pop3(make_dovecot, make_gateway, ctx, 
             assert got[command] == want[command].replace(b"\x00", b"\x80"), got[command]
             continue
         assert got[command] == want[command], f"{command}: popbridge {got[command]!r}, Dovecot {want[command]!r}"
+
+
+# ------------------------------------------------------------------ UIDVALIDITY changes
+
+def recreate_with(d: Dovecot, user: str, mailbox: str, message: bytes) -> None:
+    """Deletes `mailbox` if present, creates it afresh and APPENDs one message."""
+    conn = d.imap(user)
+    try:
+        conn.delete(mailbox)  # NO when it does not exist yet: fine
+        typ, data = conn.create(mailbox)
+        assert typ == "OK", data
+        typ, data = conn.append(mailbox, None, None, message)
+        assert typ == "OK", data
+    finally:
+        conn.logout()
+
+
+def test_uidvalidity_change_is_logged_and_counted(make_dovecot, make_gateway, ctx):
+    """A mailbox recreated (a restore, a migration tool's second pass) gets a new
+    UIDVALIDITY, so every UIDL changes and clients download everything again: popbridge
+    says so at the next login, with a warning and popbridge_uidvalidity_changes_total."""
+    d = make_dovecot()
+    acct = d.add_user()
+    recreate_with(d, acct.name, "POP", messages.simple(1))
+    first = d.uidvalidity(acct.name, "POP")
+    port = free_port()
+    g = make_gateway(d, {"upstream": {"mailbox": "POP"}, "metrics": {"address": f"127.0.0.1:{port}"}})
+
+    def uidls() -> list[bytes]:
+        ended = d.session_ends(acct.name)
+        with popbridge_pop3(g, acct, ctx) as c:
+            listing = uidl_survey(c, 1)["listing"]
+        gateway_session_over(d, acct.name, ended)
+        return listing
+
+    def changes() -> float:
+        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+        m = re.search(r"^popbridge_uidvalidity_changes_total (\S+)$", body, re.M)
+        assert m, "popbridge_uidvalidity_changes_total is missing"
+        return float(m.group(1))
+
+    before = uidls()
+    assert uidls() == before and changes() == 0, "an unchanged mailbox is not reported"
+    # Dovecot takes a new mailbox's UIDVALIDITY from the clock: recreate until it differs.
+    wait_until(lambda: recreate_with(d, acct.name, "POP", messages.simple(1))
+               or d.uidvalidity(acct.name, "POP") != first, 10 * TIME_FACTOR,
+               "a recreated mailbox with another UIDVALIDITY")
+    now = d.uidvalidity(acct.name, "POP")
+    after = uidls()
+    assert after != before, "the UIDLs changed with UIDVALIDITY"
+    assert changes() == 1
+    warned = [line for line in g.log_text().splitlines() if "event=uidvalidity_changed" in line]
+    assert len(warned) == 1 and f"before={first} " in warned[0] + " " and f"now={now}" in warned[0], warned
+    assert "mailbox=POP" in warned[0], warned

@@ -554,10 +554,10 @@ service pop3-login {{
         finally:
             conn.logout()
 
-    def uidvalidity(self, user: str) -> int:
+    def uidvalidity(self, user: str, mailbox: str = "INBOX") -> int:
         conn = self.imap(user)
         try:
-            typ, data = conn.status("INBOX", "(UIDVALIDITY)")
+            typ, data = conn.status(mailbox, "(UIDVALIDITY)")
             if typ != "OK":
                 raise RuntimeError(f"STATUS failed: {typ} {data}")
             m = re.search(rb"UIDVALIDITY (\d+)", data[0])

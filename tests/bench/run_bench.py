@@ -126,10 +126,12 @@ def check_dovecot_config(dovecot: Dovecot) -> str:
     return "\n".join(line for line in proc.stderr.splitlines() if line.strip())
 
 
-def gateway_overrides(sessions: int, log_level: str) -> dict:
+def gateway_overrides(sessions: int, log_level: str, hold: float = 0) -> dict:
+    # A soak holds sessions silent for longer than the 10-minute autologout.
+    idle_timeout = f"{int(hold) + 600}s"
     return {
         "auth": {"allow_plaintext": True},
-        "limits": {"max_connections": sessions + 100},
+        "limits": {"max_connections": sessions + 100, "idle_timeout": idle_timeout},
         # The harness's 10 s suits tests; production's default is 60 s.
         "upstream": {"command_timeout": "60s"},
         "logging": {"level": log_level},
@@ -268,6 +270,12 @@ class Bench:
         if warnings:
             print(f"doveconf says:\n{warnings}\n")
 
+        if a.idle_only:
+            self.print_header(size)
+            for mode in a.idle_modes:
+                self.idle_sessions(mode)
+            return
+
         message = messages.big_message(size, seed="popbridge-bench")
         sha256 = hashlib.sha256(message).hexdigest()
         uid = self.dovecot.append(USER, message)
@@ -311,7 +319,7 @@ class Bench:
 
     def idle_sessions(self, mode: str) -> None:
         a = self.args
-        gw = Gateway(self.pki, self.dovecot, gateway_overrides(a.sessions, a.log_level),
+        gw = Gateway(self.pki, self.dovecot, gateway_overrides(a.sessions, a.log_level, a.hold),
                      upstream_tls=a.upstream_tls, listeners=(("pop3", "none"), ("pop3s", "implicit")),
                      binary=self.binary)
         self.gateways.append(gw)
@@ -373,6 +381,8 @@ class Bench:
             rss_with = proc_status_kib(pid, "VmRSS")
             fds_with = len(os.listdir(f"/proc/{pid}/fd"))
             login_s = float(parse_fields(ready)["seconds"])
+            if a.hold > 0:
+                self.soak(gw, proc, a.sessions)
             proc.stdin.close()  # the client QUITs every session
             quit_line = self.read_line(proc, a.client_timeout)
             if proc.wait(a.client_timeout) != 0:
@@ -384,6 +394,35 @@ class Bench:
             self.clients.remove(proc)
         self.gateway_alive(gw, "QUIT of the idle sessions")
         return login_s, rss_with, fds_with
+
+    def soak(self, gw: Gateway, client: subprocess.Popen, sessions: int) -> None:
+        """Holds the sessions for --hold seconds, sampling popbridge's VmRSS and descriptors
+        every --sample seconds (a measurement cadence: nothing waits on these samples). The
+        client QUITs every session afterwards and fails if any was lost meanwhile."""
+        a = self.args
+        pid = gw.proc.pid
+        start = time.monotonic()
+        samples: list[tuple[float, int, int]] = []
+        print(f"  soak: {sessions} sessions held {a.hold:.0f} s, sampled every {a.sample:.0f} s")
+        print(f"    {'t (s)':>7} {'VmRSS KiB':>10} {'fds':>7} {'load1':>6}")
+        while True:
+            elapsed = time.monotonic() - start
+            self.gateway_alive(gw, f"soak at {elapsed:.0f} s")
+            if client.poll() is not None:
+                raise BenchError(f"soak: the client exited ({client.returncode}) after {elapsed:.0f} s")
+            rss = proc_status_kib(pid, "VmRSS")
+            fds = len(os.listdir(f"/proc/{pid}/fd"))
+            samples.append((elapsed, rss, fds))
+            print(f"    {elapsed:7.0f} {rss:10d} {fds:7d} {os.getloadavg()[0]:6.2f}")
+            sys.stdout.flush()
+            if elapsed >= a.hold:
+                break
+            time.sleep(min(a.sample, a.hold - elapsed))
+        rss_values = [s[1] for s in samples]
+        fd_values = [s[2] for s in samples]
+        print(f"  soak: VmRSS {min(rss_values)}-{max(rss_values)} KiB "
+              f"(drift {rss_values[-1] - rss_values[0]:+d} KiB), descriptors {min(fd_values)}-{max(fd_values)}, "
+              f"{len(samples)} samples")
 
     def after_quit(self, gw: Gateway, fds_before: int, what: str) -> tuple[int, int]:
         """Waits (up to 10 s) until popbridge is back to its descriptors at start, i.e. every
@@ -432,8 +471,11 @@ class Bench:
         load = " ".join(f"{x:.2f}" for x in os.getloadavg())
         print(f"  host: {os.cpu_count()} CPUs ({cpu}), Linux {platform.release()}, load average {load} "
               f"(other load skews the figures; the ratios less so); Dovecot upstream on loopback")
-        print(f"  message: {size} octets ({a.size_mib} MiB); {a.repeat} timed retrievals per row after one "
-              f"checked, untimed one; upstream tls={a.upstream_tls}; popbridge log level {a.log_level}\n")
+        if a.idle_only:
+            print(f"  idle sessions only; upstream tls={a.upstream_tls}; popbridge log level {a.log_level}\n")
+        else:
+            print(f"  message: {size} octets ({a.size_mib} MiB); {a.repeat} timed retrievals per row after one "
+                  f"checked, untimed one; upstream tls={a.upstream_tls}; popbridge log level {a.log_level}\n")
         sys.stdout.flush()
 
     def print_throughput(self, pairs, size: int, rss_start: int, rss_end: int, hwm: int) -> None:
@@ -477,6 +519,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--read-timeout", type=int, default=120, help="client read timeout, seconds")
     p.add_argument("--client-timeout", type=float, default=900, help="longest client run, seconds")
     p.add_argument("--quick", action="store_true", help="smoke run: 2 MiB x 3, 50 sessions")
+    p.add_argument("--hold", type=float, default=0,
+                   help="soak: keep the idle sessions open this many seconds, sampling popbridge")
+    p.add_argument("--sample", type=float, default=10, help="soak: seconds between samples (default 10)")
+    p.add_argument("--idle-only", action="store_true", help="skip the RETR throughput rows")
     args = p.parse_args(argv)
     if args.quick:
         args.size_mib, args.repeat, args.sessions = 2, 3, 50
@@ -485,6 +531,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         p.error("--idle-modes takes plain and/or tls")
     if args.size_mib < 1 or args.repeat < 1 or args.sessions < 1 or args.idle_rounds < 1:
         p.error("--size-mib, --repeat, --sessions and --idle-rounds must be positive")
+    if args.hold < 0 or args.sample <= 0:
+        p.error("--hold must not be negative and --sample must be positive")
     return args
 
 

@@ -45,6 +45,7 @@ void fill(prometheus::Family<Child>& family, const std::string& label,
 
 std::string_view name(Mechanism value) {
   static constexpr std::string_view kNames[] = {"user", "plain", "login", "xoauth2", "oauthbearer"};
+  static_assert(std::size(kNames) == static_cast<std::size_t>(Mechanism::kCount));
   return kNames[static_cast<std::size_t>(value)];
 }
 std::string_view name(AuthResult value) {
@@ -57,6 +58,7 @@ std::string_view name(AuthResult value) {
 std::string_view name(UpstreamError value) {
   static constexpr std::string_view kNames[] = {"connect", "tls",    "timeout", "protocol",
                                                 "bye",     "closed", "refused"};
+  static_assert(std::size(kNames) == static_cast<std::size_t>(UpstreamError::kCount));
   return kNames[static_cast<std::size_t>(value)];
 }
 std::string_view name(SessionEnd value) {
@@ -69,11 +71,13 @@ std::string_view name(SessionEnd value) {
 std::string_view name(Rejection value) {
   static constexpr std::string_view kNames[] = {"limit", "tls_handshake", "proxy_protocol",
                                                 "draining"};
+  static_assert(std::size(kNames) == static_cast<std::size_t>(Rejection::kCount));
   return kNames[static_cast<std::size_t>(value)];
 }
 std::string_view name(Direction value) {
   static constexpr std::string_view kNames[] = {"client_in", "client_out", "upstream_in",
                                                 "upstream_out"};
+  static_assert(std::size(kNames) == static_cast<std::size_t>(Direction::kCount));
   return kNames[static_cast<std::size_t>(value)];
 }
 

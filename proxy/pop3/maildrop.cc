@@ -5,6 +5,8 @@
 #include <numeric>
 #include <unordered_map>
 
+#include "protocol/common/invariant.h"
+
 namespace popbridge::proxy {
 
 Maildrop::Maildrop(std::vector<Message> messages, std::vector<std::string> guids,
@@ -116,6 +118,9 @@ std::string Maildrop::base_uidl(std::size_t index) const {
 }
 
 std::string Maildrop::uidl(const Message& message) const {
+  // A Message from another maildrop (an earlier session's) would get a neighbour's UIDL.
+  POPBRIDGE_INVARIANT(&message >= messages_.data() &&
+                      &message < messages_.data() + messages_.size());
   const auto index = static_cast<std::size_t>(&message - messages_.data());
   std::string uidl = base_uidl(index);
   auto duplicate = std::lower_bound(duplicates_.begin(), duplicates_.end(), index,

@@ -1,6 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 // The TRANSACTION and UPDATE states: maildrop commands, RETR/TOP streaming and the
 // deletions at QUIT, all on the MailStore.
+#include <algorithm>
+
+#include "protocol/common/invariant.h"
 #include "proxy/base/log.h"
 #include "proxy/pop3/pop3_session.h"
 
@@ -188,6 +191,8 @@ bool Pop3Session::on_message_data(std::string_view chunk) {
 }
 
 void Pop3Session::emit_body(std::string_view data) {
+  // Message octets before "+OK" would be read by the client as the status line.
+  POPBRIDGE_INVARIANT(transfer_started_);
   if (data.empty()) {
     return;
   }
@@ -290,6 +295,8 @@ void Pop3Session::cmd_quit(Pop3Command&) {
   }
   busy_ = true;
   update_count_ = uids.size();
+  // Only this session's DELEs, each once: the store expunges exactly these UIDs.
+  POPBRIDGE_INVARIANT(std::adjacent_find(uids.begin(), uids.end()) == uids.end());
   store_->commit(std::move(uids), [this](const StoreResult& result) { update_done(result); });
 }
 

@@ -111,5 +111,13 @@ TEST(Maildrop, ReusedUidlsIgnoredWhenNoMessageHasOne) {
   EXPECT_EQ(drop.uidl(*drop.find(1)), "0000000a6b082ea4");
 }
 
+TEST(MaildropDeathTest, AMessageOfAnotherMaildropStopsTheProcess) {
+  Maildrop first({{10, 1, false}}, {}, 1, preset(protocol::UidlTemplate::kDovecot));
+  Maildrop second({{10, 1, false}}, {}, 1, preset(protocol::UidlTemplate::kDovecot));
+  const Maildrop::Message* stale = first.find(1);
+  ASSERT_NE(stale, nullptr);
+  EXPECT_DEATH(static_cast<void>(second.uidl(*stale)), "invariant_failed");
+}
+
 }  // namespace
 }  // namespace popbridge::proxy

@@ -230,8 +230,14 @@ constexpr std::array<std::string_view, 11> kOAuth2Keys{"token_url",
                                                        "ca_file",
                                                        "verify_certificate",
                                                        "client_secret"};
-constexpr std::array<std::string_view, 4> kHttpAuthKeys{"url", "timeout", "ca_file",
-                                                        "verify_certificate"};
+constexpr std::array<std::string_view, 5> kHttpAuthKeys{"url", "timeout", "ca_file",
+                                                        "verify_certificate", "route_tls"};
+constexpr std::array<Choice<std::optional<TlsMode>>, 4> kRouteTlsModes{{
+    {"inherit", std::nullopt},
+    {"implicit", TlsMode::kImplicit},
+    {"starttls", TlsMode::kStartTls},
+    {"none", TlsMode::kNone},
+}};
 constexpr std::array<Choice<UpstreamLoginMode>, 4> kLoginModes{{
     {"passthrough", UpstreamLoginMode::kPassthrough},
     {"master", UpstreamLoginMode::kMaster},
@@ -893,6 +899,7 @@ void Loader::read_auth(const std::optional<Value>& v) {
   const std::optional<Value> ca = h->get("ca_file");
   read_string(ca, auth.http.ca_file);
   read_bool(h->get("verify_certificate"), auth.http.verify_certificate);
+  read_choice(h->get("route_tls"), kRouteTlsModes, auth.http.route_tls);
   if (auth.http.url.rfind("https://", 0) == 0 && auth.http.verify_certificate) {
     check_readable(ca ? ca->path : join(http->path, "ca_file"), ca ? ca->line : h->line(),
                    auth.http.ca_file);

@@ -115,6 +115,10 @@ struct HttpAuth {
   Duration timeout = std::chrono::seconds(5);
   std::string ca_file = "/etc/ssl/certs/ca-certificates.crt";
   bool verify_certificate = true;
+  // How popbridge reaches a server the hook routes to (Auth-Server/Auth-Port); absent:
+  // as upstream.tls. nginx's mail proxy speaks plain IMAP to its backends, so a hook
+  // written for nginx usually answers a plain port: route_tls none.
+  std::optional<TlsMode> route_tls;
 };
 
 struct Auth {

@@ -137,6 +137,8 @@ void auth(YAML::Emitter& out, const Auth& a) {
       out << YAML::Key << "timeout" << YAML::Value << duration(a.http.timeout);
       out << YAML::Key << "ca_file" << YAML::Value << a.http.ca_file;
       out << YAML::Key << "verify_certificate" << YAML::Value << a.http.verify_certificate;
+      out << YAML::Key << "route_tls" << YAML::Value
+          << (a.http.route_tls ? tls_mode(*a.http.route_tls) : "inherit");
       out << YAML::EndMap;
       break;
   }

@@ -7,6 +7,7 @@
 
 #include "protocol/sasl/sasl.h"
 #include "proxy/base/log.h"
+#include "proxy/net/resolver.h"
 
 namespace popbridge::proxy {
 namespace {
@@ -54,6 +55,18 @@ std::string escape_for_hook(std::string_view text) {
     }
   }
   return escaped;
+}
+
+// An auth hook's Auth-Status text as a reply text: printable ASCII only (no line break
+// can forge a reply), at most 200 octets.
+std::string printable_hook_text(std::string_view text) {
+  std::string out;
+  for (char c : text.substr(0, 200)) {
+    if (c >= 0x20 && c <= 0x7e) {
+      out.push_back(c);
+    }
+  }
+  return out;
 }
 
 double seconds_since(std::uint64_t start_ns) {
@@ -616,6 +629,9 @@ void Pop3Session::auth_hook_answered(const HttpResult& response, const protocol:
                {"reason", response.ok() ? "HTTP " + std::to_string(response.status)
                                         : std::string(to_string(response.error)) + ": " +
                                               response.error_text}});
+    // Answered no sooner than a wrong password would be, so a client retrying at once
+    // does not hammer a hook that is down.
+    hook_wait_ = config().auth.failure_delay;
     login_failed(RespCode::kSysTemp, "Temporary failure, try again later.",
                  metrics::AuthResult::kUpstreamUnavailable);
     return;
@@ -626,7 +642,11 @@ void Pop3Session::auth_hook_answered(const HttpResult& response, const protocol:
       std::from_chars(header->data(), header->data() + header->size(), wait);
     }
     hook_wait_ = std::chrono::seconds(std::min(wait, 60u));
-    login_failed(RespCode::kAuth, "Authentication failed.", metrics::AuthResult::kBadCredentials);
+    // nginx hands the hook's Auth-Status text to the client: "Account locked, call the
+    // helpdesk" is worth more than a bare failure. Only printable ASCII, kept short.
+    const std::string text = printable_hook_text(*status);
+    login_failed(RespCode::kAuth, text.empty() ? "Authentication failed." : text,
+                 metrics::AuthResult::kBadCredentials);
     return;
   }
   // The hook may route this user to its own server, mailbox and upstream login.
@@ -634,14 +654,10 @@ void Pop3Session::auth_hook_answered(const HttpResult& response, const protocol:
   auto port = response.header("Auth-Port");
   if (server || port) {
     upstream_override_ = config().upstream;
-    if (server) {
-      upstream_override_->address.host = std::string(*server);
-    }
-    std::uint16_t number = 0;
-    if (port &&
-        std::from_chars(port->data(), port->data() + port->size(), number).ec == std::errc() &&
-        number != 0) {
-      upstream_override_->address.port = number;
+    if (!route_upstream(response, *upstream_override_)) {
+      login_failed(RespCode::kSysTemp, "Temporary failure, try again later.",
+                   metrics::AuthResult::kUpstreamUnavailable);
+      return;
     }
   }
   if (auto mailbox = response.header("X-Popbridge-Mailbox")) {
@@ -656,6 +672,47 @@ void Pop3Session::auth_hook_answered(const HttpResult& response, const protocol:
     hook_credentials_ = std::move(credentials);
   }
   authorized(secret, false);
+}
+
+bool Pop3Session::route_upstream(const HttpResult& response, config::Upstream& route) const {
+  const std::optional<std::string_view> server = response.header("Auth-Server");
+  const std::optional<std::string_view> port = response.header("Auth-Port");
+  if (server) {
+    route.address.host = std::string(*server);
+    // nginx's Auth-Server is an IP address, and backends behind one often share a
+    // certificate: then the configured server_name is the name to check. A host name
+    // is its own.
+    sockaddr_storage ip{};
+    if (!parse_ip_literal(config::Endpoint{route.address.host, 1}, ip)) {
+      route.server_name = route.address.host;
+    }
+  }
+  std::uint16_t number = 0;
+  if (port &&
+      std::from_chars(port->data(), port->data() + port->size(), number).ec == std::errc() &&
+      number != 0) {
+    route.address.port = number;
+  }
+  if (auto name = response.header("X-Popbridge-Upstream-Server-Name")) {
+    route.server_name = std::string(*name);
+  }
+  route.tls = config().auth.http.route_tls.value_or(config().upstream.tls);
+  if (auto tls = response.header("X-Popbridge-Upstream-TLS")) {
+    if (*tls == "none") {
+      route.tls = config::TlsMode::kNone;
+    } else if (*tls == "starttls") {
+      route.tls = config::TlsMode::kStartTls;
+    } else if (*tls == "implicit") {
+      route.tls = config::TlsMode::kImplicit;
+    } else {
+      log::warn("auth_hook_failed", {{"session", id_text_},
+                                     {"reason",
+                                      "X-Popbridge-Upstream-TLS must be none, "
+                                      "starttls or implicit"}});
+      return false;
+    }
+  }
+  return true;
 }
 
 void Pop3Session::authorized(protocol::Secret client_secret, bool token) {
@@ -837,13 +894,13 @@ void Pop3Session::login_failed(RespCode code, std::string_view text, metrics::Au
                              {"result", metrics::name(result)}});
   unlock_user();
   busy_ = true;
-  config::Duration delay(0);
+  // What the auth hook asked for (Auth-Wait), or the pause after a hook failure.
+  config::Duration delay = hook_wait_;
+  hook_wait_ = {};
   if (credentials) {
     // Slow down password guessing: the delay grows with recent failures from this
     // address or for this user, and the reply comes only after it.
-    delay = std::max(context_.guard.record_failure(config().auth, client_address_, user_),
-                     std::chrono::duration_cast<config::Duration>(hook_wait_));
-    hook_wait_ = {};
+    delay = std::max(context_.guard.record_failure(config().auth, client_address_, user_), delay);
   }
   upstream_override_.reset();
   mailbox_override_.reset();

@@ -105,6 +105,9 @@ class Pop3Session final : Connection::Handler, MailStore::Observer, MessageSink 
   // (upstream.login.mode), connect, log in, SELECT, snapshot.
   void begin_login(std::string_view mechanism, std::string user, protocol::Secret secret,
                    bool token);
+  // Points `route` at the server the hook's answer names (Auth-Server, Auth-Port, and
+  // popbridge's X-Popbridge-Upstream-TLS/-Server-Name); false if the answer is unusable.
+  bool route_upstream(const HttpResult& response, config::Upstream& route) const;
   void authorized(protocol::Secret client_secret, bool token);
   void ask_auth_hook(protocol::Secret secret);
   void auth_hook_answered(const HttpResult& response, const protocol::Secret& secret);
@@ -170,7 +173,7 @@ class Pop3Session final : Connection::Handler, MailStore::Observer, MessageSink 
   std::optional<config::Upstream> upstream_override_;
   std::optional<std::string> mailbox_override_;
   std::optional<UpstreamCredentials> hook_credentials_;
-  std::chrono::seconds hook_wait_{0};
+  config::Duration hook_wait_{0};
   // Callbacks that may outlive the session (token fetches) hold a weak_ptr to this.
   std::shared_ptr<char> life_ = std::make_shared<char>(0);
 

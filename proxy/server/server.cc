@@ -34,7 +34,9 @@ SettingsPtr make_settings(config::Config config, std::string& error) {
     }
     settings->server_tls = std::move(made.context);
   }
-  if (config.upstream.tls != config::TlsMode::kNone) {
+  // A route from the auth hook may need TLS even when the configured upstream does not.
+  if (config.upstream.tls != config::TlsMode::kNone ||
+      config.auth.mode == config::AuthMode::kHttp) {
     TlsContextResult made = make_client_context(config.upstream);
     if (!made.context) {
       error = "upstream: " + made.error;

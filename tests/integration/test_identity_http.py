@@ -159,7 +159,7 @@ def test_hook_login_attempt_counter_and_sasl(dove_b, make_gateway, ctx):
         with RawPop3(g.pop3s_port, tls_context=ctx) as c:
             r = user_pass(c, acct.name, "wrong-password")
             assert r.line.startswith(b"-ERR [AUTH]"), r
-            assert b"Invalid login" not in r.line  # the hook's text is not shown to clients
+            assert r.line == b"-ERR [AUTH] Invalid login or password", r  # the hook's text, as nginx
             r = c.auth_plain(acct.name, acct.password)
             assert r.ok, r
             assert c.quit().ok
@@ -228,7 +228,7 @@ def test_hook_unavailable_is_sys_temp(failure, dove_b, make_gateway, ctx):
                                  "no-auth-status": _hook_no_status}[failure])
         url = hook.url("/auth")
     try:
-        g = make_gateway(dove_b, hook_overrides(url, timeout="500ms"))
+        g = make_gateway(dove_b, hook_overrides(url, timeout="500ms", failure_delay="1s"))
         start = len(dove_b.log_text())
         with RawPop3(g.pop3s_port, tls_context=ctx) as c:
             t = time.monotonic()
@@ -238,8 +238,11 @@ def test_hook_unavailable_is_sys_temp(failure, dove_b, make_gateway, ctx):
                 assert r.err and not r.ok, r  # a malformed answer is never a login
             else:
                 assert r.line.startswith(b"-ERR [SYS/TEMP]"), r
+            # No faster than a wrong password (auth.failure_delay), so clients retrying at
+            # once do not hammer a hook that is down.
+            assert took >= 0.95, f"a failed hook answered after {took:.2f}s, before auth.failure_delay 1s"
             if failure == "slow":
-                assert took < 3.0 * TIME_FACTOR, f"auth.http.timeout 500ms, answered after {took:.2f}s"
+                assert took < 3.5 * TIME_FACTOR, f"auth.http.timeout 500ms + 1s delay, answered after {took:.2f}s"
             assert c.quit().ok
         assert "Login: user=" not in log_since(dove_b, start)
         if hook is not None:
@@ -247,6 +250,55 @@ def test_hook_unavailable_is_sys_temp(failure, dove_b, make_gateway, ctx):
     finally:
         if hook is not None:
             hook.close()
+
+
+def test_hook_route_tls(dove_a, dove_b, make_gateway, ctx):
+    """The configured upstream is reached over implicit TLS; the hook routes users to
+    another server's plain port (auth.http.route_tls: none, as nginx's mail proxy
+    speaks to its backends), its STARTTLS port and its implicit-TLS port (the hook's
+    X-Popbridge-Upstream-TLS). Without route_tls, a route inherits upstream.tls."""
+    plain, starttls, implicit = dove_a.add_user(), dove_a.add_user(), dove_a.add_user()
+    mails = {}
+    for acct in (plain, starttls, implicit):
+        mails[acct.name] = messages.simple(next(_n))
+        dove_a.append(acct.name, mails[acct.name])
+    hook = AuthHook({
+        plain.name: HookUser(plain.password, server=HOST, port=dove_a.imap_port),
+        starttls.name: HookUser(starttls.password, server=HOST, port=dove_a.imap_port, upstream_tls="starttls"),
+        implicit.name: HookUser(implicit.password, server=HOST, port=dove_a.imaps_port, upstream_tls="implicit"),
+    })
+    with hook:
+        overrides = hook_overrides(hook)
+        overrides["auth"]["http"]["route_tls"] = "none"
+        g = make_gateway(dove_b, overrides, upstream_tls="implicit")
+        for acct, secured in ((plain, "secured"), (starttls, "TLS"), (implicit, "TLS")):
+            start = len(dove_a.log_text())
+            with RawPop3(g.pop3s_port, tls_context=ctx) as c:
+                r = user_pass(c, acct.name, acct.password)
+                assert r.ok, f"{acct.name}: {r}"
+                assert c.cmd("RETR 1", multiline=True).body == as_retrieved(mails[acct.name])
+                assert c.quit().ok
+            line = wait_dovecot_login(dove_a, start, acct.name)
+            # Dovecot says "secured" for a plain login from loopback, "TLS" over TLS.
+            assert f", {secured}," in line, f"{acct.name}: {line}"
+
+        # Inherited (implicit TLS) towards a plain port: the handshake fails, never a login.
+        inherit = make_gateway(dove_b, hook_overrides(hook), upstream_tls="implicit")
+        with RawPop3(inherit.pop3s_port, tls_context=ctx) as c:
+            assert user_pass(c, plain.name, plain.password).line.startswith(b"-ERR [SYS/TEMP]")
+        assert not hook.errors, hook.errors
+
+
+def test_hook_failure_text_reaches_the_client(dove_b, make_gateway, ctx):
+    """As nginx does, the hook's Auth-Status text is the client's error text."""
+    acct = dove_b.add_user()
+    with AuthHook({acct.name: HookUser(acct.password)}) as hook:
+        hook.failure_text = "Account locked, call the helpdesk on 1234"
+        g = make_gateway(dove_b, hook_overrides(hook))
+        with RawPop3(g.pop3s_port, tls_context=ctx) as c:
+            r = user_pass(c, acct.name, "wrong")
+            assert r.line == b"-ERR [AUTH] Account locked, call the helpdesk on 1234", r
+            assert c.quit().ok
 
 
 def test_hook_auth_wait(dove_b, make_gateway, ctx):

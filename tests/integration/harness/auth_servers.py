@@ -176,6 +176,8 @@ class HookUser:
     upstream_user: Optional[str] = None  # Auth-User in the answer
     upstream_pass: Optional[str] = None  # Auth-Pass in the answer
     mailbox: Optional[str] = None       # X-Popbridge-Mailbox
+    upstream_tls: Optional[str] = None  # X-Popbridge-Upstream-TLS
+    server_name: Optional[str] = None   # X-Popbridge-Upstream-Server-Name
 
 
 class AuthHook(HttpServer):
@@ -183,7 +185,8 @@ class AuthHook(HttpServer):
     Auth-Status is a failure ("Auth-Wait: N" asks the gateway to wait N seconds).
 
     users: {pop3 user: HookUser}. `respond`, when set, overrides everything:
-    respond(request) -> Response. `wait` (seconds) adds Auth-Wait to failures."""
+    respond(request) -> Response. `wait` (seconds) adds Auth-Wait to failures;
+    `failure_text` is the Auth-Status of a failure."""
 
     def __init__(self, users: Optional[dict[str, HookUser]] = None, *,
                  respond: Optional[Callable[[Request], Response]] = None,
@@ -191,6 +194,7 @@ class AuthHook(HttpServer):
         self.users = dict(users or {})
         self.respond = respond
         self.wait = wait
+        self.failure_text = "Invalid login or password"
         super().__init__(pki, keep_alive)
 
     def handle(self, request: Request) -> Response:
@@ -200,7 +204,7 @@ class AuthHook(HttpServer):
         password = urllib.parse.unquote(request.header("Auth-Pass") or "")
         entry = self.users.get(user)
         if entry is None or entry.password != password:
-            headers = {"Auth-Status": "Invalid login or password"}
+            headers = {"Auth-Status": self.failure_text}
             if self.wait is not None:
                 headers["Auth-Wait"] = str(self.wait)
             return Response(200, headers)
@@ -215,6 +219,10 @@ class AuthHook(HttpServer):
             headers["Auth-Pass"] = entry.upstream_pass
         if entry.mailbox is not None:
             headers["X-Popbridge-Mailbox"] = entry.mailbox
+        if entry.upstream_tls is not None:
+            headers["X-Popbridge-Upstream-TLS"] = entry.upstream_tls
+        if entry.server_name is not None:
+            headers["X-Popbridge-Upstream-Server-Name"] = entry.server_name
         return Response(200, headers)
 
     def checks(self) -> list[Request]:

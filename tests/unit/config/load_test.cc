@@ -818,6 +818,22 @@ limits:
   EXPECT_EQ(result.config->limits.idle_timeout, minutes(5));
 }
 
+TEST_F(LoadConfigTest, HookRouteTlsInheritsUnlessSet) {
+  const std::string hook = "auth:\n  mode: http\n  http:\n    url: http://127.0.0.1:9000/auth\n";
+  const LoadResult inherit = load(std::string(kBase) + hook);
+  ASSERT_TRUE(inherit.config) << (inherit.errors.empty() ? "" : inherit.errors[0].message);
+  EXPECT_FALSE(inherit.config->auth.http.route_tls.has_value());
+  const LoadResult none = load(std::string(kBase) + hook + "    route_tls: none\n");
+  ASSERT_TRUE(none.config) << (none.errors.empty() ? "" : none.errors[0].message);
+  EXPECT_EQ(none.config->auth.http.route_tls, std::optional<TlsMode>(TlsMode::kNone));
+  const LoadResult explicit_inherit = load(std::string(kBase) + hook + "    route_tls: inherit\n");
+  ASSERT_TRUE(explicit_inherit.config);
+  EXPECT_FALSE(explicit_inherit.config->auth.http.route_tls.has_value());
+  EXPECT_EQ(errors(std::string(kBase) + hook + "    route_tls: tls\n"),
+            (std::vector<std::string>{"f:14: auth.http.route_tls: expected one of inherit, "
+                                      "implicit, starttls, none, got 'tls'"}));
+}
+
 TEST_F(LoadConfigTest, HashedUserNamesNeedAKey) {
   EXPECT_EQ(errors(std::string(kBase) + "logging:\n  user: hash\n"),
             (std::vector<std::string>{

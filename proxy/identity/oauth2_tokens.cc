@@ -15,8 +15,9 @@ constexpr std::chrono::seconds kRefreshMargin{60};
 // How often a worker looks for the token another worker is fetching.
 constexpr std::uint64_t kPollMs = 20;
 
-HttpClientOptions options_for(const config::OAuth2& settings) {
+HttpClientOptions options_for(const config::OAuth2& settings, const HttpProxy& proxy) {
   HttpClientOptions options;
+  options.proxy = proxy;
   options.ca_file = settings.ca_file;
   options.verify_certificate = settings.verify_certificate;
   return options;
@@ -67,11 +68,11 @@ void TokenCache::release(const std::string& key) {
 }
 
 TokenSource::TokenSource(uv_loop_t* loop, const config::OAuth2& settings, const Identity& identity,
-                         TokenCache& cache)
+                         TokenCache& cache, const HttpProxy& proxy)
     : settings_(settings),
       identity_(identity),
       cache_(cache),
-      http_(loop, options_for(settings)),
+      http_(loop, options_for(settings, proxy)),
       poll_(loop) {}
 
 TokenSource::~TokenSource() {
@@ -178,7 +179,9 @@ void TokenSource::fetch(const std::string& key, const std::string& user) {
     Result result;
     const nlohmann::json body = nlohmann::json::parse(response.body, nullptr, false);
     if (!response.ok()) {
-      result.error = "token endpoint: " + std::string(to_string(response.error));
+      // error_text never holds the request (so no secret): it says why, for the log.
+      result.error =
+          "token endpoint: " + std::string(to_string(response.error)) + ": " + response.error_text;
     } else if (response.status == 200 && body.is_object() && body.contains("access_token") &&
                body["access_token"].is_string()) {
       result.kind = Result::Kind::kOk;

@@ -69,7 +69,7 @@ class TokenSource {
   using Callback = std::function<void(const Result& result)>;
 
   TokenSource(uv_loop_t* loop, const config::OAuth2& settings, const Identity& identity,
-              TokenCache& cache);
+              TokenCache& cache, const HttpProxy& proxy = {});
   ~TokenSource();
   TokenSource(const TokenSource&) = delete;
   TokenSource& operator=(const TokenSource&) = delete;

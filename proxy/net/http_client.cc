@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <cstdlib>
 
 #include "protocol/common/secret.h"
 #include "proxy/base/uv_handle.h"
@@ -96,6 +97,10 @@ std::string HttpUrl::authority() const {
 
 std::string HttpUrl::origin() const {
   return (tls ? "https://" : "http://") + bracketed(host) + ':' + std::to_string(port);
+}
+
+std::string HttpUrl::authority_with_port() const {
+  return bracketed(host) + ':' + std::to_string(port);
 }
 
 std::optional<HttpUrl> parse_http_url(std::string_view url, std::string& error) {
@@ -293,6 +298,17 @@ class HttpClient::Exchange final : public Connection::Handler,
       return;
     }
     connection_->start_reading();
+    if (proxy_ && url_.tls) {
+      // RFC 9110 section 9.3.6: a tunnel to the origin, then TLS through it end to end.
+      state_ = State::kTunnelling;
+      const std::string authority = url_.authority_with_port();
+      connection_->write("CONNECT " + authority + " HTTP/1.1\r\nHost: " + authority + "\r\n\r\n");
+      return;
+    }
+    secure_and_send();
+  }
+
+  void secure_and_send() {
     if (url_.tls) {
       // start_tls reports a failed handshake start through on_disconnected.
       state_ = State::kHandshaking;
@@ -311,6 +327,10 @@ class HttpClient::Exchange final : public Connection::Handler,
   }
 
   void on_data(std::string_view bytes) override {
+    if (state_ == State::kTunnelling) {
+      on_tunnel_reply(bytes);
+      return;
+    }
     if (state_ != State::kAwaitingResponse) {
       return;
     }
@@ -339,6 +359,11 @@ class HttpClient::Exchange final : public Connection::Handler,
       fail(HttpError::kConnect, std::string(reason));
       return;
     }
+    if (state_ == State::kTunnelling) {
+      fail(HttpError::kConnect, "the proxy closed the connection before the tunnel was open (" +
+                                    std::string(reason) + ")");
+      return;
+    }
     // A kept-alive connection the server closed while it sat idle: nothing was
     // processed, so an idempotent request may go again, once, on a new connection.
     if (reused_ && !retried_ && !parser_.started() && is_idempotent(request_.method)) {
@@ -356,7 +381,49 @@ class HttpClient::Exchange final : public Connection::Handler,
   }
 
  private:
-  enum class State { kQueued, kResolving, kConnecting, kHandshaking, kAwaitingResponse, kDone };
+  enum class State {
+    kQueued,
+    kResolving,
+    kConnecting,
+    kTunnelling,  // CONNECT sent to the proxy, waiting for its answer
+    kHandshaking,
+    kAwaitingResponse,
+    kDone
+  };
+
+  void on_tunnel_reply(std::string_view bytes) {
+    tunnel_reply_.append(bytes);
+    const std::size_t end = tunnel_reply_.find("\r\n\r\n");
+    if (end == std::string::npos) {
+      if (tunnel_reply_.size() > 16 * 1024) {
+        fail(HttpError::kProtocol, "the proxy's answer to CONNECT is too long");
+      }
+      return;
+    }
+    const std::string status_line = tunnel_reply_.substr(0, tunnel_reply_.find("\r\n"));
+    // "HTTP/1.1 200 Connection established": any 2xx opens the tunnel.
+    const bool opened =
+        status_line.size() >= 12 && status_line.rfind("HTTP/1.", 0) == 0 && status_line[9] == '2';
+    if (!opened) {
+      fail(HttpError::kConnect, "the proxy refused CONNECT to " + url_.authority_with_port() +
+                                    ": " + sanitized(status_line));
+      return;
+    }
+    if (end + 4 != tunnel_reply_.size()) {
+      fail(HttpError::kProtocol, "the proxy sent data before the tunnel's TLS");
+      return;
+    }
+    tunnel_reply_.clear();
+    secure_and_send();
+  }
+
+  static std::string sanitized(std::string_view text) {
+    std::string out;
+    for (char c : text.substr(0, 200)) {
+      out.push_back(c >= 0x20 && c <= 0x7e ? c : '?');
+    }
+    return out;
+  }
 
   void start() {
     if (state_ != State::kQueued) {
@@ -370,6 +437,11 @@ class HttpClient::Exchange final : public Connection::Handler,
     }
     url_ = std::move(*url);
     origin_ = url_.origin();
+    if (client_ != nullptr) {
+      if (const HttpUrl* proxy = client_->options_.proxy.for_url(url_)) {
+        proxy_ = *proxy;
+      }
+    }
     if (!build_request_text(error)) {
       fail(HttpError::kInvalidRequest, error);
       return;
@@ -400,8 +472,8 @@ class HttpClient::Exchange final : public Connection::Handler,
     // An upper bound of the size first: growing the buffer would leave copies of
     // credentials in freed memory. 128 covers the fixed text (request line, Host,
     // Connection and Content-Length lines, blank line).
-    std::size_t size = request_.method.size() + url_.target.size() + url_.authority().size() +
-                       request_.body.size() + 128;
+    std::size_t size = request_.method.size() + url_.target.size() + 2 * url_.authority().size() +
+                       request_.body.size() + 136;
     for (const protocol::HttpHeader& header : request_.headers) {
       if (!is_token(header.name) || !is_field_value(header.value)) {
         error = "invalid header name or value";
@@ -424,6 +496,9 @@ class HttpClient::Exchange final : public Connection::Handler,
     text_.reserve(size);
     text_ += method;
     text_ += ' ';
+    if (proxy_ && !url_.tls) {
+      text_ += "http://" + url_.authority();  // absolute form, for the proxy (RFC 9112 3.2.2)
+    }
     text_ += url_.target;
     text_ += " HTTP/1.1\r\n";
     if (!has_host) {
@@ -469,8 +544,8 @@ class HttpClient::Exchange final : public Connection::Handler,
     reused_ = false;
     state_ = State::kResolving;
     config::Endpoint endpoint;
-    endpoint.host = url_.host;
-    endpoint.port = url_.port;
+    endpoint.host = proxy_ ? proxy_->host : url_.host;
+    endpoint.port = proxy_ ? proxy_->port : url_.port;
     // May call back at once for an IP literal; we are on a timer or I/O callback here.
     resolver_.resolve(endpoint, [this](int status, const sockaddr_storage& address) {
       on_resolved(status, address);
@@ -482,7 +557,8 @@ class HttpClient::Exchange final : public Connection::Handler,
       return;
     }
     if (status != 0) {
-      fail(HttpError::kResolve, "cannot resolve " + url_.host + ": " + uv_strerror(status));
+      fail(HttpError::kResolve,
+           "cannot resolve " + (proxy_ ? proxy_->host : url_.host) + ": " + uv_strerror(status));
       return;
     }
     state_ = State::kConnecting;
@@ -567,6 +643,8 @@ class HttpClient::Exchange final : public Connection::Handler,
   Timer timer_;  // the deferred start, then the request's timeout
   Resolver resolver_;
   HttpUrl url_;
+  std::optional<HttpUrl> proxy_;  // where the connection goes instead of the origin
+  std::string tunnel_reply_;      // the proxy's answer to CONNECT, until its end
   std::string origin_;
   std::string text_;  // the serialised request, kept for a retry
   SSL_CTX* tls_context_ = nullptr;
@@ -632,6 +710,76 @@ void HttpClient::RequestHandle::cancel() {
 bool HttpClient::RequestHandle::pending() const {
   std::shared_ptr<Exchange> exchange = exchange_.lock();
   return exchange != nullptr && !exchange->finished();
+}
+
+const HttpUrl* HttpProxy::for_url(const HttpUrl& url) const {
+  const std::optional<HttpUrl>& proxy = url.tls ? for_https : for_http;
+  if (!proxy) {
+    return nullptr;
+  }
+  for (const std::string& entry : no_proxy) {
+    if (entry == "*" || url.host == entry ||
+        (url.host.size() > entry.size() && url.host.ends_with(entry) &&
+         url.host[url.host.size() - entry.size() - 1] == '.')) {
+      return nullptr;
+    }
+  }
+  return &*proxy;
+}
+
+HttpProxy proxy_from_environment(std::vector<std::string>& problems) {
+  auto variable = [](const char* upper, const char* lower) -> std::string {
+    const char* value = std::getenv(upper);
+    if (value == nullptr || *value == '\0') {
+      value = std::getenv(lower);
+    }
+    return value == nullptr ? std::string() : std::string(value);
+  };
+  HttpProxy proxy;
+  auto read = [&](const char* upper, const char* lower, std::optional<HttpUrl>& out) {
+    std::string text = variable(upper, lower);
+    if (text.empty()) {
+      return;
+    }
+    if (text.find("://") == std::string::npos) {
+      text = "http://" + text;  // "proxy:3128", as curl takes it
+    }
+    std::string error;
+    std::optional<HttpUrl> url = parse_http_url(text, error);
+    if (!url) {
+      problems.push_back(std::string(upper) + ": " + error);
+    } else if (url->tls) {
+      problems.push_back(std::string(upper) + ": only http:// proxies are supported");
+    } else {
+      out = std::move(url);
+    }
+  };
+  read("HTTP_PROXY", "http_proxy", proxy.for_http);
+  read("HTTPS_PROXY", "https_proxy", proxy.for_https);
+  const std::string no_proxy = variable("NO_PROXY", "no_proxy");
+  std::size_t begin = 0;
+  while (begin <= no_proxy.size()) {
+    std::size_t end = no_proxy.find(',', begin);
+    if (end == std::string::npos) {
+      end = no_proxy.size();
+    }
+    std::string entry = lowercase(no_proxy.substr(begin, end - begin));
+    entry.erase(0, entry.find_first_not_of(" \t"));
+    entry.erase(entry.find_last_not_of(" \t") + 1);
+    if (!entry.empty() && entry.front() == '[') {
+      entry = entry.substr(1, entry.find(']') - 1);  // "[::1]:8080" -> "::1"
+    } else if (std::count(entry.begin(), entry.end(), ':') == 1) {
+      entry.erase(entry.find(':'));  // "host:port": every port of the host
+    }
+    while (!entry.empty() && entry.front() == '.') {
+      entry.erase(0, 1);
+    }
+    if (!entry.empty()) {
+      proxy.no_proxy.push_back(std::move(entry));
+    }
+    begin = end + 1;
+  }
+  return proxy;
 }
 
 HttpClient::HttpClient(uv_loop_t* loop, HttpClientOptions options)

@@ -33,6 +33,8 @@ struct HttpUrl {
   std::string authority() const;
   // "https://host:port": connections are reused only within one origin.
   std::string origin() const;
+  // host:port with the port always (CONNECT's request target).
+  std::string authority_with_port() const;
 };
 
 // nullopt, with the reason in error, for anything else. Userinfo ("user:pass@") is
@@ -45,6 +47,22 @@ std::optional<HttpUrl> parse_http_url(std::string_view url, std::string& error);
 std::string form_urlencode(std::string_view value);
 // "name=value&name=value", each side encoded as above.
 std::string form_urlencode(const std::vector<std::pair<std::string, std::string>>& fields);
+
+// An egress proxy, as curl and most tools read it from the environment: HTTPS_PROXY
+// (https_proxy) for https URLs, tunnelled with CONNECT; HTTP_PROXY (http_proxy) for
+// http URLs, sent in absolute form; NO_PROXY (no_proxy): host names, domain suffixes
+// (".example.com" or "example.com") and addresses that go direct, or "*" for all.
+// Proxies are reached over plain HTTP, without authentication.
+struct HttpProxy {
+  std::optional<HttpUrl> for_http;
+  std::optional<HttpUrl> for_https;
+  std::vector<std::string> no_proxy;  // lower-case, without a leading '.'
+
+  // The proxy for a request to url, or null when it goes direct.
+  const HttpUrl* for_url(const HttpUrl& url) const;
+};
+// From the environment; `problems` gets a line for each variable that cannot be used.
+HttpProxy proxy_from_environment(std::vector<std::string>& problems);
 
 struct HttpRequest {
   std::string method = "GET";
@@ -102,6 +120,8 @@ struct HttpClientOptions {
   // Idle connections kept over all origins; the oldest goes first. 0 turns reuse off
   // (and sends "Connection: close").
   std::size_t max_idle_connections = 4;
+  // Where requests go through; by default nowhere (see proxy_from_environment()).
+  HttpProxy proxy;
 };
 
 // An asynchronous HTTP/1.1 client on one libuv loop, for the auth_http hook and OAuth2

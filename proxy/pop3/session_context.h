@@ -34,6 +34,10 @@ struct Settings {
   SslCtxPtr server_tls;    // null when no listener uses TLS
   SslCtxPtr upstream_tls;  // null when the upstream is plain
   std::shared_ptr<const Identity> identity;
+  // HTTPS_PROXY/HTTP_PROXY/NO_PROXY, for the auth hook and the token endpoint; and why a
+  // variable could not be used (warnings at start-up and in --check-config).
+  HttpProxy egress_proxy;
+  std::vector<std::string> egress_proxy_problems;
 };
 using SettingsPtr = std::shared_ptr<const Settings>;
 

@@ -44,6 +44,7 @@ SettingsPtr make_settings(config::Config config, std::string& error) {
     }
     settings->upstream_tls = std::move(made.context);
   }
+  settings->egress_proxy = proxy_from_environment(settings->egress_proxy_problems);
   settings->identity = load_identity(config, error);
   if (!settings->identity) {
     return nullptr;
@@ -54,6 +55,9 @@ SettingsPtr make_settings(config::Config config, std::string& error) {
 
 SettingsCheck check_settings(const Settings& settings) {
   SettingsCheck check;
+  for (const std::string& problem : settings.egress_proxy_problems) {
+    check.warnings.push_back("egress proxy ignored: " + problem);
+  }
   for (const config::Listener& listener : settings.config.listeners) {
     sockaddr_storage address{};
     if (!parse_ip_literal(listener.address, address)) {
@@ -101,12 +105,14 @@ void Server::update_settings(SettingsPtr settings) {
     HttpClientOptions options;
     options.ca_file = config.auth.http.ca_file;
     options.verify_certificate = config.auth.http.verify_certificate;
+    options.proxy = settings_->egress_proxy;
     auth_http_ = std::make_shared<HttpClient>(loop_, options);
   }
   tokens_.reset();
   if (config.upstream.login.mode == config::UpstreamLoginMode::kOAuth2) {
-    tokens_ = std::make_shared<TokenSource>(loop_, config.upstream.login.oauth2,
-                                            *settings_->identity, token_cache_);
+    tokens_ =
+        std::make_shared<TokenSource>(loop_, config.upstream.login.oauth2, *settings_->identity,
+                                      token_cache_, settings_->egress_proxy);
   }
 }
 

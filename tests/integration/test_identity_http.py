@@ -35,6 +35,7 @@ from harness import messages, tempdirs
 from harness.auth_servers import (AuthHook, HookUser, OAuth2Server, Response, TokenStore,
                                   crypt_hash, dovecot_identity_config, write_file)
 from harness.clients import RawPop3, user_pass
+from harness.egress_proxy import EgressProxy
 from harness.dovecot import Dovecot
 from harness.messages import as_retrieved
 from harness.ports import free_port
@@ -335,8 +336,10 @@ def oauth2_overrides(pki, files, token_server, mechanism, users, refresh, **oaut
             "upstream": {"login": {"mode": "oauth2", "oauth2": settings}}}
 
 
-def oauth2_gateway(make_gateway, pki, files, upstream, token_server, mechanism, users, refresh, **oauth2):
-    return make_gateway(upstream, oauth2_overrides(pki, files, token_server, mechanism, users, refresh, **oauth2))
+def oauth2_gateway(make_gateway, pki, files, upstream, token_server, mechanism, users, refresh, env=None,
+                   **oauth2):
+    return make_gateway(upstream, oauth2_overrides(pki, files, token_server, mechanism, users, refresh, **oauth2),
+                        env=env)
 
 
 @pytest.fixture
@@ -527,6 +530,55 @@ def test_oauth2_token_endpoint_unreachable_is_sys_temp(dove_a, pki, files, make_
         r = user_pass(c, acct.name, "pop-pw")
         assert r.line.startswith(b"-ERR [SYS/TEMP]"), r
         assert c.quit().ok
+
+
+# ====================================================== egress proxy
+
+def test_token_endpoint_and_hook_through_an_egress_proxy(dove_a, store, token_server, make_gateway, pki,
+                                                         files, ctx):
+    """HTTPS_PROXY carries the token request through a CONNECT tunnel (TLS end to end
+    with the endpoint), HTTP_PROXY the hook's in absolute form; NO_PROXY sends them
+    direct; a proxy that refuses CONNECT is never a login."""
+    acct = dove_a.add_user()
+    rt = f"rt-{next(_n)}-{os.urandom(8).hex()}"
+    with store.lock:
+        store.refresh[rt] = acct.name
+    token_url = urllib.parse.urlsplit(token_server.url("/token"))
+    with EgressProxy() as proxy:
+        env = {"HTTPS_PROXY": proxy.url, "http_proxy": proxy.url, "NO_PROXY": "localhost,.example.org"}
+        g = oauth2_gateway(make_gateway, pki, files, dove_a, token_server, "xoauth2",
+                           {acct.name: "pop-pw"}, {acct.name: rt}, env=env)
+        with RawPop3(g.pop3s_port, tls_context=ctx) as c:
+            assert user_pass(c, acct.name, "pop-pw").ok
+            assert c.quit().ok
+        assert proxy.request_lines() == [f"CONNECT {token_url.hostname}:{token_url.port}"]
+        assert len(token_server.token_requests()) == 1
+        assert not proxy.errors, proxy.errors
+
+        with AuthHook({acct.name: HookUser(acct.password)}) as hook:
+            hooked = make_gateway(dove_a, hook_overrides(hook), env={"HTTP_PROXY": proxy.url})
+            with RawPop3(hooked.pop3s_port, tls_context=ctx) as c:
+                assert user_pass(c, acct.name, acct.password).ok
+                assert c.quit().ok
+            assert proxy.request_lines()[1:] == [f"GET {hook.url('/auth')}"]
+            assert len(hook.requests) == 1
+
+            direct = make_gateway(dove_a, hook_overrides(hook),
+                                  env={"HTTP_PROXY": proxy.url, "NO_PROXY": f"example.org, {HOST}"})
+            with RawPop3(direct.pop3s_port, tls_context=ctx) as c:
+                assert user_pass(c, acct.name, acct.password).ok
+                assert c.quit().ok
+            assert len(proxy.request_lines()) == 2, "NO_PROXY lists the hook's host"
+            assert len(hook.requests) == 2
+
+    with EgressProxy(refuse_connect=True) as refusing:
+        token_server.expires_in = 1  # not from the cache
+        g = oauth2_gateway(make_gateway, pki, files, dove_a, token_server, "xoauth2",
+                           {acct.name: "pop-pw"}, {acct.name: rt}, env={"HTTPS_PROXY": refusing.url})
+        with RawPop3(g.pop3s_port, tls_context=ctx) as c:
+            assert user_pass(c, acct.name, "pop-pw").line.startswith(b"-ERR [SYS/TEMP]")
+        assert "proxy refused CONNECT" in g.log_text(), g.log_text()[-2000:]
+        assert refusing.request_lines() == [f"CONNECT {token_url.hostname}:{token_url.port}"]
 
 
 # ====================================================== HTTPS and connections

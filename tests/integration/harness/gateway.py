@@ -108,6 +108,16 @@ Upstream = Union[Dovecot, tuple[str, int], None]
 DEFAULT_LISTENERS = (("pop3s", "implicit"), ("pop3", "starttls"))
 
 
+
+_PROXY_VARIABLES = {"http_proxy", "https_proxy", "no_proxy"}
+
+
+def inherited_environment() -> dict[str, str]:
+    """The test's environment without egress proxy settings: popbridge honours
+    HTTPS_PROXY and friends, and a CI machine's proxy for apt must not carry the tests'
+    loopback hook and token requests. A test that wants a proxy passes env=."""
+    return {k: v for k, v in os.environ.items() if k.lower() not in _PROXY_VARIABLES}
+
 class GatewayExitError(AssertionError):
     """The gateway did not exit cleanly (crash, non-zero status, or no exit on SIGTERM)."""
 
@@ -220,7 +230,8 @@ class Gateway:
         self.returncode = None
         self.proc = subprocess.Popen([self.binary, "--config", self.config_path, *self.args],
                                      stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log,
-                                     env={**os.environ, **self.env}, start_new_session=True, close_fds=True,
+                                     env={**inherited_environment(), **self.env}, start_new_session=True,
+                                     close_fds=True,
                                      preexec_fn=procs.die_with_parent())
         procs.register(self.proc)
 

@@ -32,6 +32,13 @@ constexpr const char* kUpstreamConnections = "popbridge_upstream_connections_tot
 constexpr const char* kUpstreamConnectionsHelp = "Upstream IMAP connections opened, by result.";
 constexpr const char* kReloads = "popbridge_config_reloads_total";
 constexpr const char* kReloadsHelp = "Configuration reloads, by result.";
+constexpr const char* kHookRequests = "popbridge_auth_hook_requests_total";
+constexpr const char* kHookRequestsHelp = "Requests to the auth_http hook, by result.";
+constexpr const char* kTokenRequests = "popbridge_oauth2_token_requests_total";
+constexpr const char* kTokenRequestsHelp = "Requests to the OAuth2 token endpoint, by result.";
+constexpr const char* kTokenCache = "popbridge_oauth2_token_cache_total";
+constexpr const char* kTokenCacheHelp =
+    "Logins that needed an OAuth2 token, by whether the process had it cached.";
 
 template <typename Enum, typename Child>
 void fill(prometheus::Family<Child>& family, const std::string& label,
@@ -111,6 +118,23 @@ Metrics::Metrics(prometheus::Registry& registry, const std::vector<std::string>&
                    "Logins that found the mailbox's UIDVALIDITY changed since the user's last "
                    "login in this process: every UIDL changed, clients download everything again.")
               .Add({})),
+      hook_ok(counters(registry, kHookRequests, kHookRequestsHelp).Add({{"result", "ok"}})),
+      hook_error(counters(registry, kHookRequests, kHookRequestsHelp).Add({{"result", "error"}})),
+      hook_duration(BuildHistogram()
+                        .Name("popbridge_auth_hook_duration_seconds")
+                        .Help("From asking the auth hook to its answer (or failure).")
+                        .Register(registry)
+                        .Add({}, latency_buckets())),
+      token_ok(counters(registry, kTokenRequests, kTokenRequestsHelp).Add({{"result", "ok"}})),
+      token_error(
+          counters(registry, kTokenRequests, kTokenRequestsHelp).Add({{"result", "error"}})),
+      token_duration(BuildHistogram()
+                         .Name("popbridge_oauth2_token_duration_seconds")
+                         .Help("From asking the OAuth2 token endpoint to its answer (or failure).")
+                         .Register(registry)
+                         .Add({}, latency_buckets())),
+      token_cache_hit(counters(registry, kTokenCache, kTokenCacheHelp).Add({{"result", "hit"}})),
+      token_cache_miss(counters(registry, kTokenCache, kTokenCacheHelp).Add({{"result", "miss"}})),
       retrieve_size_mismatches(
           counters(registry, "popbridge_retrieve_size_mismatch_total",
                    "RETRs whose streamed octets differed from the size LIST announced.")

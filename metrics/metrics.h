@@ -114,6 +114,17 @@ class Metrics {
   prometheus::Counter& messages_deleted;
   prometheus::Counter& deletions_rolled_back;
   prometheus::Counter& uidvalidity_changes;
+  // The HTTP services logins depend on: the auth_http hook and the OAuth2 token endpoint.
+  // ok: an answer (the hook's Auth-Status, a token or a refusal); error: none (connect,
+  // TLS, timeout, a malformed or non-200 answer from the hook, a 5xx from the endpoint).
+  prometheus::Counter& hook_ok;
+  prometheus::Counter& hook_error;
+  prometheus::Histogram& hook_duration;
+  prometheus::Counter& token_ok;
+  prometheus::Counter& token_error;
+  prometheus::Histogram& token_duration;
+  prometheus::Counter& token_cache_hit;
+  prometheus::Counter& token_cache_miss;
   prometheus::Counter& retrieve_size_mismatches;
   prometheus::Counter& reload_success;
   prometheus::Counter& reload_failure;

@@ -68,11 +68,12 @@ void TokenCache::release(const std::string& key) {
 }
 
 TokenSource::TokenSource(uv_loop_t* loop, const config::OAuth2& settings, const Identity& identity,
-                         TokenCache& cache, const HttpProxy& proxy)
+                         TokenCache& cache, const HttpProxy& proxy, metrics::Metrics* metrics)
     : settings_(settings),
       identity_(identity),
       cache_(cache),
       http_(loop, options_for(settings, proxy)),
+      metrics_(metrics),
       poll_(loop) {}
 
 TokenSource::~TokenSource() {
@@ -92,7 +93,11 @@ void TokenSource::invalidate(const std::string& user) { cache_.forget(key_for(us
 
 void TokenSource::get(const std::string& user, std::weak_ptr<void> alive, Callback done) {
   const std::string key = key_for(user);
-  if (protocol::Secret cached = cache_.find(key); !cached.empty()) {
+  protocol::Secret cached = cache_.find(key);
+  if (metrics_ != nullptr) {
+    (cached.empty() ? metrics_->token_cache_miss : metrics_->token_cache_hit).Increment();
+  }
+  if (!cached.empty()) {
     Result result;
     result.kind = Result::Kind::kOk;
     result.token = std::move(cached);
@@ -175,7 +180,14 @@ void TokenSource::fetch(const std::string& key, const std::string& user) {
   for (auto& [name, value] : form) {
     protocol::wipe(value.data(), value.size());
   }
-  in_flight_[key] = http_.request(std::move(request), [this, key](HttpResult response) {
+  const std::uint64_t asked_ns = uv_hrtime();
+  in_flight_[key] = http_.request(std::move(request), [this, key, asked_ns](HttpResult response) {
+    if (metrics_ != nullptr) {
+      metrics_->token_duration.Observe(static_cast<double>(uv_hrtime() - asked_ns) / 1e9);
+      // A refusal (4xx with an OAuth2 error) is an answer; no answer or a 5xx is not.
+      (response.ok() && response.status < 500 ? metrics_->token_ok : metrics_->token_error)
+          .Increment();
+    }
     Result result;
     const nlohmann::json body = nlohmann::json::parse(response.body, nullptr, false);
     if (!response.ok()) {

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "config/config.h"
+#include "metrics/metrics.h"
 #include "protocol/common/secret.h"
 #include "proxy/base/uv_handle.h"
 #include "proxy/identity/identity.h"
@@ -69,7 +70,7 @@ class TokenSource {
   using Callback = std::function<void(const Result& result)>;
 
   TokenSource(uv_loop_t* loop, const config::OAuth2& settings, const Identity& identity,
-              TokenCache& cache, const HttpProxy& proxy = {});
+              TokenCache& cache, const HttpProxy& proxy = {}, metrics::Metrics* metrics = nullptr);
   ~TokenSource();
   TokenSource(const TokenSource&) = delete;
   TokenSource& operator=(const TokenSource&) = delete;
@@ -95,6 +96,7 @@ class TokenSource {
   const Identity& identity_;
   TokenCache& cache_;
   HttpClient http_;
+  metrics::Metrics* metrics_;  // null in tests
   std::unordered_map<std::string, std::vector<Waiter>> waiting_;
   std::unordered_map<std::string, HttpClient::RequestHandle> in_flight_;
   std::unordered_set<std::string> claimed_;  // keys this source holds the process's claim on

@@ -609,8 +609,10 @@ void Pop3Session::ask_auth_hook(protocol::Secret secret) {
                      {"Client-IP", client_address_},
                      {"Client-Host", client_address_},
                      {"Auth-SSL", client_->tls_established() ? "on" : "off"}};
+  const std::uint64_t asked_ns = uv_hrtime();
   auth_request_ = context_.auth_http->request(
-      std::move(request), [this, secret = std::move(secret)](HttpResult response) {
+      std::move(request), [this, asked_ns, secret = std::move(secret)](HttpResult response) {
+        context_.metrics.hook_duration.Observe(seconds_since(asked_ns));
         auth_hook_answered(response, secret);
       });
 }
@@ -622,6 +624,9 @@ void Pop3Session::auth_hook_answered(const HttpResult& response, const protocol:
     return;
   }
   const std::optional<std::string_view> status = response.header("Auth-Status");
+  (response.ok() && response.status == 200 && status ? context_.metrics.hook_ok
+                                                     : context_.metrics.hook_error)
+      .Increment();
   if (!response.ok() || response.status != 200 || !status) {
     // Never a login on a hook failure: the answer is "try again later".
     log::warn("auth_hook_failed",

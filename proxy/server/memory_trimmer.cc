@@ -14,7 +14,9 @@ namespace popbridge::proxy {
 
 namespace {
 
-constexpr std::uint64_t kSampleMs = 1000;
+// Often enough to see a burst of sessions that opens and closes within a second (the
+// count is one atomic load; nothing else runs unless load has dropped).
+constexpr std::uint64_t kSampleMs = 100;
 
 }  // namespace
 

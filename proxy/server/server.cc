@@ -112,7 +112,7 @@ void Server::update_settings(SettingsPtr settings) {
   if (config.upstream.login.mode == config::UpstreamLoginMode::kOAuth2) {
     tokens_ =
         std::make_shared<TokenSource>(loop_, config.upstream.login.oauth2, *settings_->identity,
-                                      token_cache_, settings_->egress_proxy);
+                                      token_cache_, settings_->egress_proxy, &metrics_);
   }
 }
 

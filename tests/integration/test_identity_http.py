@@ -28,6 +28,7 @@ import os
 import signal
 import time
 import urllib.parse
+import urllib.request
 
 import pytest
 
@@ -530,6 +531,57 @@ def test_oauth2_token_endpoint_unreachable_is_sys_temp(dove_a, pki, files, make_
         r = user_pass(c, acct.name, "pop-pw")
         assert r.line.startswith(b"-ERR [SYS/TEMP]"), r
         assert c.quit().ok
+
+
+# ====================================================== metrics of the HTTP services
+
+def metric_values(port: int) -> dict[str, float]:
+    """{'name{labels}': value} of one scrape of /metrics."""
+    body = urllib.request.urlopen(f"http://{HOST}:{port}/metrics", timeout=10).read().decode()
+    out = {}
+    for line in body.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
+
+
+def test_hook_and_token_endpoint_metrics(dove_a, store, token_server, make_gateway, pki, files, ctx):
+    """Requests to the hook and the token endpoint are counted by result with their
+    latency, and token lookups by cache hit or miss."""
+    acct = dove_a.add_user()
+    rt = f"rt-{next(_n)}-{os.urandom(8).hex()}"
+    with store.lock:
+        store.refresh[rt] = acct.name
+    port = free_port()
+    overrides = oauth2_overrides(pki, files, token_server, "xoauth2", {acct.name: "pop-pw"}, {acct.name: rt})
+    overrides["metrics"] = {"address": f"{HOST}:{port}"}
+    g = make_gateway(dove_a, overrides)
+    for _ in range(2):
+        with RawPop3(g.pop3s_port, tls_context=ctx) as c:
+            assert user_pass(c, acct.name, "pop-pw").ok
+            assert c.quit().ok
+    m = metric_values(port)
+    assert m['popbridge_oauth2_token_requests_total{result="ok"}'] == 1, m
+    assert m['popbridge_oauth2_token_requests_total{result="error"}'] == 0
+    assert m["popbridge_oauth2_token_duration_seconds_count"] == 1
+    assert m['popbridge_oauth2_token_cache_total{result="miss"}'] == 1
+    assert m['popbridge_oauth2_token_cache_total{result="hit"}'] == 1
+
+    answers = iter([Response(200, {"Auth-Status": "OK"}), Response(500, body=b"down\n")])
+    with AuthHook(respond=lambda request: next(answers)) as hook:
+        hport = free_port()
+        hooked = make_gateway(dove_a, {**hook_overrides(hook, failure_delay="0s"),
+                                       "metrics": {"address": f"{HOST}:{hport}"}})
+        with RawPop3(hooked.pop3s_port, tls_context=ctx) as c:
+            assert user_pass(c, acct.name, acct.password).ok
+            assert c.quit().ok
+        with RawPop3(hooked.pop3s_port, tls_context=ctx) as c:
+            assert user_pass(c, acct.name, acct.password).line.startswith(b"-ERR [SYS/TEMP]")
+        m = metric_values(hport)
+        assert m['popbridge_auth_hook_requests_total{result="ok"}'] == 1, m
+        assert m['popbridge_auth_hook_requests_total{result="error"}'] == 1, m
+        assert m["popbridge_auth_hook_duration_seconds_count"] == 2
 
 
 # ====================================================== egress proxy

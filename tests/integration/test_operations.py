@@ -1090,10 +1090,13 @@ def test_process_metrics(make_gateway, dovecot, ctx):
         for s in sessions:
             assert s.recv(64).startswith(b"+OK")
         after = scrape(mport)
+        fds_now = len(os.listdir(f"/proc/{pid}/fd"))
     finally:
         for s in sessions:
             s.close()
-    assert after.value("process_open_fds") >= before.value("process_open_fds") + 5
+    # Five more client connections; the upstream probe's short connection may come or go.
+    assert abs(after.value("process_open_fds") - fds_now) <= 2
+    assert after.value("process_open_fds") >= before.value("process_open_fds") + 5 - 2
     assert after.value("process_cpu_seconds_total") >= before.value("process_cpu_seconds_total") > 0
     assert after.value("process_start_time_seconds") == started
 

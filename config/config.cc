@@ -198,7 +198,7 @@ constexpr std::array<Choice<DeleteAction>, 4> kDeleteActions{{
 }};
 constexpr std::array<std::string_view, 4> kListenerKeys{"name", "address", "tls", "proxy_protocol"};
 constexpr std::array<std::string_view, 3> kTlsKeys{"certificate", "private_key", "min_version"};
-constexpr std::array<std::string_view, 18> kUpstreamKeys{"address",
+constexpr std::array<std::string_view, 19> kUpstreamKeys{"address",
                                                          "tls",
                                                          "ca_file",
                                                          "verify_certificate",
@@ -215,7 +215,9 @@ constexpr std::array<std::string_view, 18> kUpstreamKeys{"address",
                                                          "keepalive_interval",
                                                          "keepalive_count",
                                                          "on_delete",
-                                                         "reuse_xuidl"};
+                                                         "reuse_xuidl",
+                                                         "uidl_map"};
+constexpr std::array<std::string_view, 2> kUidlMapKeys{"store", "directory"};
 constexpr std::array<std::string_view, 7> kLoginKeys{
     "mode",   "master_user",    "master_password_file", "master_password_env", "credentials_file",
     "oauth2", "master_password"};
@@ -358,6 +360,7 @@ class Loader {
   void read_metrics(const std::optional<Value>& v);
   void read_login(const std::optional<Value>& v);
   void read_on_delete(const std::optional<Value>& v);
+  void read_uidl_map(const std::optional<Value>& v);
   void read_pop3(const std::optional<Value>& v);
   int login_mode_line_ = 0;
   void read_secret(const MapReader& m, const Value& parent, std::string_view base,
@@ -836,6 +839,7 @@ void Loader::read_upstream(const std::optional<Value>& v) {
   read_uint(m->get("keepalive_count"), 1, 100, up.keepalive_count);
   read_login(m->get("login"));
   read_on_delete(m->get("on_delete"));
+  read_uidl_map(m->get("uidl_map"));
 
   if (tls_ok && up.tls != TlsMode::kNone) {
     if (verify_ok && up.verify_certificate && ca_ok) {
@@ -1061,6 +1065,44 @@ void Loader::read_logging(const std::optional<Value>& v) {
   read_choice(user, kUserLogging, config_.logging.user);
   read_secret(*m, user ? *user : *v, "user_hash_key", config_.logging.user_hash_key,
               config_.logging.user == UserLogging::kHash);
+}
+
+void Loader::read_uidl_map(const std::optional<Value>& v) {
+  if (!v) {
+    return;
+  }
+  std::optional<MapReader> m = open_map(v, kUidlMapKeys);
+  if (!m) {
+    return;
+  }
+  if (const std::optional<Value> store = m->get("store")) {
+    std::string name;
+    if (read_string(store, name) && name != "directory") {
+      error(store->path, store->line,
+            name == "metadata" ? "metadata (IMAP METADATA) is not available yet: use directory"
+                               : "expected directory, got " + quoted(name));
+    }
+  }
+  const std::optional<Value> directory = m->required("directory");
+  std::string& out = config_.upstream.uidl_map.directory;
+  if (!read_string(directory, out) || !directory) {
+    return;
+  }
+  struct stat st {};
+  std::string why;
+  if (out.empty()) {
+    why = "empty";
+  } else if (::stat(out.c_str(), &st) != 0) {
+    why = std::generic_category().message(errno);
+  } else if (!S_ISDIR(st.st_mode)) {
+    why = std::generic_category().message(ENOTDIR);
+  } else if (::access(out.c_str(), R_OK | X_OK) != 0) {
+    why = std::generic_category().message(errno);
+  }
+  if (!why.empty()) {
+    error(directory->path, directory->line,
+          "must be a readable directory: " + quoted(out) + " (" + why + ")");
+  }
 }
 
 void Loader::read_on_delete(const std::optional<Value>& v) {
@@ -1317,6 +1359,7 @@ std::vector<std::string> known_keys() {
   add_keys(keys, "upstream.login.", kLoginKeys);
   add_keys(keys, "upstream.login.oauth2.", kOAuth2Keys);
   add_keys(keys, "upstream.on_delete.", kOnDeleteKeys);
+  add_keys(keys, "upstream.uidl_map.", kUidlMapKeys);
   add_keys(keys, "pop3.", kPop3Keys);
   add_keys(keys, "auth.", kAuthKeys);
   add_keys(keys, "auth.http.", kHttpAuthKeys);

@@ -80,6 +80,11 @@ struct OnDelete {
   std::string keyword = "$POP3Deleted";  // hide: messages with it are left out of POP3
 };
 
+// Where the old POP3 server's UIDLs for migrated mail are kept (see protocol/pop3/uidl_map.h).
+struct UidlMapStore {
+  std::string directory;  // one file per user, named by the user; empty: no map
+};
+
 struct Upstream {
   Endpoint address;
   TlsMode tls = TlsMode::kImplicit;
@@ -97,6 +102,7 @@ struct Upstream {
   // A message's X-UIDL header, when it has one, is its UIDL (Dovecot's pop3_reuse_xuidl):
   // UIDLs a previous POP3 server or a migration tool wrote into the messages carry over.
   bool reuse_xuidl = false;
+  UidlMapStore uidl_map;
   bool expunge_without_uidplus = false;  // allow a bare EXPUNGE when UIDPLUS is missing
   bool send_id = true;  // IMAP ID with x-originating-ip/port when the server offers ID
   // TCP keep-alive on the upstream connection: first probe after idle, then every

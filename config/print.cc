@@ -112,6 +112,12 @@ void upstream(YAML::Emitter& out, const Upstream& up) {
   }
   out << YAML::EndMap;
   static constexpr const char* kActions[] = {"expunge", "move", "hide", "keep"};
+  if (!up.uidl_map.directory.empty()) {
+    out << YAML::Key << "uidl_map" << YAML::Value << YAML::BeginMap;
+    out << YAML::Key << "store" << YAML::Value << "directory";
+    out << YAML::Key << "directory" << YAML::Value << up.uidl_map.directory;
+    out << YAML::EndMap;
+  }
   out << YAML::Key << "on_delete" << YAML::Value << YAML::BeginMap;
   out << YAML::Key << "action" << YAML::Value
       << kActions[static_cast<std::size_t>(up.on_delete.action)];

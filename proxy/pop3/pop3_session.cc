@@ -8,6 +8,7 @@
 #include "protocol/sasl/sasl.h"
 #include "proxy/base/log.h"
 #include "proxy/net/resolver.h"
+#include "proxy/pop3/uidl_map_file.h"
 
 namespace popbridge::proxy {
 namespace {
@@ -869,14 +870,49 @@ void Pop3Session::store_opened(const StoreResult& result, StoreSnapshot snapshot
                                       {"before", *before},
                                       {"now", snapshot.uidvalidity}});
   }
+  std::vector<std::optional<std::string>> reused = std::move(snapshot.xuidls);
+  if (!config().upstream.uidl_map.directory.empty()) {
+    mapped_ = apply_uidl_map(snapshot, reused);
+  }
   std::vector<Maildrop::Message> messages;
   messages.reserve(snapshot.messages.size());
   for (const StoreMessage& message : snapshot.messages) {
     messages.push_back({message.uid, message.size, false});
   }
   maildrop_ = Maildrop(std::move(messages), std::move(snapshot.guids), snapshot.uidvalidity,
-                       config().upstream.uidl_format, std::move(snapshot.xuidls));
+                       config().upstream.uidl_format, std::move(reused));
   finish_login();
+}
+
+std::size_t Pop3Session::apply_uidl_map(const StoreSnapshot& snapshot,
+                                        std::vector<std::optional<std::string>>& uidls) {
+  const UidlMapRead read = read_uidl_map_file(config().upstream.uidl_map.directory, user_);
+  if (!read.problem.empty()) {
+    log::warn("uidl_map_problem",
+              {{"session", id_text_}, {"user", log::user(user_)}, {"problem", read.problem}});
+  }
+  if (!read.map) {
+    return 0;
+  }
+  if (read.map->uidvalidity != snapshot.uidvalidity) {
+    // The mailbox was rebuilt since the map was written: its UIDs name other messages
+    // now, so no old UIDL can be trusted (fresh ones mean a download, never a loss).
+    log::warn("uidl_map_stale", {{"session", id_text_},
+                                 {"user", log::user(user_)},
+                                 {"map_uidvalidity", read.map->uidvalidity},
+                                 {"uidvalidity", snapshot.uidvalidity}});
+    return 0;
+  }
+  uidls.resize(snapshot.messages.size());
+  std::size_t mapped = 0;
+  for (std::size_t i = 0; i < snapshot.messages.size(); ++i) {
+    if (auto found = read.map->uidls.find(snapshot.messages[i].uid);
+        found != read.map->uidls.end()) {
+      uidls[i] = found->second;  // wins over an X-UIDL header: the map says what was seen
+      ++mapped;
+    }
+  }
+  return mapped;
 }
 
 void Pop3Session::login_failed(RespCode code, std::string_view text, metrics::AuthResult result) {
@@ -977,6 +1013,7 @@ void Pop3Session::finish_login() {
                       {"mechanism", login_mechanism_},
                       {"messages", maildrop_.count()},
                       {"hidden", hidden_},
+                      {"mapped", mapped_},
                       {"upstream_tls", store_->tls_summary()}});
   counting_ = login_verb();
   reply(protocol::ok_reply("Logged in, " + std::to_string(maildrop_.visible_count()) +

@@ -108,6 +108,10 @@ class Pop3Session final : Connection::Handler, MailStore::Observer, MessageSink 
   // Points `route` at the server the hook's answer names (Auth-Server, Auth-Port, and
   // popbridge's X-Popbridge-Upstream-TLS/-Server-Name); false if the answer is unusable.
   bool route_upstream(const HttpResult& response, config::Upstream& route) const;
+  // upstream.uidl_map: puts the user's old UIDLs into `uidls` (one per snapshot message);
+  // how many messages got one.
+  std::size_t apply_uidl_map(const StoreSnapshot& snapshot,
+                             std::vector<std::optional<std::string>>& uidls);
   void authorized(protocol::Secret client_secret, bool token);
   void ask_auth_hook(protocol::Secret secret);
   void auth_hook_answered(const HttpResult& response, const protocol::Secret& secret);
@@ -180,6 +184,7 @@ class Pop3Session final : Connection::Handler, MailStore::Observer, MessageSink 
   // TRANSACTION
   std::shared_ptr<MailStore> store_;
   std::size_t hidden_ = 0;  // messages on_delete: hide left out of this maildrop
+  std::size_t mapped_ = 0;  // messages whose UIDL came from upstream.uidl_map
   Maildrop maildrop_;
   Transfer transfer_ = Transfer::kNone;
   protocol::DotStuffer stuffer_;

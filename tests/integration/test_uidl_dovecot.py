@@ -17,13 +17,14 @@ so) before Dovecot's POP3 is asked again.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import urllib.request
 from typing import Callable, Iterator
 
 import pytest
 
-from harness import messages
+from harness import messages, tempdirs
 from harness.clients import RawPop3, dot_unstuff
 from harness.dovecot import Account, Dovecot
 from harness.gateway import Gateway
@@ -428,3 +429,44 @@ def test_uidvalidity_change_is_logged_and_counted(make_dovecot, make_gateway, ct
     warned = [line for line in g.log_text().splitlines() if "event=uidvalidity_changed" in line]
     assert len(warned) == 1 and f"before={first} " in warned[0] + " " and f"now={now}" in warned[0], warned
     assert "mailbox=POP" in warned[0], warned
+
+
+# ------------------------------------------------------------------ UIDL map
+
+def test_uidl_map_keeps_the_old_servers_uidls(make_dovecot, make_gateway, ctx):
+    """The old server (Dovecot's POP3 with pop3_uidl_format %g, standing in for one whose
+    UIDLs cannot be derived over IMAP) gave each message a UIDL; a migration tool wrote
+    them into the user's map file. popbridge, with another uidl_format, prints the old
+    UIDL for every mapped message, its own for new mail, and ignores a map written for
+    another UIDVALIDITY."""
+    d = make_dovecot(pop3_uidl_format="%g")
+    acct = d.add_user()
+    uids = d.append_many(acct.name, [messages.simple(n) for n in range(1, 4)])
+    old = d.pop3_uidls(acct.name)  # what the clients have stored
+    validity = d.uidvalidity(acct.name)
+    maps = tempdirs.make("uidl-maps")
+    try:
+        path = os.path.join(maps, acct.name)
+        with open(path, "w") as f:
+            f.write(f"# from the old server\nuidvalidity {validity}\n")
+            f.writelines(f"{uid} {uidl}\n" for uid, (_, uidl) in zip(uids, old))
+        new_uid = d.append(acct.name, messages.simple(4))  # arrived after the migration
+        g = make_gateway(d, {"upstream": {"uidl_format": "uid", "uidl_map": {"directory": maps}}})
+
+        def survey() -> list[str]:
+            ended = d.session_ends(acct.name)
+            with popbridge_pop3(g, acct, ctx) as c:
+                listing = uidl_survey(c, 4)["listing"]
+            gateway_session_over(d, acct.name, ended)
+            return [u.decode() for _, u in listing]
+
+        assert survey() == [u for _, u in old] + [f"{validity}.{new_uid}"]
+        assert "mapped=3" in g.log_text()
+
+        with open(path, "w") as f:  # written for a mailbox since rebuilt
+            f.write(f"uidvalidity {validity + 1}\n" + "".join(f"{uid} {uidl}\n" for uid, (_, uidl) in zip(uids, old)))
+        assert survey() == [f"{validity}.{uid}" for uid in uids + [new_uid]]
+        stale = [l for l in g.log_text().splitlines() if "event=uidl_map_stale" in l]
+        assert len(stale) == 1 and f"map_uidvalidity={validity + 1}" in stale[0], stale
+    finally:
+        tempdirs.remove(maps)

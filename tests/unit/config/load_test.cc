@@ -818,6 +818,24 @@ limits:
   EXPECT_EQ(result.config->limits.idle_timeout, minutes(5));
 }
 
+TEST_F(LoadConfigTest, UidlMapNeedsAReadableDirectory) {
+  const LoadResult none = load(kBase);
+  ASSERT_TRUE(none.config);
+  EXPECT_TRUE(none.config->upstream.uidl_map.directory.empty());
+  const LoadResult dir = load(std::string(kBase) + "  uidl_map:\n    directory: /tmp\n");
+  ASSERT_TRUE(dir.config) << (dir.errors.empty() ? "" : dir.errors[0].message);
+  EXPECT_EQ(dir.config->upstream.uidl_map.directory, "/tmp");
+  EXPECT_EQ(errors(std::string(kBase) + "  uidl_map:\n    store: metadata\n    directory: $CERT\n"),
+            (std::vector<std::string>{
+                "f:11: upstream.uidl_map.store: metadata (IMAP METADATA) is not available yet: "
+                "use directory",
+                "f:12: upstream.uidl_map.directory: must be a readable directory: '" + cert_ +
+                    "' (Not a directory)"}));
+  EXPECT_EQ(
+      errors(std::string(kBase) + "  uidl_map: {}\n"),
+      (std::vector<std::string>{"f:10: upstream.uidl_map.directory: required key is missing"}));
+}
+
 TEST_F(LoadConfigTest, HookRouteTlsInheritsUnlessSet) {
   const std::string hook = "auth:\n  mode: http\n  http:\n    url: http://127.0.0.1:9000/auth\n";
   const LoadResult inherit = load(std::string(kBase) + hook);

@@ -30,7 +30,7 @@ void MemoryTrimmer::start() {
 void MemoryTrimmer::sample() {
   const std::size_t now = open_sessions_.load(std::memory_order_relaxed);
   peak_ = std::max(peak_, now);
-  if (peak_ - now >= kMinimumDrop && now <= peak_ / 2) {
+  if (load_dropped(peak_, now)) {
 #if defined(__GLIBC__)
     const std::size_t before = resident_bytes();
     malloc_trim(0);

@@ -23,6 +23,12 @@ class MemoryTrimmer {
   void start();
   void stop() { timer_.stop(); }
 
+  // Whether to give memory back now, with `now` sessions open after at most `peak`
+  // since the last trim.
+  static bool load_dropped(std::size_t peak, std::size_t now) {
+    return peak >= now + kMinimumDrop && now <= peak / 2;
+  }
+
  private:
   void sample();
 

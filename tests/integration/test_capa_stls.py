@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import base64
+import socket
+import ssl
 
 import pytest
 
@@ -171,3 +173,24 @@ def test_quit_in_authorization(gateway, ctx, listener):
     with RawPop3(gateway.port(listener), **kwargs) as c:
         assert c.quit().ok
         assert c.read_until_eof(timeout=10) == b""
+
+
+@pytest.mark.parametrize("version", ["TLSv1_2", "TLSv1_3"])
+def test_tls_sessions_resume_across_workers(make_gateway, dovecot, pki, version):
+    """Clients that poll every minute resume their TLS session instead of a full
+    handshake, whichever worker takes the next connection (one TLS context, shared
+    ticket keys): TLS 1.2 session tickets and TLS 1.3 PSK."""
+    g = make_gateway(dovecot, {"workers": 2})
+    ctx = pki.client_context()  # its own: the shared one must keep its versions
+    ctx.maximum_version = ctx.minimum_version = getattr(ssl.TLSVersion, version)
+    session = None
+    reused = []
+    for _ in range(8):
+        with ctx.wrap_socket(socket.create_connection(("127.0.0.1", g.pop3s_port), timeout=15),
+                             server_hostname="localhost", session=session) as s:
+            assert s.recv(100).startswith(b"+OK")
+            reused.append(s.session_reused)
+            s.sendall(b"QUIT\r\n")
+            assert s.recv(100).startswith(b"+OK")
+            session = s.session  # TLS 1.3 tickets arrive after the handshake: taken last
+    assert reused == [False] + [True] * 7, reused

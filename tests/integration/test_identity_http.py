@@ -174,12 +174,7 @@ def test_hook_mailbox_override(dove_b, make_gateway, ctx):
     acct = dove_b.add_user()
     inbox_msg, archive_msg = messages.simple(next(_n)), messages.simple(next(_n))
     dove_b.append(acct.name, inbox_msg)
-    conn = dove_b.imap(acct.name)
-    try:
-        assert conn.create("Archive")[0] == "OK"
-        assert conn.append("Archive", None, None, archive_msg)[0] == "OK"
-    finally:
-        conn.logout()
+    dove_b.create_mailbox(acct.name, "Archive", archive_msg)
     with AuthHook({acct.name: HookUser(acct.password, mailbox="Archive")}) as hook:
         g = make_gateway(dove_b, hook_overrides(hook))
         with RawPop3(g.pop3s_port, tls_context=ctx) as c:

@@ -597,22 +597,11 @@ def test_second_signal_stops_at_once(make_gateway, dovecot, ctx, account):
 
 # =============================================================== 4. SIGHUP
 
-def _create_mailbox(dovecot, user: str, mailbox: str, message: bytes) -> None:
-    conn = dovecot.imap(user)
-    try:
-        typ, data = conn.create(mailbox)
-        assert typ == "OK", data
-        typ, data = conn.append(mailbox, None, None, message)
-        assert typ == "OK", data
-    finally:
-        conn.logout()
-
-
 def test_sighup_applies_to_new_sessions_only(make_gateway, dovecot, ctx, account):
     inbox_msg = messages.simple(1, body_lines=3)
     other_msg = messages.simple(2, body_lines=30)
     dovecot.append(account.name, inbox_msg)
-    _create_mailbox(dovecot, account.name, "Other", other_msg)
+    dovecot.create_mailbox(account.name, "Other", other_msg)
     g, mport = start_gateway(make_gateway, dovecot, {"auth": {"failure_delay": "100ms"}})
 
     old = login(g.pop3s_port, ctx, account)

@@ -379,26 +379,13 @@ def test_client_workarounds_match_dovecot_pop3(make_dovecot, make_gateway, ctx, 
 
 # ------------------------------------------------------------------ UIDVALIDITY changes
 
-def recreate_with(d: Dovecot, user: str, mailbox: str, message: bytes) -> None:
-    """Deletes `mailbox` if present, creates it afresh and APPENDs one message."""
-    conn = d.imap(user)
-    try:
-        conn.delete(mailbox)  # NO when it does not exist yet: fine
-        typ, data = conn.create(mailbox)
-        assert typ == "OK", data
-        typ, data = conn.append(mailbox, None, None, message)
-        assert typ == "OK", data
-    finally:
-        conn.logout()
-
-
 def test_uidvalidity_change_is_logged_and_counted(make_dovecot, make_gateway, ctx):
     """A mailbox recreated (a restore, a migration tool's second pass) gets a new
     UIDVALIDITY, so every UIDL changes and clients download everything again: popbridge
     says so at the next login, with a warning and popbridge_uidvalidity_changes_total."""
     d = make_dovecot()
     acct = d.add_user()
-    recreate_with(d, acct.name, "POP", messages.simple(1))
+    d.create_mailbox(acct.name, "POP", messages.simple(1))
     first = d.uidvalidity(acct.name, "POP")
     port = free_port()
     g = make_gateway(d, {"upstream": {"mailbox": "POP"}, "metrics": {"address": f"127.0.0.1:{port}"}})
@@ -419,7 +406,7 @@ def test_uidvalidity_change_is_logged_and_counted(make_dovecot, make_gateway, ct
     before = uidls()
     assert uidls() == before and changes() == 0, "an unchanged mailbox is not reported"
     # Dovecot takes a new mailbox's UIDVALIDITY from the clock: recreate until it differs.
-    wait_until(lambda: recreate_with(d, acct.name, "POP", messages.simple(1))
+    wait_until(lambda: d.create_mailbox(acct.name, "POP", messages.simple(1), replace=True)
                or d.uidvalidity(acct.name, "POP") != first, 10 * TIME_FACTOR,
                "a recreated mailbox with another UIDVALIDITY")
     now = d.uidvalidity(acct.name, "POP")

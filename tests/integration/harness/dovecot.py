@@ -474,6 +474,24 @@ service pop3-login {{
         finally:
             conn.logout()
 
+    def create_mailbox(self, user: str, mailbox: str, message: Optional[bytes] = None,
+                       replace: bool = False) -> None:
+        """Creates `mailbox` (deleting it first with replace=True, which gives it a new
+        UIDVALIDITY) and APPENDs `message` to it when given."""
+        conn = self.imap(user)
+        try:
+            if replace:
+                conn.delete(mailbox)  # NO when it does not exist yet: fine
+            typ, data = conn.create(mailbox)
+            if typ != "OK":
+                raise RuntimeError(f"CREATE {mailbox} failed: {typ} {data}")
+            if message is not None:
+                typ, data = conn.append(mailbox, None, None, message)
+                if typ != "OK":
+                    raise RuntimeError(f"APPEND to {mailbox} failed: {typ} {data}")
+        finally:
+            conn.logout()
+
     def append_many(self, user: str, messages: Iterable[bytes]) -> list[int]:
         return [self.append(user, m) for m in messages]
 

@@ -140,5 +140,9 @@ class MailStore {
 std::shared_ptr<MailStore> make_mail_store(uv_loop_t* loop, const config::Upstream& settings,
                                            SSL_CTX* tls_context, metrics::Metrics& metrics,
                                            MailStore::Observer& observer);
+// How sessions get their store: make_mail_store, or a test's fake.
+using MailStoreFactory = std::function<std::shared_ptr<MailStore>(
+    uv_loop_t* loop, const config::Upstream& settings, SSL_CTX* tls_context,
+    metrics::Metrics& metrics, MailStore::Observer& observer)>;
 
 }  // namespace popbridge::proxy

@@ -788,9 +788,9 @@ void Pop3Session::authorized(protocol::Secret client_secret, bool token) {
 void Pop3Session::open_store(UpstreamCredentials credentials) {
   context_.metrics.upstream_active.Increment();
   MailStore::Observer& observer = *this;
-  store_ =
-      make_mail_store(context_.loop, upstream_override_ ? *upstream_override_ : config().upstream,
-                      context_.upstream_tls, context_.metrics, observer);
+  store_ = context_.settings->make_store(
+      context_.loop, upstream_override_ ? *upstream_override_ : config().upstream,
+      context_.upstream_tls, context_.metrics, observer);
   OpenRequest request;
   request.credentials = std::move(credentials);
   request.client_address = client_address_;

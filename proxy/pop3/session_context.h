@@ -11,6 +11,7 @@
 #include "proxy/identity/identity.h"
 #include "proxy/identity/login_guard.h"
 #include "proxy/identity/oauth2_tokens.h"
+#include "proxy/mailstore/mail_store.h"
 #include "proxy/net/http_client.h"
 #include "proxy/net/tls_context.h"
 #include "proxy/pop3/mailbox_history.h"
@@ -38,6 +39,8 @@ struct Settings {
   // variable could not be used (warnings at start-up and in --check-config).
   HttpProxy egress_proxy;
   std::vector<std::string> egress_proxy_problems;
+  // The backend upstream.protocol names; session tests put a fake store here.
+  MailStoreFactory make_store = make_mail_store;
 };
 using SettingsPtr = std::shared_ptr<const Settings>;
 

@@ -236,7 +236,7 @@ std::string_view to_string(HttpError error) {
 }
 
 // One request from start to callback. Owned by the client while active, then by its
-// graveyard for a loop turn; handles hold it weakly.
+// deferred delete for a loop turn; handles hold it weakly.
 class HttpClient::Exchange final : public Connection::Handler,
                                    public std::enable_shared_from_this<Exchange> {
  public:
@@ -616,7 +616,7 @@ class HttpClient::Exchange final : public Connection::Handler,
     }
     state_ = State::kDone;
     timer_.stop();
-    // retire() hands the client's reference to its graveyard; this one keeps us alive
+    // retire() hands the client's reference to the loop's deferred delete; this one keeps us alive
     // through the callback whatever the callback does.
     std::shared_ptr<Exchange> self = shared_from_this();
     if (connection_ != nullptr && reusable && client_ != nullptr) {
@@ -783,7 +783,7 @@ HttpProxy proxy_from_environment(std::vector<std::string>& problems) {
 }
 
 HttpClient::HttpClient(uv_loop_t* loop, HttpClientOptions options)
-    : loop_(loop), options_(std::move(options)), graveyard_(loop) {
+    : loop_(loop), options_(std::move(options)) {
   if (options_.tls_context != nullptr) {
     tls_context_ = options_.tls_context;
     return;
@@ -819,7 +819,7 @@ void HttpClient::retire(Exchange* exchange) {
   if (found == active_.end()) {
     return;
   }
-  graveyard_.bury(std::move(found->second));
+  DeferredDelete::of(loop_).retire(std::move(found->second));
   active_.erase(found);
 }
 
@@ -832,7 +832,7 @@ ConnectionPtr HttpClient::take_idle(const std::string& origin) {
     std::shared_ptr<IdleConnection> idle = std::move(*it);
     idle_.erase(std::next(it).base());
     ConnectionPtr connection = idle->take();
-    graveyard_.bury(std::move(idle));
+    DeferredDelete::of(loop_).retire(std::move(idle));
     return connection;
   }
   return nullptr;
@@ -847,7 +847,7 @@ void HttpClient::park(const std::string& origin, ConnectionPtr connection,
     std::shared_ptr<IdleConnection> oldest = std::move(idle_.front());
     idle_.erase(idle_.begin());
     oldest->close();
-    graveyard_.bury(std::move(oldest));
+    DeferredDelete::of(loop_).retire(std::move(oldest));
   }
   idle_.push_back(std::make_shared<IdleConnection>(*this, origin, std::move(connection), idle));
 }
@@ -862,7 +862,7 @@ void HttpClient::drop_idle(IdleConnection* idle) {
   idle_.erase(found);
   // Usually called from the entry's own callback: closed now, destroyed a turn later.
   entry->close();
-  graveyard_.bury(std::move(entry));
+  DeferredDelete::of(loop_).retire(std::move(entry));
 }
 
 }  // namespace popbridge::proxy

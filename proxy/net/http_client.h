@@ -16,7 +16,7 @@
 #include <vector>
 
 #include "protocol/http/http_response.h"
-#include "proxy/base/graveyard.h"
+#include "proxy/base/deferred_delete.h"
 #include "proxy/net/connection.h"
 #include "proxy/net/tls_context.h"
 
@@ -194,7 +194,6 @@ class HttpClient {
   SslCtxPtr own_tls_context_;
   SSL_CTX* tls_context_ = nullptr;
   std::string tls_error_;
-  Graveyard graveyard_;
   std::unordered_map<Exchange*, std::shared_ptr<Exchange>> active_;
   std::vector<std::shared_ptr<IdleConnection>> idle_;  // oldest first
 };

@@ -111,6 +111,9 @@ class AdminServer::Exchange final : public Connection::Handler {
     }
     done_ = true;
     idle_.stop();
+    // Retired now and destroyed a turn later, perhaps after the server: nothing the
+    // connection still does (a flush, a close) may reach this exchange.
+    connection_->set_handler(nullptr);
     server_.finished(this);
   }
 
@@ -121,8 +124,7 @@ class AdminServer::Exchange final : public Connection::Handler {
   bool done_ = false;
 };
 
-AdminServer::AdminServer(uv_loop_t* loop, Hooks hooks)
-    : loop_(loop), hooks_(std::move(hooks)), graveyard_(loop) {}
+AdminServer::AdminServer(uv_loop_t* loop, Hooks hooks) : loop_(loop), hooks_(std::move(hooks)) {}
 
 AdminServer::~AdminServer() { stop(); }
 
@@ -174,7 +176,7 @@ void AdminServer::finished(Exchange* exchange) {
   if (found == exchanges_.end()) {
     return;
   }
-  graveyard_.bury(std::move(found->second));
+  DeferredDelete::of(loop_).retire(std::move(found->second));
   exchanges_.erase(found);
 }
 

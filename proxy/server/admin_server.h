@@ -9,7 +9,7 @@
 #include <unordered_map>
 
 #include "config/config.h"
-#include "proxy/base/graveyard.h"
+#include "proxy/base/deferred_delete.h"
 #include "proxy/base/uv_handle.h"
 
 namespace popbridge::proxy {
@@ -42,7 +42,6 @@ class AdminServer {
   Hooks hooks_;
   std::unique_ptr<UvHandle<uv_tcp_t>> listener_;
   std::unordered_map<Exchange*, std::shared_ptr<Exchange>> exchanges_;
-  Graveyard graveyard_;
 };
 
 }  // namespace popbridge::proxy

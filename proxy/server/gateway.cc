@@ -45,7 +45,8 @@ std::size_t worker_count(const config::Config& config) {
 Gateway::Gateway(std::string config_path, config::Config config, std::string log_level)
     : config_path_(std::move(config_path)),
       log_level_(std::move(log_level)),
-      loop_(uv_default_loop()) {
+      loop_(uv_default_loop()),
+      deferred_delete_(std::make_unique<DeferredDelete>(loop_)) {
   std::vector<std::string> listener_names;
   for (const config::Listener& listener : config.listeners) {
     listener_names.push_back(listener.name);
@@ -71,6 +72,7 @@ Gateway::~Gateway() {
   }
   workers_.clear();  // joins
   close_main_handles();
+  deferred_delete_.reset();
   uv_run(loop_, UV_RUN_DEFAULT);
 }
 

@@ -11,6 +11,7 @@
 
 #include "config/config.h"
 #include "metrics/metrics.h"
+#include "proxy/base/deferred_delete.h"
 #include "proxy/base/uv_handle.h"
 #include "proxy/net/listen_socket.h"
 #include "proxy/server/admin_server.h"
@@ -53,6 +54,7 @@ class Gateway {
   std::string config_path_;
   std::string log_level_;
   uv_loop_t* loop_;
+  std::unique_ptr<DeferredDelete> deferred_delete_;  // outlives everything else on the loop
   prometheus::Registry registry_;
   std::unique_ptr<metrics::Metrics> metrics_;
   SettingsPtr settings_;

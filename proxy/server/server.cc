@@ -91,8 +91,7 @@ Server::Server(uv_loop_t* loop, std::size_t worker, SettingsPtr settings, metric
       guard_(guard),
       mailboxes_(mailboxes),
       token_cache_(token_cache),
-      drain_deadline_(loop),
-      graveyard_(loop) {
+      drain_deadline_(loop) {
   update_settings(std::move(settings));
 }
 
@@ -260,6 +259,8 @@ void Server::session_finished(Pop3Session* session) {
   check_drained();
 }
 
-void Server::dispose(std::shared_ptr<void> object) { graveyard_.bury(std::move(object)); }
+void Server::dispose(std::shared_ptr<void> object) {
+  DeferredDelete::of(loop_).retire(std::move(object));
+}
 
 }  // namespace popbridge::proxy

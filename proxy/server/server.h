@@ -13,7 +13,7 @@
 
 #include "config/config.h"
 #include "metrics/metrics.h"
-#include "proxy/base/graveyard.h"
+#include "proxy/base/deferred_delete.h"
 #include "proxy/base/uv_handle.h"
 #include "proxy/identity/identity.h"
 #include "proxy/identity/login_guard.h"
@@ -109,7 +109,6 @@ class Server final : public SessionHost {
   std::function<void()> drained_;
   Timer drain_deadline_;
   // Declared last, so destroyed first: what it holds still finds the members above.
-  Graveyard graveyard_;
 };
 
 }  // namespace popbridge::proxy

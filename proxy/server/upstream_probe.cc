@@ -14,7 +14,6 @@ UpstreamProbe::UpstreamProbe(uv_loop_t* loop, const config::Upstream& settings,
       interval_ms_(interval_ms),
       failures_needed_(failures),
       timer_(loop),
-      graveyard_(loop),
       reachable_(initially_reachable) {}
 
 void UpstreamProbe::start() { probe(); }
@@ -43,7 +42,7 @@ void UpstreamProbe::probe() {
     }
     reachable_ = reachable;
     client_->logout();
-    graveyard_.bury(std::move(client_));
+    DeferredDelete::of(loop_).retire(std::move(client_));
     client_.reset();
     timer_.start(interval_ms_, [this] { probe(); });
   });

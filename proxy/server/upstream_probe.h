@@ -6,7 +6,7 @@
 #include <memory>
 
 #include "config/config.h"
-#include "proxy/base/graveyard.h"
+#include "proxy/base/deferred_delete.h"
 #include "proxy/base/uv_handle.h"
 #include "proxy/mailstore/imap/imap_client.h"
 
@@ -41,7 +41,6 @@ class UpstreamProbe final : ImapClient::Observer {
   std::uint32_t failures_needed_;
   std::uint32_t failures_ = 0;  // consecutive
   Timer timer_;
-  Graveyard graveyard_;
   std::shared_ptr<ImapClient> client_;
   bool reachable_ = false;
   bool first_ = true;  // the first result is always logged

@@ -10,6 +10,7 @@ Worker::Worker(std::size_t index, SettingsPtr settings, metrics::Metrics& metric
                MailboxHistory& mailboxes, TokenCache& tokens, std::function<void()> on_stopped)
     : index_(index), on_stopped_(std::move(on_stopped)) {
   uv_loop_init(&loop_);
+  deferred_delete_ = std::make_unique<DeferredDelete>(&loop_);
   server_ = std::make_unique<Server>(&loop_, index_, std::move(settings), metrics, open_sessions,
                                      guard, mailboxes, tokens);
   wakeup_ = std::make_unique<UvHandle<uv_async_t>>(
@@ -25,6 +26,7 @@ Worker::~Worker() {
     std::lock_guard lock(mutex_);
     wakeup_.reset();
   }
+  deferred_delete_.reset();
   uv_run(&loop_, UV_RUN_DEFAULT);
   uv_loop_close(&loop_);
 }

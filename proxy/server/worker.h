@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "metrics/metrics.h"
+#include "proxy/base/deferred_delete.h"
 #include "proxy/server/server.h"
 
 namespace popbridge::proxy {
@@ -48,6 +49,7 @@ class Worker {
 
   std::size_t index_;
   uv_loop_t loop_{};
+  std::unique_ptr<DeferredDelete> deferred_delete_;  // made after uv_loop_init, gone before close
   std::unique_ptr<Server> server_;
   std::unique_ptr<UvHandle<uv_async_t>> wakeup_;  // guarded by mutex_
   std::function<void()> on_stopped_;

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "protocol/pop3/pop3_command.h"
+#include "proxy/base/deferred_delete.h"
 #include "proxy/base/log.h"
 #include "proxy/pop3/pop3_session.h"
 #include "tests/support/fake_mail_store.h"
@@ -55,6 +56,7 @@ logging:
     }
     proxy::log::configure(loaded.config->logging);
     uv_loop_init(&loop_);
+    deferred_delete_ = std::make_unique<proxy::DeferredDelete>(&loop_);
     std::vector<std::string_view> verbs;
     for (std::size_t verb = 0; verb < protocol::kPop3VerbCount; ++verb) {
       verbs.push_back(protocol::verb_name(static_cast<protocol::Pop3Verb>(verb)));
@@ -82,7 +84,7 @@ logging:
 
   ~SessionHarness() {
     session_.reset();
-    disposed_.clear();
+    deferred_delete_.reset();
     if (client_fd_ >= 0) {
       ::close(client_fd_);
     }
@@ -216,7 +218,9 @@ logging:
   }
 
  private:
-  void dispose(std::shared_ptr<void> object) override { disposed_.push_back(std::move(object)); }
+  void dispose(std::shared_ptr<void> object) override {
+    proxy::DeferredDelete::of(&loop_).retire(std::move(object));
+  }
   void session_finished(proxy::Pop3Session*) override { finished_ = true; }
 
   static void connect_pair(int& server_fd, int& client_fd) {
@@ -244,13 +248,13 @@ logging:
 
   std::shared_ptr<FakeMailbox> mailbox_;
   uv_loop_t loop_{};
+  std::unique_ptr<proxy::DeferredDelete> deferred_delete_;
   prometheus::Registry registry_;
   std::unique_ptr<metrics::Metrics> metrics_;
   proxy::SettingsPtr settings_;
   proxy::LoginGuard guard_;
   proxy::MailboxHistory history_;
   std::unique_ptr<proxy::Pop3Session> session_;
-  std::vector<std::shared_ptr<void>> disposed_;
   int client_fd_ = -1;
   std::string received_;
   bool peer_closed_ = false;

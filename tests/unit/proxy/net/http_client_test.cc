@@ -309,8 +309,12 @@ Reply ok_reply(std::string_view body = "ok") { return Reply{response(200, body)}
 
 class HttpClientTest : public ::testing::Test {
  protected:
-  HttpClientTest() { uv_loop_init(&loop_); }
+  HttpClientTest() {
+    uv_loop_init(&loop_);
+    deferred_delete_ = std::make_unique<DeferredDelete>(&loop_);
+  }
   ~HttpClientTest() override {
+    deferred_delete_.reset();
     // The test's objects are gone; their handles finish closing on these turns (pending
     // DNS look-ups are cancelled and call back too).
     const auto deadline = std::chrono::steady_clock::now() + 10s;
@@ -379,6 +383,7 @@ class HttpClientTest : public ::testing::Test {
   }
 
   uv_loop_t loop_{};
+  std::unique_ptr<DeferredDelete> deferred_delete_;
 };
 
 // --- URL and form helpers --------------------------------------------------------------

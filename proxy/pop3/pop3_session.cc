@@ -3,11 +3,9 @@
 #include "proxy/pop3/pop3_session.h"
 
 #include <array>
-#include <charconv>
 
 #include "protocol/sasl/sasl.h"
 #include "proxy/base/log.h"
-#include "proxy/net/resolver.h"
 #include "proxy/pop3/uidl_map_file.h"
 
 namespace popbridge::proxy {
@@ -37,37 +35,6 @@ metrics::Mechanism mechanism_of(std::string_view mechanism) {
     return metrics::Mechanism::kOauthbearer;
   }
   return metrics::Mechanism::kUser;
-}
-
-// nginx escapes the user name and password it sends to an auth_http hook (space, '%',
-// control and 8-bit octets as %XX), and hooks written for it unescape them.
-std::string escape_for_hook(std::string_view text) {
-  static constexpr char kHex[] = "0123456789ABCDEF";
-  std::string escaped;
-  escaped.reserve(text.size());
-  for (char c : text) {
-    const auto byte = static_cast<unsigned char>(c);
-    if (byte <= 0x20 || byte >= 0x7f || c == '%') {
-      escaped.push_back('%');
-      escaped.push_back(kHex[byte >> 4]);
-      escaped.push_back(kHex[byte & 0xf]);
-    } else {
-      escaped.push_back(c);
-    }
-  }
-  return escaped;
-}
-
-// An auth hook's Auth-Status text as a reply text: printable ASCII only (no line break
-// can forge a reply), at most 200 octets.
-std::string printable_hook_text(std::string_view text) {
-  std::string out;
-  for (char c : text.substr(0, 200)) {
-    if (c >= 0x20 && c <= 0x7e) {
-      out.push_back(c);
-    }
-  }
-  return out;
 }
 
 double seconds_since(std::uint64_t start_ns) {
@@ -114,7 +81,9 @@ Pop3Session::Pop3Session(SessionHost& server, const SessionContext& context,
       id_text_(std::to_string(id)),
       reader_(protocol::kMaxAuthLine),
       idle_timer_(context.loop),
-      delay_timer_(context.loop) {
+      delay_timer_(context.loop),
+      authenticator_(context.loop, context.config, context.identity, context.auth_http.get(),
+                     context.tokens.get(), context.metrics, id_text_) {
   Connection::Handler& handler = *this;
   client_->set_handler(&handler);
 }
@@ -564,225 +533,53 @@ void Pop3Session::begin_login(std::string_view mechanism, std::string user, prot
                               bool token) {
   login_mechanism_ = std::string(mechanism);
   user_ = std::move(user);
-  if (user_.empty() || secret.empty()) {
-    login_failed(RespCode::kAuth, "Authentication failed.", metrics::AuthResult::kBadCredentials);
-    return;
-  }
   busy_ = true;
   idle_timer_.stop();
-  switch (config().auth.mode) {
-    case config::AuthMode::kPassthrough:
-      // The upstream checks the credentials.
-      authorized(std::move(secret), token);
-      return;
-    case config::AuthMode::kUsersFile: {
-      const auto& hashes = context_.identity.password_hashes;
-      auto found = hashes.find(user_);
-      password_check_ = std::make_unique<PasswordCheck>(context_.loop);
-      password_check_->start(found == hashes.end() ? std::string() : found->second,
-                             context_.identity.slowest_hash, secret, [this, secret](bool matches) {
-                               if (!matches) {
-                                 login_failed(RespCode::kAuth, "Authentication failed.",
-                                              metrics::AuthResult::kBadCredentials);
-                                 return;
-                               }
-                               authorized(secret, false);
-                             });
-      return;
-    }
-    case config::AuthMode::kHttp:
-      ask_auth_hook(std::move(secret));
-      return;
+  LoginAttempt attempt;
+  attempt.user = user_;
+  attempt.secret = std::move(secret);
+  if (token) {
+    attempt.mechanism = mechanism == "XOAUTH2" ? UpstreamCredentials::Mechanism::kXoauth2
+                                               : UpstreamCredentials::Mechanism::kOauthbearer;
   }
+  attempt.attempt = failed_logins_ + 1;
+  attempt.client_address = client_address_;
+  attempt.tls = client_->tls_established();
+  authenticator_.authenticate(std::move(attempt), [this](Authenticator::Outcome outcome) {
+    login_planned(std::move(outcome));
+  });
 }
 
-void Pop3Session::ask_auth_hook(protocol::Secret secret) {
-  // nginx's auth_http protocol, so an existing hook for nginx's mail proxy works as is.
-  HttpRequest request;
-  request.url = config().auth.http.url;
-  request.timeout =
-      std::chrono::duration_cast<std::chrono::milliseconds>(config().auth.http.timeout);
-  request.headers = {{"Auth-Method", "plain"},
-                     {"Auth-User", escape_for_hook(user_)},
-                     {"Auth-Pass", escape_for_hook(secret.view())},
-                     {"Auth-Protocol", "pop3"},
-                     {"Auth-Login-Attempt", std::to_string(failed_logins_ + 1)},
-                     {"Client-IP", client_address_},
-                     {"Client-Host", client_address_},
-                     {"Auth-SSL", client_->tls_established() ? "on" : "off"}};
-  const std::uint64_t asked_ns = uv_hrtime();
-  auth_request_ = context_.auth_http->request(
-      std::move(request), [this, asked_ns, secret = std::move(secret)](HttpResult response) {
-        context_.metrics.hook_duration.Observe(seconds_since(asked_ns));
-        auth_hook_answered(response, secret);
-      });
-}
-
-void Pop3Session::auth_hook_answered(const HttpResult& response, const protocol::Secret& secret) {
-  if (response.error == HttpError::kInvalidRequest) {
-    // A user name or password with control characters cannot be a header value.
-    login_failed(RespCode::kAuth, "Authentication failed.", metrics::AuthResult::kBadCredentials);
-    return;
-  }
-  const std::optional<std::string_view> status = response.header("Auth-Status");
-  (response.ok() && response.status == 200 && status ? context_.metrics.hook_ok
-                                                     : context_.metrics.hook_error)
-      .Increment();
-  if (!response.ok() || response.status != 200 || !status) {
-    // Never a login on a hook failure: the answer is "try again later".
-    log::warn("auth_hook_failed",
-              {{"session", id_text_},
-               {"reason", response.ok() ? "HTTP " + std::to_string(response.status)
-                                        : std::string(to_string(response.error)) + ": " +
-                                              response.error_text}});
-    // Answered no sooner than a wrong password would be, so a client retrying at once
-    // does not hammer a hook that is down.
-    hook_wait_ = config().auth.failure_delay;
-    login_failed(RespCode::kSysTemp, "Temporary failure, try again later.",
-                 metrics::AuthResult::kUpstreamUnavailable);
-    return;
-  }
-  if (*status != "OK") {
-    unsigned wait = 0;
-    if (auto header = response.header("Auth-Wait")) {
-      std::from_chars(header->data(), header->data() + header->size(), wait);
-    }
-    hook_wait_ = std::chrono::seconds(std::min(wait, 60u));
-    // nginx hands the hook's Auth-Status text to the client: "Account locked, call the
-    // helpdesk" is worth more than a bare failure. Only printable ASCII, kept short.
-    const std::string text = printable_hook_text(*status);
-    login_failed(RespCode::kAuth, text.empty() ? "Authentication failed." : text,
-                 metrics::AuthResult::kBadCredentials);
-    return;
-  }
-  // The hook may route this user to its own server, mailbox and upstream login.
-  auto server = response.header("Auth-Server");
-  auto port = response.header("Auth-Port");
-  if (server || port) {
-    upstream_override_ = config().upstream;
-    if (!route_upstream(response, *upstream_override_)) {
-      login_failed(RespCode::kSysTemp, "Temporary failure, try again later.",
-                   metrics::AuthResult::kUpstreamUnavailable);
-      return;
+void Pop3Session::login_planned(Authenticator::Outcome outcome) {
+  if (const auto* refused = std::get_if<LoginRefusal>(&outcome)) {
+    hook_wait_ = refused->wait;
+    switch (refused->kind) {
+      case LoginRefusal::Kind::kBadCredentials:
+        login_failed(RespCode::kAuth,
+                     refused->text.empty() ? "Authentication failed." : refused->text,
+                     metrics::AuthResult::kBadCredentials);
+        return;
+      case LoginRefusal::Kind::kTemporary:
+        login_failed(RespCode::kSysTemp,
+                     refused->text.empty() ? "Temporary failure, try again later." : refused->text,
+                     metrics::AuthResult::kUpstreamUnavailable);
+        return;
+      case LoginRefusal::Kind::kPermanent:
+        login_failed(RespCode::kSysPerm,
+                     refused->text.empty() ? "Unable to log in." : refused->text,
+                     metrics::AuthResult::kUpstreamUnavailable);
+        return;
     }
   }
-  if (auto mailbox = response.header("X-Popbridge-Mailbox")) {
-    mailbox_override_ = std::string(*mailbox);
-  }
-  auto upstream_user = response.header("Auth-User");
-  auto upstream_pass = response.header("Auth-Pass");
-  if (upstream_user && upstream_pass) {
-    UpstreamCredentials credentials;
-    credentials.user = std::string(*upstream_user);
-    credentials.secret = protocol::Secret(*upstream_pass);
-    hook_credentials_ = std::move(credentials);
-  }
-  authorized(secret, false);
-}
-
-bool Pop3Session::route_upstream(const HttpResult& response, config::Upstream& route) const {
-  const std::optional<std::string_view> server = response.header("Auth-Server");
-  const std::optional<std::string_view> port = response.header("Auth-Port");
-  if (server) {
-    route.address.host = std::string(*server);
-    // nginx's Auth-Server is an IP address, and backends behind one often share a
-    // certificate: then the configured server_name is the name to check. A host name
-    // is its own.
-    sockaddr_storage ip{};
-    if (!parse_ip_literal(config::Endpoint{route.address.host, 1}, ip)) {
-      route.server_name = route.address.host;
-    }
-  }
-  std::uint16_t number = 0;
-  if (port &&
-      std::from_chars(port->data(), port->data() + port->size(), number).ec == std::errc() &&
-      number != 0) {
-    route.address.port = number;
-  }
-  if (auto name = response.header("X-Popbridge-Upstream-Server-Name")) {
-    route.server_name = std::string(*name);
-  }
-  route.tls = config().auth.http.route_tls.value_or(config().upstream.tls);
-  if (auto tls = response.header("X-Popbridge-Upstream-TLS")) {
-    if (*tls == "none") {
-      route.tls = config::TlsMode::kNone;
-    } else if (*tls == "starttls") {
-      route.tls = config::TlsMode::kStartTls;
-    } else if (*tls == "implicit") {
-      route.tls = config::TlsMode::kImplicit;
-    } else {
-      log::warn("auth_hook_failed", {{"session", id_text_},
-                                     {"reason",
-                                      "X-Popbridge-Upstream-TLS must be none, "
-                                      "starttls or implicit"}});
-      return false;
-    }
-  }
-  return true;
-}
-
-void Pop3Session::authorized(protocol::Secret client_secret, bool token) {
+  LoginPlan& plan = std::get<LoginPlan>(outcome);
   // With passthrough only the upstream knows whether the password is right, so the lock
   // waits for its answer there.
   if (config().auth.mode != config::AuthMode::kPassthrough && !lock_user()) {
     return;
   }
-  if (hook_credentials_) {
-    UpstreamCredentials credentials = std::move(*hook_credentials_);
-    hook_credentials_.reset();
-    open_store(std::move(credentials));
-    return;
-  }
-  UpstreamCredentials credentials;
-  const config::UpstreamLogin& login = config().upstream.login;
-  switch (login.mode) {
-    case config::UpstreamLoginMode::kPassthrough:
-      credentials.user = user_;
-      credentials.secret = std::move(client_secret);
-      if (token) {
-        credentials.mechanism = login_mechanism_ == "XOAUTH2"
-                                    ? UpstreamCredentials::Mechanism::kXoauth2
-                                    : UpstreamCredentials::Mechanism::kOauthbearer;
-      }
-      break;
-    case config::UpstreamLoginMode::kMaster:
-      credentials.authzid = user_;
-      credentials.user = login.master_user;
-      credentials.secret = context_.identity.master_password;
-      break;
-    case config::UpstreamLoginMode::kMapped: {
-      auto found = context_.identity.mapped.find(user_);
-      if (found == context_.identity.mapped.end()) {
-        log::warn("no_upstream_mapping", {{"session", id_text_}, {"user", log::user(user_)}});
-        login_failed(RespCode::kSysPerm, "No mailbox is configured for this account.",
-                     metrics::AuthResult::kUpstreamUnavailable);
-        return;
-      }
-      credentials.user = found->second.upstream_user;
-      credentials.secret = found->second.password;
-      break;
-    }
-    case config::UpstreamLoginMode::kOAuth2:
-      context_.tokens->get(user_, life_, [this](const TokenSource::Result& token) {
-        if (token.kind != TokenSource::Result::Kind::kOk) {
-          login_failed(token.kind == TokenSource::Result::Kind::kPermanent ? RespCode::kSysPerm
-                                                                           : RespCode::kSysTemp,
-                       "The mail store's token service refused the login.",
-                       metrics::AuthResult::kUpstreamUnavailable);
-          return;
-        }
-        UpstreamCredentials oauth;
-        oauth.mechanism =
-            config().upstream.login.oauth2.mechanism == config::OAuth2Mechanism::kXoauth2
-                ? UpstreamCredentials::Mechanism::kXoauth2
-                : UpstreamCredentials::Mechanism::kOauthbearer;
-        oauth.user = user_;
-        oauth.secret = token.token;
-        open_store(std::move(oauth));
-      });
-      return;
-  }
-  open_store(std::move(credentials));
+  upstream_override_ = std::move(plan.route);
+  mailbox_override_ = std::move(plan.mailbox);
+  open_store(std::move(plan.credentials));
 }
 
 void Pop3Session::open_store(UpstreamCredentials credentials) {
@@ -820,10 +617,8 @@ void Pop3Session::store_opened(const StoreResult& result, StoreSnapshot snapshot
       break;
     case StoreStatus::kRejected:
       if (gateway_login) {
-        if (context_.tokens) {
-          // Revoked or expired early: the next login must not present it again.
-          context_.tokens->invalidate(user_);
-        }
+        // Revoked or expired early: the next login must not present it again.
+        authenticator_.upstream_refused(user_);
         // The client's credentials were good; the gateway's own ones were refused.
         log::error("upstream_login_refused",
                    {{"session", id_text_}, {"user", log::user(user_)}, {"reason", result.detail}});
@@ -945,7 +740,6 @@ void Pop3Session::login_failed(RespCode code, std::string_view text, metrics::Au
   }
   upstream_override_.reset();
   mailbox_override_.reset();
-  hook_credentials_.reset();
   user_.clear();
   std::string message = protocol::err_reply(code, text);
   delay_timer_.start(static_cast<std::uint64_t>(delay.count()), [this, message, last_attempt] {

@@ -15,7 +15,7 @@
 #include "protocol/pop3/pop3_command.h"
 #include "protocol/pop3/pop3_reply.h"
 #include "proxy/base/uv_handle.h"
-#include "proxy/identity/password_check.h"
+#include "proxy/identity/authenticator.h"
 #include "proxy/mailstore/mail_store.h"
 #include "proxy/net/connection.h"
 #include "proxy/pop3/maildrop.h"
@@ -105,16 +105,11 @@ class Pop3Session final : Connection::Handler, MailStore::Observer, MessageSink 
   // (upstream.login.mode), connect, log in, SELECT, snapshot.
   void begin_login(std::string_view mechanism, std::string user, protocol::Secret secret,
                    bool token);
-  // Points `route` at the server the hook's answer names (Auth-Server, Auth-Port, and
-  // popbridge's X-Popbridge-Upstream-TLS/-Server-Name); false if the answer is unusable.
-  bool route_upstream(const HttpResult& response, config::Upstream& route) const;
   // upstream.uidl_map: puts the user's old UIDLs into `uidls` (one per snapshot message);
   // how many messages got one.
   std::size_t apply_uidl_map(const StoreSnapshot& snapshot,
                              std::vector<std::optional<std::string>>& uidls);
-  void authorized(protocol::Secret client_secret, bool token);
-  void ask_auth_hook(protocol::Secret secret);
-  void auth_hook_answered(const HttpResult& response, const protocol::Secret& secret);
+  void login_planned(Authenticator::Outcome outcome);
   void open_store(UpstreamCredentials credentials);
   void store_opened(const StoreResult& result, StoreSnapshot snapshot);
   // auth.exclusive_sessions: false (and -ERR [IN-USE] sent) if another session has the user.
@@ -170,16 +165,12 @@ class Pop3Session final : Connection::Handler, MailStore::Observer, MessageSink 
   SaslStep sasl_step_ = SaslStep::kNone;
   std::uint32_t failed_logins_ = 0;
   std::string login_mechanism_;
-  std::unique_ptr<PasswordCheck> password_check_;
-  std::string locked_user_;  // auth.exclusive_sessions
+  Authenticator authenticator_;  // auth.mode and upstream.login.mode
+  std::string locked_user_;      // auth.exclusive_sessions
   // What the auth hook decided for this login (auth.mode http).
-  HttpClient::RequestHandle auth_request_;
   std::optional<config::Upstream> upstream_override_;
   std::optional<std::string> mailbox_override_;
-  std::optional<UpstreamCredentials> hook_credentials_;
   config::Duration hook_wait_{0};
-  // Callbacks that may outlive the session (token fetches) hold a weak_ptr to this.
-  std::shared_ptr<char> life_ = std::make_shared<char>(0);
 
   // TRANSACTION
   std::shared_ptr<MailStore> store_;

@@ -14,6 +14,7 @@
 #include "config/config.h"
 #include "proxy/base/log.h"
 #include "proxy/server/gateway.h"
+#include "proxy/server/uidl_import.h"
 #include "proxy/server/version.h"
 
 namespace {
@@ -59,6 +60,26 @@ int main(int argc, char** argv) {
   app.add_option("--log-level", log_level, "logging.level for this run")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
   app.add_flag("-V,--version", version, "print the version and exit");
+
+  proxy::UidlImportOptions import;
+  std::string import_config;
+  CLI::App* uidl_import = app.add_subcommand(
+      "uidl-import",
+      "carry the old POP3 server's UIDLs over to upstream.uidl_map, matching messages by "
+      "their headers");
+  uidl_import->add_option("--config", import_config, "configuration file (YAML)")->required();
+  uidl_import
+      ->add_option("--source", import.source,
+                   "the old server: pop3s://HOST[:995] or pop3://HOST[:110]")
+      ->required();
+  uidl_import->add_option("--credentials", import.credentials_file,
+                          "one user<TAB>password line per user (the old server's passwords)");
+  uidl_import->add_option("--user", import.user, "one user, instead of --credentials");
+  uidl_import->add_option("--password-file", import.password_file,
+                          "with --user: a file whose first line is the password");
+  uidl_import->add_option("--source-ca", import.source_ca,
+                          "CA certificates (PEM) for the old server; the system's otherwise");
+  uidl_import->add_flag("--dry-run", import.dry_run, "match and report; write no map");
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& help) {
@@ -69,6 +90,18 @@ int main(int argc, char** argv) {
     return 2;
   }
 
+  if (uidl_import->parsed()) {
+    config::LoadResult loaded = load(import_config);
+    if (!loaded.config) {
+      return 2;
+    }
+    if (!log_level.empty()) {
+      loaded.config->logging.level = log_level;
+    }
+    proxy::log::configure(loaded.config->logging);
+    prepare_process();
+    return proxy::run_uidl_import(*loaded.config, import);
+  }
   if (version) {
     std::printf("popbridge %s (revision %s)\n  TLS: %s\n  libuv: %s\n  spdlog: %d.%d.%d\n",
                 proxy::kVersion, proxy::kRevision, OpenSSL_version(OPENSSL_VERSION),

@@ -181,6 +181,11 @@ logging:
   bool peer_closed() const { return peer_closed_; }
   const std::string& unread() const { return received_; }
   FakeMailbox& mailbox() { return *mailbox_; }
+  // popbridge_commands_total for one verb: {ok, error}.
+  std::pair<double, double> command_counts(protocol::Pop3Verb verb) {
+    metrics::Metrics::Command& counters = metrics_->command(static_cast<std::size_t>(verb));
+    return {counters.ok->Value(), counters.err->Value()};
+  }
   uv_loop_t* loop() { return &loop_; }
 
   // Runs the loop while the client reads nothing (a slow client); false at the deadline.

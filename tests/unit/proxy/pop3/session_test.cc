@@ -275,6 +275,24 @@ TEST_F(SessionTest, MalformedAndMisplacedCommandsGetErrAndChangeNothing) {
   EXPECT_TRUE(mailbox->fetches.empty());
 }
 
+TEST_F(SessionTest, EachCommandIsCountedUnderItsOwnVerb) {
+  using protocol::Pop3Verb;
+  SessionHarness session(three_messages());
+  ASSERT_TRUE(session.read_until("\r\n").starts_with("+OK"));
+  // AUTH PLAIN with the initial response: one AUTH, no PASS; the "+ " challenge of AUTH
+  // LOGIN is not an answer.
+  ASSERT_TRUE(session.command("AUTH PLAIN AGFsaWNlAHdyb25n").starts_with("-ERR"));
+  ASSERT_EQ(session.command("AUTH LOGIN"), "+ VXNlcm5hbWU6\r\n");
+  ASSERT_EQ(session.command("YWxpY2U="), "+ UGFzc3dvcmQ6\r\n");
+  ASSERT_TRUE(session.command("c2VjcmV0").starts_with("+OK"));
+  EXPECT_EQ(session.command_counts(Pop3Verb::kAuth), (std::pair<double, double>{1, 1}));
+  EXPECT_EQ(session.command_counts(Pop3Verb::kPass), (std::pair<double, double>{0, 0}));
+  EXPECT_EQ(session.command_counts(Pop3Verb::kUser), (std::pair<double, double>{0, 0}));
+  session.multiline("RETR 1");
+  session.multiline("RETR 9");
+  EXPECT_EQ(session.command_counts(Pop3Verb::kRetr), (std::pair<double, double>{1, 1}));
+}
+
 TEST_F(SessionTest, OverlongLineIsRefusedAtOnceAndTheConnectionClosed) {
   SessionHarness session(three_messages());
   ASSERT_TRUE(session.read_until("\r\n").starts_with("+OK"));

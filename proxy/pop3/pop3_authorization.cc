@@ -86,14 +86,20 @@ void Pop3Session::cmd_stls(Pop3Command&) {
   }
 }
 
+bool Pop3Session::refuse_plaintext(metrics::Mechanism mechanism) {
+  if (plaintext_allowed()) {
+    return false;
+  }
+  context_.metrics.auth(mechanism, metrics::AuthResult::kPlaintextRefused).Increment();
+  reply(protocol::err_reply(RespCode::kAuth,
+                            "Plaintext authentication disallowed on non-secure connections"));
+  return true;
+}
+
 // --- login -----------------------------------------------------------------------------
 
 void Pop3Session::cmd_user(Pop3Command& command) {
-  if (!plaintext_allowed()) {
-    context_.metrics.auth(metrics::Mechanism::kUser, metrics::AuthResult::kPlaintextRefused)
-        .Increment();
-    reply(protocol::err_reply(RespCode::kAuth,
-                              "Plaintext authentication disallowed on non-secure connections"));
+  if (refuse_plaintext(metrics::Mechanism::kUser)) {
     return;
   }
   user_ = command.argument;
@@ -101,11 +107,7 @@ void Pop3Session::cmd_user(Pop3Command& command) {
 }
 
 void Pop3Session::cmd_pass(Pop3Command& command) {
-  if (!plaintext_allowed()) {
-    context_.metrics.auth(metrics::Mechanism::kUser, metrics::AuthResult::kPlaintextRefused)
-        .Increment();
-    reply(protocol::err_reply(RespCode::kAuth,
-                              "Plaintext authentication disallowed on non-secure connections"));
+  if (refuse_plaintext(metrics::Mechanism::kUser)) {
     return;
   }
   if (user_.empty()) {
@@ -158,11 +160,7 @@ void Pop3Session::cmd_auth(Pop3Command& command) {
     reply(listing + ".\r\n");
     return;
   }
-  if (!plaintext_allowed()) {
-    context_.metrics.auth(mechanism_of(command.argument), metrics::AuthResult::kPlaintextRefused)
-        .Increment();
-    reply(protocol::err_reply(RespCode::kAuth,
-                              "Plaintext authentication disallowed on non-secure connections"));
+  if (refuse_plaintext(mechanism_of(command.argument))) {
     return;
   }
   const std::string& mechanism = command.argument;

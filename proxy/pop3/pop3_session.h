@@ -98,6 +98,8 @@ class Pop3Session final : Connection::Handler, MailStore::Observer, MessageSink 
 
   // Login: connect upstream, log in, SELECT, snapshot.
   bool plaintext_allowed() const;
+  // Without TLS (and auth.allow_plaintext off): -ERR [AUTH], counted; true if refused.
+  bool refuse_plaintext(metrics::Mechanism mechanism);
   bool tokens_allowed() const;
   bool token_offered(std::string_view mechanism) const;
   std::vector<std::string_view> mechanisms() const;

@@ -43,6 +43,8 @@ class ImapMailStore final : public MailStore, ImapClient::Observer, FetchSink {
   std::string tls_summary() const override { return client_.tls_summary(); }
 
  private:
+  // Marks the deletions of a commit in progress; see restore_marked().
+  static constexpr std::string_view kPendingKeyword = "$PopbridgePending";
   enum class Reading { kNone, kSnapshot, kBody };
 
   // ImapClient::Observer

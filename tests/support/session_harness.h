@@ -88,16 +88,12 @@ logging:
     if (client_fd_ >= 0) {
       ::close(client_fd_);
     }
-    // Every handle is closing now; let libuv call back, then the loop can go.
-    uv_walk(
-        &loop_,
-        [](uv_handle_t* handle, void*) {
-          if (!uv_is_closing(handle)) {
-            uv_close(handle, nullptr);
-          }
-        },
-        nullptr);
-    uv_run(&loop_, UV_RUN_DEFAULT);
+    // Every handle is closing now (a connection may first finish a graceful close);
+    // let libuv call back, then the loop can go.
+    const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (uv_loop_alive(&loop_) != 0 && std::chrono::steady_clock::now() < give_up) {
+      uv_run(&loop_, UV_RUN_NOWAIT);
+    }
     uv_loop_close(&loop_);
   }
 

@@ -82,7 +82,12 @@ struct OnDelete {
 
 // Where the old POP3 server's UIDLs for migrated mail are kept (see protocol/pop3/uidl_map.h).
 struct UidlMapStore {
-  std::string directory;  // one file per user, named by the user; empty: no map
+  std::string directory;  // store: directory: one file per user, named by the user
+  // store: metadata: on the mailbox itself, IMAP METADATA entry kMetadataEntry (RFC 5464),
+  // so the map travels with the mailbox and every replica sees it.
+  bool metadata = false;
+  static constexpr std::string_view kMetadataEntry = "/private/vendor/popbridge/uidl-map";
+  bool enabled() const { return metadata || !directory.empty(); }
 };
 
 struct Upstream {

@@ -112,7 +112,11 @@ void upstream(YAML::Emitter& out, const Upstream& up) {
   }
   out << YAML::EndMap;
   static constexpr const char* kActions[] = {"expunge", "move", "hide", "keep"};
-  if (!up.uidl_map.directory.empty()) {
+  if (up.uidl_map.metadata) {
+    out << YAML::Key << "uidl_map" << YAML::Value << YAML::BeginMap;
+    out << YAML::Key << "store" << YAML::Value << "metadata";
+    out << YAML::EndMap;
+  } else if (!up.uidl_map.directory.empty()) {
     out << YAML::Key << "uidl_map" << YAML::Value << YAML::BeginMap;
     out << YAML::Key << "store" << YAML::Value << "directory";
     out << YAML::Key << "directory" << YAML::Value << up.uidl_map.directory;

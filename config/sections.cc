@@ -329,10 +329,16 @@ void Loader::read_uidl_map(const std::optional<Value>& v) {
   }
   if (const std::optional<Value> store = m->get("store")) {
     std::string name;
-    if (read_string(store, name) && name != "directory") {
-      error(store->path, store->line,
-            name == "metadata" ? "metadata (IMAP METADATA) is not available yet: use directory"
-                               : "expected directory, got " + quoted(name));
+    if (read_string(store, name) && name == "metadata") {
+      config_.upstream.uidl_map.metadata = true;
+      if (const std::optional<Value> directory = m->get("directory")) {
+        error(directory->path, directory->line,
+              "only with store: directory (store: metadata keeps the map on the mailbox)");
+      }
+      return;
+    }
+    if (!name.empty() && name != "directory") {
+      error(store->path, store->line, "expected directory or metadata, got " + quoted(name));
     }
   }
   const std::optional<Value> directory = m->required("directory");

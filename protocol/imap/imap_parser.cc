@@ -87,6 +87,17 @@ void ImapParser::process(std::string_view bytes) {
         }
         break;
       }
+      case ReadState::kMetadataLiteral: {
+        const auto take =
+            static_cast<std::size_t>(std::min<std::uint64_t>(literal_left_, bytes.size()));
+        metadata_value_.append(bytes.data(), take);
+        bytes.remove_prefix(take);
+        literal_left_ -= take;
+        if (literal_left_ == 0) {
+          read_state_ = ReadState::kText;
+        }
+        break;
+      }
       case ReadState::kBodyLiteral: {
         const auto take =
             static_cast<std::size_t>(std::min<std::uint64_t>(literal_left_, bytes.size()));
@@ -208,6 +219,13 @@ void ImapParser::parse_untagged(std::string_view line, std::string_view rest) {
     end_response();
     return;
   }
+  if (iequals(word, "METADATA")) {
+    kind_ = ResponseKind::kMetadata;
+    metadata_text_.clear();
+    metadata_value_.clear();
+    continue_response(line, static_cast<std::size_t>(word.data() + word.size() - line.data()));
+    return;
+  }
   if (!word.empty() && is_digit(word[0])) {
     std::size_t pos = 0;
     std::uint64_t number = 0;
@@ -254,6 +272,11 @@ void ImapParser::continue_response(std::string_view segment, std::size_t offset)
     return;
   }
   const bool has_literal = marker.kind == LiteralMarker::Kind::kValid;
+  if (kind_ == ResponseKind::kMetadata) {
+    continue_metadata(segment.substr(offset), has_literal,
+                      has_literal ? marker.start - std::min(marker.start, offset) : 0, marker.size);
+    return;
+  }
   if (kind_ == ResponseKind::kOther) {
     if (!has_literal) {
       events_.on_other_untagged(std::string_view(line_).substr(0, first_line_size_));
@@ -289,6 +312,87 @@ void ImapParser::skip_literal(std::uint64_t size) {
   }
 }
 
+void ImapParser::continue_metadata(std::string_view segment, bool has_literal,
+                                   std::size_t marker_start, std::uint64_t literal) {
+  response_bytes_ += segment.size();
+  if (!has_literal) {
+    metadata_text_.append(segment);
+    parse_metadata();
+    return;
+  }
+  // One literal value is kept (the entry asked for); it stands in the text as "\x01".
+  if (!metadata_value_.empty() || literal > kMaxMetadataValue) {
+    fail(literal > kMaxMetadataValue ? "METADATA value too large" : "METADATA with two literals");
+    return;
+  }
+  metadata_text_.append(segment.substr(0, marker_start));
+  metadata_text_.push_back('\x01');
+  line_.clear();
+  segment_start_ = 0;
+  if (literal > 0) {
+    metadata_value_.reserve(static_cast<std::size_t>(literal));
+    literal_left_ = literal;
+    read_state_ = ReadState::kMetadataLiteral;
+  }
+}
+
+void ImapParser::parse_metadata() {
+  // mailbox SP "(" entry SP value *(SP entry SP value) ")"
+  std::string_view text = metadata_text_;
+  const auto skip_space = [&text] {
+    while (!text.empty() && text.front() == ' ') {
+      text.remove_prefix(1);
+    }
+  };
+  skip_space();
+  if (!text.empty() && text.front() == '"') {
+    const std::size_t close = find_quote_end(text, 0);
+    if (close == std::string_view::npos) {
+      fail("malformed METADATA: mailbox");
+      return;
+    }
+    text.remove_prefix(close + 1);
+  } else {
+    text.remove_prefix(std::min(text.size(), text.find(' ')));
+  }
+  skip_space();
+  if (text.empty() || text.front() != '(') {
+    fail("malformed METADATA: no entry list");
+    return;
+  }
+  text.remove_prefix(1);
+  const std::size_t space = text.find(' ');
+  if (space == 0 || space == std::string_view::npos) {
+    fail("malformed METADATA: entry");
+    return;
+  }
+  const std::string_view entry = text.substr(0, space);
+  text.remove_prefix(space + 1);
+  std::optional<std::string_view> value;
+  if (!text.empty() && text.front() == '\x01') {
+    value = metadata_value_;
+  } else if (!text.empty() && text.front() == '"') {
+    const std::size_t close = find_quote_end(text, 0);
+    if (close == std::string_view::npos) {
+      fail("malformed METADATA: value");
+      return;
+    }
+    unescaped_.clear();
+    for (std::size_t i = 1; i < close; ++i) {
+      if (text[i] == '\\' && i + 1 < close) {
+        ++i;
+      }
+      unescaped_.push_back(text[i]);
+    }
+    value = unescaped_;
+  } else if (!iequals(text.substr(0, 3), "NIL")) {
+    fail("malformed METADATA: value");
+    return;
+  }
+  events_.on_metadata(entry, value);
+  end_response();
+}
+
 void ImapParser::end_response() {
   kind_ = ResponseKind::kUnknown;
   fetch_state_ = FetchState::kOpen;
@@ -297,6 +401,9 @@ void ImapParser::end_response() {
   segment_start_ = 0;
   first_line_size_ = 0;
   response_bytes_ = 0;
+  metadata_text_.clear();
+  metadata_value_.clear();
+  metadata_value_.shrink_to_fit();
 }
 
 void ImapParser::fail(std::string_view why) {

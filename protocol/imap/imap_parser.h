@@ -3,6 +3,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -46,6 +47,11 @@ class ImapEvents {
   virtual void on_body_data(std::string_view chunk) = 0;
   virtual void on_body_end() = 0;
   virtual void on_fetch_end() = 0;
+  // "* METADATA mailbox (entry value)" (RFC 5464): the first entry and its value, nullopt
+  // for NIL. The value may be a literal of up to kMaxMetadataValue octets.
+  virtual void on_metadata(std::string_view entry, std::optional<std::string_view> value) {
+    (void)entry, (void)value;
+  }
   // Any other untagged response (FLAGS, RECENT, LIST, ...), as its first line.
   virtual void on_other_untagged(std::string_view line) { (void)line; }
 };
@@ -61,6 +67,9 @@ class ImapEvents {
 // text is text.
 class ImapParser {
  public:
+  // The largest METADATA value read (a UIDL map of about half a million messages).
+  static constexpr std::uint64_t kMaxMetadataValue = 16 * 1024 * 1024;
+
   explicit ImapParser(ImapEvents& events, std::size_t max_line = 65536);
 
   // Consumes all bytes; returns false on a protocol error, after which the parser stays
@@ -85,14 +94,16 @@ class ImapParser {
   // literal marker "{n}" is followed by n octets of the literal and then by a further
   // segment; a segment without one ends the response.
   enum class ReadState : std::uint8_t {
-    kText,         // collecting a segment into line_
-    kSkipLiteral,  // discarding a literal that is not a body value
-    kBodyLiteral,  // streaming a BODY[...] literal to on_body_data
+    kText,             // collecting a segment into line_
+    kSkipLiteral,      // discarding a literal that is not a body value
+    kBodyLiteral,      // streaming a BODY[...] literal to on_body_data
+    kMetadataLiteral,  // collecting a METADATA value into metadata_value_
   };
   enum class ResponseKind : std::uint8_t {
-    kUnknown,  // first segment not complete yet
-    kFetch,    // "* n FETCH (...)", parsed item by item
-    kOther,    // other untagged data; literals skipped, first line reported
+    kUnknown,   // first segment not complete yet
+    kFetch,     // "* n FETCH (...)", parsed item by item
+    kMetadata,  // "* METADATA ...": text collected, literal values kept
+    kOther,     // other untagged data; literals skipped, first line reported
   };
   // Where the FETCH item parser stands between segments.
   enum class FetchState : std::uint8_t {
@@ -117,6 +128,11 @@ class ImapParser {
                         std::uint64_t origin, bool has_literal, std::uint64_t literal);
   bool skip_value(std::string_view text, std::size_t& pos, bool has_literal, std::uint64_t literal);
   void skip_literal(std::uint64_t size);
+  // kMetadata: one segment; a literal (from marker_start) is collected, and the response
+  // is parsed once its last segment has come.
+  void continue_metadata(std::string_view segment, bool has_literal, std::size_t marker_start,
+                         std::uint64_t literal);
+  void parse_metadata();
   void end_response();
   void fail(std::string_view why);
 
@@ -138,6 +154,8 @@ class ImapParser {
   bool halted_ = false;              // reset() inside feed(): stop parsing those bytes
   std::string queued_;               // bytes fed re-entrantly, parsed after the current ones
   std::string unescaped_;            // a quoted body value with escapes removed
+  std::string metadata_text_;        // kMetadata: the response's text, literals marked
+  std::string metadata_value_;       // kMetadata: the literal value
   std::vector<std::string_view> capabilities_;  // reused across CAPABILITY responses
 };
 

@@ -79,6 +79,11 @@ ImapCommand& ImapCommand::raw(std::string_view text) {
   return *this;
 }
 
+ImapCommand& ImapCommand::attached(std::string_view text) {
+  arguments_.push_back({Argument::Kind::kAttached, std::string(text)});
+  return *this;
+}
+
 ImapCommand& ImapCommand::astring(std::string_view text) {
   if (is_atom(text)) {
     arguments_.push_back({Argument::Kind::kAtom, std::string(text)});
@@ -100,9 +105,12 @@ std::vector<std::string> ImapCommand::render(std::string_view tag, bool literal_
   out->push_back(' ');
   out->append(verb_);
   for (const Argument& argument : arguments_) {
-    out->push_back(' ');
+    if (argument.kind != Argument::Kind::kAttached) {
+      out->push_back(' ');
+    }
     switch (argument.kind) {
       case Argument::Kind::kRaw:
+      case Argument::Kind::kAttached:
       case Argument::Kind::kAtom:
         out->append(argument.text);
         break;

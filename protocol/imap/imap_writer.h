@@ -21,6 +21,9 @@ class ImapCommand {
   ImapCommand& astring(std::string_view text);
   // Appends a quoted string or literal, never an atom (mailbox names go here too).
   ImapCommand& string(std::string_view text);
+  // Appends text right after the previous argument, with no space: the ")" that closes
+  // a list whose last item is a string or literal.
+  ImapCommand& attached(std::string_view text);
 
   // The bytes to send, tagged. Without LITERAL+, a literal must wait for the server's
   // continuation: parts[0] is sent first and each further part only after a "+"
@@ -32,7 +35,7 @@ class ImapCommand {
 
  private:
   struct Argument {
-    enum class Kind { kRaw, kAtom, kQuoted, kLiteral } kind;
+    enum class Kind { kRaw, kAttached, kAtom, kQuoted, kLiteral } kind;
     std::string text;
   };
   std::string verb_;

@@ -53,6 +53,10 @@ struct StoreSnapshot {
   std::vector<std::optional<std::string>> xuidls;
   std::size_t restored = 0;  // messages an unfinished commit had marked, restored
   std::size_t hidden = 0;    // left out: deleted earlier with on_delete: hide
+  // OpenRequest::want_uidl_map: the map's text stored with the mailbox (absent: none, or
+  // the store cannot keep one; uidl_map_problem says why when it is a problem).
+  std::optional<std::string> uidl_map;
+  std::string uidl_map_problem;
 };
 
 // Whom a store opens the mailbox for.
@@ -64,6 +68,7 @@ struct OpenRequest {
   std::optional<std::string> mailbox;  // instead of the configured one (auth hook)
   bool want_guids = false;             // the UIDL format needs each message's GUID
   bool want_xuidls = false;            // upstream.reuse_xuidl: each message's X-UIDL
+  bool want_uidl_map = false;          // upstream.uidl_map.store: metadata: the stored map
 };
 
 // Receives one message's octets from fetch().
@@ -123,6 +128,12 @@ class MailStore {
   // Backpressure: stop and resume reading from the upstream while the client is slow.
   virtual void pause_reading() = 0;
   virtual void resume_reading() = 0;
+  // Keeps a UIDL map's text with the mailbox (upstream.uidl_map.store: metadata), where
+  // the store can; kPermanent when it cannot.
+  virtual void save_uidl_map(std::string text, Done done) {
+    (void)text;
+    done({StoreStatus::kPermanent, "this mail store cannot keep a UIDL map"});
+  }
   // Ends the upstream session; graceful says goodbye first. No upcall after this.
   virtual void close(bool graceful) = 0;
 

@@ -319,6 +319,7 @@ void Pop3Session::open_store(UpstreamCredentials credentials) {
   request.mailbox = mailbox_override_;
   request.want_guids = config().upstream.uidl_format.needs_guid();
   request.want_xuidls = config().upstream.reuse_xuidl;
+  request.want_uidl_map = config().upstream.uidl_map.metadata;
   store_->open(std::move(request), [this](const StoreResult& result, StoreSnapshot snapshot) {
     store_opened(result, std::move(snapshot));
   });
@@ -389,7 +390,7 @@ void Pop3Session::store_opened(const StoreResult& result, StoreSnapshot snapshot
                                       {"now", snapshot.uidvalidity}});
   }
   std::vector<std::optional<std::string>> reused = std::move(snapshot.xuidls);
-  if (!config().upstream.uidl_map.directory.empty()) {
+  if (config().upstream.uidl_map.enabled()) {
     mapped_ = apply_uidl_map(snapshot, reused);
   }
   std::vector<Maildrop::Message> messages;
@@ -404,7 +405,15 @@ void Pop3Session::store_opened(const StoreResult& result, StoreSnapshot snapshot
 
 std::size_t Pop3Session::apply_uidl_map(const StoreSnapshot& snapshot,
                                         std::vector<std::optional<std::string>>& uidls) {
-  const UidlMapRead read = read_uidl_map_file(config().upstream.uidl_map.directory, user_);
+  UidlMapRead read;
+  if (!config().upstream.uidl_map.metadata) {
+    read = read_uidl_map_file(config().upstream.uidl_map.directory, user_);
+  } else if (snapshot.uidl_map) {
+    read = read_uidl_map_text(*snapshot.uidl_map,
+                              "METADATA " + std::string(config::UidlMapStore::kMetadataEntry));
+  } else {
+    read.problem = snapshot.uidl_map_problem;
+  }
   if (!read.problem.empty()) {
     log::warn("uidl_map_problem",
               {{"session", id_text_}, {"user", log::user(user_)}, {"problem", read.problem}});

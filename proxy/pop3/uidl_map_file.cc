@@ -58,9 +58,15 @@ UidlMapRead read_uidl_map_file(const std::string& directory, const std::string& 
   in.seekg(0);
   std::ostringstream text;
   text << in.rdbuf();
-  protocol::UidlMapParse parsed = protocol::parse_uidl_map(text.str());
+  return read_uidl_map_text(text.str(), path);
+}
+
+UidlMapRead read_uidl_map_text(std::string_view text, const std::string& origin) {
+  UidlMapRead result;
+  result.found = true;
+  protocol::UidlMapParse parsed = protocol::parse_uidl_map(text);
   for (const std::string& problem : parsed.problems) {
-    result.problem += (result.problem.empty() ? path + ": " : "; ") + problem;
+    result.problem += (result.problem.empty() ? origin + ": " : "; ") + problem;
   }
   result.map = std::move(parsed.map);
   return result;

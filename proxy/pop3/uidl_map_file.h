@@ -3,6 +3,7 @@
 
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include "protocol/pop3/uidl_map.h"
 
@@ -22,5 +23,7 @@ struct UidlMapRead {
 // Reads the user's map (a small local file; ConfigMaps and volumes keep it in the page
 // cache). A missing file is not a problem: that user simply has no map.
 UidlMapRead read_uidl_map_file(const std::string& directory, const std::string& user);
+// A map's text from elsewhere (IMAP METADATA); origin names it in problems.
+UidlMapRead read_uidl_map_text(std::string_view text, const std::string& origin);
 
 }  // namespace popbridge::proxy

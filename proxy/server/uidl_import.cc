@@ -187,6 +187,21 @@ class UpstreamSide final : MailStore::Observer, MessageSink {
     return true;
   }
 
+  // upstream.uidl_map.store: metadata: the map goes to the mailbox just read.
+  bool save(std::string text, std::string& error) {
+    std::optional<StoreResult> saved;
+    store_->save_uidl_map(std::move(text), [&](const StoreResult& result) { saved = result; });
+    if (!run_until([&] { return saved.has_value(); })) {
+      error = "upstream: connection lost while saving the map: " + lost_;
+      return false;
+    }
+    if (!saved->ok()) {
+      error = "upstream: " + saved->detail;
+      return false;
+    }
+    return true;
+  }
+
  private:
   void on_store_lost(const StoreResult& why) override { lost_ = why.detail; }
   void on_message_begin(std::optional<std::uint64_t>) override {}
@@ -249,9 +264,9 @@ int run_uidl_import(const config::Config& config, const UidlImportOptions& optio
     return 2;
   }
   const std::string& directory = config.upstream.uidl_map.directory;
-  if (directory.empty() && !options.dry_run) {
-    std::cerr << "error: upstream.uidl_map.directory is not set: there is nowhere to write "
-                 "the maps (or use --dry-run)\n";
+  if (!config.upstream.uidl_map.enabled() && !options.dry_run) {
+    std::cerr << "error: upstream.uidl_map is not set: there is nowhere to write the maps "
+                 "(or use --dry-run)\n";
     return 2;
   }
   std::string error;
@@ -304,14 +319,13 @@ int run_uidl_import(const config::Config& config, const UidlImportOptions& optio
         status = 1;
         continue;
       }
-      {
-        UpstreamSide upstream(&loop, *settings, metrics, tokens.get());
-        if (!upstream.read(account, new_messages, uidvalidity, error)) {
-          std::cout << "user=" << account.user << " result=error side=upstream reason=\"" << error
-                    << "\"\n";
-          status = 1;
-          continue;
-        }
+      // Kept open until the map is saved: with store: metadata it goes to this mailbox.
+      auto upstream = std::make_unique<UpstreamSide>(&loop, *settings, metrics, tokens.get());
+      if (!upstream->read(account, new_messages, uidvalidity, error)) {
+        std::cout << "user=" << account.user << " result=error side=upstream reason=\"" << error
+                  << "\"\n";
+        status = 1;
+        continue;
       }
       const protocol::MigrationMatch match =
           protocol::match_migrated_messages(old_messages, new_messages);
@@ -322,7 +336,15 @@ int run_uidl_import(const config::Config& config, const UidlImportOptions& optio
             old_messages[old_index].id;
       }
       std::string written = "none";
-      if (!options.dry_run) {
+      if (!options.dry_run && config.upstream.uidl_map.metadata) {
+        if (!upstream->save(protocol::format_uidl_map(map), error)) {
+          std::cout << "user=" << account.user << " result=error side=map reason=\"" << error
+                    << "\"\n";
+          status = 1;
+          continue;
+        }
+        written = "metadata";
+      } else if (!options.dry_run) {
         const std::string path = directory + "/" + uidl_map_file_name(account.user);
         if (!write_atomically(path, protocol::format_uidl_map(map), error)) {
           std::cout << "user=" << account.user << " result=error side=map reason=\"" << error

@@ -8,7 +8,8 @@
 namespace popbridge::proxy {
 
 // popbridge uidl-import: for each user, the old POP3 server's UIDLs matched to the
-// messages the upstream now holds, written to upstream.uidl_map.directory.
+// messages the upstream now holds, written to upstream.uidl_map (a directory, or the
+// mailbox's METADATA).
 struct UidlImportOptions {
   std::string source;            // pop3s://host:995 or pop3://host:110
   std::string credentials_file;  // user<TAB>password per line

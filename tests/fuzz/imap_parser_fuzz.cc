@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -120,6 +121,14 @@ class CheckingEvents : public ImapEvents {
     in_fetch_not_body();
     in_fetch_ = false;
     log_ += "f\n";
+    after_event();
+  }
+  void on_metadata(std::string_view entry, std::optional<std::string_view> value) override {
+    check(!silent_);
+    outside_fetch();
+    check(!entry.empty());
+    check(!value || value->size() <= ImapParser::kMaxMetadataValue);
+    log_ += "M" + std::string(entry) + (value ? " " + std::string(*value) : " NIL") + "\n";
     after_event();
   }
   void on_other_untagged(std::string_view line) override {

@@ -159,3 +159,52 @@ def test_uidl_import_logs_in_upstream_as_the_config_says(make_dovecot, make_gate
                    10 * TIME_FACTOR, "Dovecot's log of the master login", on_timeout=d.diagnostics)
     finally:
         tempdirs.remove(files)
+
+
+def test_uidl_import_to_imap_metadata(make_dovecot, make_gateway, ctx):
+    """upstream.uidl_map.store: metadata: the map goes onto the mailbox (RFC 5464), so it
+    travels with it; the gateway reads it back at login. An upstream without METADATA is
+    refused with a clear message, and its users log in with fresh UIDLs."""
+    attributes = tempdirs.make("dovecot-attributes")
+    os.chmod(attributes, 0o777)  # written by Dovecot's mail processes (mail_uid)
+    try:
+        d = make_dovecot(pop3_uidl_format="%08Xv%08Xu-old", extra_config=(
+            f"mail_attribute_dict = file:{attributes}/%u\n"
+            "protocol imap {\n  imap_metadata = yes\n}\n"))
+        acct = d.add_user()
+        originals = [messages.simple(n) for n in range(1, 4)]
+        d.append_many(acct.name, originals)
+        old = [u for _, u in d.pop3_uidls(acct.name)]
+        new_uids = copy_into(d, acct.name, [originals[1], originals[0], messages.simple(50)])
+        password_file = os.path.join(attributes, "password")
+        with open(password_file, "w") as f:
+            f.write(acct.password + "\n")
+        g = make_gateway(d, {"upstream": {"mailbox": MIGRATED, "uidl_format": "uid",
+                                          "uidl_map": {"store": "metadata"}}})
+        validity = d.uidvalidity(acct.name, MIGRATED)
+        run = run_import(g, d, "--user", acct.name, "--password-file", password_file)
+        assert run.returncode == 0, run.stdout + run.stderr
+        assert " result=ok matched=2 unmatched_old=1 unmatched_new=1 " in run.stdout, run.stdout
+        assert run.stdout.strip().endswith("map=metadata"), run.stdout
+        assert gateway_uidls(g, acct, ctx) == [old[1], old[0], f"{validity}.{new_uids[2]}"]
+        assert "mapped=2" in g.log_text()
+    finally:
+        tempdirs.remove(attributes)
+
+    plain = make_dovecot(pop3_uidl_format="%08Xv%08Xu")
+    acct = plain.add_user()
+    plain.append_many(acct.name, [messages.simple(1)])
+    copy_into(plain, acct.name, [messages.simple(1)])
+    files = tempdirs.make("uidl-import-pw")
+    try:
+        password_file = os.path.join(files, "password")
+        with open(password_file, "w") as f:
+            f.write(acct.password + "\n")
+        g = make_gateway(plain, {"upstream": {"mailbox": MIGRATED, "uidl_map": {"store": "metadata"}}})
+        run = run_import(g, plain, "--user", acct.name, "--password-file", password_file)
+        assert run.returncode == 1, run.stdout + run.stderr
+        assert "result=error side=map" in run.stdout and "METADATA" in run.stdout, run.stdout
+        assert len(gateway_uidls(g, acct, ctx)) == 1, "the login works without a map"
+        assert "does not offer METADATA" in g.log_text()
+    finally:
+        tempdirs.remove(files)

@@ -565,4 +565,10 @@ void ImapClient::on_fetch_end() {
   }
 }
 
+void ImapClient::on_metadata(std::string_view entry, std::optional<std::string_view> value) {
+  if (FetchSink* receiver = sink()) {
+    receiver->on_metadata(entry, value);
+  }
+}
+
 }  // namespace popbridge::proxy

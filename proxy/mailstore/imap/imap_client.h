@@ -54,6 +54,10 @@ class FetchSink {
   virtual void on_body_data(std::string_view chunk) { (void)chunk; }
   virtual void on_body_end() {}
   virtual void on_fetch_end() {}
+  // GETMETADATA's answer (RFC 5464).
+  virtual void on_metadata(std::string_view entry, std::optional<std::string_view> value) {
+    (void)entry, (void)value;
+  }
 };
 
 // One upstream IMAP connection: connect (plain, STARTTLS or implicit TLS with the
@@ -161,6 +165,7 @@ class ImapClient final : Connection::Handler, protocol::ImapEvents {
   void on_body_data(std::string_view chunk) override;
   void on_body_end() override;
   void on_fetch_end() override;
+  void on_metadata(std::string_view entry, std::optional<std::string_view> value) override;
 
   void connect_next();
   void on_greeting(const protocol::ImapStatus& status);

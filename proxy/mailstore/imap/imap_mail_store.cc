@@ -160,7 +160,7 @@ void ImapMailStore::logged_in(const ImapResult& result) {
 }
 
 void ImapMailStore::select_mailbox() {
-  const std::string& mailbox = request_.mailbox ? *request_.mailbox : settings_.mailbox;
+  const std::string& mailbox = mailbox_name();
   protocol::ImapCommand select("SELECT");
   select.astring(mailbox);
   client_.run(select, nullptr, [this, mailbox](const ImapResult& selected) {
@@ -220,11 +220,70 @@ void ImapMailStore::read_snapshot() {
     // theirs too.
     std::sort(sequence_.begin(), sequence_.end());
     sequence_.erase(std::unique(sequence_.begin(), sequence_.end()), sequence_.end());
-    if (!marked_.empty()) {
-      restore_marked();
+    if (request_.want_uidl_map) {
+      read_uidl_map();
       return;
     }
-    opened({StoreStatus::kOk, {}});
+    snapshot_read();
+  });
+}
+
+void ImapMailStore::snapshot_read() {
+  if (!marked_.empty()) {
+    restore_marked();
+    return;
+  }
+  opened({StoreStatus::kOk, {}});
+}
+
+const std::string& ImapMailStore::mailbox_name() const {
+  return request_.mailbox ? *request_.mailbox : settings_.mailbox;
+}
+
+void ImapMailStore::read_uidl_map() {
+  if (!client_.has_capability("METADATA")) {
+    snapshot_.uidl_map_problem = "the upstream does not offer METADATA (RFC 5464)";
+    snapshot_read();
+    return;
+  }
+  protocol::ImapCommand get("GETMETADATA");
+  get.string(mailbox_name()).raw(config::UidlMapStore::kMetadataEntry);
+  reading_ = Reading::kMetadata;
+  client_.run(get, this, [this](const ImapResult& result) {
+    reading_ = Reading::kNone;
+    if (result.kind == ImapResult::Kind::kFailed) {
+      opened(failure(result, StoreStatus::kLost));
+      return;
+    }
+    if (!result.ok()) {
+      // No map is a fresh UIDL for every message, never a wrong one.
+      snapshot_.uidl_map.reset();
+      snapshot_.uidl_map_problem = "GETMETADATA refused: " + result.text;
+    }
+    snapshot_read();
+  });
+}
+
+void ImapMailStore::on_metadata(std::string_view entry, std::optional<std::string_view> value) {
+  if (reading_ == Reading::kMetadata && entry == config::UidlMapStore::kMetadataEntry && value) {
+    snapshot_.uidl_map = std::string(*value);
+  }
+}
+
+void ImapMailStore::save_uidl_map(std::string text, Done done) {
+  if (!client_.usable() || !client_.has_capability("METADATA")) {
+    done({client_.usable() ? StoreStatus::kPermanent : StoreStatus::kLost,
+          client_.usable() ? "the upstream does not offer METADATA (RFC 5464)" : "not connected"});
+    return;
+  }
+  protocol::ImapCommand set("SETMETADATA");
+  set.string(mailbox_name())
+      .raw("(" + std::string(config::UidlMapStore::kMetadataEntry))
+      .string(text)
+      .attached(")");
+  client_.run(set, nullptr, [this, done = std::move(done)](const ImapResult& result) {
+    done(result.ok() ? StoreResult{StoreStatus::kOk, {}}
+                     : failure(result, StoreStatus::kPermanent));
   });
 }
 

@@ -33,6 +33,7 @@ class ImapMailStore final : public MailStore, ImapClient::Observer, FetchSink {
              Done done) override;
   void keep_alive(Done done) override;
   void commit(std::vector<std::uint32_t> deleted, Done done) override;
+  void save_uidl_map(std::string text, Done done) override;
   void pause_reading() override { client_.pause_reading(); }
   void resume_reading() override { client_.resume_reading(); }
   void close(bool graceful) override;
@@ -45,7 +46,7 @@ class ImapMailStore final : public MailStore, ImapClient::Observer, FetchSink {
  private:
   // Marks the deletions of a commit in progress; see restore_marked().
   static constexpr std::string_view kPendingKeyword = "$PopbridgePending";
-  enum class Reading { kNone, kSnapshot, kBody };
+  enum class Reading { kNone, kSnapshot, kBody, kMetadata };
 
   // ImapClient::Observer
   void on_upstream_lost(const ImapResult& why) override;
@@ -60,10 +61,15 @@ class ImapMailStore final : public MailStore, ImapClient::Observer, FetchSink {
   void on_body_data(std::string_view chunk) override;
   void on_body_end() override;
   void on_fetch_end() override;
+  void on_metadata(std::string_view entry, std::optional<std::string_view> value) override;
 
   void logged_in(const ImapResult& result);
   void select_mailbox();
   void read_snapshot();
+  // upstream.uidl_map.store: metadata: GETMETADATA after the snapshot, then on.
+  void read_uidl_map();
+  void snapshot_read();
+  const std::string& mailbox_name() const;
   void restore_marked();
   void opened(const StoreResult& result);
   void send_fetch();

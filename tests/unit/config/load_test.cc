@@ -825,12 +825,20 @@ TEST_F(LoadConfigTest, UidlMapNeedsAReadableDirectory) {
   const LoadResult dir = load(std::string(kBase) + "  uidl_map:\n    directory: /tmp\n");
   ASSERT_TRUE(dir.config) << (dir.errors.empty() ? "" : dir.errors[0].message);
   EXPECT_EQ(dir.config->upstream.uidl_map.directory, "/tmp");
-  EXPECT_EQ(errors(std::string(kBase) + "  uidl_map:\n    store: metadata\n    directory: $CERT\n"),
+  EXPECT_EQ(errors(std::string(kBase) + "  uidl_map:\n    directory: $CERT\n"),
+            (std::vector<std::string>{"f:11: upstream.uidl_map.directory: must be a readable "
+                                      "directory: '" +
+                                      cert_ + "' (Not a directory)"}));
+  const LoadResult metadata = load(std::string(kBase) + "  uidl_map:\n    store: metadata\n");
+  ASSERT_TRUE(metadata.config) << (metadata.errors.empty() ? "" : metadata.errors[0].message);
+  EXPECT_TRUE(metadata.config->upstream.uidl_map.metadata);
+  EXPECT_TRUE(metadata.config->upstream.uidl_map.enabled());
+  EXPECT_EQ(errors(std::string(kBase) + "  uidl_map:\n    store: metadata\n    directory: /tmp\n"),
+            (std::vector<std::string>{"f:12: upstream.uidl_map.directory: only with store: "
+                                      "directory (store: metadata keeps the map on the mailbox)"}));
+  EXPECT_EQ(errors(std::string(kBase) + "  uidl_map:\n    store: ldap\n    directory: /tmp\n"),
             (std::vector<std::string>{
-                "f:11: upstream.uidl_map.store: metadata (IMAP METADATA) is not available yet: "
-                "use directory",
-                "f:12: upstream.uidl_map.directory: must be a readable directory: '" + cert_ +
-                    "' (Not a directory)"}));
+                "f:11: upstream.uidl_map.store: expected directory or metadata, got 'ldap'"}));
   EXPECT_EQ(
       errors(std::string(kBase) + "  uidl_map: {}\n"),
       (std::vector<std::string>{"f:10: upstream.uidl_map.directory: required key is missing"}));

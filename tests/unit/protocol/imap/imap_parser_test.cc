@@ -77,6 +77,10 @@ class Recorder : public ImapEvents {
   void on_body_end() override { add("end body"); }
   void on_fetch_end() override { add("end fetch"); }
   void on_other_untagged(std::string_view line) override { add("other " + std::string(line)); }
+  void on_metadata(std::string_view entry, std::optional<std::string_view> value) override {
+    add("metadata " + std::string(entry) + " " +
+        (value ? "<" + printable(std::string(*value)) + ">" : std::string("NIL")));
+  }
 
   std::string log() {
     flush();
@@ -191,6 +195,22 @@ INSTANTIATE_TEST_SUITE_P(
                    "status a1 OK [] Welcome {5}\n"},
         ParserCase{"BareLfLineEnds", "* OK hi\na1 OK done\n",
                    "status * OK [] hi\nstatus a1 OK [] done\n"},
+
+        // METADATA (RFC 5464): a literal value (a UIDL map), a quoted one, NIL.
+        ParserCase{"MetadataLiteral",
+                   "* METADATA \"INBOX\" (/private/vendor/popbridge/uidl-map {27}\r\n"
+                   "uidvalidity 7\n1 old-uidl-1\n)\r\na1 OK done\r\n",
+                   "metadata /private/vendor/popbridge/uidl-map <uidvalidity 7\\n1 "
+                   "old-uidl-1\\n>\nstatus a1 OK [] done\n"},
+        ParserCase{"MetadataQuoted", "* METADATA INBOX (/private/comment \"a \\\"b\\\" c\")\r\n",
+                   "metadata /private/comment <a \"b\" c>\n"},
+        ParserCase{"MetadataNil",
+                   "* METADATA \"INBOX\" (/private/vendor/popbridge/uidl-map NIL)\r\n",
+                   "metadata /private/vendor/popbridge/uidl-map NIL\n"},
+        ParserCase{"MetadataEmptyLiteral", "* METADATA \"INBOX\" (/shared/x {0}\r\n)\r\n",
+                   "metadata /shared/x <>\n"},
+        ParserCase{"MetadataMalformed", "* METADATA \"INBOX\" /shared/x NIL\r\n",
+                   "error: malformed METADATA: no entry list\n"},
 
         // Continuations.
         ParserCase{"ContinuationEmpty", "+ \r\n", "+ \n"},

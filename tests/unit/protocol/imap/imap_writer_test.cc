@@ -141,3 +141,21 @@ INSTANTIATE_TEST_SUITE_P(
 
 }  // namespace
 }  // namespace popbridge::protocol
+
+namespace popbridge::protocol {
+namespace {
+
+TEST(ImapWriterTest, AttachedClosesAListAfterALiteral) {
+  ImapCommand command("SETMETADATA");
+  command.string("INBOX").raw("(/private/vendor/popbridge/uidl-map").string("a\nb").attached(")");
+  EXPECT_EQ(command.render("a3", true),
+            std::vector<std::string>{
+                "a3 SETMETADATA \"INBOX\" (/private/vendor/popbridge/uidl-map {3+}\r\na\nb)\r\n"});
+  EXPECT_EQ(
+      command.render("a4", false),
+      (std::vector<std::string>{
+          "a4 SETMETADATA \"INBOX\" (/private/vendor/popbridge/uidl-map {3}\r\n", "a\nb)\r\n"}));
+}
+
+}  // namespace
+}  // namespace popbridge::protocol

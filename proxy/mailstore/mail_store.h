@@ -57,6 +57,7 @@ struct StoreSnapshot {
   // the store cannot keep one; uidl_map_problem says why when it is a problem).
   std::optional<std::string> uidl_map;
   std::string uidl_map_problem;
+  bool uidl_map_read = false;  // asked the store (false: the caller's copy still holds)
 };
 
 // Whom a store opens the mailbox for.
@@ -69,6 +70,8 @@ struct OpenRequest {
   bool want_guids = false;             // the UIDL format needs each message's GUID
   bool want_xuidls = false;            // upstream.reuse_xuidl: each message's X-UIDL
   bool want_uidl_map = false;          // upstream.uidl_map.store: metadata: the stored map
+  // The caller already holds the map read for this UIDVALIDITY: no need to read it again.
+  std::optional<std::uint32_t> uidl_map_known_for;
 };
 
 // Receives one message's octets from fetch().

@@ -320,6 +320,12 @@ void Pop3Session::open_store(UpstreamCredentials credentials) {
   request.want_guids = config().upstream.uidl_format.needs_guid();
   request.want_xuidls = config().upstream.reuse_xuidl;
   request.want_uidl_map = config().upstream.uidl_map.metadata;
+  if (request.want_uidl_map) {
+    cached_uidl_map_ = context_.settings->uidl_maps->find(uidl_map_key());
+    if (cached_uidl_map_) {
+      request.uidl_map_known_for = cached_uidl_map_->uidvalidity;
+    }
+  }
   store_->open(std::move(request), [this](const StoreResult& result, StoreSnapshot snapshot) {
     store_opened(result, std::move(snapshot));
   });
@@ -403,18 +409,38 @@ void Pop3Session::store_opened(const StoreResult& result, StoreSnapshot snapshot
   finish_login();
 }
 
+std::string Pop3Session::uidl_map_key() const {
+  // The same user may be routed (auth hook) to another server or mailbox.
+  const config::Upstream& upstream = upstream_override_ ? *upstream_override_ : config().upstream;
+  return user_ + '\n' + upstream.address.to_string() + '\n' +
+         (mailbox_override_ ? *mailbox_override_ : upstream.mailbox);
+}
+
 std::size_t Pop3Session::apply_uidl_map(const StoreSnapshot& snapshot,
                                         std::vector<std::optional<std::string>>& uidls) {
-  UidlMapRead read;
+  std::shared_ptr<const UidlMapRead> held;
+  bool fresh = true;
   if (!config().upstream.uidl_map.metadata) {
-    read = read_uidl_map_file(config().upstream.uidl_map.directory, user_);
-  } else if (snapshot.uidl_map) {
-    read = read_uidl_map_text(*snapshot.uidl_map,
-                              "METADATA " + std::string(config::UidlMapStore::kMetadataEntry));
+    held = std::make_shared<const UidlMapRead>(
+        read_uidl_map_file(config().upstream.uidl_map.directory, user_));
+  } else if (!snapshot.uidl_map_read && cached_uidl_map_ &&
+             cached_uidl_map_->uidvalidity == snapshot.uidvalidity) {
+    held = cached_uidl_map_->read;  // its problems were logged when it was read
+    fresh = false;
   } else {
-    read.problem = snapshot.uidl_map_problem;
+    UidlMapRead read;
+    if (snapshot.uidl_map) {
+      read = read_uidl_map_text(*snapshot.uidl_map,
+                                "METADATA " + std::string(config::UidlMapStore::kMetadataEntry));
+    } else {
+      read.problem = snapshot.uidl_map_problem;
+    }
+    context_.settings->uidl_maps->store(uidl_map_key(), snapshot.uidvalidity, read);
+    held = std::make_shared<const UidlMapRead>(std::move(read));
   }
-  if (!read.problem.empty()) {
+  cached_uidl_map_.reset();
+  const UidlMapRead& read = *held;
+  if (fresh && !read.problem.empty()) {
     log::warn("uidl_map_problem",
               {{"session", id_text_}, {"user", log::user(user_)}, {"problem", read.problem}});
   }

@@ -111,6 +111,8 @@ class Pop3Session final : Connection::Handler, MailStore::Observer, MessageSink 
   // how many messages got one.
   std::size_t apply_uidl_map(const StoreSnapshot& snapshot,
                              std::vector<std::optional<std::string>>& uidls);
+  // upstream.uidl_map.store: metadata: the cache key (user, server, mailbox).
+  std::string uidl_map_key() const;
   void login_planned(Authenticator::Outcome outcome);
   void open_store(UpstreamCredentials credentials);
   void store_opened(const StoreResult& result, StoreSnapshot snapshot);
@@ -178,6 +180,7 @@ class Pop3Session final : Connection::Handler, MailStore::Observer, MessageSink 
   std::shared_ptr<MailStore> store_;
   std::size_t hidden_ = 0;  // messages on_delete: hide left out of this maildrop
   std::size_t mapped_ = 0;  // messages whose UIDL came from upstream.uidl_map
+  std::optional<UidlMapCache::Entry> cached_uidl_map_;  // found at open, used at the snapshot
   Maildrop maildrop_;
   Transfer transfer_ = Transfer::kNone;
   protocol::DotStuffer stuffer_;

@@ -15,6 +15,7 @@
 #include "proxy/net/http_client.h"
 #include "proxy/net/tls_context.h"
 #include "proxy/pop3/mailbox_history.h"
+#include "proxy/pop3/uidl_map_cache.h"
 
 namespace popbridge::proxy {
 
@@ -39,6 +40,8 @@ struct Settings {
   // variable could not be used (warnings at start-up and in --check-config).
   HttpProxy egress_proxy;
   std::vector<std::string> egress_proxy_problems;
+  // upstream.uidl_map.store: metadata: the maps last read, for every worker.
+  std::shared_ptr<UidlMapCache> uidl_maps = std::make_shared<UidlMapCache>();
   // The backend upstream.protocol names; session tests put a fake store here.
   MailStoreFactory make_store = make_mail_store;
 };

@@ -220,7 +220,7 @@ void ImapMailStore::read_snapshot() {
     // theirs too.
     std::sort(sequence_.begin(), sequence_.end());
     sequence_.erase(std::unique(sequence_.begin(), sequence_.end()), sequence_.end());
-    if (request_.want_uidl_map) {
+    if (request_.want_uidl_map && request_.uidl_map_known_for != snapshot_.uidvalidity) {
       read_uidl_map();
       return;
     }
@@ -241,6 +241,7 @@ const std::string& ImapMailStore::mailbox_name() const {
 }
 
 void ImapMailStore::read_uidl_map() {
+  snapshot_.uidl_map_read = true;
   if (!client_.has_capability("METADATA")) {
     snapshot_.uidl_map_problem = "the upstream does not offer METADATA (RFC 5464)";
     snapshot_read();

@@ -73,6 +73,17 @@ def keep_client(client: poplib.POP3, user: str, password: str, seen: set[str]) -
     return taken
 
 
+def assert_only_new_mail_downloaded(d: Dovecot, g, acct, ctx, old_count: int) -> None:
+    """What a client that kept its mail on the old server does after the switch: it
+    downloads only the one message that arrived upstream (its old copies carry old UIDLs)."""
+    seen: set[str] = set()
+    old_server = poplib.POP3("127.0.0.1", d.pop3_port, timeout=15)
+    old_server.stls(context=d.client_context())
+    assert keep_client(old_server, acct.name, acct.password, seen) == old_count
+    gateway = poplib.POP3_SSL("127.0.0.1", g.pop3s_port, context=ctx, timeout=15)
+    assert keep_client(gateway, acct.name, acct.password, seen) == 1, "downloaded again"
+
+
 def gateway_uidls(g, acct, ctx) -> list[str]:
     with RawPop3(g.pop3s_port, tls_context=ctx, timeout=15) as c:
         c.login(acct.name, acct.password)
@@ -117,14 +128,7 @@ def test_uidl_import_carries_the_old_uidls_over(make_dovecot, make_gateway, ctx)
 
         expected = [old[2], old[0], old[1], f"{validity}.{new_uids[3]}"]
         assert gateway_uidls(g, acct, ctx) == expected
-        # What a client that kept its mail on the old server does after the switch: it
-        # downloads only the message that arrived upstream (its old copies carry old UIDLs).
-        seen: set[str] = set()
-        old_server = poplib.POP3("127.0.0.1", d.pop3_port, timeout=15)
-        old_server.stls(context=d.client_context())
-        assert keep_client(old_server, acct.name, acct.password, seen) == 4
-        gateway = poplib.POP3_SSL("127.0.0.1", g.pop3s_port, context=ctx, timeout=15)
-        assert keep_client(gateway, acct.name, acct.password, seen) == 1, "downloaded again"
+        assert_only_new_mail_downloaded(d, g, acct, ctx, old_count=4)
 
         with open(os.path.join(maps, acct.name)) as f:
             first = f.read()
@@ -227,12 +231,7 @@ def test_uidl_import_to_imap_metadata(make_dovecot, make_gateway, ctx):
         assert run.stdout.strip().endswith("map=metadata"), run.stdout
         expected = [old[1], old[0], f"{validity}.{new_uids[2]}"]
         assert gateway_uidls(g, acct, ctx) == expected
-        seen: set[str] = set()
-        old_server = poplib.POP3("127.0.0.1", d.pop3_port, timeout=15)
-        old_server.stls(context=d.client_context())
-        assert keep_client(old_server, acct.name, acct.password, seen) == 3
-        gateway = poplib.POP3_SSL("127.0.0.1", g.pop3s_port, context=ctx, timeout=15)
-        assert keep_client(gateway, acct.name, acct.password, seen) == 1, "downloaded again"
+        assert_only_new_mail_downloaded(d, g, acct, ctx, old_count=3)
         assert "mapped=2" in g.log_text()
         # The gateway keeps the map it read (per process, UIDVALIDITY unchanged, minutes at
         # most): a map changed behind its back is not read at the next login.

@@ -63,6 +63,7 @@ void HttpResponseParser::reset() {
   header_bytes_ = 0;
   interim_done_ = false;
   no_body_ = false;
+  streaming_ = false;
   started_ = false;
   keep_alive_ = false;
   trailing_bytes_ = 0;
@@ -198,7 +199,13 @@ int HttpResponseParser::on_headers_complete(http_parser* parser) {
   // (http-parser would wait for one after a 304 that repeats the length).
   const bool no_body = self->no_body_ || self->status_code_ / 100 == 1 ||
                        self->status_code_ == 204 || self->status_code_ == 304;
-  if ((parser->flags & F_CONTENTLENGTH) != 0 && !no_body &&
+  if (self->receiver_ != nullptr && !no_body && self->status_code_ / 100 != 1) {
+    self->streaming_ = self->receiver_->on_response_head(self->status_code_, self->headers_);
+    if (self->status_ != Status::kIncomplete) {
+      return -1;
+    }
+  }
+  if ((parser->flags & F_CONTENTLENGTH) != 0 && !no_body && !self->streaming_ &&
       parser->content_length > self->limits_.max_body_bytes) {
     // Refused before a byte of it is buffered.
     self->fail(Error::kBodyTooLarge, "response body too large");
@@ -211,7 +218,8 @@ int HttpResponseParser::on_headers_complete(http_parser* parser) {
 int HttpResponseParser::on_chunk_header(http_parser* parser) {
   auto* self = static_cast<HttpResponseParser*>(parser->data);
   // http-parser puts the announced chunk size here; refuse it before reading it.
-  if (parser->content_length > self->limits_.max_body_bytes - self->body_.size()) {
+  if (!self->streaming_ &&
+      parser->content_length > self->limits_.max_body_bytes - self->body_.size()) {
     self->fail(Error::kBodyTooLarge, "response body too large");
     return -1;
   }
@@ -220,6 +228,13 @@ int HttpResponseParser::on_chunk_header(http_parser* parser) {
 
 int HttpResponseParser::on_body(http_parser* parser, const char* at, std::size_t length) {
   auto* self = static_cast<HttpResponseParser*>(parser->data);
+  if (self->streaming_) {
+    if (!self->receiver_->on_body_data(std::string_view(at, length))) {
+      self->fail(Error::kStopped, "the body's receiver stopped reading");
+      return -1;
+    }
+    return 0;
+  }
   if (length > self->limits_.max_body_bytes - self->body_.size()) {
     self->fail(Error::kBodyTooLarge, "response body too large");
     return -1;

@@ -25,6 +25,19 @@ std::optional<std::string_view> find_header(const std::vector<HttpHeader>& heade
 std::vector<std::string_view> find_headers(const std::vector<HttpHeader>& headers,
                                            std::string_view name);
 
+// Takes a response body piece by piece instead of the parser collecting it (a mail
+// download: any size, streamed with backpressure).
+class HttpBodyReceiver {
+ public:
+  virtual ~HttpBodyReceiver() = default;
+  // The final response's status and headers are in. True: the body goes to
+  // on_body_data, without the body limit; false: it is collected as usual (an error
+  // page, say).
+  virtual bool on_response_head(int status, const std::vector<HttpHeader>& headers) = 0;
+  // The next piece, in order. False stops the parser at once (Error::kStopped).
+  virtual bool on_body_data(std::string_view data) = 0;
+};
+
 struct HttpResponseLimits {
   // The status line and the header fields, interim (1xx) responses included.
   std::size_t max_header_bytes = 16 * 1024;
@@ -51,6 +64,7 @@ class HttpResponseParser {
     kHeadersTooLarge,  // past max_header_bytes
     kBodyTooLarge,     // past max_body_bytes (or a Content-Length announcing that)
     kTruncated,        // the connection ended before the response did
+    kStopped,          // the body receiver asked to stop
   };
 
   HttpResponseParser() : HttpResponseParser(HttpResponseLimits{}) {}
@@ -67,6 +81,11 @@ class HttpResponseParser {
   // The response answers a HEAD request: no body follows, whatever the headers say.
   // Call before feeding it.
   void expect_no_body() { no_body_ = true; }
+  // The next response's body goes to receiver, if it accepts it (see HttpBodyReceiver);
+  // call before feeding it. Null: collected. reset() keeps the receiver.
+  void stream_body_to(HttpBodyReceiver* receiver) { receiver_ = receiver; }
+  // The body went to the receiver rather than into body().
+  bool streaming() const { return streaming_; }
 
   Status status() const { return status_; }
   // True once any byte of a response was fed (a kept-alive connection that dies before
@@ -119,6 +138,8 @@ class HttpResponseParser {
   bool headers_done_ = false;
   bool interim_done_ = false;  // a 1xx ended; the parser is paused before the next one
   bool no_body_ = false;
+  HttpBodyReceiver* receiver_ = nullptr;
+  bool streaming_ = false;
   bool started_ = false;
   bool last_was_field_ = false;  // a field name may arrive in several pieces
 

@@ -89,6 +89,8 @@ std::string_view to_string(HttpError error) {
       return "protocol";
     case HttpError::kTooLarge:
       return "too_large";
+    case HttpError::kStopped:
+      return "stopped";
   }
   return "unknown";
 }
@@ -96,6 +98,7 @@ std::string_view to_string(HttpError error) {
 // One request from start to callback. Owned by the client while active, then by its
 // deferred delete for a loop turn; handles hold it weakly.
 class HttpClient::Exchange final : public Connection::Handler,
+                                   public protocol::HttpBodyReceiver,
                                    public std::enable_shared_from_this<Exchange> {
  public:
   Exchange(HttpClient& client, HttpRequest request, Callback done)
@@ -106,7 +109,11 @@ class HttpClient::Exchange final : public Connection::Handler,
         timer_(client.loop_),
         resolver_(client.loop_),
         parser_(protocol::HttpResponseLimits{client.options_.max_response_header_bytes,
-                                             client.options_.max_response_body_bytes}) {}
+                                             client.options_.max_response_body_bytes}) {
+    if (request_.body_receiver != nullptr) {
+      parser_.stream_body_to(this);
+    }
+  }
   ~Exchange() override {
     scrub(text_);
     scrub_request();
@@ -137,6 +144,53 @@ class HttpClient::Exchange final : public Connection::Handler,
     // this alive meanwhile).
     Callback dropped = std::move(done_);
     done_ = nullptr;
+  }
+
+  void pause_reading() {
+    if (paused_ || state_ == State::kDone) {
+      return;
+    }
+    paused_ = true;
+    if (state_ == State::kAwaitingResponse && parser_.streaming()) {
+      timer_.stop();
+      connection_->stop_reading();
+    }
+  }
+
+  void resume_reading() {
+    if (!paused_ || state_ == State::kDone) {
+      return;
+    }
+    paused_ = false;
+    if (state_ == State::kAwaitingResponse && parser_.streaming()) {
+      connection_->start_reading();
+      start_timeout("no more of the body from ");
+    }
+  }
+
+  bool on_response_head(int status, const std::vector<protocol::HttpHeader>& headers) override {
+    if (!request_.body_receiver->on_response_head(status, headers)) {
+      return false;
+    }
+    // From here the timeout counts silence, not the whole download.
+    start_timeout("no more of the body from ");
+    return true;
+  }
+
+  bool on_body_data(std::string_view data) override {
+    if (state_ != State::kAwaitingResponse) {
+      return false;
+    }
+    if (!paused_) {
+      start_timeout("no more of the body from ");
+    }
+    const bool more = request_.body_receiver->on_body_data(data);
+    // The receiver may have paused (or been cancelled) meanwhile.
+    if (paused_ && state_ == State::kAwaitingResponse) {
+      timer_.stop();
+      connection_->stop_reading();
+    }
+    return more && state_ == State::kAwaitingResponse;
   }
 
   // The client is being destroyed; this goes with it.
@@ -224,7 +278,8 @@ class HttpClient::Exchange final : public Connection::Handler,
     }
     // A kept-alive connection the server closed while it sat idle: nothing was
     // processed, so an idempotent request may go again, once, on a new connection.
-    if (reused_ && !retried_ && !parser_.started() && is_idempotent(request_.method)) {
+    if (reused_ && !retried_ && !parser_.started() &&
+        (request_.retry_safe || is_idempotent(request_.method))) {
       retried_ = true;
       connection_.reset();
       acquire(false);
@@ -311,13 +366,17 @@ class HttpClient::Exchange final : public Connection::Handler,
         return;
       }
     }
+    start_timeout("no complete response from ");
+    acquire(true);
+  }
+
+  void start_timeout(std::string_view what) {
     const auto timeout_ms = static_cast<std::uint64_t>(std::max<std::int64_t>(
         1, std::chrono::duration_cast<std::chrono::milliseconds>(request_.timeout).count()));
-    timer_.start(timeout_ms, [this, timeout_ms] {
-      fail(HttpError::kTimeout, "no complete response from " + origin_ + " within " +
-                                    std::to_string(timeout_ms) + " ms");
+    timer_.start(timeout_ms, [this, timeout_ms, what] {
+      fail(HttpError::kTimeout,
+           std::string(what) + origin_ + " within " + std::to_string(timeout_ms) + " ms");
     });
-    acquire(true);
   }
 
   bool build_request_text(std::string& error) {
@@ -441,6 +500,7 @@ class HttpClient::Exchange final : public Connection::Handler,
     result.status = parser_.status_code();
     result.headers = parser_.take_headers();
     result.body = parser_.take_body();
+    result.streamed = parser_.streaming();
     idle_for_ = client_ != nullptr ? client_->options_.idle_timeout : std::chrono::milliseconds(0);
     if (auto announced = announced_idle_timeout(result.headers)) {
       // A second's margin, so that we never send just as the server closes.
@@ -455,6 +515,10 @@ class HttpClient::Exchange final : public Connection::Handler,
     std::string text(parser_.error_text());
     if (!reason.empty()) {
       text += " (" + std::string(reason) + ")";
+    }
+    if (error == Error::kStopped) {
+      fail(HttpError::kStopped, text);
+      return;
     }
     fail(error == Error::kHeadersTooLarge || error == Error::kBodyTooLarge ? HttpError::kTooLarge
                                                                            : HttpError::kProtocol,
@@ -510,6 +574,7 @@ class HttpClient::Exchange final : public Connection::Handler,
   protocol::HttpResponseParser parser_;
   bool reused_ = false;
   bool retried_ = false;
+  bool paused_ = false;
   std::chrono::milliseconds idle_for_{0};
 };
 
@@ -563,6 +628,18 @@ void HttpClient::RequestHandle::cancel() {
     exchange->cancel();
   }
   exchange_.reset();
+}
+
+void HttpClient::RequestHandle::pause_reading() {
+  if (std::shared_ptr<Exchange> exchange = exchange_.lock()) {
+    exchange->pause_reading();
+  }
+}
+
+void HttpClient::RequestHandle::resume_reading() {
+  if (std::shared_ptr<Exchange> exchange = exchange_.lock()) {
+    exchange->resume_reading();
+  }
 }
 
 bool HttpClient::RequestHandle::pending() const {

@@ -40,6 +40,10 @@ struct HttpUrl {
 // nullopt, with the reason in error, for anything else. Userinfo ("user:pass@") is
 // refused: credentials belong in headers, where they are not logged with the URL.
 std::optional<HttpUrl> parse_http_url(std::string_view url, std::string& error);
+// A reference (a Location header, a JMAP apiUrl) made absolute against base, an absolute
+// http(s) URL: absolute references stay, "//host/p" takes base's scheme, "/p" its origin,
+// anything else replaces base's last path segment. Dot segments are not removed.
+std::string resolve_url(std::string_view base, std::string_view reference);
 
 // application/x-www-form-urlencoded, byte for byte as the WHATWG URL standard (and
 // OAuth2 token requests, RFC 6749 appendix B) want it: space as '+', everything but
@@ -72,8 +76,19 @@ struct HttpRequest {
   // CR, LF or NUL.
   std::vector<protocol::HttpHeader> headers;
   std::string body;
-  // The whole exchange: resolving, connecting, TLS, sending and the complete response.
+  // The whole exchange: resolving, connecting, TLS, sending and the complete response;
+  // for a streamed body, until its headers, then each wait for more of the body (time
+  // spent paused not counted).
   std::chrono::milliseconds timeout{10'000};
+  // Streams the response body there instead of into HttpResult::body, when its
+  // on_response_head accepts it: a download of any size, read with backpressure
+  // (RequestHandle::pause_reading). Must stay valid until the callback has run or the
+  // request is cancelled; its calls come from the loop, never from request().
+  protocol::HttpBodyReceiver* body_receiver = nullptr;
+  // A POST that may go again on a new connection when a kept-alive one turns out to have
+  // been closed before any response byte (as GET and the other idempotent methods always
+  // may): one whose repetition does no harm, like a JMAP query.
+  bool retry_safe = false;
 };
 
 enum class HttpError {
@@ -85,6 +100,7 @@ enum class HttpError {
   kTimeout,         // HttpRequest::timeout passed
   kProtocol,        // not HTTP, or the connection ended before the response did
   kTooLarge,        // response headers or body past the client's limits
+  kStopped,         // the body receiver said it had enough
 };
 // "resolve", "timeout", ...: for logs and metric labels.
 std::string_view to_string(HttpError error);
@@ -94,7 +110,8 @@ struct HttpResult {
   std::string error_text;  // why, for logs; never contains request headers or body
   int status = 0;          // any status: a 500 is a response, not an error here
   std::vector<protocol::HttpHeader> headers;
-  std::string body;
+  std::string body;  // empty when it was streamed to HttpRequest::body_receiver
+  bool streamed = false;
 
   bool ok() const { return error == HttpError::kNone; }
   // The first value of a header, case-insensitively.
@@ -161,6 +178,9 @@ class HttpClient {
     void cancel();
     // The callback has not run and will.
     bool pending() const;
+    // Backpressure for a streamed body: no more is read from the server until resumed.
+    void pause_reading();
+    void resume_reading();
 
    private:
     friend class HttpClient;

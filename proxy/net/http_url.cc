@@ -36,6 +36,30 @@ std::string HttpUrl::authority_with_port() const {
   return bracketed(host) + ':' + std::to_string(port);
 }
 
+std::string resolve_url(std::string_view base, std::string_view reference) {
+  if (reference.find("://") != std::string_view::npos &&
+      reference.find("://") < reference.find_first_of("/?#")) {
+    return std::string(reference);
+  }
+  const std::size_t scheme_end = base.find("://");
+  if (scheme_end == std::string_view::npos) {
+    return std::string(reference);
+  }
+  if (reference.starts_with("//")) {
+    return std::string(base.substr(0, scheme_end + 1)) + std::string(reference);
+  }
+  const std::size_t path_start = base.find_first_of("/?#", scheme_end + 3);
+  const std::string_view origin = base.substr(0, path_start);
+  if (reference.starts_with('/')) {
+    return std::string(origin) + std::string(reference);
+  }
+  std::string_view path =
+      path_start == std::string_view::npos ? std::string_view("/") : base.substr(path_start);
+  path = path.substr(0, path.find_first_of("?#"));
+  return std::string(origin) + std::string(path.substr(0, path.rfind('/') + 1)) +
+         std::string(reference);
+}
+
 std::optional<HttpUrl> parse_http_url(std::string_view url, std::string& error) {
   HttpUrl parsed;
   const std::size_t scheme_end = url.find("://");

@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -347,6 +348,86 @@ TEST(HttpResponseParser, HeaderHelpers) {
   EXPECT_EQ(find_header(headers, "SET-COOKIE"), "a=1");
   EXPECT_EQ(find_headers(headers, "set-cookie"), (std::vector<std::string_view>{"a=1", "b=2"}));
   EXPECT_TRUE(find_headers(headers, "none").empty());
+}
+
+// Collects what a streaming parser hands over, and can refuse the body or stop early.
+class Collector final : public HttpBodyReceiver {
+ public:
+  bool on_response_head(int status, const std::vector<HttpHeader>& headers) override {
+    statuses.push_back(status);
+    length = find_header(headers, "content-length").value_or("");
+    return status == 200;
+  }
+  bool on_body_data(std::string_view data) override {
+    ++pieces;
+    body.append(data);
+    return body.size() < stop_after;
+  }
+  std::vector<int> statuses;
+  std::string length;
+  std::string body;
+  std::size_t pieces = 0;
+  std::size_t stop_after = SIZE_MAX;
+};
+
+TEST(HttpResponseParser, StreamsABodyPastTheLimitAtEverySplit) {
+  const std::string blob(3000, 'x');
+  const std::string response =
+      "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 3000\r\n\r\n" + blob;
+  for (std::size_t split = 0; split <= response.size(); split += 97) {
+    HttpResponseParser parser(HttpResponseLimits{1024, 100});
+    Collector collector;
+    parser.stream_body_to(&collector);
+    ASSERT_EQ(feed_split(parser, response, split), Status::kComplete) << split;
+    EXPECT_TRUE(parser.streaming());
+    EXPECT_EQ(collector.statuses, std::vector<int>{200});  // the interim one is not offered
+    EXPECT_EQ(collector.length, "3000");
+    EXPECT_EQ(collector.body, blob);
+    EXPECT_TRUE(parser.body().empty());
+  }
+  HttpResponseParser chunked(HttpResponseLimits{1024, 10});
+  Collector collector;
+  chunked.stream_body_to(&collector);
+  EXPECT_EQ(feed_bytewise(chunked,
+                          "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                          "10\r\n0123456789abcdef\r\n3\r\nxyz\r\n0\r\n\r\n"),
+            Status::kComplete);
+  EXPECT_EQ(collector.body, "0123456789abcdefxyz");
+  EXPECT_EQ(collector.pieces, 19u);  // byte by byte: no copy held back
+}
+
+TEST(HttpResponseParser, ARefusedBodyIsCollectedWithinTheLimit) {
+  HttpResponseParser parser(HttpResponseLimits{1024, 8});
+  Collector collector;
+  parser.stream_body_to(&collector);
+  EXPECT_EQ(parser.feed("HTTP/1.1 404 Not Found\r\nContent-Length: 5\r\n\r\nnope!"),
+            Status::kComplete);
+  EXPECT_FALSE(parser.streaming());
+  EXPECT_EQ(parser.body(), "nope!");
+  EXPECT_TRUE(collector.body.empty());
+  HttpResponseParser big(HttpResponseLimits{1024, 8});
+  big.stream_body_to(&collector);
+  EXPECT_EQ(big.feed("HTTP/1.1 500 Oops\r\nContent-Length: 9\r\n\r\n"), Status::kError);
+  EXPECT_EQ(big.error(), Error::kBodyTooLarge);
+}
+
+TEST(HttpResponseParser, TheReceiverCanStopAndATruncatedStreamIsAnError) {
+  HttpResponseParser parser;
+  Collector collector;
+  collector.stop_after = 4;
+  parser.stream_body_to(&collector);
+  EXPECT_EQ(feed_bytewise(parser, "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n0123456789"),
+            Status::kError);
+  EXPECT_EQ(parser.error(), Error::kStopped);
+  EXPECT_EQ(collector.body, "0123");
+
+  HttpResponseParser cut;
+  Collector partial;
+  cut.stream_body_to(&partial);
+  EXPECT_EQ(cut.feed("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n01234"), Status::kIncomplete);
+  EXPECT_EQ(cut.finish_eof(), Status::kError);
+  EXPECT_EQ(cut.error(), Error::kTruncated);
+  EXPECT_EQ(partial.body, "01234");
 }
 
 }  // namespace

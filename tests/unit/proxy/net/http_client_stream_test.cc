@@ -1,0 +1,135 @@
+// SPDX-License-Identifier: Apache-2.0
+// The HTTP client's streaming-body mode (HttpRequest::body_receiver): a download of any
+// size reaches the receiver piece by piece, can be paused and resumed, and stopped.
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "proxy/net/http_client.h"
+#include "tests/support/http_test_server.h"
+
+namespace popbridge::proxy {
+namespace {
+
+using namespace std::chrono_literals;
+using namespace http_testing;
+
+// Collects the body; pauses the request after the first piece when asked; stops after
+// stop_after octets.
+class Receiver final : public protocol::HttpBodyReceiver {
+ public:
+  bool on_response_head(int status, const std::vector<protocol::HttpHeader>&) override {
+    heads.push_back(status);
+    return status == 200;
+  }
+  bool on_body_data(std::string_view data) override {
+    body.append(data);
+    ++pieces;
+    if (pause_after_first && pieces == 1) {
+      handle->pause_reading();
+    }
+    return body.size() < stop_after;
+  }
+  std::vector<int> heads;
+  std::string body;
+  std::size_t pieces = 0;
+  bool pause_after_first = false;
+  std::size_t stop_after = SIZE_MAX;
+  HttpClient::RequestHandle* handle = nullptr;
+};
+
+class HttpClientStreamTest : public HttpClientTest {
+ protected:
+  HttpRequest download(const TestServer& server, Receiver& receiver) {
+    HttpRequest request = get(server.url("/blob"));
+    request.body_receiver = &receiver;
+    return request;
+  }
+};
+
+TEST_F(HttpClientStreamTest, ABodyFarPastTheLimitStreamsToTheReceiver) {
+  const std::string blob(3 * 1024 * 1024 + 17, 'b');
+  TestServer server(&loop_, [&](const SeenRequest&) { return Reply{response(200, blob)}; });
+  HttpClientOptions options;
+  options.max_response_body_bytes = 1024;
+  HttpClient client(&loop_, options);
+  Receiver receiver;
+  const HttpResult result = fetch(client, download(server, receiver));
+  ASSERT_TRUE(result.ok()) << result.error_text;
+  EXPECT_TRUE(result.streamed);
+  EXPECT_TRUE(result.body.empty());
+  EXPECT_EQ(receiver.heads, std::vector<int>{200});
+  EXPECT_EQ(receiver.body.size(), blob.size());
+  EXPECT_EQ(receiver.body, blob);
+  EXPECT_GT(receiver.pieces, 1u);
+}
+
+TEST_F(HttpClientStreamTest, AnErrorPageIsCollectedNotStreamed) {
+  TestServer server(&loop_, [](const SeenRequest&) { return Reply{response(404, "gone")}; });
+  HttpClient client(&loop_);
+  Receiver receiver;
+  const HttpResult result = fetch(client, download(server, receiver));
+  ASSERT_TRUE(result.ok()) << result.error_text;
+  EXPECT_EQ(result.status, 404);
+  EXPECT_FALSE(result.streamed);
+  EXPECT_EQ(result.body, "gone");
+  EXPECT_TRUE(receiver.body.empty());
+}
+
+TEST_F(HttpClientStreamTest, PausedReadingWaitsForResumeAndTheTimeoutCountsSilenceOnly) {
+  const std::string blob(8 * 1024 * 1024, 'p');
+  TestServer server(&loop_, [&](const SeenRequest&) { return Reply{response(200, blob)}; });
+  HttpClient client(&loop_);
+  Receiver receiver;
+  receiver.pause_after_first = true;
+  HttpRequest request = download(server, receiver);
+  request.timeout = 200ms;  // far less than the pause below: paused time does not count
+  std::optional<HttpResult> result;
+  HttpClient::RequestHandle handle =
+      client.request(std::move(request), [&](HttpResult r) { result = std::move(r); });
+  receiver.handle = &handle;
+  ASSERT_TRUE(run_until([&] { return receiver.pieces > 0; }));
+  // While paused, the loop turns for longer than the timeout and no more arrives but what
+  // was already read off the socket in the same turn.
+  const std::size_t paused_at = receiver.body.size();
+  bool waited = false;
+  Timer wait(&loop_);
+  wait.start(600, [&] { waited = true; });
+  ASSERT_TRUE(run_until([&] { return waited; }));
+  EXPECT_EQ(receiver.body.size(), paused_at);
+  EXPECT_FALSE(result.has_value()) << "timed out while paused";
+  handle.resume_reading();
+  ASSERT_TRUE(run_until([&] { return result.has_value(); }, 10s));
+  ASSERT_TRUE(result->ok()) << result->error_text;
+  EXPECT_EQ(receiver.body, blob);
+}
+
+TEST_F(HttpClientStreamTest, TheReceiverCanStopAndTheConnectionIsNotReused) {
+  const std::string blob(1024 * 1024, 's');
+  TestServer server(&loop_, [&](const SeenRequest&) { return Reply{response(200, blob)}; });
+  HttpClient client(&loop_);
+  Receiver receiver;
+  receiver.stop_after = 1000;
+  const HttpResult result = fetch(client, download(server, receiver));
+  EXPECT_EQ(result.error, HttpError::kStopped);
+  EXPECT_GE(receiver.body.size(), 1000u);
+  EXPECT_LT(receiver.body.size(), blob.size());
+  EXPECT_EQ(client.idle_connections(), 0u);
+}
+
+TEST_F(HttpClientStreamTest, ACutDownloadIsAnError) {
+  TestServer server(&loop_, [](const SeenRequest&) {
+    Reply reply{"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + std::string(5000, 'c')};
+    reply.close_after = true;
+    return reply;
+  });
+  HttpClient client(&loop_);
+  Receiver receiver;
+  const HttpResult result = fetch(client, download(server, receiver));
+  EXPECT_EQ(result.error, HttpError::kProtocol);
+  EXPECT_EQ(receiver.body, std::string(5000, 'c'));
+}
+
+}  // namespace
+}  // namespace popbridge::proxy

@@ -90,7 +90,14 @@ struct UidlMapStore {
   bool enabled() const { return metadata || !directory.empty(); }
 };
 
+// What the upstream mail store speaks.
+enum class UpstreamProtocol { kImap, kJmap };
+
 struct Upstream {
+  UpstreamProtocol protocol = UpstreamProtocol::kImap;
+  // protocol: jmap: the JMAP session resource (RFC 8620 section 2); address and tls are
+  // then taken from it (https: implicit TLS, http: none).
+  std::string url;
   Endpoint address;
   TlsMode tls = TlsMode::kImplicit;
   std::string ca_file = "/etc/ssl/certs/ca-certificates.crt";

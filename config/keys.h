@@ -14,6 +14,10 @@
 
 namespace popbridge::config::detail {
 
+inline constexpr std::array<Choice<UpstreamProtocol>, 2> kUpstreamProtocols{{
+    {"imap", UpstreamProtocol::kImap},
+    {"jmap", UpstreamProtocol::kJmap},
+}};
 inline constexpr std::array<Choice<TlsMode>, 3> kTlsModes{{
     {"implicit", TlsMode::kImplicit},
     {"starttls", TlsMode::kStartTls},
@@ -50,7 +54,9 @@ inline constexpr std::array<std::string_view, 4> kListenerKeys{"name", "address"
                                                                "proxy_protocol"};
 inline constexpr std::array<std::string_view, 3> kTlsKeys{"certificate", "private_key",
                                                           "min_version"};
-inline constexpr std::array<std::string_view, 19> kUpstreamKeys{"address",
+inline constexpr std::array<std::string_view, 21> kUpstreamKeys{"protocol",
+                                                                "url",
+                                                                "address",
                                                                 "tls",
                                                                 "ca_file",
                                                                 "verify_certificate",

@@ -114,6 +114,9 @@ class Loader {
   void read_listener(const Value& item);
   void read_tls(const std::optional<Value>& v, int root_line);
   void read_upstream(const std::optional<Value>& v);
+  // protocol: jmap: the session URL gives address and tls; IMAP-only keys are refused.
+  bool read_jmap_url(const MapReader& m, Upstream& up);
+  void refuse_imap_only_keys(const MapReader& m, const Upstream& up);
   void read_auth(const std::optional<Value>& v);
   void read_limits(const std::optional<Value>& v);
   void read_logging(const std::optional<Value>& v);

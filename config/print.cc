@@ -58,22 +58,30 @@ void secret(YAML::Emitter& out, const char* key, const SecretSource& source) {
 
 void upstream(YAML::Emitter& out, const Upstream& up) {
   out << YAML::Key << "upstream" << YAML::Value << YAML::BeginMap;
-  out << YAML::Key << "address" << YAML::Value << up.address.to_string();
-  out << YAML::Key << "tls" << YAML::Value << tls_mode(up.tls);
+  const bool imap = up.protocol == UpstreamProtocol::kImap;
+  out << YAML::Key << "protocol" << YAML::Value << (imap ? "imap" : "jmap");
+  if (imap) {
+    out << YAML::Key << "address" << YAML::Value << up.address.to_string();
+    out << YAML::Key << "tls" << YAML::Value << tls_mode(up.tls);
+  } else {
+    out << YAML::Key << "url" << YAML::Value << up.url;
+  }
   out << YAML::Key << "ca_file" << YAML::Value << up.ca_file;
   out << YAML::Key << "verify_certificate" << YAML::Value << up.verify_certificate;
   out << YAML::Key << "server_name" << YAML::Value << up.server_name;
   out << YAML::Key << "mailbox" << YAML::Value << up.mailbox;
   out << YAML::Key << "connect_timeout" << YAML::Value << duration(up.connect_timeout);
   out << YAML::Key << "command_timeout" << YAML::Value << duration(up.command_timeout);
-  out << YAML::Key << "mark_seen" << YAML::Value << up.mark_seen;
-  out << YAML::Key << "uidl_format" << YAML::Value << YAML::DoubleQuoted << up.uidl_format.text();
-  out << YAML::Key << "reuse_xuidl" << YAML::Value << up.reuse_xuidl;
-  out << YAML::Key << "expunge_without_uidplus" << YAML::Value << up.expunge_without_uidplus;
-  out << YAML::Key << "send_id" << YAML::Value << up.send_id;
-  out << YAML::Key << "keepalive_idle" << YAML::Value << duration(up.keepalive_idle);
-  out << YAML::Key << "keepalive_interval" << YAML::Value << duration(up.keepalive_interval);
-  out << YAML::Key << "keepalive_count" << YAML::Value << up.keepalive_count;
+  if (imap) {
+    out << YAML::Key << "mark_seen" << YAML::Value << up.mark_seen;
+    out << YAML::Key << "uidl_format" << YAML::Value << YAML::DoubleQuoted << up.uidl_format.text();
+    out << YAML::Key << "reuse_xuidl" << YAML::Value << up.reuse_xuidl;
+    out << YAML::Key << "expunge_without_uidplus" << YAML::Value << up.expunge_without_uidplus;
+    out << YAML::Key << "send_id" << YAML::Value << up.send_id;
+    out << YAML::Key << "keepalive_idle" << YAML::Value << duration(up.keepalive_idle);
+    out << YAML::Key << "keepalive_interval" << YAML::Value << duration(up.keepalive_interval);
+    out << YAML::Key << "keepalive_count" << YAML::Value << up.keepalive_count;
+  }
   const UpstreamLogin& login = up.login;
   out << YAML::Key << "login" << YAML::Value << YAML::BeginMap;
   switch (login.mode) {

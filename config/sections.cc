@@ -184,10 +184,24 @@ void Loader::read_upstream(const std::optional<Value>& v) {
     return;
   }
   Upstream& up = config_.upstream;
-  const std::optional<Value> address = m->required("address");
-  const bool address_ok = address && read_endpoint(address, up.address);
-  const std::optional<Value> tls = m->get("tls");
-  const bool tls_ok = read_choice(tls, kTlsModes, up.tls);
+  read_choice(m->get("protocol"), kUpstreamProtocols, up.protocol);
+  const bool jmap = up.protocol == UpstreamProtocol::kJmap;
+  std::optional<Value> address;
+  std::optional<Value> tls;
+  bool address_ok = false;
+  bool tls_ok = false;
+  if (jmap) {
+    address_ok = tls_ok = read_jmap_url(*m, up);
+  } else {
+    address = m->required("address");
+    address_ok = address && read_endpoint(address, up.address);
+    tls = m->get("tls");
+    tls_ok = read_choice(tls, kTlsModes, up.tls);
+    if (const std::optional<Value> url = m->get("url")) {
+      error(url->path, url->line,
+            "used only with protocol: jmap (an IMAP upstream has an address)");
+    }
+  }
   const std::optional<Value> ca_file = m->get("ca_file");
   const bool ca_ok = read_string(ca_file, up.ca_file);
   const std::optional<Value> verify = m->get("verify_certificate");
@@ -222,6 +236,9 @@ void Loader::read_upstream(const std::optional<Value>& v) {
   read_login(m->get("login"));
   read_on_delete(m->get("on_delete"));
   read_uidl_map(m->get("uidl_map"));
+  if (jmap) {
+    refuse_imap_only_keys(*m, up);
+  }
 
   if (tls_ok && up.tls != TlsMode::kNone) {
     if (verify_ok && up.verify_certificate && ca_ok) {
@@ -234,8 +251,9 @@ void Loader::read_upstream(const std::optional<Value>& v) {
            "the upstream's certificate is not verified; anyone on the path can read passwords");
     }
   }
-  // tls: none is never the default, so `tls` is present here.
-  if (tls_ok && address_ok && up.tls == TlsMode::kNone && !is_loopback(up.address.host)) {
+  // tls: none is never the default, so `tls` is present here (for IMAP; a JMAP url was
+  // checked by read_jmap_url).
+  if (!jmap && tls_ok && address_ok && up.tls == TlsMode::kNone && !is_loopback(up.address.host)) {
     warn(tls->path, tls->line, "passwords are sent to the upstream unencrypted");
   }
 }

@@ -4,6 +4,7 @@
 #include <iterator>
 
 #include "proxy/mailstore/imap/imap_mail_store.h"
+#include "proxy/mailstore/jmap/jmap_mail_store.h"
 
 namespace popbridge::proxy {
 
@@ -17,7 +18,9 @@ std::string_view name(StoreStatus status) {
 std::shared_ptr<MailStore> make_mail_store(uv_loop_t* loop, const config::Upstream& settings,
                                            SSL_CTX* tls_context, metrics::Metrics& metrics,
                                            MailStore::Observer& observer) {
-  // upstream.protocol chooses the backend once there is more than IMAP.
+  if (settings.protocol == config::UpstreamProtocol::kJmap) {
+    return std::make_shared<JmapMailStore>(loop, settings, tls_context, metrics, observer);
+  }
   return std::make_shared<ImapMailStore>(loop, settings, tls_context, metrics, observer);
 }
 

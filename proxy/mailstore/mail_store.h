@@ -51,6 +51,9 @@ struct StoreSnapshot {
   std::vector<std::string> guids;  // one per message when asked for, else empty
   // One per message when asked for, else empty: its X-UIDL header, nullopt without one.
   std::vector<std::optional<std::string>> xuidls;
+  // One per message from a store whose messages carry their own UIDL (JMAP: the Email
+  // id), else empty; upstream.uidl_format is then not used.
+  std::vector<std::string> uidls;
   std::size_t restored = 0;  // messages an unfinished commit had marked, restored
   std::size_t hidden = 0;    // left out: deleted earlier with on_delete: hide
   // OpenRequest::want_uidl_map: the map's text stored with the mailbox (absent: none, or

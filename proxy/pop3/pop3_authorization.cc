@@ -396,6 +396,10 @@ void Pop3Session::store_opened(const StoreResult& result, StoreSnapshot snapshot
                                       {"now", snapshot.uidvalidity}});
   }
   std::vector<std::optional<std::string>> reused = std::move(snapshot.xuidls);
+  if (!snapshot.uidls.empty()) {
+    reused.assign(std::make_move_iterator(snapshot.uidls.begin()),
+                  std::make_move_iterator(snapshot.uidls.end()));
+  }
   if (config().upstream.uidl_map.enabled()) {
     mapped_ = apply_uidl_map(snapshot, reused);
   }

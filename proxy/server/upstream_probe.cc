@@ -19,33 +19,62 @@ UpstreamProbe::UpstreamProbe(uv_loop_t* loop, const config::Upstream& settings,
 void UpstreamProbe::start() { probe(); }
 
 void UpstreamProbe::probe() {
+  if (settings_.protocol == config::UpstreamProtocol::kJmap) {
+    probe_http();
+    return;
+  }
   ImapClient::Observer& observer = *this;
   client_ = std::make_shared<ImapClient>(loop_, settings_, tls_context_, observer);
   client_->connect([this](const ImapResult& result) {
-    failures_ = result.ok() ? 0 : failures_ + 1;
-    const bool reachable = result.ok() || (reachable_ && failures_ < failures_needed_);
-    if (!result.ok() && reachable) {
-      log::warn("upstream_probe_failed", {{"address", settings_.address.to_string()},
-                                          {"reason", result.text},
-                                          {"failures", failures_},
-                                          {"unready_after", failures_needed_}});
-    }
-    if (reachable != reachable_ || first_) {
-      first_ = false;
-      if (reachable) {
-        log::info("upstream_reachable", {{"address", settings_.address.to_string()}});
-      } else {
-        log::warn("upstream_unreachable", {{"address", settings_.address.to_string()},
-                                           {"reason", result.text},
-                                           {"failures", failures_}});
-      }
-    }
-    reachable_ = reachable;
     client_->logout();
     DeferredDelete::of(loop_).retire(std::move(client_));
     client_.reset();
-    timer_.start(interval_ms_, [this] { probe(); });
+    record(result.ok(), result.text);
   });
+}
+
+void UpstreamProbe::probe_http() {
+  if (http_ == nullptr) {
+    HttpClientOptions options;
+    options.tls_context = tls_context_;
+    options.max_idle_connections = 0;  // a probe of the path, not of a kept connection
+    http_ = std::make_unique<HttpClient>(loop_, options);
+  }
+  HttpRequest request;
+  request.url = settings_.url;
+  request.headers = {{"Accept", "application/json"}};
+  request.timeout =
+      std::chrono::duration_cast<std::chrono::milliseconds>(settings_.connect_timeout);
+  request_ = http_->request(std::move(request), [this](HttpResult result) {
+    if (!result.ok()) {
+      record(false, std::string(to_string(result.error)) + ": " + result.error_text);
+      return;
+    }
+    record(result.status < 500, "HTTP " + std::to_string(result.status));
+  });
+}
+
+void UpstreamProbe::record(bool ok, const std::string& why) {
+  failures_ = ok ? 0 : failures_ + 1;
+  const bool reachable = ok || (reachable_ && failures_ < failures_needed_);
+  if (!ok && reachable) {
+    log::warn("upstream_probe_failed", {{"address", settings_.address.to_string()},
+                                        {"reason", why},
+                                        {"failures", failures_},
+                                        {"unready_after", failures_needed_}});
+  }
+  if (reachable != reachable_ || first_) {
+    first_ = false;
+    if (reachable) {
+      log::info("upstream_reachable", {{"address", settings_.address.to_string()}});
+    } else {
+      log::warn(
+          "upstream_unreachable",
+          {{"address", settings_.address.to_string()}, {"reason", why}, {"failures", failures_}});
+    }
+  }
+  reachable_ = reachable;
+  timer_.start(interval_ms_, [this] { probe(); });
 }
 
 }  // namespace popbridge::proxy

@@ -9,11 +9,14 @@
 #include "proxy/base/deferred_delete.h"
 #include "proxy/base/uv_handle.h"
 #include "proxy/mailstore/imap/imap_client.h"
+#include "proxy/net/http_client.h"
 
 namespace popbridge::proxy {
 
-// Checks now and then that the upstream answers: connect, TLS as configured, greeting
-// and capabilities, then LOGOUT; no login. /readyz reports not ready once `failures`
+// Checks now and then that the upstream answers: for IMAP connect, TLS as configured,
+// greeting and capabilities, then LOGOUT; for JMAP a GET of the session resource, where
+// any answer below 500 (a 401 or a redirect without credentials included) means up. No
+// login either way. /readyz reports not ready once `failures`
 // probes in a row failed (one success makes it ready again), so a load balancer sends
 // clients to a gateway that can serve them, and a single blip does not take every
 // replica out of service at once.
@@ -33,6 +36,9 @@ class UpstreamProbe final : ImapClient::Observer {
  private:
   void on_upstream_lost(const ImapResult&) override {}
   void probe();
+  void probe_http();
+  // One probe's outcome: logs a change and schedules the next.
+  void record(bool ok, const std::string& why);
 
   uv_loop_t* loop_;
   const config::Upstream& settings_;
@@ -42,6 +48,8 @@ class UpstreamProbe final : ImapClient::Observer {
   std::uint32_t failures_ = 0;  // consecutive
   Timer timer_;
   std::shared_ptr<ImapClient> client_;
+  std::unique_ptr<HttpClient> http_;  // protocol: jmap
+  HttpClient::RequestHandle request_;
   bool reachable_ = false;
   bool first_ = true;  // the first result is always logged
 };

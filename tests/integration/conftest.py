@@ -13,6 +13,8 @@ Scopes:
   make_dovecot   function factory for private Dovecot instances (for tests that
                           stop or kill the upstream)
   ctx            session  ssl.SSLContext trusting only the test CA
+  cyrus          module   a private Cyrus IMAP 3.6 with JMAP (harness.cyrus), users alice
+                          and bob; FAILS (not skips) when Cyrus is not unpacked
 
 At the end of the session a check fails the run if a Dovecot or gateway process
 or a harness temporary directory was left behind.
@@ -29,6 +31,7 @@ import pytest
 
 from harness import procs, tempdirs
 from harness.certs import Pki, make_pki
+from harness.cyrus import Cyrus, install_problem as cyrus_install_problem
 from harness.dovecot import Account, Dovecot
 from harness.gateway import Gateway, binary_path, binary_problem
 
@@ -163,3 +166,17 @@ def make_dovecot(pki: Pki) -> Iterator[Callable[..., Dovecot]]:
     yield make
     for d in made:
         d.close()
+
+
+@pytest.fixture(scope="module")
+def cyrus(pki: Pki) -> Iterator[Cyrus]:
+    """A private Cyrus IMAP 3.6 (IMAP, IMAPS and JMAP over HTTP and HTTPS on its own
+    loopback ports) with users alice and bob. Cyrus comes unpacked from scripts/install-deps;
+    without it this is a test error with the reason, never a skip. Its processes are
+    one process group whose command lines name its temp dir, so the end-of-session
+    check above covers them."""
+    problem = cyrus_install_problem()
+    if problem:
+        pytest.fail(problem, pytrace=False)
+    with Cyrus(pki, dict([ALICE, BOB])) as c:
+        yield c

@@ -9,6 +9,11 @@ Modules:
   wait     -- waiting on conditions with deadlines (never fixed sleeps)
   certs    -- a throwaway CA and a server certificate made with `openssl`
   dovecot  -- a private Dovecot instance (IMAP upstream) plus imaplib helpers
+  cyrus    -- a private Cyrus IMAP 3.6 instance (IMAP and JMAP upstream, unpacked by
+              scripts/install-deps) plus imaplib and JMAP helpers
+  syslog_ns -- runs a syslog-only daemon (Cyrus) with /dev/log read into a file
+  fake_imap -- a scripted IMAP server, for upstream faults
+  fake_jmap -- a scripted JMAP server, for upstream faults
   gateway  -- the popbridge process under test
   clients  -- poplib helpers, a byte-exact raw POP3 client, curl helpers
   messages -- deterministic test messages (tricky and large ones)

@@ -39,8 +39,9 @@ from typing import Iterable, Mapping, Optional
 
 from . import procs, tempdirs
 from .certs import Pki
+from .upstream_process import UpstreamProcess
 from .ports import free_ports
-from .wait import TIME_FACTOR, port_accepts, port_refuses, wait_until
+from .wait import TIME_FACTOR, port_accepts, wait_until
 
 DOVECOT = "/usr/sbin/dovecot"
 MAIL_UID = 65534  # nobody
@@ -66,7 +67,7 @@ class Account:
     password: str
 
 
-class Dovecot:
+class Dovecot(UpstreamProcess):
     """One Dovecot instance. Use as a context manager or call start()/stop().
 
     users: {name: password}. Names are [A-Za-z0-9._@+-] (each is also a file
@@ -76,6 +77,7 @@ class Dovecot:
 
     START_TIMEOUT = 20.0
     STOP_TIMEOUT = 3.0  # graceful stop normally takes ~1 s; right after a start anvil can linger ~5 s, then SIGKILL
+    SERVER_NAME = "dovecot"
 
     def __init__(self, pki: Pki, users: Mapping[str, str] | Iterable[tuple[str, str]] = (),
                  *, require_tls: bool = False, host: Optional[str] = None,
@@ -186,36 +188,6 @@ class Dovecot:
         connections are closed by the kernel mid-stream."""
         self._reap(kill=True)
 
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
-    def close(self) -> None:
-        """Stops the instance and removes its directory."""
-        try:
-            self._reap(kill=False)
-        finally:
-            if self.dir is not None:
-                tempdirs.remove(self.dir)
-                self.dir = None
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def _reap(self, kill: bool) -> None:
-        if self.proc is None:
-            return
-        try:
-            if kill:
-                procs.kill_group(self.proc)
-            else:
-                procs.stop_group(self.proc, term_timeout=self.STOP_TIMEOUT)
-        finally:
-            self._stderr.close()
-        wait_until(lambda: all(port_refuses(self.host, p) for p in self.ports),
-                   5.0, "dovecot's ports to close")
-        self.proc = None
 
     # ------------------------------------------------------------ config
 

@@ -3,7 +3,8 @@
 
 Plain TCP on 127.0.0.1 (the gateway runs with upstream.tls: none), one thread per
 connection, one mailbox shared by all connections. It answers what popbridge sends
-(CAPABILITY, LOGIN, AUTHENTICATE PLAIN, SELECT, UID FETCH, UID STORE, UID EXPUNGE,
+(CAPABILITY, LOGIN, AUTHENTICATE PLAIN, SELECT, UID FETCH (BODY[], and TOP's
+BODY[HEADER] and BODY[TEXT]<o.n>), UID STORE, UID EXPUNGE,
 EXPUNGE, NOOP, LOGOUT) like a minimal IMAP4rev1 server, and records every command
 it received, byte-exact, so tests can assert what the gateway sent.
 
@@ -291,6 +292,16 @@ class Session:
         if "BODY.PEEK[]" in upper or "BODY[]" in upper:
             data = msg.body if body is None else body
             out.append(b"BODY[] {%d}\r\n" % len(data) + data)
+        # TOP's sections: the header (with its blank line), then partials of the text.
+        end = msg.body.find(b"\r\n\r\n")
+        split = len(msg.body) if end < 0 else end + 4
+        if "[HEADER]" in upper:
+            out.append(b"BODY[HEADER] {%d}\r\n" % split + msg.body[:split])
+        partial = re.search(r"\[TEXT\]<(\d+)\.(\d+)>", upper)
+        if partial:
+            origin, length = int(partial.group(1)), int(partial.group(2))
+            data = msg.body[split:][origin:origin + length]
+            out.append(b"BODY[TEXT]<%d> {%d}\r\n" % (origin, len(data)) + data)
         return b"* %d FETCH (" % seq + b" ".join(out) + b")\r\n"
 
     def default(self, cmd: Command) -> None:

@@ -1,0 +1,448 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "proxy/mailstore/jmap/jmap_mail_store.h"
+
+#include <algorithm>
+#include <charconv>
+
+#include "protocol/common/base64.h"
+#include "proxy/base/log.h"
+
+namespace popbridge::proxy {
+namespace {
+
+namespace jmap = protocol::jmap;
+
+// Redirects of the session resource followed (/.well-known/jmap usually redirects once).
+constexpr int kMaxRedirects = 5;
+// Pages re-read from the start because the mailbox changed meanwhile, before giving up.
+constexpr int kMaxRestarts = 3;
+// One page's Email/get: bounded whatever the server allows, so an answer stays small.
+constexpr std::uint64_t kMaxPage = 1024;
+// API answers (a page of ids, the mailbox list) are collected whole; downloads stream.
+constexpr std::size_t kMaxApiAnswer = 8 * 1024 * 1024;
+
+// A stable number for the mailbox, so that a mailbox deleted and made again under the
+// same name is noticed as a UIDVALIDITY change would be (FNV-1a, never 0).
+std::uint32_t mailbox_validity(std::string_view account, std::string_view mailbox) {
+  std::uint32_t hash = 2166136261u;
+  for (const char c : std::string(account) + '\n' + std::string(mailbox)) {
+    hash = (hash ^ static_cast<unsigned char>(c)) * 16777619u;
+  }
+  return hash == 0 ? 1 : hash;
+}
+
+bool is_redirect(int status) {
+  return status == 301 || status == 302 || status == 303 || status == 307 || status == 308;
+}
+
+metrics::UpstreamError error_kind(HttpError error) {
+  switch (error) {
+    case HttpError::kTls:
+      return metrics::UpstreamError::kTls;
+    case HttpError::kTimeout:
+      return metrics::UpstreamError::kTimeout;
+    case HttpError::kResolve:
+    case HttpError::kConnect:
+      return metrics::UpstreamError::kConnect;
+    default:
+      return metrics::UpstreamError::kProtocol;
+  }
+}
+
+}  // namespace
+
+JmapMailStore::JmapMailStore(uv_loop_t* loop, const config::Upstream& settings,
+                             SSL_CTX* tls_context, metrics::Metrics& metrics,
+                             MailStore::Observer& /*observer*/)
+    : settings_(settings),
+      metrics_(metrics),
+      http_(loop,
+            [&] {
+              HttpClientOptions options;
+              options.tls_context = tls_context;
+              options.max_response_body_bytes = kMaxApiAnswer;
+              options.max_idle_connections = 1;  // one origin, one request at a time
+              return options;
+            }()),
+      later_(loop) {}
+
+void JmapMailStore::later(std::function<void()> then) {
+  later_.start(0, [this, then = std::move(then)] {
+    if (!closed_) {
+      then();
+    }
+  });
+}
+
+HttpRequest JmapMailStore::request_to(std::string method, std::string url, std::string body) const {
+  HttpRequest request;
+  request.method = std::move(method);
+  request.url = std::move(url);
+  request.headers = {{"Authorization", std::string(authorization_.view())},
+                     {"Accept", "application/json"}};
+  if (!body.empty()) {
+    request.headers.push_back({"Content-Type", "application/json"});
+  }
+  request.body = std::move(body);
+  // Every call here may be repeated harmlessly: queries read, and destroying ids already
+  // destroyed answers notFound, which counts as done.
+  request.retry_safe = true;
+  request.timeout =
+      std::chrono::duration_cast<std::chrono::milliseconds>(settings_.command_timeout);
+  return request;
+}
+
+StoreResult JmapMailStore::http_failure(const HttpResult& result, std::string_view what) {
+  if (!result.ok()) {
+    metrics_.upstream_error(error_kind(result.error)).Increment();
+    return {StoreStatus::kLost, std::string(what) + ": " + std::string(to_string(result.error)) +
+                                    " (" + result.error_text + ")"};
+  }
+  std::string detail = std::string(what) + ": HTTP " + std::to_string(result.status);
+  if (const auto problem = jmap::read_problem(result.body)) {
+    detail += " " + problem->text();
+  }
+  if (result.status == 429 || result.status == 503) {
+    // Retry-After is for the client's next poll; POP3 can only say "later" ([SYS/TEMP]).
+    if (const auto retry = result.header("retry-after")) {
+      detail += ", retry after " + std::string(*retry);
+    }
+    return {StoreStatus::kTemporary, detail};
+  }
+  if (result.status == 401) {
+    return {StoreStatus::kRejected, detail};
+  }
+  metrics_.upstream_error(metrics::UpstreamError::kRefused).Increment();
+  return {result.status >= 500 ? StoreStatus::kTemporary : StoreStatus::kPermanent, detail};
+}
+
+StoreResult JmapMailStore::jmap_failure(const jmap::Failure& failure, std::string_view what) const {
+  return {failure.temporary() ? StoreStatus::kTemporary : StoreStatus::kPermanent,
+          std::string(what) + ": " + failure.text()};
+}
+
+void JmapMailStore::open(OpenRequest request, Opened done) {
+  open_request_ = std::move(request);
+  opened_done_ = std::move(done);
+  started_ns_ = uv_hrtime();
+  const UpstreamCredentials& credentials = open_request_.credentials;
+  if (credentials.mechanism == UpstreamCredentials::Mechanism::kPassword) {
+    // RFC 7617: user-id ":" password, UTF-8, in base64.
+    std::string pair = credentials.user + ':' + std::string(credentials.secret.view());
+    authorization_ = protocol::Secret("Basic " + protocol::base64_encode(pair));
+    std::fill(pair.begin(), pair.end(), '\0');
+  } else {
+    authorization_ = protocol::Secret("Bearer " + std::string(credentials.secret.view()));
+  }
+  get_session(settings_.url, kMaxRedirects);
+}
+
+void JmapMailStore::get_session(std::string url, int redirects_left) {
+  session_url_ = url;
+  request_ =
+      http_.request(request_to("GET", std::move(url)), [this, redirects_left](HttpResult result) {
+        if (!result.ok()) {
+          metrics_.upstream_connect_error.Increment();
+          opened(http_failure(result, "the session resource"));
+          return;
+        }
+        reached_ = true;
+        if (is_redirect(result.status) && result.header("location") && redirects_left > 0) {
+          get_session(resolve_url(session_url_, *result.header("location")), redirects_left - 1);
+          return;
+        }
+        if (result.status != 200) {
+          opened(http_failure(result, "the session resource"));
+          return;
+        }
+        metrics_.upstream_connect_ok.Increment();
+        metrics_.upstream_connect_duration.Observe(static_cast<double>(uv_hrtime() - started_ns_) /
+                                                   1e9);
+        std::string error;
+        std::optional<jmap::Session> session = jmap::read_session(result.body, error);
+        if (!session) {
+          opened({StoreStatus::kPermanent, "the session resource: " + error});
+          return;
+        }
+        session_ = std::move(*session);
+        api_url_ = resolve_url(session_url_, session_.api_url);
+        session_.download_url = resolve_url(session_url_, session_.download_url);
+        read_mailboxes();
+      });
+}
+
+void JmapMailStore::call(std::string body, Answer answer) {
+  bytes_sent_ += body.size();
+  request_ = http_.request(request_to("POST", api_url_, std::move(body)),
+                           [this, answer = std::move(answer)](HttpResult result) {
+                             bytes_received_ += result.body.size();
+                             if (!result.ok() || result.status != 200) {
+                               answer(http_failure(result, "the JMAP API"), {});
+                               return;
+                             }
+                             answer({StoreStatus::kOk, {}}, std::move(result.body));
+                           });
+}
+
+void JmapMailStore::read_mailboxes() {
+  call(jmap::mailboxes_request(session_.account_id), [this](const StoreResult& result,
+                                                            std::string body) {
+    if (!result.ok()) {
+      opened(result);
+      return;
+    }
+    const jmap::MailboxList list = jmap::read_mailboxes(body);
+    if (list.failure) {
+      opened(jmap_failure(*list.failure, "Mailbox/get"));
+      return;
+    }
+    const std::string& wanted = open_request_.mailbox ? *open_request_.mailbox : settings_.mailbox;
+    std::string error;
+    std::optional<std::string> id = jmap::find_mailbox(list.mailboxes, wanted, error);
+    if (!id) {
+      log::error("mailbox_unavailable",
+                 {{"session", open_request_.session_id}, {"mailbox", wanted}, {"reason", error}});
+      opened({StoreStatus::kPermanent, error});
+      return;
+    }
+    mailbox_id_ = std::move(*id);
+    read_page(0);
+  });
+}
+
+void JmapMailStore::read_page(std::uint64_t position) {
+  const std::uint64_t limit = std::min(session_.max_objects_in_get, kMaxPage);
+  const std::string_view hidden = settings_.on_delete.action == config::DeleteAction::kHide
+                                      ? settings_.on_delete.keyword
+                                      : std::string_view();
+  call(jmap::email_page_request(session_.account_id, mailbox_id_, position, limit, hidden),
+       [this, position](const StoreResult& result, std::string body) {
+         if (!result.ok()) {
+           opened(result);
+           return;
+         }
+         jmap::EmailPage page = jmap::read_email_page(body);
+         if (page.failure) {
+           opened(jmap_failure(*page.failure, "Email/query"));
+           return;
+         }
+         if (position == 0) {
+           query_state_ = page.query_state;
+         } else if (page.query_state != query_state_) {
+           // The mailbox changed between pages: positions moved, so read it again whole.
+           if (++restarts_ > kMaxRestarts) {
+             opened({StoreStatus::kTemporary, "the mailbox kept changing while it was read"});
+             return;
+           }
+           emails_.clear();
+           read_page(0);
+           return;
+         }
+         for (jmap::Email& email : page.emails) {
+           emails_.push_back(std::move(email));
+         }
+         const std::uint64_t next = position + page.ids;
+         const bool more = page.total ? next < *page.total : page.ids > 0;
+         if (more && page.ids > 0) {
+           read_page(next);
+           return;
+         }
+         opened({StoreStatus::kOk, {}});
+       });
+}
+
+void JmapMailStore::opened(const StoreResult& result) {
+  Opened done = std::move(opened_done_);
+  opened_done_ = nullptr;
+  StoreSnapshot snapshot;
+  if (!result.ok() && result.status != StoreStatus::kRejected) {
+    // The client hears only [SYS/TEMP] or [SYS/PERM]; the operator needs the server's why.
+    log::warn("upstream_unavailable", {{"session", open_request_.session_id},
+                                       {"status", name(result.status)},
+                                       {"reason", result.detail}});
+  }
+  if (result.ok()) {
+    opened_ok_ = true;
+    snapshot.uidvalidity = mailbox_validity(session_.account_id, mailbox_id_);
+    snapshot.messages.reserve(emails_.size());
+    snapshot.uidls.reserve(emails_.size());
+    for (std::size_t i = 0; i < emails_.size(); ++i) {
+      snapshot.messages.push_back({static_cast<std::uint32_t>(i + 1), emails_[i].size});
+      snapshot.uidls.push_back(jmap::uidl_for(emails_[i].id));
+    }
+  }
+  if (done) {
+    done(result, std::move(snapshot));
+  }
+}
+
+void JmapMailStore::fetch(std::uint32_t uid, std::uint64_t /*listed_size*/, FetchPart part,
+                          MessageSink& sink, Done done) {
+  sink_ = &sink;
+  fetch_done_ = std::move(done);
+  part_ = part;
+  uid_ = uid;
+  delivered_ = 0;
+  begun_ = false;
+  enough_ = false;
+  if (uid == 0 || uid > emails_.size()) {
+    later([this] { fetched({}); });
+    return;
+  }
+  const jmap::Email& email = emails_[uid - 1];
+  HttpRequest request = request_to(
+      "GET", jmap::download_url(session_, email.blob_id, "message/rfc822", email.id + ".eml"));
+  request.headers[1].value = "message/rfc822";
+  request.body_receiver = this;
+  request_ = http_.request(std::move(request), [this](HttpResult result) { fetched(result); });
+}
+
+bool JmapMailStore::on_response_head(int status, const std::vector<protocol::HttpHeader>& headers) {
+  if (status != 200) {
+    return false;  // an error page: collected, and reported when complete
+  }
+  std::optional<std::uint64_t> length;
+  if (const auto text = protocol::find_header(headers, "content-length")) {
+    std::uint64_t value = 0;
+    if (std::from_chars(text->data(), text->data() + text->size(), value).ec == std::errc()) {
+      length = value;
+    }
+  }
+  // A blob of another size than listed is there and really of that size: served as it
+  // is, its real size in the +OK (the session logs and counts the difference).
+  begun_ = true;
+  sink_->on_message_begin(part_ == FetchPart::kWhole ? length : std::nullopt);
+  return true;
+}
+
+bool JmapMailStore::on_body_data(std::string_view data) {
+  if (closed_ || sink_ == nullptr) {
+    return false;
+  }
+  bytes_received_ += data.size();
+  delivered_ += data.size();
+  if (!sink_->on_message_data(data)) {
+    enough_ = true;
+    return false;
+  }
+  return true;
+}
+
+void JmapMailStore::fetched(const HttpResult& result) {
+  Done done = std::move(fetch_done_);
+  fetch_done_ = nullptr;
+  sink_ = nullptr;
+  StoreResult outcome{StoreStatus::kOk, {}};
+  if (uid_ == 0 || uid_ > emails_.size()) {
+    outcome = {StoreStatus::kMissing, "no such message in the snapshot"};
+  } else if (result.error == HttpError::kStopped && enough_) {
+    outcome = {StoreStatus::kOk, {}};  // TOP had its lines
+  } else if (!result.ok()) {
+    // The download broke off: whatever reached the sink is incomplete.
+    outcome = http_failure(result, "the download");
+  } else if (result.status == 404 && !begun_) {
+    log::warn("message_vanished", {{"session", open_request_.session_id}, {"uid", uid_}});
+    outcome = {StoreStatus::kMissing, "the server no longer has the message"};
+  } else if (result.status != 200 || !result.streamed) {
+    outcome = http_failure(result, "the download");
+  }
+  if (done) {
+    done(outcome);
+  }
+}
+
+void JmapMailStore::keep_alive(Done done) {
+  // HTTP keeps no session open: nothing to refresh.
+  later([done = std::move(done)] { done({StoreStatus::kOk, {}}); });
+}
+
+void JmapMailStore::commit(std::vector<std::uint32_t> deleted, Done done) {
+  commit_done_ = std::move(done);
+  deleting_.clear();
+  for (const std::uint32_t uid : deleted) {
+    if (uid >= 1 && uid <= emails_.size()) {
+      deleting_.push_back(emails_[uid - 1].id);
+    }
+  }
+  if (deleting_.empty() || settings_.on_delete.action == config::DeleteAction::kKeep) {
+    later([this] { committed({StoreStatus::kOk, {}}); });
+    return;
+  }
+  commit_batch(0);
+}
+
+void JmapMailStore::commit_batch(std::size_t offset) {
+  const std::size_t count =
+      std::min<std::size_t>(deleting_.size() - offset, session_.max_objects_in_set);
+  const std::vector<std::string> batch(
+      deleting_.begin() + static_cast<std::ptrdiff_t>(offset),
+      deleting_.begin() + static_cast<std::ptrdiff_t>(offset + count));
+  const std::string keyword = settings_.on_delete.action == config::DeleteAction::kHide
+                                  ? settings_.on_delete.keyword
+                                  : std::string();
+  call(jmap::email_set_request(session_.account_id, batch, keyword),
+       [this, offset, count, keyword](const StoreResult& result, std::string body) {
+         if (!result.ok()) {
+           committed(result);
+           return;
+         }
+         const jmap::SetResult set = jmap::read_email_set(body, keyword);
+         if (set.failure) {
+           committed(jmap_failure(*set.failure, "Email/set"));
+           return;
+         }
+         std::size_t refused = 0;
+         std::string first;
+         for (const auto& [id, why] : set.not_done) {
+           if (why.type == "notFound") {
+             continue;  // another client removed it already: what the client asked for
+           }
+           if (refused++ == 0) {
+             first = id + " " + why.text();
+           }
+         }
+         if (refused > 0) {
+           committed({StoreStatus::kPermanent, "Email/set refused " + std::to_string(refused) +
+                                                   " of " + std::to_string(count) + " messages (" +
+                                                   first + ")"});
+           return;
+         }
+         if (offset + count < deleting_.size()) {
+           commit_batch(offset + count);
+           return;
+         }
+         committed({StoreStatus::kOk, {}});
+       });
+}
+
+void JmapMailStore::committed(const StoreResult& result) {
+  Done done = std::move(commit_done_);
+  commit_done_ = nullptr;
+  if (done) {
+    done(result);
+  }
+}
+
+void JmapMailStore::close(bool graceful) {
+  (void)graceful;  // nothing to say goodbye to over HTTP
+  closed_ = true;
+  request_.cancel();
+  later_.stop();
+  opened_done_ = nullptr;
+  fetch_done_ = nullptr;
+  commit_done_ = nullptr;
+  sink_ = nullptr;
+  authorization_.clear();
+}
+
+std::optional<bool> JmapMailStore::accepts(UpstreamCredentials::Mechanism mechanism) const {
+  (void)mechanism;
+  // Any token goes as a Bearer token; whether it is good only the server can say.
+  return reached_ ? std::optional<bool>(true) : std::nullopt;
+}
+
+std::string JmapMailStore::tls_summary() const {
+  return settings_.tls == config::TlsMode::kImplicit ? "https" : "";
+}
+
+}  // namespace popbridge::proxy

@@ -299,6 +299,8 @@ def test_top_stops_the_download_and_sizes_are_checked(make_fake, bridge):
     assert download.sent < len(big), "TOP read the whole message"
 
 
+@pytest.mark.skipif(os.environ.get("POPBRIDGE_SANITIZED") == "1",
+                    reason="AddressSanitizer's quarantine keeps freed buffers: memory says nothing")
 def test_a_big_message_streams_without_being_held_whole(make_fake, bridge):
     fake = make_fake()
     big = messages.big_message(48 * 1024 * 1024)
@@ -314,6 +316,7 @@ def test_a_big_message_streams_without_being_held_whole(make_fake, bridge):
         r = c.cmd("RETR 1", multiline=True, timeout=60 * TIME_FACTOR)
         assert r.body == as_retrieved(big)
         grown = peak_kib() - before
+        print(f"peak memory grew by {grown} KiB relaying a 48 MiB message")
         assert grown < 16 * 1024, f"the gateway's peak memory grew by {grown} KiB for a 48 MiB message"
         assert c.quit().ok
 

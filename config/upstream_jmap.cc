@@ -84,12 +84,6 @@ void Loader::refuse_imap_only_keys(const MapReader& m, const Upstream& up) {
           "a master login needs an authorization identity, which HTTP authentication has not; "
           "not available with protocol: jmap");
   }
-  if (up.on_delete.action == DeleteAction::kMove) {
-    const std::optional<Value> on_delete = m.get("on_delete");
-    const int line = on_delete ? line_of(on_delete->node["action"]) : m.line();
-    error("upstream.on_delete.action", line,
-          "move is not available with protocol: jmap yet (expunge, hide and keep are)");
-  }
 }
 
 }  // namespace popbridge::config::detail

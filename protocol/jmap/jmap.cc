@@ -332,22 +332,28 @@ EmailPage read_email_page(std::string_view body) {
 }
 
 std::string email_set_request(std::string_view account_id, const std::vector<std::string>& ids,
-                              std::string_view keyword) {
+                              const Removal& removal) {
   Json arguments = {{"accountId", account_id}};
-  if (keyword.empty()) {
+  if (removal.kind == Removal::Kind::kDestroy) {
     arguments["destroy"] = ids;
   } else {
+    Json patch = Json::object();
+    if (removal.kind == Removal::Kind::kKeyword) {
+      patch["keywords/" + removal.keyword] = true;
+    } else {
+      patch["mailboxIds/" + removal.from_mailbox] = nullptr;
+      patch["mailboxIds/" + removal.to_mailbox] = true;
+    }
     Json update = Json::object();
-    const std::string path = "keywords/" + std::string(keyword);
     for (const std::string& id : ids) {
-      update[id] = {{path, true}};
+      update[id] = patch;
     }
     arguments["update"] = std::move(update);
   }
   return request_text(Json::array({Json::array({"Email/set", std::move(arguments), "s"})}));
 }
 
-SetResult read_email_set(std::string_view body, std::string_view keyword) {
+SetResult read_email_set(std::string_view body, const Removal& removal) {
   SetResult result;
   const Json document = parse(body);
   const MethodAnswer answer = find_response(document, "Email/set", "s");
@@ -355,7 +361,7 @@ SetResult read_email_set(std::string_view body, std::string_view keyword) {
     result.failure = answer.failure;
     return result;
   }
-  const bool destroy = keyword.empty();
+  const bool destroy = removal.kind == Removal::Kind::kDestroy;
   if (const Json* done = member(*answer.arguments, destroy ? "destroyed" : "updated")) {
     if (destroy && done->is_array()) {
       for (const Json& id : *done) {
@@ -378,6 +384,37 @@ SetResult read_email_set(std::string_view body, std::string_view keyword) {
     }
   }
   return result;
+}
+
+std::string mailbox_create_request(std::string_view account_id, std::string_view name) {
+  return request_text(
+      Json::array({Json::array({"Mailbox/set",
+                                {{"accountId", account_id},
+                                 {"create", {{"folder", {{"name", name}, {"parentId", nullptr}}}}}},
+                                "c"})}));
+}
+
+MailboxCreated read_mailbox_created(std::string_view body) {
+  MailboxCreated out;
+  const Json document = parse(body);
+  const MethodAnswer answer = find_response(document, "Mailbox/set", "c");
+  if (answer.failure) {
+    out.failure = answer.failure;
+    return out;
+  }
+  if (const Json* created = member(*answer.arguments, "created")) {
+    if (const Json* folder = member(*created, "folder")) {
+      out.id = string_member(*folder, "id");
+    }
+  }
+  if (out.id.empty()) {
+    const Json* refused = member(*answer.arguments, "notCreated");
+    const Json* why = refused != nullptr ? member(*refused, "folder") : nullptr;
+    out.failure = why != nullptr
+                      ? Failure{string_member(*why, "type"), string_member(*why, "description")}
+                      : malformed("Mailbox/set created nothing");
+  }
+  return out;
 }
 
 std::optional<Failure> read_problem(std::string_view body) {

@@ -83,15 +83,30 @@ struct EmailPage {
 };
 EmailPage read_email_page(std::string_view body);
 
-// Email/set destroying these emails; or, with keyword, setting it on them instead.
+// What Email/set does to the messages a POP3 client deleted (upstream.on_delete).
+struct Removal {
+  enum class Kind { kDestroy, kKeyword, kMove };
+  Kind kind = Kind::kDestroy;
+  std::string keyword;       // kKeyword: set on them
+  std::string from_mailbox;  // kMove: taken out of this mailbox ...
+  std::string to_mailbox;    // ... and put into this one, in one patch
+};
 std::string email_set_request(std::string_view account_id, const std::vector<std::string>& ids,
-                              std::string_view keyword);
+                              const Removal& removal);
 struct SetResult {
   std::vector<std::string> done;                          // destroyed or updated
   std::vector<std::pair<std::string, Failure>> not_done;  // with why
   std::optional<Failure> failure;                         // the whole method failed
 };
-SetResult read_email_set(std::string_view body, std::string_view keyword);
+SetResult read_email_set(std::string_view body, const Removal& removal);
+
+// Mailbox/set creating a mailbox at the top level (on_delete: move to a folder not there).
+std::string mailbox_create_request(std::string_view account_id, std::string_view name);
+struct MailboxCreated {
+  std::string id;  // empty on failure
+  std::optional<Failure> failure;
+};
+MailboxCreated read_mailbox_created(std::string_view body);
 
 // A request-level problem (application/problem+json, RFC 7807), as a server answers a
 // request it refused as a whole; nullopt when the body is not one.

@@ -33,8 +33,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       std::abort();
     }
   }
-  (void)read_email_set(body, "");
-  (void)read_email_set(body, "$k");
+  (void)read_email_set(body, Removal{});
+  (void)read_email_set(body, Removal{Removal::Kind::kKeyword, "$k", "", ""});
+  const MailboxCreated created = read_mailbox_created(body);
+  if (created.id.empty() != created.failure.has_value()) {
+    std::abort();
+  }
   (void)read_problem(body);
   const std::string uidl = uidl_for(body);
   if (uidl.empty() || uidl.size() > 70) {

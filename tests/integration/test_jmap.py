@@ -117,6 +117,33 @@ def test_cyrus_dele_removes_the_message_at_quit(cyrus, cyrus_gateway):
     assert left == [uidls[2]]
 
 
+def test_cyrus_move_makes_the_folder_and_moves_the_message(cyrus, make_gateway):
+    user = "bob"
+    cyrus.clear(user)
+    for raw in CYRUS_MESSAGES[:2]:
+        cyrus.append(user, raw)
+    g = make_gateway(None, jmap_overrides(cyrus.jmap_https_session_url, {
+        "upstream": {"on_delete": {"action": "move", "folder": "POP3 Deleted"}}}))
+    with login(g, user, cyrus.password(user)) as c:
+        uidls = uidl_map(c)
+        assert c.cmd("DELE 1").ok
+        r = c.quit()
+        assert r.ok, [line for line in open(g.log_path, errors="replace") if "update" in line
+                      or "folder" in line]
+    [[_, mailboxes, _]] = cyrus.jmap(user, [["Mailbox/get", {"accountId": user, "ids": None}, "m"]])
+    [folder] = [m["id"] for m in mailboxes["list"] if m["name"] == "POP3 Deleted"]
+    [[_, moved, _]] = cyrus.jmap(user, [["Email/query", {"accountId": user,
+                                                          "filter": {"inMailbox": folder}}, "q"]])
+    assert moved["ids"] == [uidls[1]], "the message is in the folder, under the same id"
+    assert [info["emailid"] for info in cyrus.messages(user).values()] == [uidls[2]]
+    with login(g, user, cyrus.password(user)) as c:  # the folder exists now: no second create
+        assert c.cmd("DELE 1").ok
+        r = c.quit()
+        assert r.ok, open(g.log_path, errors="replace").read()[-3000:]
+    assert cyrus.messages(user) == {}
+    assert open(g.log_path, errors="replace").read().count("folder_created") == 1
+
+
 def test_readyz_probes_the_session_resource(cyrus, cyrus_gateway, make_gateway):
     import urllib.error
     import urllib.request

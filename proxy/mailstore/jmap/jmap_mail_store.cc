@@ -191,14 +191,15 @@ void JmapMailStore::read_mailboxes() {
       opened(result);
       return;
     }
-    const jmap::MailboxList list = jmap::read_mailboxes(body);
+    jmap::MailboxList list = jmap::read_mailboxes(body);
     if (list.failure) {
       opened(jmap_failure(*list.failure, "Mailbox/get"));
       return;
     }
+    mailboxes_ = std::move(list.mailboxes);
     const std::string& wanted = open_request_.mailbox ? *open_request_.mailbox : settings_.mailbox;
     std::string error;
-    std::optional<std::string> id = jmap::find_mailbox(list.mailboxes, wanted, error);
+    std::optional<std::string> id = jmap::find_mailbox(mailboxes_, wanted, error);
     if (!id) {
       log::error("mailbox_unavailable",
                  {{"session", open_request_.session_id}, {"mailbox", wanted}, {"reason", error}});
@@ -368,7 +369,52 @@ void JmapMailStore::commit(std::vector<std::uint32_t> deleted, Done done) {
     later([this] { committed({StoreStatus::kOk, {}}); });
     return;
   }
+  removal_ = {};
+  switch (settings_.on_delete.action) {
+    case config::DeleteAction::kHide:
+      removal_.kind = jmap::Removal::Kind::kKeyword;
+      removal_.keyword = settings_.on_delete.keyword;
+      break;
+    case config::DeleteAction::kMove:
+      removal_.kind = jmap::Removal::Kind::kMove;
+      removal_.from_mailbox = mailbox_id_;
+      commit_move();
+      return;
+    default:
+      break;
+  }
   commit_batch(0);
+}
+
+void JmapMailStore::commit_move() {
+  std::string error;
+  if (std::optional<std::string> folder =
+          jmap::find_mailbox(mailboxes_, settings_.on_delete.folder, error)) {
+    removal_.to_mailbox = std::move(*folder);
+    commit_batch(0);
+    return;
+  }
+  // As for IMAP: the folder is made on first use.
+  call(jmap::mailbox_create_request(session_.account_id, settings_.on_delete.folder),
+       [this](const StoreResult& result, std::string body) {
+         if (!result.ok()) {
+           committed(result);
+           return;
+         }
+         jmap::MailboxCreated created = jmap::read_mailbox_created(body);
+         if (created.failure) {
+           log::error("folder_create_failed", {{"session", open_request_.session_id},
+                                               {"folder", settings_.on_delete.folder},
+                                               {"reason", created.failure->text()}});
+           committed(jmap_failure(*created.failure, "Mailbox/set"));
+           return;
+         }
+         log::info("folder_created",
+                   {{"session", open_request_.session_id}, {"folder", settings_.on_delete.folder}});
+         mailboxes_.push_back({created.id, settings_.on_delete.folder, "", ""});
+         removal_.to_mailbox = std::move(created.id);
+         commit_batch(0);
+       });
 }
 
 void JmapMailStore::commit_batch(std::size_t offset) {
@@ -377,16 +423,13 @@ void JmapMailStore::commit_batch(std::size_t offset) {
   const std::vector<std::string> batch(
       deleting_.begin() + static_cast<std::ptrdiff_t>(offset),
       deleting_.begin() + static_cast<std::ptrdiff_t>(offset + count));
-  const std::string keyword = settings_.on_delete.action == config::DeleteAction::kHide
-                                  ? settings_.on_delete.keyword
-                                  : std::string();
-  call(jmap::email_set_request(session_.account_id, batch, keyword),
-       [this, offset, count, keyword](const StoreResult& result, std::string body) {
+  call(jmap::email_set_request(session_.account_id, batch, removal_),
+       [this, offset, count](const StoreResult& result, std::string body) {
          if (!result.ok()) {
            committed(result);
            return;
          }
-         const jmap::SetResult set = jmap::read_email_set(body, keyword);
+         const jmap::SetResult set = jmap::read_email_set(body, removal_);
          if (set.failure) {
            committed(jmap_failure(*set.failure, "Email/set"));
            return;

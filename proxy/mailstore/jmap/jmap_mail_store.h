@@ -22,8 +22,10 @@ namespace popbridge::proxy {
 //            first) + Email/get (id, blobId, size) by back-reference, one request a page
 //   fetch    GET the blob from the downloadUrl, streamed to the sink with backpressure;
 //            for TOP the download stops once the sink has its lines
-//   commit   by upstream.on_delete: expunge: Email/set destroy; hide: Email/set keyword
-//            (the snapshot leaves such messages out); keep: nothing
+//   commit   by upstream.on_delete: expunge: Email/set destroy; move: Email/set moving
+//            them in one patch of mailboxIds (Mailbox/set creates the folder on first
+//            use); hide: Email/set keyword (the snapshot leaves such messages out); keep:
+//            nothing
 //
 // POP3 numbers the snapshot in the query's order; the store numbers the same messages
 // 1..n as their "uid". A message's UIDL is its Email id (protocol::jmap::uidl_for).
@@ -63,6 +65,7 @@ class JmapMailStore final : public MailStore, protocol::HttpBodyReceiver {
   void read_page(std::uint64_t position);
   void opened(const StoreResult& result);
   void fetched(const HttpResult& result);
+  void commit_move();
   void commit_batch(std::size_t offset);
   void committed(const StoreResult& result);
   // An HTTP answer that is not a success, or a transport failure, in the store's terms.
@@ -89,6 +92,7 @@ class JmapMailStore final : public MailStore, protocol::HttpBodyReceiver {
   std::string session_url_;         // after redirects: relative URLs resolve against it
   protocol::jmap::Session session_;
   std::string api_url_;
+  std::vector<protocol::jmap::Mailbox> mailboxes_;  // for on_delete: move
   std::string mailbox_id_;
   std::string query_state_;
   int restarts_ = 0;  // the mailbox changed while it was read page by page
@@ -106,6 +110,7 @@ class JmapMailStore final : public MailStore, protocol::HttpBodyReceiver {
 
   // commit
   std::vector<std::string> deleting_;
+  protocol::jmap::Removal removal_;
   Done commit_done_;
 };
 

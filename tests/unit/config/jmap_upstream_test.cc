@@ -89,8 +89,6 @@ TEST(JmapUpstreamConfig, ImapOnlySettingsAreRefused) {
                 "f:9: upstream.uidl_format: an IMAP upstream's setting, not used with protocol: "
                 "jmap (a JMAP message's UIDL is its id)",
                 "f:10: upstream.send_id: an IMAP upstream's setting, not used with protocol: jmap",
-                "f:12: upstream.on_delete.action: move is not available with protocol: jmap yet "
-                "(expunge, hide and keep are)",
             }));
   // And the other way round: an IMAP upstream has no url.
   EXPECT_EQ(

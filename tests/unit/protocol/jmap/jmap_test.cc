@@ -163,25 +163,54 @@ TEST(JmapEmails, ReadsAPageInTheQuerysOrder) {
 }
 
 TEST(JmapEmails, SetDestroysOrMarksAndReadsWhatFailed) {
-  const Json destroy = Json::parse(email_set_request("alice", {"Ma", "Mb"}, ""));
+  const Json destroy = Json::parse(email_set_request("alice", {"Ma", "Mb"}, Removal{}));
   EXPECT_EQ(destroy["methodCalls"][0][0], "Email/set");
   EXPECT_EQ(destroy["methodCalls"][0][1]["destroy"], Json({"Ma", "Mb"}));
   const SetResult destroyed = read_email_set(R"({"methodResponses": [["Email/set",
       {"destroyed": ["Ma"], "notDestroyed": {"Mb": {"type": "notFound"}}}, "s"]]})",
-                                             "");
+                                             Removal{});
   ASSERT_FALSE(destroyed.failure);
   EXPECT_EQ(destroyed.done, std::vector<std::string>{"Ma"});
   ASSERT_EQ(destroyed.not_done.size(), 1u);
   EXPECT_EQ(destroyed.not_done[0].first, "Mb");
   EXPECT_EQ(destroyed.not_done[0].second.type, "notFound");
 
-  const Json mark = Json::parse(email_set_request("alice", {"Ma"}, "$POP3Deleted"));
+  const Removal hide{Removal::Kind::kKeyword, "$POP3Deleted", "", ""};
+  const Json mark = Json::parse(email_set_request("alice", {"Ma"}, hide));
   EXPECT_EQ(mark["methodCalls"][0][1]["update"], Json({{"Ma", {{"keywords/$POP3Deleted", true}}}}));
   const SetResult marked = read_email_set(R"({"methodResponses": [["Email/set",
       {"updated": {"Ma": null}, "notUpdated": {}}, "s"]]})",
-                                          "$POP3Deleted");
+                                          hide);
   EXPECT_EQ(marked.done, std::vector<std::string>{"Ma"});
   EXPECT_TRUE(marked.not_done.empty());
+}
+
+TEST(JmapEmails, AMoveIsOnePatchOfBothMailboxes) {
+  const Removal move{Removal::Kind::kMove, "", "m1", "m9"};
+  const Json request = Json::parse(email_set_request("alice", {"Ma", "Mb"}, move));
+  const Json patch = {{"mailboxIds/m1", nullptr}, {"mailboxIds/m9", true}};
+  EXPECT_EQ(request["methodCalls"][0][1]["update"], Json({{"Ma", patch}, {"Mb", patch}}));
+  const SetResult moved = read_email_set(R"({"methodResponses": [["Email/set",
+      {"updated": {"Ma": null}, "notUpdated": {"Mb": {"type": "forbidden"}}}, "s"]]})",
+                                         move);
+  EXPECT_EQ(moved.done, std::vector<std::string>{"Ma"});
+  ASSERT_EQ(moved.not_done.size(), 1u);
+  EXPECT_EQ(moved.not_done[0].second.type, "forbidden");
+}
+
+TEST(JmapMailboxes, CreatesAFolderAndReadsItsIdOrWhyNot) {
+  const Json request = Json::parse(mailbox_create_request("alice", "POP3 Deleted"));
+  EXPECT_EQ(request["methodCalls"][0][0], "Mailbox/set");
+  EXPECT_EQ(request["methodCalls"][0][1]["create"]["folder"]["name"], "POP3 Deleted");
+  const MailboxCreated created = read_mailbox_created(R"({"methodResponses": [["Mailbox/set",
+      {"created": {"folder": {"id": "m9"}}}, "c"]]})");
+  EXPECT_EQ(created.id, "m9");
+  EXPECT_FALSE(created.failure);
+  const MailboxCreated refused = read_mailbox_created(R"({"methodResponses": [["Mailbox/set",
+      {"notCreated": {"folder": {"type": "forbidden"}}}, "c"]]})");
+  EXPECT_TRUE(refused.id.empty());
+  ASSERT_TRUE(refused.failure);
+  EXPECT_EQ(refused.failure->type, "forbidden");
 }
 
 TEST(JmapProblem, ReadsARequestLevelProblem) {

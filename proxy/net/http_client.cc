@@ -42,6 +42,9 @@ class HttpClient::IdleConnection final : public Connection::Handler {
         connection_(std::move(connection)),
         timer_(client.loop_) {
     connection_->set_handler(this);
+    // A streamed download paused on its last piece leaves the socket unread: an idle
+    // connection must read, to hear the server close it, and to be reusable.
+    connection_->start_reading();
     timer_.start(static_cast<std::uint64_t>(idle.count()), [this] { client_.drop_idle(this); });
   }
   IdleConnection(const IdleConnection&) = delete;

@@ -105,6 +105,35 @@ TEST_F(HttpClientStreamTest, PausedReadingWaitsForResumeAndTheTimeoutCountsSilen
   EXPECT_EQ(receiver.body, blob);
 }
 
+// The receiver paused on the body's last piece: the download is complete all the same, and
+// the kept-alive connection must read again when reused (it once sat deaf until the next
+// request timed out: a TOP after a RETR through a slow POP3 client).
+TEST_F(HttpClientStreamTest, AConnectionPausedOnTheLastPieceIsReusedReading) {
+  std::vector<std::size_t> connections;
+  TestServer server(&loop_, [&](const SeenRequest& seen) {
+    connections.push_back(seen.connection);
+    return Reply{response(200, "small blob")};
+  });
+  HttpClient client(&loop_);
+  Receiver receiver;
+  receiver.pause_after_first = true;
+  std::optional<HttpResult> first;
+  HttpClient::RequestHandle handle =
+      client.request(download(server, receiver), [&](HttpResult r) { first = std::move(r); });
+  receiver.handle = &handle;
+  ASSERT_TRUE(run_until([&] { return first.has_value(); }));
+  ASSERT_TRUE(first->ok()) << first->error_text;
+  EXPECT_EQ(receiver.body, "small blob");
+  ASSERT_EQ(client.idle_connections(), 1u);
+
+  HttpRequest again = get(server.url("/session"));
+  again.timeout = 2s;
+  const HttpResult second = fetch(client, std::move(again));
+  ASSERT_TRUE(second.ok()) << second.error_text;
+  EXPECT_EQ(second.body, "small blob");
+  EXPECT_EQ(connections, (std::vector<std::size_t>{0, 0})) << "the kept-alive connection";
+}
+
 TEST_F(HttpClientStreamTest, TheReceiverCanStopAndTheConnectionIsNotReused) {
   const std::string blob(1024 * 1024, 's');
   TestServer server(&loop_, [&](const SeenRequest&) { return Reply{response(200, blob)}; });

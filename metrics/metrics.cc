@@ -64,7 +64,7 @@ std::string_view name(AuthResult value) {
 }
 std::string_view name(UpstreamError value) {
   static constexpr std::string_view kNames[] = {"connect", "tls",    "timeout", "protocol",
-                                                "bye",     "closed", "refused"};
+                                                "bye",     "closed", "refused", "throttled"};
   static_assert(std::size(kNames) == static_cast<std::size_t>(UpstreamError::kCount));
   return kNames[static_cast<std::size_t>(value)];
 }
@@ -205,8 +205,8 @@ Metrics::Metrics(prometheus::Registry& registry, const std::vector<std::string>&
     }
   }
   fill<UpstreamError>(
-      counters(registry, "popbridge_upstream_errors_total", "Upstream IMAP failures, by kind."),
-      "kind", upstream_errors_);
+      counters(registry, "popbridge_upstream_errors_total", "Upstream failures, by kind."), "kind",
+      upstream_errors_);
   fill<SessionEnd>(counters(registry, "popbridge_sessions_total", "Sessions ended, by reason."),
                    "reason", sessions_);
   fill<Rejection>(counters(registry, "popbridge_connections_rejected_total",

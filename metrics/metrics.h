@@ -34,6 +34,7 @@ enum class UpstreamError : std::size_t {
   kBye,
   kClosed,
   kRefused,
+  kThrottled,  // the server asked to wait (HTTP 429 or 503)
   kCount
 };
 enum class SessionEnd : std::size_t {

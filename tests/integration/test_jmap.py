@@ -284,14 +284,36 @@ def test_login_refusals_map_to_pop3_codes(make_fake, bridge, ctx):
     with RawPop3(g.pop3s_port, tls_context=ctx, timeout=15) as c:
         assert c.cmd(f"USER {USER}").ok
         assert c.cmd("PASS wrong").line.startswith(b"-ERR [AUTH] ")
-    fake.throttles = [Throttle("Email/query", status=503, retry_after=7, times=1)]
+    fake.throttles = [Throttle("Email/query", status=503, retry_after=60, times=1)]
     with RawPop3(g.pop3s_port, tls_context=ctx, timeout=15) as c:
         assert c.cmd(f"USER {USER}").ok
         assert c.cmd(f"PASS {PASSWORD}").line.startswith(b"-ERR [SYS/TEMP] ")
-    wait_until(lambda: "retry after 7" in open(g.log_path, errors="replace").read(), QUICK,
-               "the gateway to log the server's Retry-After")
-    with login(g) as c:  # the throttle has passed
-        assert c.cmd("STAT").ok
+    wait_until(lambda: "retry after 60" in g.log_text() and "upstream_held_back" in g.log_text(),
+               QUICK, "the gateway to log the server's Retry-After and hold logins back")
+    # Until then the server is not asked at all, whichever worker takes the next logins.
+    # (That the hold ends is the unit tests' business: upstream_hold_off_test.cc.)
+    asked = len(fake.requests)
+    for _ in range(3):
+        with RawPop3(g.pop3s_port, tls_context=ctx, timeout=15) as c:
+            assert c.cmd(f"USER {USER}").ok
+            assert c.cmd(f"PASS {PASSWORD}").line.startswith(b"-ERR [SYS/TEMP] ")
+    assert len(fake.requests) == asked, "a held-back login must not reach the server"
+    assert g.log_text().count("held back: the server asked to wait") == 3
+
+
+def test_a_session_resource_redirect_to_another_origin_is_refused(make_fake, bridge, ctx):
+    """The credentials travel with every request: only to the origin the operator named."""
+    fake = make_fake(well_known_redirect=301)
+    fill(fake, [messages.simple(1)])
+    assert fake.session_url.startswith("http://127.0.0.1:")
+    g = bridge(fake, {"upstream": {"url": fake.url.replace("127.0.0.1", "localhost")}})
+    with RawPop3(g.pop3s_port, tls_context=ctx, timeout=15) as c:
+        assert c.cmd(f"USER {USER}").ok
+        assert c.cmd(f"PASS {PASSWORD}").line.startswith(b"-ERR [SYS/PERM] ")
+    wait_until(lambda: "redirects to another origin" in g.log_text(), QUICK,
+               "the gateway to log the refused redirect")
+    assert not [r for r in fake.requests if r.path != "/.well-known/jmap"
+                and r.header("authorization") is not None], "credentials followed the redirect"
 
 
 def test_credentials_revoked_after_login(make_fake, bridge):

@@ -5,7 +5,9 @@
 #include <charconv>
 
 #include "protocol/common/base64.h"
+#include "protocol/http/retry_after.h"
 #include "proxy/base/log.h"
+#include "proxy/mailstore/jmap/upstream_hold_off.h"
 
 namespace popbridge::proxy {
 namespace {
@@ -20,6 +22,32 @@ constexpr int kMaxRestarts = 3;
 constexpr std::uint64_t kMaxPage = 1024;
 // API answers (a page of ids, the mailbox list) are collected whole; downloads stream.
 constexpr std::size_t kMaxApiAnswer = 8 * 1024 * 1024;
+// The longest a Retry-After holds logins back, so that a misconfigured server (or a date
+// far ahead) does not shut a population out for hours.
+constexpr std::chrono::seconds kMaxRetryAfter(15 * 60);
+
+// The Authorization header's value, built so that no copy of the password or token is
+// left behind in freed memory (each buffer is sized once, then wiped).
+protocol::Secret authorization_for(const UpstreamCredentials& credentials) {
+  std::string value;
+  if (credentials.mechanism == UpstreamCredentials::Mechanism::kPassword) {
+    // RFC 7617: user-id ":" password, UTF-8, in base64.
+    std::string pair;
+    pair.reserve(credentials.user.size() + 1 + credentials.secret.size());
+    pair.append(credentials.user).append(1, ':').append(credentials.secret.view());
+    std::string encoded = protocol::base64_encode(pair);
+    protocol::wipe(pair.data(), pair.size());
+    value.reserve(6 + encoded.size());
+    value.append("Basic ").append(encoded);
+    protocol::wipe(encoded.data(), encoded.size());
+  } else {
+    value.reserve(7 + credentials.secret.size());
+    value.append("Bearer ").append(credentials.secret.view());
+  }
+  protocol::Secret secret(value);
+  protocol::wipe(value.data(), value.size());
+  return secret;
+}
 
 // A stable number for the mailbox, so that a mailbox deleted and made again under the
 // same name is noticed as a UIDVALIDITY change would be (FNV-1a, never 0).
@@ -29,6 +57,13 @@ std::uint32_t mailbox_validity(std::string_view account, std::string_view mailbo
     hash = (hash ^ static_cast<unsigned char>(c)) * 16777619u;
   }
   return hash == 0 ? 1 : hash;
+}
+
+bool same_origin(std::string_view from, std::string_view to) {
+  std::string error;
+  const std::optional<HttpUrl> a = parse_http_url(from, error);
+  const std::optional<HttpUrl> b = parse_http_url(to, error);
+  return a && b && a->origin() == b->origin();
 }
 
 bool is_redirect(int status) {
@@ -103,9 +138,10 @@ StoreResult JmapMailStore::http_failure(const HttpResult& result, std::string_vi
     detail += " " + problem->text();
   }
   if (result.status == 429 || result.status == 503) {
-    // Retry-After is for the client's next poll; POP3 can only say "later" ([SYS/TEMP]).
+    metrics_.upstream_error(metrics::UpstreamError::kThrottled).Increment();
     if (const auto retry = result.header("retry-after")) {
       detail += ", retry after " + std::string(*retry);
+      hold_off(*retry);
     }
     return {StoreStatus::kTemporary, detail};
   }
@@ -114,6 +150,18 @@ StoreResult JmapMailStore::http_failure(const HttpResult& result, std::string_vi
   }
   metrics_.upstream_error(metrics::UpstreamError::kRefused).Increment();
   return {result.status >= 500 ? StoreStatus::kTemporary : StoreStatus::kPermanent, detail};
+}
+
+void JmapMailStore::hold_off(std::string_view retry_after) const {
+  const auto wait =
+      protocol::parse_retry_after(retry_after, std::chrono::system_clock::now(), kMaxRetryAfter);
+  if (!wait || wait->count() == 0) {
+    return;
+  }
+  UpstreamHoldOff::process_wide().hold(settings_.url, UpstreamHoldOff::Clock::now() + *wait);
+  log::warn("upstream_held_back", {{"session", open_request_.session_id},
+                                   {"upstream", settings_.url},
+                                   {"seconds", static_cast<std::uint64_t>(wait->count())}});
 }
 
 StoreResult JmapMailStore::jmap_failure(const jmap::Failure& failure, std::string_view what) const {
@@ -125,15 +173,16 @@ void JmapMailStore::open(OpenRequest request, Opened done) {
   open_request_ = std::move(request);
   opened_done_ = std::move(done);
   started_ns_ = uv_hrtime();
-  const UpstreamCredentials& credentials = open_request_.credentials;
-  if (credentials.mechanism == UpstreamCredentials::Mechanism::kPassword) {
-    // RFC 7617: user-id ":" password, UTF-8, in base64.
-    std::string pair = credentials.user + ':' + std::string(credentials.secret.view());
-    authorization_ = protocol::Secret("Basic " + protocol::base64_encode(pair));
-    std::fill(pair.begin(), pair.end(), '\0');
-  } else {
-    authorization_ = protocol::Secret("Bearer " + std::string(credentials.secret.view()));
+  if (const auto wait =
+          UpstreamHoldOff::process_wide().remaining(settings_.url, UpstreamHoldOff::Clock::now())) {
+    // The server asked for a pause (Retry-After): it is not asked again until then.
+    later([this, wait = *wait] {
+      opened({StoreStatus::kTemporary, "held back: the server asked to wait (Retry-After), " +
+                                           std::to_string(wait.count()) + " s more"});
+    });
+    return;
   }
+  authorization_ = authorization_for(open_request_.credentials);
   get_session(settings_.url, kMaxRedirects);
 }
 
@@ -148,7 +197,16 @@ void JmapMailStore::get_session(std::string url, int redirects_left) {
         }
         reached_ = true;
         if (is_redirect(result.status) && result.header("location") && redirects_left > 0) {
-          get_session(resolve_url(session_url_, *result.header("location")), redirects_left - 1);
+          std::string next = resolve_url(session_url_, *result.header("location"));
+          if (!same_origin(session_url_, next)) {
+            // The credentials go with the request: only to the origin the operator named.
+            // (A redirect from https to http is another origin too.)
+            opened({StoreStatus::kPermanent,
+                    "the session resource redirects to another origin (" + next +
+                        "); set upstream.url to that address if it is trusted"});
+            return;
+          }
+          get_session(std::move(next), redirects_left - 1);
           return;
         }
         if (result.status != 200) {

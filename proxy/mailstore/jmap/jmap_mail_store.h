@@ -17,8 +17,9 @@ namespace popbridge::proxy {
 
 // A mailbox on a JMAP server (RFC 8620, RFC 8621), behind MailStore.
 //
-//   open     GET the session resource (redirects followed) with HTTP Basic, or Bearer for a
-//            token; Mailbox/get to find the mailbox; then pages of Email/query (oldest
+//   open     GET the session resource (redirects within its origin followed) with HTTP
+//            Basic, or Bearer for a token (nothing while a Retry-After holds logins
+//            back); Mailbox/get to find the mailbox; then pages of Email/query (oldest
 //            first) + Email/get (id, blobId, size) by back-reference, one request a page
 //   fetch    GET the blob from the downloadUrl, streamed to the sink with backpressure;
 //            for TOP the download stops once the sink has its lines
@@ -71,6 +72,8 @@ class JmapMailStore final : public MailStore, protocol::HttpBodyReceiver {
   // An HTTP answer that is not a success, or a transport failure, in the store's terms.
   StoreResult http_failure(const HttpResult& result, std::string_view what);
   StoreResult jmap_failure(const protocol::jmap::Failure& failure, std::string_view what) const;
+  // A 429 or 503 said when to come back: logins to this upstream wait until then.
+  void hold_off(std::string_view retry_after) const;
   // Completes on the next loop turn, as every operation does.
   void later(std::function<void()> then);
 

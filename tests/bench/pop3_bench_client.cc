@@ -27,6 +27,7 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <csignal>
@@ -34,9 +35,11 @@
 #include <cstdio>
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -492,6 +495,18 @@ class Pop3Client {
       stream_->fill("the rest of the RETR body");
     }
   }
+  // A multi-line reply without body transparency concerns (UIDL, LIST): returns its lines.
+  unsigned listing(std::string_view command, const char* what) {
+    this->command(command, what);
+    unsigned lines = 0;
+    for (;;) {
+      const std::string line = stream_->read_line(what);
+      if (line == ".") {
+        return lines;
+      }
+      ++lines;
+    }
+  }
   Stream& stream() { return *stream_; }
 
  private:
@@ -527,7 +542,11 @@ class ImapHandler : public protocol::ImapEvents {
   void on_exists(std::uint32_t) override {}
   void on_expunge(std::uint32_t) override {}
   void on_fetch_begin(std::uint32_t) override {}
-  void on_fetch_uid(std::uint32_t) override {}
+  void on_fetch_uid(std::uint32_t uid) override {
+    if (collect_uids_) {
+      uids_.push_back(uid);
+    }
+  }
   void on_fetch_size(std::uint64_t) override {}
   void on_body_begin(std::string_view, std::uint64_t, std::uint64_t size) override {
     literal_size_ = size;
@@ -558,6 +577,8 @@ class ImapHandler : public protocol::ImapEvents {
   Digest* digest_ = nullptr;
   std::uint64_t literal_size_ = 0;
   unsigned bodies_ = 0;
+  bool collect_uids_ = false;
+  std::vector<std::uint32_t> uids_;
 };
 
 class ImapClient {
@@ -598,6 +619,17 @@ class ImapClient {
     if (handler_.tag_ != tag || !handler_.ok_) {
       throw Failure(std::string(what) + " failed: " + handler_.tag_ + " " + handler_.text_);
     }
+  }
+
+  // UID FETCH 1:* (UID RFC822.SIZE): the UIDs of the selected mailbox, in order.
+  std::vector<std::uint32_t> list_uids() {
+    handler_.uids_.clear();
+    handler_.collect_uids_ = true;
+    run(protocol::ImapCommand("UID FETCH").raw("1:*").raw("(UID RFC822.SIZE)"), "UID FETCH 1:*");
+    handler_.collect_uids_ = false;
+    std::vector<std::uint32_t> uids = std::move(handler_.uids_);
+    std::sort(uids.begin(), uids.end());
+    return uids;
   }
 
   std::uint64_t last_literal_size() const { return handler_.literal_size_; }
@@ -838,6 +870,274 @@ int run_idle_sessions(const ConnectOptions& options, unsigned count, unsigned pa
   return 0;
 }
 
+// --------------------------------------------------------- many messages, short sessions
+
+// What one retrieval session of a whole mailbox gives: the message octets (dot-unstuffed for
+// POP3, the literals for IMAP) in order, hashed as one stream when asked.
+struct MailboxPass {
+  unsigned messages = 0;
+  std::uint64_t octets = 0;
+  std::uint64_t wire_bytes = 0;
+  double seconds = 0;  // from the first retrieval command to the end of the last one
+  std::string sha256;  // of the concatenated messages; empty unless hashing
+};
+
+// POP3: greeting, USER/PASS, STAT, then RETR 1..count (timed), QUIT.
+MailboxPass pop3_pass(const Connector& connector, const ConnectOptions& options, unsigned count,
+                      bool hashing) {
+  Pop3Client client(connector.open());
+  client.read_greeting();
+  client.login(options.user, options.password);
+  const std::string stat = client.command("STAT", "STAT");
+  unsigned have = 0;
+  if (std::sscanf(stat.c_str(), "+OK %u", &have) != 1 || have < count) {
+    throw Failure("STAT says \"" + stat + "\", need " + std::to_string(count) + " messages");
+  }
+  MailboxPass pass;
+  Digest digest(hashing);
+  const std::uint64_t wire_before = client.stream().bytes_read();
+  const Clock::time_point start = Clock::now();
+  for (unsigned n = 1; n <= count; ++n) {
+    client.retr(n, digest);
+  }
+  pass.seconds = since(start);
+  pass.wire_bytes = client.stream().bytes_read() - wire_before;
+  client.command("QUIT", "QUIT");
+  pass.messages = count;
+  pass.octets = digest.octets();
+  pass.sha256 = digest.finish();
+  return pass;
+}
+
+// IMAP: greeting, LOGIN, SELECT, UID FETCH 1:* (UID RFC822.SIZE), then one
+// UID FETCH uid BODY.PEEK[] at a time for the first `count` UIDs (timed), LOGOUT.
+MailboxPass imap_pass(const Connector& connector, const ConnectOptions& options, unsigned count,
+                      bool hashing) {
+  ImapClient client(connector.open());
+  client.read_greeting();
+  client.run(protocol::ImapCommand("LOGIN").astring(options.user).astring(options.password),
+             "LOGIN");
+  client.run(protocol::ImapCommand("SELECT").string("INBOX"), "SELECT");
+  const std::vector<std::uint32_t> uids = client.list_uids();
+  if (uids.size() < count) {
+    throw Failure("INBOX has " + std::to_string(uids.size()) + " messages, need " +
+                  std::to_string(count));
+  }
+  MailboxPass pass;
+  Digest digest(hashing);
+  const std::uint64_t wire_before = client.stream().bytes_read();
+  const Clock::time_point start = Clock::now();
+  for (unsigned i = 0; i < count; ++i) {
+    const std::uint64_t before = digest.octets();
+    client.run(protocol::ImapCommand("UID FETCH").raw(std::to_string(uids[i])).raw("BODY.PEEK[]"),
+               "UID FETCH BODY.PEEK[]", &digest);
+    if (client.last_bodies() != 1 || digest.octets() - before != client.last_literal_size()) {
+      throw Failure("UID FETCH " + std::to_string(uids[i]) + " returned " +
+                    std::to_string(client.last_bodies()) + " bodies");
+    }
+  }
+  pass.seconds = since(start);
+  pass.wire_bytes = client.stream().bytes_read() - wire_before;
+  client.run(protocol::ImapCommand("LOGOUT"), "LOGOUT");
+  pass.messages = count;
+  pass.octets = digest.octets();
+  pass.sha256 = digest.finish();
+  return pass;
+}
+
+std::string join_seconds(const std::vector<double>& values) {
+  std::string out;
+  for (const double v : values) {
+    char buffer[32];
+    std::snprintf(buffer, sizeof buffer, "%.6f", v);
+    if (!out.empty()) {
+      out += ',';
+    }
+    out += buffer;
+  }
+  return out;
+}
+
+// retr-many / imap-fetch-many: with `check`, one untimed session hashing every message
+// (the runner compares length and SHA-256 with what it APPENDed); then `repeat` timed
+// sessions, each retrieving messages 1..count, whose octet totals must equal the checked
+// session's (or --expect-octets). Prints one line with the seconds of every timed session.
+int run_mailbox(const char* mode, bool imap, const ConnectOptions& options, unsigned count,
+                unsigned repeat, bool check, std::uint64_t expect_octets) {
+  const Connector connector(options);
+  auto pass = [&](bool hashing) {
+    return imap ? imap_pass(connector, options, count, hashing)
+                : pop3_pass(connector, options, count, hashing);
+  };
+  std::string sha256;
+  std::uint64_t octets = expect_octets;
+  if (check) {
+    const MailboxPass checked = pass(true);
+    sha256 = checked.sha256;
+    if (expect_octets != 0 && checked.octets != expect_octets) {
+      throw Failure("checked session retrieved " + std::to_string(checked.octets) +
+                    " octets, expected " + std::to_string(expect_octets));
+    }
+    octets = checked.octets;
+  }
+  std::vector<double> seconds;
+  std::uint64_t wire = 0;
+  for (unsigned run = 0; run < repeat; ++run) {
+    const MailboxPass timed = pass(false);
+    if (octets != 0 && timed.octets != octets) {
+      throw Failure("session " + std::to_string(run + 1) + " retrieved " +
+                    std::to_string(timed.octets) + " octets, expected " + std::to_string(octets));
+    }
+    octets = timed.octets;
+    seconds.push_back(timed.seconds);
+    wire += timed.wire_bytes;
+  }
+  std::printf("mode=%s messages=%u message_octets=%llu sha256=%s repeat=%u wire_bytes=%llu seconds=%s\n",
+              mode, count, static_cast<unsigned long long>(octets),
+              sha256.empty() ? "-" : sha256.c_str(), repeat, static_cast<unsigned long long>(wire),
+              seconds.empty() ? "-" : join_seconds(seconds).c_str());
+  std::fflush(stdout);
+  return 0;
+}
+
+// One short session as a polling mail client makes it.
+// POP3: greeting, USER/PASS, STAT, UIDL, LIST, RETR 1..count, QUIT.
+// IMAP: greeting, LOGIN, SELECT, UID FETCH 1:* (UID RFC822.SIZE), count x
+//       UID FETCH uid BODY.PEEK[], LOGOUT.
+// Returns the SHA-256 of the concatenated messages.
+std::string short_session(bool imap, const Connector& connector, const ConnectOptions& options,
+                          const std::string& user, unsigned count) {
+  Digest digest(/*hashing=*/true);
+  if (imap) {
+    ImapClient client(connector.open());
+    client.read_greeting();
+    client.run(protocol::ImapCommand("LOGIN").astring(user).astring(options.password), "LOGIN");
+    client.run(protocol::ImapCommand("SELECT").string("INBOX"), "SELECT");
+    const std::vector<std::uint32_t> uids = client.list_uids();
+    if (uids.size() != count) {
+      throw Failure("INBOX of " + user + " has " + std::to_string(uids.size()) +
+                    " messages, expected " + std::to_string(count));
+    }
+    for (const std::uint32_t uid : uids) {
+      client.run(protocol::ImapCommand("UID FETCH").raw(std::to_string(uid)).raw("BODY.PEEK[]"),
+                 "UID FETCH BODY.PEEK[]", &digest);
+    }
+    client.run(protocol::ImapCommand("LOGOUT"), "LOGOUT");
+  } else {
+    Pop3Client client(connector.open());
+    client.read_greeting();
+    client.login(user, options.password);
+    const std::string stat = client.command("STAT", "STAT");
+    unsigned have = 0;
+    if (std::sscanf(stat.c_str(), "+OK %u", &have) != 1 || have != count) {
+      throw Failure("STAT of " + user + " says \"" + stat + "\", expected " +
+                    std::to_string(count) + " messages");
+    }
+    if (client.listing("UIDL", "UIDL") != count || client.listing("LIST", "LIST") != count) {
+      throw Failure("UIDL or LIST of " + user + " did not list " + std::to_string(count) +
+                    " messages");
+    }
+    for (unsigned n = 1; n <= count; ++n) {
+      client.retr(n, digest);
+    }
+    client.command("QUIT", "QUIT");
+  }
+  return digest.finish();
+}
+
+// `clients` threads, each with its own user (<user>1 .. <user>N, or --user for all with
+// --users 0), run short sessions back to back until `duration` seconds have passed
+// (sessions under way then complete) or `max_sessions` are done. Every session's
+// messages are hashed and compared with --expect-sha256 (or with each other).
+int run_short_sessions(bool imap, const ConnectOptions& options, unsigned clients, double duration,
+                       unsigned max_sessions, unsigned count, unsigned users,
+                       const std::string& expect_sha256) {
+  raise_file_limit(clients + 64);
+  const Connector connector(options);
+  std::mutex mutex;
+  std::vector<double> latencies;
+  std::string first_error;
+  std::string reference = expect_sha256;
+  unsigned failed = 0;
+  unsigned mismatched = 0;
+  std::atomic<unsigned> started{0};
+  const Clock::time_point start = Clock::now();
+  const Clock::time_point deadline =
+      start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(duration));
+
+  auto worker = [&](unsigned index) {
+    const std::string user =
+        users == 0 ? options.user : options.user + std::to_string(index % users + 1);
+    std::vector<double> mine;
+    for (;;) {
+      if (max_sessions != 0 ? started.fetch_add(1) >= max_sessions : Clock::now() >= deadline) {
+        break;
+      }
+      const Clock::time_point begin = Clock::now();
+      try {
+        const std::string sha = short_session(imap, connector, options, user, count);
+        mine.push_back(since(begin));
+        const std::lock_guard<std::mutex> lock(mutex);
+        if (reference.empty()) {
+          reference = sha;
+        } else if (sha != reference) {
+          ++mismatched;
+        }
+      } catch (const Failure& e) {
+        const std::lock_guard<std::mutex> lock(mutex);
+        ++failed;
+        if (first_error.empty()) {
+          first_error = user + ": " + e.what();
+        }
+        break;  // one failure ends this client; the run fails
+      }
+    }
+    const std::lock_guard<std::mutex> lock(mutex);
+    latencies.insert(latencies.end(), mine.begin(), mine.end());
+  };
+  std::vector<std::thread> threads;
+  threads.reserve(clients);
+  for (unsigned i = 0; i < clients; ++i) {
+    threads.emplace_back(worker, i);
+  }
+  for (std::thread& t : threads) {
+    t.join();
+  }
+  const double elapsed = since(start);
+  std::sort(latencies.begin(), latencies.end());
+  auto percentile = [&](double p) {
+    if (latencies.empty()) {
+      return 0.0;
+    }
+    const std::size_t i = std::min(latencies.size() - 1,
+                                   static_cast<std::size_t>(p * static_cast<double>(latencies.size())));
+    return latencies[i] * 1000;
+  };
+  const std::size_t sessions = latencies.size();
+  std::printf(
+      "mode=short-sessions protocol=%s clients=%u sessions=%zu failed=%u mismatched=%u "
+      "seconds=%.6f sessions_per_s=%.2f p50_ms=%.2f p95_ms=%.2f sha256=%s\n",
+      imap ? "imap" : "pop3", clients, sessions, failed, mismatched, elapsed,
+      elapsed > 0 ? static_cast<double>(sessions) / elapsed : 0, percentile(0.5),
+      percentile(0.95), reference.empty() ? "-" : reference.c_str());
+  std::fflush(stdout);
+  if (failed > 0) {
+    std::fprintf(stderr, "pop3_bench_client: %u sessions failed, first: %s\n", failed,
+                 first_error.c_str());
+    return 1;
+  }
+  if (mismatched > 0) {
+    std::fprintf(stderr, "pop3_bench_client: %u sessions retrieved other octets than %s\n",
+                 mismatched, expect_sha256.empty() ? "the first session" : "--expect-sha256");
+    return 1;
+  }
+  if (sessions == 0) {
+    std::fprintf(stderr, "pop3_bench_client: no session completed\n");
+    return 1;
+  }
+  return 0;
+}
+
 void add_connect_options(CLI::App& app, ConnectOptions& options, const char* address_flag,
                          const char* address_help) {
   app.add_option(address_flag, options.address, address_help)->required();
@@ -890,6 +1190,67 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::Range(1u, 10000u));
 
+  // Many messages, one session per timed run.
+  ConnectOptions many_options;
+  unsigned many_count = 20;
+  unsigned many_repeat = 5;
+  bool many_check = false;
+  std::uint64_t many_expect = 0;
+  auto add_many = [&](CLI::App& sub, const char* flag, const char* help) {
+    add_connect_options(sub, many_options, flag, help);
+    sub.add_option("--messages", many_count, "retrieve messages 1..N (the first N UIDs for IMAP)")
+        ->capture_default_str()
+        ->check(CLI::Range(1u, 1000000u));
+    sub.add_option("--repeat", many_repeat, "timed sessions")->capture_default_str();
+    sub.add_flag("--check", many_check,
+                 "first one untimed session hashing every message (prints sha256)");
+    sub.add_option("--expect-octets", many_expect,
+                   "fail unless every session retrieves this many message octets");
+  };
+  CLI::App* retr_many = app.add_subcommand(
+      "retr-many", "sessions of RETR 1..N through POP3 (login and QUIT untimed)");
+  add_many(*retr_many, "--pop3", "POP3 server HOST:PORT");
+  CLI::App* fetch_many = app.add_subcommand(
+      "imap-fetch-many", "sessions of UID FETCH uid BODY.PEEK[], one command at a time");
+  add_many(*fetch_many, "--imap", "IMAP server HOST:PORT");
+
+  // Short sessions from concurrent clients.
+  ConnectOptions short_options;
+  std::string short_pop3;
+  std::string short_imap;
+  unsigned short_clients = 64;
+  double short_duration = 10;
+  unsigned short_max = 0;
+  unsigned short_count = 20;
+  unsigned short_users = 0;
+  std::string short_sha;
+  CLI::App* short_sub = app.add_subcommand(
+      "short-sessions", "CLIENTS concurrent clients making short sessions back to back");
+  auto* pop3_opt = short_sub->add_option("--pop3", short_pop3, "POP3 server HOST:PORT");
+  short_sub->add_option("--imap", short_imap, "IMAP server HOST:PORT")->excludes(pop3_opt);
+  short_sub->add_flag("--tls", short_options.tls, "TLS from the first byte (POP3S / IMAPS)");
+  short_sub->add_option("--ca", short_options.ca_file, "CA file to verify the server with");
+  short_sub->add_option("--server-name", short_options.server_name, "SNI and verified name")
+      ->capture_default_str();
+  short_sub->add_option("--user", short_options.user, "user name (prefix with --users)")
+      ->required();
+  short_sub->add_option("--pass", short_options.password, "password (every user's)")->required();
+  short_sub->add_option("--timeout", short_options.timeout_s, "seconds a read may wait")
+      ->capture_default_str();
+  short_sub->add_option("--clients", short_clients, "concurrent clients")
+      ->capture_default_str()
+      ->check(CLI::Range(1u, 10000u));
+  short_sub->add_option("--duration", short_duration, "seconds to start new sessions for")
+      ->capture_default_str();
+  short_sub->add_option("--sessions", short_max, "stop after this many sessions (0: --duration)")
+      ->capture_default_str();
+  short_sub->add_option("--messages", short_count, "messages every INBOX holds and each session retrieves")
+      ->capture_default_str();
+  short_sub->add_option("--users", short_users,
+                        "client i logs in as USER(i mod N + 1); 0: everyone as USER")
+      ->capture_default_str();
+  short_sub->add_option("--expect-sha256", short_sha, "SHA-256 of one session's messages, concatenated");
+
   CLI11_PARSE(app, argc, argv);
   try {
     if (retr->parsed()) {
@@ -897,6 +1258,19 @@ int main(int argc, char** argv) {
     }
     if (fetch->parsed()) {
       return run_imap_fetch(fetch_options, uid, fetch_repeat);
+    }
+    if (retr_many->parsed() || fetch_many->parsed()) {
+      const bool imap = fetch_many->parsed();
+      return run_mailbox(imap ? "imap-fetch-many" : "retr-many", imap, many_options, many_count,
+                         many_repeat, many_check, many_expect);
+    }
+    if (short_sub->parsed()) {
+      if (short_pop3.empty() == short_imap.empty()) {
+        throw Failure("short-sessions needs --pop3 or --imap");
+      }
+      short_options.address = short_imap.empty() ? short_pop3 : short_imap;
+      return run_short_sessions(!short_imap.empty(), short_options, short_clients, short_duration,
+                                short_max, short_count, short_users, short_sha);
     }
     return run_idle_sessions(idle_options, count, parallel);
   } catch (const Failure& e) {

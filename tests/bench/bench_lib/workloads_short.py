@@ -1,0 +1,69 @@
+# SPDX-License-Identifier: Apache-2.0
+"""short: concurrent clients making short sessions against the three targets:
+sessions/s, latency, and CPU per session of each server."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import time
+
+from harness.gateway import Gateway
+
+from bench_lib.client import Result
+from bench_lib.constants import HOST, SHORT_USER
+
+
+class ShortSessionsWorkload:
+    """Mixed into Bench (bench.py), whose servers, clients, run_client and add_row it uses."""
+
+    # -- short sessions from concurrent clients
+    def short_sessions(self, gw: Gateway) -> None:
+        a = self.args
+        octets, sha = self.short
+        wl = (f"short sessions, {a.short_clients} clients x {a.short_duration:g} s "
+              f"(login, STAT, UIDL, LIST, RETR {a.short_messages} x {a.small_kib} KiB, QUIT)")
+        print(f"{wl}: {a.repeat} runs per target (load average {os.getloadavg()[0]:.2f})")
+        sys.stdout.flush()
+        d = self.dovecot
+        common = ["--clients", str(a.short_clients), "--duration", str(a.short_duration),
+                  "--messages", str(a.short_messages), "--users", str(a.short_clients),
+                  "--expect-sha256", sha, "--timeout", str(a.read_timeout)]
+        targets = [("direct", "direct IMAP", ["short-sessions", "--imap", f"{d.host}:{d.imap_port}"], None),
+                   ("gateway", "gateway POP3", ["short-sessions", "--pop3", f"{HOST}:{gw.port('pop3')}"], gw)]
+        if self.peer is not None:
+            targets.append(("peer", "peer Dovecot POP3 (imapc)",
+                            ["short-sessions", "--pop3", f"{self.peer.host}:{self.peer.pop3_port}"], None))
+        res: dict = {key: [] for key, _, _, _ in targets}
+        for _ in range(a.repeat):
+            for key, label, argv, g in targets:
+                # Let the previous run's processes exit and be reaped (Dovecot's imap, pop3
+                # and auth connections), so their CPU lands in the right run.
+                time.sleep(0.5)
+                res[key].append(self.run_client(label, argv + common, g, user=SHORT_USER))
+        rows = {}
+        for key, label, _, _ in targets:
+            rs = res[key]
+            rows[key] = self.add_row(wl, label, "sessions/s", [float(r.fields["sessions_per_s"]) for r in rs],
+                                     f"p50 latency {statistics.median(float(r.fields['p50_ms']) for r in rs):.1f} ms, "
+                                     f"{sum(int(r.fields['sessions']) for r in rs)} sessions")
+        self.add_ratio(wl, "gateway / direct IMAP", rows.get("gateway"), rows.get("direct"))
+        self.add_ratio(wl, "gateway / peer", rows.get("gateway"), rows.get("peer"))
+
+        def per_session(r: Result, who: str) -> float:
+            return r.servers_cpu.get(who, 0) * 1000 / int(r.fields["sessions"])
+        wl5 = "CPU per short session (same runs)"
+        self.add_row(wl5, "gateway (popbridge)", "CPU ms/session", [per_session(r, "gateway") for r in res["gateway"]])
+        self.add_row(wl5, "upstream Dovecot, serving the gateway", "CPU ms/session",
+                     [per_session(r, "upstream") for r in res["gateway"]])
+        self.add_row(wl5, "upstream Dovecot, serving direct IMAP", "CPU ms/session",
+                     [per_session(r, "upstream") for r in res["direct"]])
+        if "peer" in res:
+            self.add_row(wl5, "peer Dovecot POP3 (imapc)", "CPU ms/session",
+                         [per_session(r, "peer") for r in res["peer"]])
+            self.add_row(wl5, "upstream Dovecot, serving the peer", "CPU ms/session",
+                         [per_session(r, "upstream") for r in res["peer"]])
+        self.add_row(wl5, "benchmark client, gateway runs", "CPU ms/session",
+                     [r.client_cpu * 1000 / int(r.fields["sessions"]) for r in res["gateway"]],
+                     "must stay small next to the servers")

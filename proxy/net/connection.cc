@@ -12,6 +12,7 @@
 #include <cstring>
 
 #include "proxy/net/tls_context.h"
+#include "proxy/net/tls_transport.h"
 
 namespace popbridge::proxy {
 namespace {
@@ -182,17 +183,11 @@ bool Connection::start_tls(SSL_CTX* context, Role role, const std::string& verif
   if (ssl_ == nullptr) {
     return false;
   }
-  read_bio_ = BIO_new(BIO_s_mem());
-  write_bio_ = BIO_new(BIO_s_mem());
-  if (read_bio_ == nullptr || write_bio_ == nullptr) {
-    BIO_free(read_bio_);
-    BIO_free(write_bio_);
-    read_bio_ = write_bio_ = nullptr;
+  if (!attach_tls_transport(ssl_, &transport_)) {
+    SSL_free(ssl_);
+    ssl_ = nullptr;
     return false;
   }
-  // Reading an empty memory BIO must mean "wait for more", not end of stream.
-  BIO_set_mem_eof_return(read_bio_, -1);
-  SSL_set_bio(ssl_, read_bio_, write_bio_);
   if (role == Role::kServer) {
     SSL_set_accept_state(ssl_);
     return true;
@@ -214,7 +209,6 @@ bool Connection::start_tls(SSL_CTX* context, Role role, const std::string& verif
     fail("TLS handshake failed: " + take_tls_errors());
     return false;
   }
-  move_tls_output();
   flush();
   return true;
 }
@@ -243,16 +237,19 @@ std::string Connection::tls_summary() const {
 }
 
 void Connection::handle_ciphertext(std::string_view bytes) {
-  if (BIO_write(read_bio_, bytes.data(), static_cast<int>(bytes.size())) !=
-      static_cast<int>(bytes.size())) {
-    fail("out of memory in TLS read buffer");
-    return;
-  }
+  // The engine reads straight from bytes, which live only for this call: whatever the
+  // engine does not take now (only when closing) is dropped with it. The connection
+  // outlives this call even if an upcall releases it (the memory goes in on_closed).
+  transport_.ciphertext_in = bytes;
+  decrypt_available();
+  transport_.ciphertext_in = {};
+}
+
+void Connection::decrypt_available() {
   if (!handshake_done_) {
     int result = SSL_do_handshake(ssl_);
     if (result != 1) {
       int error = SSL_get_error(ssl_, result);
-      move_tls_output();
       flush();
       if (error != SSL_ERROR_WANT_READ && error != SSL_ERROR_WANT_WRITE) {
         std::string reason = "TLS handshake failed: " + take_tls_errors();
@@ -266,13 +263,7 @@ void Connection::handle_ciphertext(std::string_view bytes) {
       return;
     }
     handshake_done_ = true;
-    move_tls_output();
-    if (!pending_plaintext_.empty()) {
-      std::string queued = std::move(pending_plaintext_);
-      pending_plaintext_.clear();
-      write_tls(queued);
-    }
-    flush();
+    flush();  // seals what was written before the handshake finished
     if (handler_ != nullptr) {
       handler_->on_tls_established();
     }
@@ -284,15 +275,30 @@ void Connection::handle_ciphertext(std::string_view bytes) {
 }
 
 void Connection::pump_tls_reads() {
+  // Records are decrypted into one buffer until it is full or the ciphertext runs out, and
+  // handed up together: an upstream that sends 4 KiB records (Dovecot does) would
+  // otherwise cost one upcall, one scan and one outbound record per 4 KiB.
   while (!handler_gone() && !close_requested_) {
-    int result =
-        SSL_read(ssl_, t_plaintext_buffer.data(), static_cast<int>(t_plaintext_buffer.size()));
-    if (result > 0) {
-      handler_->on_data(
-          std::string_view(t_plaintext_buffer.data(), static_cast<std::size_t>(result)));
-      continue;
+    std::size_t filled = 0;
+    int error = SSL_ERROR_NONE;
+    while (filled < t_plaintext_buffer.size()) {
+      const int result = SSL_read(ssl_, t_plaintext_buffer.data() + filled,
+                                  static_cast<int>(t_plaintext_buffer.size() - filled));
+      if (result <= 0) {
+        error = SSL_get_error(ssl_, result);  // before anything else touches the SSL
+        break;
+      }
+      filled += static_cast<std::size_t>(result);
     }
-    int error = SSL_get_error(ssl_, result);
+    if (filled > 0) {
+      handler_->on_data(std::string_view(t_plaintext_buffer.data(), filled));
+      if (filled == t_plaintext_buffer.size()) {
+        continue;  // full: more may be waiting
+      }
+      if (handler_gone() || close_requested_) {
+        break;
+      }
+    }
     if (error == SSL_ERROR_WANT_READ || error == SSL_ERROR_WANT_WRITE) {
       break;
     }
@@ -305,7 +311,6 @@ void Connection::pump_tls_reads() {
   }
   // SSL_read may have produced records of its own (alerts, key updates).
   if (!closing_) {
-    move_tls_output();
     flush();
   }
 }
@@ -314,23 +319,35 @@ void Connection::write(std::string_view plaintext) {
   if (closing() || plaintext.empty()) {
     return;
   }
-  if (ssl_ != nullptr) {
-    if (!handshake_done_) {
-      pending_plaintext_.append(plaintext);
-      return;
-    }
+  if (ssl_ == nullptr) {
+    out_.append(plaintext);
+  } else if (handshake_done_ && !writing_ && staged_plaintext_.empty()) {
     write_tls(plaintext);
   } else {
-    out_.append(plaintext);
+    // Sealed when the write in flight completes (or the handshake does): many small
+    // writes then become full 16 KiB records instead of one record each.
+    staged_plaintext_.append(plaintext);
   }
+  after_write();
+}
+
+void Connection::after_write() {
   if (pending_bytes() >= high_watermark_) {
     was_above_high_ = true;
   }
   flush();
 }
 
+void Connection::seal_staged_plaintext() {
+  if (staged_plaintext_.empty() || ssl_ == nullptr || !handshake_done_) {
+    return;
+  }
+  write_tls(staged_plaintext_);
+  staged_plaintext_.clear();
+}
+
 void Connection::write_tls(std::string_view plaintext) {
-  // A memory BIO never refuses bytes, so SSL_write takes everything at once.
+  // The transport never refuses bytes, so SSL_write takes everything at once.
   while (!plaintext.empty()) {
     int chunk = static_cast<int>(std::min<std::size_t>(plaintext.size(), 1 << 20));
     int result = SSL_write(ssl_, plaintext.data(), chunk);
@@ -340,25 +357,13 @@ void Connection::write_tls(std::string_view plaintext) {
     }
     plaintext.remove_prefix(static_cast<std::size_t>(result));
   }
-  move_tls_output();
-}
-
-void Connection::move_tls_output() {
-  if (write_bio_ == nullptr) {
-    return;
-  }
-  char* contents = nullptr;
-  const long length = BIO_get_mem_data(write_bio_, &contents);
-  if (length > 0) {
-    out_.append(contents, static_cast<std::size_t>(length));
-    BIO_reset(write_bio_);
-  }
 }
 
 void Connection::flush() {
   if (writing_ || closing_) {
     return;
   }
+  seal_staged_plaintext();
   if (out_.empty()) {
     maybe_finish_graceful_close();
     return;
@@ -387,8 +392,8 @@ void Connection::on_write_done(uv_write_t* request, int status) noexcept {
   }
   self->bytes_sent_ += self->inflight_.size();
   self->inflight_.clear();
-  if (self->inflight_.capacity() > kKeepCapacity && self->out_.empty()) {
-    self->inflight_.shrink_to_fit();
+  if (!self->streaming_) {
+    self->release_spare_capacity();
   }
   self->flush();
   if (self->closing_) {
@@ -402,6 +407,24 @@ void Connection::on_write_done(uv_write_t* request, int status) noexcept {
   }
 }
 
+void Connection::set_streaming(bool streaming) {
+  streaming_ = streaming;
+  if (!streaming_ && !writing_) {
+    release_spare_capacity();
+  }
+}
+
+void Connection::release_spare_capacity() {
+  if (!out_.empty() || !staged_plaintext_.empty()) {
+    return;  // not drained: the next completed write tries again
+  }
+  for (std::string* buffer : {&inflight_, &out_, &staged_plaintext_}) {
+    if (buffer->empty() && buffer->capacity() > kKeepCapacity) {
+      buffer->shrink_to_fit();
+    }
+  }
+}
+
 void Connection::close_after_flush() {
   if (closing()) {
     return;
@@ -409,8 +432,8 @@ void Connection::close_after_flush() {
   close_requested_ = true;
   stop_reading();
   if (ssl_ != nullptr && handshake_done_) {
-    SSL_shutdown(ssl_);  // queues close_notify (RFC 8314 §3.4)
-    move_tls_output();
+    seal_staged_plaintext();  // before the close_notify, not after it
+    SSL_shutdown(ssl_);       // queues close_notify (RFC 8314 §3.4)
   }
   flush();
 }

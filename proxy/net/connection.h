@@ -9,6 +9,8 @@
 #include <string>
 #include <string_view>
 
+#include "proxy/net/tls_transport.h"
+
 namespace popbridge::proxy {
 
 class Connection;
@@ -21,13 +23,16 @@ struct ConnectionReleaser {
 };
 using ConnectionPtr = std::unique_ptr<Connection, ConnectionReleaser>;
 
-// One TCP connection with optional TLS on top. TLS runs on memory BIOs: ciphertext read by
-// libuv goes into the read BIO and SSL_read yields plaintext; SSL_write fills the write
-// BIO, which is flushed with uv_write. Session code sees the same interface for plain and
-// TLS, and STLS/STARTTLS turn TLS on in place.
+// One TCP connection with optional TLS on top. TLS runs on a TlsTransport: SSL_read reads
+// the ciphertext libuv just read, in place, and yields plaintext; SSL_write appends records
+// to the output queue, which is flushed with uv_write. Session code sees the same interface for
+// plain and TLS, and STLS/STARTTLS turn TLS on in place.
 //
 // Writes are queued in one buffer with a single uv_write in flight; pending_bytes() is
-// what the peer has not taken yet, which is what backpressure watches.
+// what the peer has not taken yet, which is what backpressure watches. With TLS, what is
+// written while a uv_write is in flight stays plaintext until it completes and is then
+// sealed in full-size records; decrypted input reaches on_data in chunks of up to 64 KiB,
+// however small the peer's records.
 //
 // Re-entrancy: any upcall may release or close the connection; the connection checks
 // for that after every upcall and stops touching its handler.
@@ -86,10 +91,26 @@ class Connection {
   std::string tls_summary() const;
 
   void write(std::string_view plaintext);
-  std::size_t pending_bytes() const { return out_.size() + inflight_.size(); }
+  // The same for output made in place: fill(std::string&) appends plaintext to the queue
+  // itself, which saves the copy from a scratch buffer that write() would cost.
+  template <typename Fill>
+  void write_in_place(Fill&& fill) {
+    if (closing()) {
+      return;
+    }
+    fill(ssl_ == nullptr ? out_ : staged_plaintext_);
+    after_write();
+  }
+  std::size_t pending_bytes() const {
+    return staged_plaintext_.size() + out_.size() + inflight_.size();
+  }
   void set_low_watermark(std::size_t bytes) { low_watermark_ = bytes; }
   void set_high_watermark(std::size_t bytes) { high_watermark_ = bytes; }
   bool above_high_watermark() const { return pending_bytes() >= high_watermark_; }
+  // While a message is being relayed, the buffers keep their capacity between writes: each
+  // regrowth would copy what is queued again. Otherwise they go back to a small size
+  // whenever everything was sent, so an idle connection holds little.
+  void set_streaming(bool streaming);
 
   // Sends what is queued (and a TLS close_notify), then shuts down and closes.
   void close_after_flush();
@@ -117,9 +138,12 @@ class Connection {
   static void on_closed(uv_handle_t* handle) noexcept;
 
   void handle_ciphertext(std::string_view bytes);
+  void decrypt_available();
   void pump_tls_reads();
   void write_tls(std::string_view plaintext);
-  void move_tls_output();
+  void seal_staged_plaintext();
+  void after_write();
+  void release_spare_capacity();
   void flush();
   void maybe_finish_graceful_close();
   void fail(std::string_view reason);
@@ -132,10 +156,11 @@ class Connection {
   Handler* handler_;
 
   SSL* ssl_ = nullptr;
-  BIO* read_bio_ = nullptr;   // owned by ssl_
-  BIO* write_bio_ = nullptr;  // owned by ssl_
+  TlsTransport transport_{{}, &out_};
   bool handshake_done_ = false;
-  std::string pending_plaintext_;  // written before the handshake finished
+  // Plaintext not sealed yet: written before the handshake finished, or while a write was
+  // in flight.
+  std::string staged_plaintext_;
 
   std::string out_;       // queued, not yet handed to libuv
   std::string inflight_;  // owned by the one uv_write in flight
@@ -143,6 +168,7 @@ class Connection {
   std::size_t high_watermark_ = 256 * 1024;
   std::size_t low_watermark_ = 64 * 1024;
   bool was_above_high_ = false;
+  bool streaming_ = false;
 
   bool reading_ = false;
   bool close_requested_ = false;  // graceful close pending

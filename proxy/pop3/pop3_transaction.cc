@@ -136,6 +136,7 @@ const Maildrop::Message* Pop3Session::begin_transfer(const Pop3Command& command,
   transfer_uid_ = message->uid;
   transfer_listed_size_ = message->size;
   transfer_started_ = false;
+  client_->set_streaming(true);
   stuffer_ = protocol::DotStuffer(config().pop3.workarounds.outlook_no_nuls);
   return message;
 }
@@ -196,9 +197,7 @@ void Pop3Session::emit_body(std::string_view data) {
   if (data.empty()) {
     return;
   }
-  out_.clear();
-  stuffer_.feed(data, out_);
-  client_->write(out_);
+  client_->write_in_place([&](std::string& queue) { stuffer_.feed(data, queue); });
   apply_backpressure();
 }
 
@@ -218,6 +217,7 @@ void Pop3Session::on_drained() {
 void Pop3Session::finish_transfer(const StoreResult& result) {
   const Transfer kind = transfer_;
   transfer_ = Transfer::kNone;
+  client_->set_streaming(false);
   const bool header_ended = !top_filter_ || top_filter_->in_body();
   top_filter_.reset();
   if (result.ok()) {

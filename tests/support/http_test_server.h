@@ -312,6 +312,18 @@ inline Reply ok_reply(std::string_view body = "ok") { return Reply{response(200,
 
 // ---------------------------------------------------------------------------------------
 
+// Runs loop until done() or the limit; no sleeping, the guard timer wakes it.
+inline bool run_loop_until(uv_loop_t* loop, const std::function<bool()>& done,
+                           std::chrono::milliseconds limit) {
+  bool expired = false;
+  Timer guard(loop);
+  guard.start(static_cast<std::uint64_t>(limit.count()), [&expired] { expired = true; });
+  while (!done() && !expired) {
+    uv_run(loop, UV_RUN_ONCE);
+  }
+  return done();
+}
+
 class HttpClientTest : public ::testing::Test {
  protected:
   HttpClientTest() {
@@ -329,15 +341,8 @@ class HttpClientTest : public ::testing::Test {
     EXPECT_EQ(uv_loop_close(&loop_), 0) << "a libuv handle was left open";
   }
 
-  // Runs the loop until done() or the limit; no sleeping, the guard timer wakes it.
   bool run_until(const std::function<bool()>& done, std::chrono::milliseconds limit = 5s) {
-    bool expired = false;
-    Timer guard(&loop_);
-    guard.start(static_cast<std::uint64_t>(limit.count()), [&expired] { expired = true; });
-    while (!done() && !expired) {
-      uv_run(&loop_, UV_RUN_ONCE);
-    }
-    return done();
+    return run_loop_until(&loop_, done, limit);
   }
 
   // Issues a request and runs the loop until its callback ran.

@@ -25,7 +25,7 @@ from peer_dovecot import PeerDovecot
 from bench_lib.client import Result, parse_fields
 from bench_lib.constants import BIG_USER, PASSWORD, SHORT_USER, SMALL_USER, USER, BenchError
 from bench_lib.procstats import (children_cpu_seconds, group_cpu_seconds, proc_cpu_seconds,
-                                 proc_cpu_seconds_ns)
+                                 proc_cpu_seconds_ns, proc_user_seconds)
 from bench_lib.report import Report
 from bench_lib.server_config import check_dovecot_config, dovecot_limits, gateway_overrides, imap_client_limit
 from bench_lib.workloads_idle import IdleWorkloads
@@ -113,6 +113,7 @@ class Bench(RetrOneWorkload, MailboxWorkloads, ShortSessionsWorkload, IdleWorklo
         snap = {}
         if gw is not None and gw.running:
             snap["gateway"] = proc_cpu_seconds_ns(gw.proc.pid)
+            snap["gateway_user"] = proc_user_seconds(gw.proc.pid)
         if self.dovecot is not None and self.dovecot.running:
             snap["upstream"] = group_cpu_seconds(self.dovecot.proc.pid)
         if self.peer is not None and self.peer.running:

@@ -32,6 +32,17 @@ def proc_cpu_seconds(pid: int) -> float:
     return (utime + stime) / CLK_TCK
 
 
+def proc_user_seconds(pid: int) -> float:
+    """User-space CPU time of a process (all its threads), from /proc/PID/stat, in clock
+    ticks. On loopback the kernel charges a receiver for the sender's transmit work too
+    (an ACK that opens the window sends the peer's queued data in the receiver's context),
+    so system time is partly the peers' cost; user time is the gateway's alone."""
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        stat = f.read()
+    fields = stat[stat.rfind(b")") + 2:].split()
+    return int(fields[11]) / CLK_TCK
+
+
 def proc_cpu_seconds_ns(pid: int) -> float:
     """CPU time of a process's live threads with nanosecond resolution: the sum of the first
     field of /proc/PID/task/*/schedstat (time on a CPU). /proc/PID/stat counts in clock

@@ -112,4 +112,7 @@ class MailboxWorkloads:
         for key, label, _, _ in targets:
             self.add_row(wl, label, "gateway CPU s/GB",
                          [r.servers_cpu.get("gateway", 0) / (octets / 1e9) for r in res[key]])
+            self.add_row(wl, label, "user-space s/GB",
+                         [r.servers_cpu.get("gateway_user", 0) / (octets / 1e9) for r in res[key]],
+                         "10 ms ticks; the rest is the kernel's")
             self.add_row(wl, label, "MB/s", [octets / 1e6 / float(r.fields["seconds"]) for r in res[key]])

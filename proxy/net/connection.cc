@@ -10,6 +10,7 @@
 
 #include <array>
 #include <cstring>
+#include <vector>
 
 #include "proxy/net/tls_context.h"
 #include "proxy/net/tls_transport.h"
@@ -25,6 +26,14 @@ thread_local std::array<char, kReadBufferSize> t_plaintext_buffer;
 
 // After a big RETR the buffers keep their capacity; give it back once idle.
 constexpr std::size_t kKeepCapacity = 16 * 1024;
+
+// Writes made while a read is being handled are sent when the handling ends, together:
+// a small RETR's status line, body and terminator, which arrive in one upstream read, go
+// out in one write (and one TLS record) instead of two or three. Connections are freed
+// only from their close callbacks, which never run inside a read callback, so the
+// pointers stay valid until then.
+thread_local int t_reads_in_progress = 0;
+thread_local std::vector<Connection*> t_flush_after_read;
 
 bool is_ip_literal(const std::string& host) {
   in6_addr v6;
@@ -153,11 +162,32 @@ void Connection::on_alloc(uv_handle_t*, std::size_t, uv_buf_t* buf) noexcept {
   buf->len = t_read_buffer.size();
 }
 
+struct Connection::ReadScope {
+  ReadScope() { ++t_reads_in_progress; }
+  ~ReadScope() {
+    if (--t_reads_in_progress > 0) {
+      return;
+    }
+    // A flush may fail and call a handler that writes elsewhere: that write is immediate.
+    while (!t_flush_after_read.empty()) {
+      std::vector<Connection*> due = std::move(t_flush_after_read);
+      t_flush_after_read.clear();
+      for (Connection* connection : due) {
+        connection->flush_pending_ = false;
+        connection->flush();
+      }
+    }
+  }
+  ReadScope(const ReadScope&) = delete;
+  ReadScope& operator=(const ReadScope&) = delete;
+};
+
 void Connection::on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) noexcept {
   auto* self = static_cast<Connection*>(stream->data);
   if (self->closing_) {
     return;
   }
+  ReadScope scope;
   if (nread < 0) {
     self->fail(nread == UV_EOF ? "peer closed the connection"
                                : uv_strerror(static_cast<int>(nread)));
@@ -321,7 +351,8 @@ void Connection::write(std::string_view plaintext) {
   }
   if (ssl_ == nullptr) {
     out_.append(plaintext);
-  } else if (handshake_done_ && !writing_ && staged_plaintext_.empty()) {
+  } else if (handshake_done_ && !writing_ && staged_plaintext_.empty() &&
+             t_reads_in_progress == 0) {
     write_tls(plaintext);
   } else {
     // Sealed when the write in flight completes (or the handshake does): many small
@@ -360,7 +391,12 @@ void Connection::write_tls(std::string_view plaintext) {
 }
 
 void Connection::flush() {
-  if (writing_ || closing_) {
+  if (writing_ || closing_ || flush_pending_) {
+    return;
+  }
+  if (t_reads_in_progress > 0) {
+    flush_pending_ = true;
+    t_flush_after_read.push_back(this);
     return;
   }
   seal_staged_plaintext();

@@ -32,7 +32,8 @@ using ConnectionPtr = std::unique_ptr<Connection, ConnectionReleaser>;
 // what the peer has not taken yet, which is what backpressure watches. With TLS, what is
 // written while a uv_write is in flight stays plaintext until it completes and is then
 // sealed in full-size records; decrypted input reaches on_data in chunks of up to 64 KiB,
-// however small the peer's records.
+// however small the peer's records. Writes made while any connection's read is being
+// handled are flushed when that handling ends, so one read's replies leave in one write.
 //
 // Re-entrancy: any upcall may release or close the connection; the connection checks
 // for that after every upcall and stops touching its handler.
@@ -130,6 +131,7 @@ class Connection {
   ~Connection();
   void release() noexcept;
 
+  struct ReadScope;
   static void on_alloc(uv_handle_t* handle, std::size_t suggested, uv_buf_t* buf) noexcept;
   static void on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) noexcept;
   static void on_write_done(uv_write_t* request, int status) noexcept;
@@ -169,6 +171,7 @@ class Connection {
   std::size_t low_watermark_ = 64 * 1024;
   bool was_above_high_ = false;
   bool streaming_ = false;
+  bool flush_pending_ = false;  // queued to be flushed when the current read is handled
 
   bool reading_ = false;
   bool close_requested_ = false;  // graceful close pending

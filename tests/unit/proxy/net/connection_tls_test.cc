@@ -22,6 +22,9 @@ using namespace std::chrono_literals;
 // TLS 1.3 adds 5 header bytes, 1 content-type byte and a 16-byte tag to every record.
 constexpr std::size_t kRecordOverhead = 22;
 
+// TLS 1.2 with AES-GCM adds 5 header bytes, an 8-byte explicit nonce and a 16-byte tag.
+constexpr std::size_t kTls12RecordOverhead = 29;
+
 struct Peer : Connection::Handler {
   ConnectionPtr connection;
   std::string received;
@@ -30,6 +33,7 @@ struct Peer : Connection::Handler {
   bool connected = false;
   std::string disconnected;
   std::function<void()> when_established;
+  std::function<void(std::string_view)> when_data;
 
   void on_connected(int status) override { connected = status == 0; }
   void on_tls_established() override {
@@ -41,6 +45,9 @@ struct Peer : Connection::Handler {
   void on_data(std::string_view bytes) override {
     received.append(bytes);
     ++chunks;
+    if (when_data) {
+      when_data(bytes);
+    }
   }
   void on_disconnected(std::string_view reason) override { disconnected = reason; }
 };
@@ -142,6 +149,27 @@ TEST_F(ConnectionTlsTest, SmallWritesArriveWholeInFullSizeRecords) {
   EXPECT_LT(overhead, 16 * 1024 + (payload.size() / 16384 + 8) * kRecordOverhead);
   // Decrypted records are handed up together, not one upcall per record.
   EXPECT_LE(client_.chunks, payload.size() / 32768);
+}
+
+TEST_F(ConnectionTlsTest, RepliesToOneReadLeaveInOneRecord) {
+  // TLS 1.2: nothing follows the handshake unasked (1.3 sends session tickets), so every
+  // octet counted afterwards is the reply's.
+  SSL_CTX_set_max_proto_version(client_context_.get(), TLS1_2_VERSION);
+  const std::string body = pattern(4096);
+  server_.when_data = [&](std::string_view) {
+    server_.connection->write("+OK 4096 octets\r\n");
+    server_.connection->write(body);
+    server_.connection->write(".\r\n");
+  };
+  connect_client();
+  ASSERT_TRUE(run_until([&] { return client_.established; }));
+  const std::uint64_t before = client_.connection->bytes_received();
+  client_.connection->write("RETR 1\r\n");
+  const std::string reply = "+OK 4096 octets\r\n" + body + ".\r\n";
+  ASSERT_TRUE(run_until([&] { return client_.received.size() >= reply.size(); }));
+  EXPECT_TRUE(client_.received == reply);
+  // Three writes while the request was being handled: one record, not two or three.
+  EXPECT_EQ(client_.connection->bytes_received() - before, reply.size() + kTls12RecordOverhead);
 }
 
 TEST_F(ConnectionTlsTest, WhatIsWrittenBeforeTheHandshakeFollowsIt) {

@@ -235,14 +235,22 @@ class Gateway:
                                      preexec_fn=procs.die_with_parent())
         procs.register(self.proc)
 
+        # The metrics endpoint opens after the POP3 listeners (on the main loop, which may be
+        # slower than the workers' to get there): a test that scrapes it must not race it.
+        endpoints = [(HOST, p) for p in self.ports.values()]
+        metrics_address = (self.config.get("metrics") or {}).get("address")
+        if metrics_address:
+            host, _, port = str(metrics_address).rpartition(":")
+            endpoints.append((host.strip("[]"), int(port)))
+
         def ready() -> bool:
             if self.proc.poll() is not None:
                 raise AssertionError(f"popbridge exited with status {self.proc.returncode} during start-up\n"
                                      f"{self.diagnostics()}")
-            return all(port_accepts(HOST, p) for p in self.ports.values())
+            return all(port_accepts(host, port) for host, port in endpoints)
 
         try:
-            wait_until(ready, self.START_TIMEOUT, f"popbridge to listen on ports {sorted(self.ports.values())}",
+            wait_until(ready, self.START_TIMEOUT, f"popbridge to listen on {endpoints}",
                        on_timeout=self.diagnostics)
         except BaseException:
             self._reap(kill=True)

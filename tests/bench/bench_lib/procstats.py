@@ -23,24 +23,36 @@ def proc_status_kib(pid: int, field: str) -> int:
     raise BenchError(f"no {field} in /proc/{pid}/status")
 
 
+def _stat_fields(pid: int) -> Optional[list[bytes]]:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    return stat[stat.rfind(b")") + 2:].split()
+
+
+def _own_stat_fields(pid: int) -> list[bytes]:
+    """/proc/PID/stat after the command name (which may hold spaces); fields[11] and [12]
+    are utime and stime (stat(5) fields 14 and 15), in clock ticks."""
+    fields = _stat_fields(pid)
+    if fields is None:
+        raise BenchError(f"process {pid} is gone")
+    return fields
+
+
 def proc_cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process (all its threads), from /proc/PID/stat."""
-    with open(f"/proc/{pid}/stat", "rb") as f:
-        stat = f.read()
-    fields = stat[stat.rfind(b")") + 2:].split()  # comm may hold spaces
-    utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of stat(5)
-    return (utime + stime) / CLK_TCK
+    fields = _own_stat_fields(pid)
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 def proc_user_seconds(pid: int) -> float:
-    """User-space CPU time of a process (all its threads), from /proc/PID/stat, in clock
-    ticks. On loopback the kernel charges a receiver for the sender's transmit work too
-    (an ACK that opens the window sends the peer's queued data in the receiver's context),
-    so system time is partly the peers' cost; user time is the gateway's alone."""
-    with open(f"/proc/{pid}/stat", "rb") as f:
-        stat = f.read()
-    fields = stat[stat.rfind(b")") + 2:].split()
-    return int(fields[11]) / CLK_TCK
+    """User-space CPU time of a process (all its threads), from /proc/PID/stat (counted in
+    10 ms clock ticks). On loopback the kernel charges a receiver for the sender's transmit
+    work too (an ACK that opens the window sends the peer's queued data in the receiver's
+    context), so system time is partly the peers' cost; user time is the gateway's alone."""
+    return int(_own_stat_fields(pid)[11]) / CLK_TCK
 
 
 def proc_cpu_seconds_ns(pid: int) -> float:
@@ -62,13 +74,14 @@ def proc_cpu_seconds_ns(pid: int) -> float:
     return total / 1e9 if total else proc_cpu_seconds(pid)
 
 
-def _stat_fields(pid: int) -> Optional[list[bytes]]:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    return stat[stat.rfind(b")") + 2:].split()
+def _group_members(leader: int, min_fields: int):
+    """(pid, stat fields) of every process whose process group is `leader`."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        fields = _stat_fields(int(entry))
+        if fields is not None and len(fields) >= min_fields and int(fields[2]) == leader:
+            yield int(entry), fields
 
 
 def group_cpu_seconds(leader: int) -> float:
@@ -81,16 +94,8 @@ def group_cpu_seconds(leader: int) -> float:
     every other process of the group still alive or not yet reaped (zombies keep their
     times). A child that exits between the two reads is missed or counted twice; that is
     one process's last few milliseconds, far below what a row measures."""
-    total = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        fields = _stat_fields(int(entry))
-        if fields is None or len(fields) < 15 or int(fields[2]) != leader:
-            continue
-        # fields[11..14]: utime stime cutime cstime (stat(5) fields 14-17)
-        total += sum(int(x) for x in fields[11:15])
-    return total / CLK_TCK
+    # fields[11..14]: utime stime cutime cstime (stat(5) fields 14-17)
+    return sum(sum(int(x) for x in fields[11:15]) for _, fields in _group_members(leader, 15)) / CLK_TCK
 
 
 def group_pss_kib(leader: int) -> int:
@@ -98,14 +103,9 @@ def group_pss_kib(leader: int) -> int:
     process group, from /proc/PID/smaps_rollup; summing RSS would count the shared
     libraries of every Dovecot process again and again."""
     total = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        fields = _stat_fields(int(entry))
-        if fields is None or len(fields) < 3 or int(fields[2]) != leader:
-            continue
+    for pid, _ in _group_members(leader, 3):
         try:
-            with open(f"/proc/{entry}/smaps_rollup") as f:
+            with open(f"/proc/{pid}/smaps_rollup") as f:
                 for line in f:
                     if line.startswith("Pss:"):
                         total += int(line.split()[1])

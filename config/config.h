@@ -170,6 +170,9 @@ struct Limits {
   std::uint32_t max_connections = 10000;
   std::size_t client_write_high_watermark = 256 * 1024;
   std::size_t client_write_low_watermark = 64 * 1024;
+  // A client that retrieved messages n-1 and n in order gets n+1 fetched while it reads n,
+  // when n+1 is no larger than this (held in memory until its RETR). 0: off.
+  std::size_t read_ahead = 64 * 1024;
 };
 
 enum class UserLogging { kPlain, kHash, kOmit };

@@ -120,9 +120,12 @@ inline constexpr std::array<Choice<AuthMode>, 3> kAuthModes{{
 inline constexpr std::array<std::string_view, 9> kAuthKeys{
     "allow_plaintext",   "failure_delay",  "max_attempts",      "mode", "users_file", "http",
     "max_failure_delay", "failure_memory", "exclusive_sessions"};
-inline constexpr std::array<std::string_view, 5> kLimitsKeys{
-    "idle_timeout", "drain_timeout", "max_connections", "client_write_high_watermark",
-    "client_write_low_watermark"};
+inline constexpr std::array<std::string_view, 6> kLimitsKeys{"idle_timeout",
+                                                             "drain_timeout",
+                                                             "max_connections",
+                                                             "client_write_high_watermark",
+                                                             "client_write_low_watermark",
+                                                             "read_ahead"};
 inline constexpr std::array<std::string_view, 6> kLoggingKeys{
     "level", "format", "user", "user_hash_key_file", "user_hash_key_env", "user_hash_key"};
 inline constexpr std::array<Choice<UserLogging>, 3> kUserLogging{{

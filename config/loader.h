@@ -28,6 +28,8 @@ namespace popbridge::config::detail {
 
 // RFC 1939 section 3: the autologout timer "MUST be of at least 10 minutes' duration".
 constexpr Duration kRfc1939MinIdle = std::chrono::minutes(10);
+// limits.read_ahead: each session may hold one message this large in memory.
+constexpr std::size_t kMaxReadAhead = 16 * 1024 * 1024;
 
 int line_of(const YAML::Node& node);
 // Values and keys are echoed in messages that end up in terminals and logs; they are cut

@@ -220,6 +220,7 @@ std::string to_yaml(const Config& config) {
       << size(limits.client_write_high_watermark);
   out << YAML::Key << "client_write_low_watermark" << YAML::Value
       << size(limits.client_write_low_watermark);
+  out << YAML::Key << "read_ahead" << YAML::Value << size(limits.read_ahead);
   out << YAML::EndMap;
   out << YAML::Key << "logging" << YAML::Value << YAML::BeginMap;
   out << YAML::Key << "level" << YAML::Value << config.logging.level;

@@ -296,6 +296,11 @@ void Loader::read_limits(const std::optional<Value>& v) {
               " bytes) must be less than client_write_high_watermark (" +
               std::to_string(limits.client_write_high_watermark) + " bytes)");
   }
+  const std::optional<Value> ahead = m->get("read_ahead");
+  if (read_size(ahead, limits.read_ahead) && ahead && limits.read_ahead > kMaxReadAhead) {
+    error(ahead->path, ahead->line,
+          "must be at most 16MiB (each session may hold this much in memory); 0 turns it off");
+  }
 }
 
 void Loader::read_workers(const std::optional<Value>& v) {

@@ -39,6 +39,10 @@ constexpr const char* kTokenRequestsHelp = "Requests to the OAuth2 token endpoin
 constexpr const char* kTokenCache = "popbridge_oauth2_token_cache_total";
 constexpr const char* kTokenCacheHelp =
     "Logins that needed an OAuth2 token, by whether the process had it cached.";
+constexpr const char* kReadAhead = "popbridge_read_ahead_total";
+constexpr const char* kReadAheadHelp =
+    "Messages fetched before the client asked (limits.read_ahead), by whether a RETR used "
+    "them.";
 
 template <typename Enum, typename Child>
 void fill(prometheus::Family<Child>& family, const std::string& label,
@@ -139,6 +143,8 @@ Metrics::Metrics(prometheus::Registry& registry, const std::vector<std::string>&
           counters(registry, "popbridge_retrieve_size_mismatch_total",
                    "RETRs whose streamed octets differed from the size LIST announced.")
               .Add({})),
+      read_ahead_used(counters(registry, kReadAhead, kReadAheadHelp).Add({{"result", "used"}})),
+      read_ahead_unused(counters(registry, kReadAhead, kReadAheadHelp).Add({{"result", "unused"}})),
       reload_success(counters(registry, kReloads, kReloadsHelp).Add({{"result", "ok"}})),
       reload_failure(counters(registry, kReloads, kReloadsHelp).Add({{"result", "error"}})),
       process_resident(

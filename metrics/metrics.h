@@ -127,6 +127,9 @@ class Metrics {
   prometheus::Counter& token_cache_hit;
   prometheus::Counter& token_cache_miss;
   prometheus::Counter& retrieve_size_mismatches;
+  // limits.read_ahead: messages fetched before their RETR, and whether a RETR used them.
+  prometheus::Counter& read_ahead_used;
+  prometheus::Counter& read_ahead_unused;
   prometheus::Counter& reload_success;
   prometheus::Counter& reload_failure;
   prometheus::Gauge& process_resident;

@@ -34,6 +34,9 @@ class LineReader {
   // The line still waiting for its LF is already longer than max_line: a caller can
   // refuse it at once instead of waiting for an LF that may never come.
   bool overflowing() const { return discarding_; }
+  // A complete line is waiting: next() would return it (a pipelining client's next
+  // command is already here).
+  bool has_line() const { return tail_ > start_; }
   // Octets received but not yet returned as lines.
   std::size_t buffered() const;
   // Drops all unread input (STLS: plaintext after the command must never be parsed).

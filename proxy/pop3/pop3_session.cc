@@ -65,7 +65,8 @@ Pop3Session::Pop3Session(SessionHost& server, const SessionContext& context,
       idle_timer_(context.loop),
       delay_timer_(context.loop),
       authenticator_(context.loop, context.config, context.identity, context.auth_http.get(),
-                     context.tokens.get(), context.metrics, id_text_) {
+                     context.tokens.get(), context.metrics, id_text_),
+      read_ahead_(context.config.limits.read_ahead) {
   Connection::Handler& handler = *this;
   client_->set_handler(&handler);
 }
@@ -183,8 +184,9 @@ void Pop3Session::process_input() {
     return;  // the outer call continues with the next line
   }
   processing_ = true;
+  // A read-ahead in flight holds the store: the next command waits until it settles.
   while (!busy_ && (state_ == State::kAuthorization || state_ == State::kTransaction) &&
-         !client_->above_high_watermark()) {
+         !client_->above_high_watermark() && !read_ahead_.in_flight()) {
     std::optional<protocol::LineReader::Line> line = reader_.next();
     if (!line && !reader_.overflowing()) {
       break;
@@ -392,6 +394,8 @@ void Pop3Session::retire_store(bool graceful) {
     return;
   }
   sync_byte_metrics();
+  drop_read_ahead();
+  read_ahead_.abandon();  // a closed store completes nothing
   counted_upstream_in_ = counted_upstream_out_ = 0;
   context_.metrics.upstream_active.Decrement();
   store_->close(graceful);

@@ -19,6 +19,7 @@
 #include "proxy/mailstore/mail_store.h"
 #include "proxy/net/connection.h"
 #include "proxy/pop3/maildrop.h"
+#include "proxy/pop3/read_ahead.h"
 #include "proxy/pop3/session_context.h"
 
 namespace popbridge::proxy {
@@ -130,6 +131,11 @@ class Pop3Session final : Connection::Handler, MailStore::Observer, MessageSink 
   // when the message or the store is not there.
   const Maildrop::Message* begin_transfer(const protocol::Pop3Command& command, Transfer kind);
   void finish_transfer(const StoreResult& result);
+  // After RETR n: fetch n+1 while the client reads n, when it retrieves in order.
+  void maybe_read_ahead();
+  // Answers the RETR begun by begin_transfer from a read-ahead message.
+  void serve_read_ahead(ReadAhead::Message message);
+  void drop_read_ahead();
   void emit_body(std::string_view data);
   void apply_backpressure();
 
@@ -183,6 +189,9 @@ class Pop3Session final : Connection::Handler, MailStore::Observer, MessageSink 
   std::optional<UidlMapCache::Entry> cached_uidl_map_;  // found at open, used at the snapshot
   Maildrop maildrop_;
   Transfer transfer_ = Transfer::kNone;
+  std::uint32_t transfer_number_ = 0;
+  std::uint32_t last_retrieved_ = 0;  // the POP3 number of the last whole RETR
+  ReadAhead read_ahead_;
   protocol::DotStuffer stuffer_;
   // TOP: the filter that cuts the message; RETR with oe-ns-eoh: whether the header ended.
   std::optional<protocol::TopFilter> top_filter_;

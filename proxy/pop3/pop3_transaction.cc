@@ -133,6 +133,7 @@ const Maildrop::Message* Pop3Session::begin_transfer(const Pop3Command& command,
   }
   busy_ = true;
   transfer_ = kind;
+  transfer_number_ = *command.message;
   transfer_uid_ = message->uid;
   transfer_listed_size_ = message->size;
   transfer_started_ = false;
@@ -149,6 +150,11 @@ void Pop3Session::cmd_retr(Pop3Command& command) {
   if (config().pop3.workarounds.oe_ns_eoh) {
     top_filter_ = protocol::TopFilter::whole_message();  // only to see where the header ends
   }
+  if (std::optional<ReadAhead::Message> ahead = read_ahead_.take(message->uid)) {
+    serve_read_ahead(std::move(*ahead));
+    return;
+  }
+  drop_read_ahead();
   store_->fetch(message->uid, message->size, FetchPart::kWhole, *this,
                 [this](const StoreResult& result) { finish_transfer(result); });
 }
@@ -158,6 +164,7 @@ void Pop3Session::cmd_top(Pop3Command& command) {
   if (message == nullptr) {
     return;
   }
+  drop_read_ahead();
   top_filter_.emplace(command.lines);
   store_->fetch(message->uid, message->size, FetchPart::kTop, *this,
                 [this](const StoreResult& result) { finish_transfer(result); });
@@ -245,6 +252,7 @@ void Pop3Session::finish_transfer(const StoreResult& result) {
                                     {"listed", transfer_listed_size_},
                                     {"sent", stuffer_.octets()}});
       }
+      maybe_read_ahead();
     }
     command_done();
     return;
@@ -265,6 +273,37 @@ void Pop3Session::finish_transfer(const StoreResult& result) {
       break;
   }
   command_done();
+}
+
+void Pop3Session::maybe_read_ahead() {
+  const std::uint32_t previous = last_retrieved_;
+  const std::uint32_t number = transfer_number_;
+  last_retrieved_ = number;
+  const config::Upstream& upstream = upstream_override_ ? *upstream_override_ : config().upstream;
+  // In order (n-1, then n), and not when the next command is already here (a pipelining
+  // client gets its answers no sooner) or when fetching would set \Seen.
+  if (previous == 0 || previous + 1 != number || upstream.mark_seen || reader_.has_line() ||
+      state_ != State::kTransaction || !store_ || !store_->usable()) {
+    return;
+  }
+  const Maildrop::Message* next = maildrop_.find(number + 1);
+  if (next == nullptr || !read_ahead_.fits(next->size)) {
+    return;
+  }
+  read_ahead_.start(*store_, next->uid, next->size, [this] { process_input(); });
+}
+
+void Pop3Session::serve_read_ahead(ReadAhead::Message message) {
+  context_.metrics.read_ahead_used.Increment();
+  on_message_begin(message.size);
+  on_message_data(message.octets);
+  finish_transfer({StoreStatus::kOk, {}});
+}
+
+void Pop3Session::drop_read_ahead() {
+  if (read_ahead_.drop()) {
+    context_.metrics.read_ahead_unused.Increment();
+  }
 }
 
 void Pop3Session::fail_transfer(std::string_view why) {

@@ -113,13 +113,14 @@ RUNBOOK_BASE = "https://github.com/popbridge/popbridge/blob/main/deploy/README.m
 
 # A popbridge process's worst-case memory (deploy/README.md, "Memory"): a fixed part
 # (binary, libraries, event loops; about 11 MiB measured with one worker) plus, per
-# session, a full client write queue (the high watermark) and what may come on top of it:
+# session, a full client write queue (the high watermark), a message read ahead
+# (limits.read_ahead) and what may come on top of them:
 # one upstream read past the watermark (64 KiB), pipelined client input up to its cap
 # (64 KiB), and the TLS state of the client and upstream connections (about 11 KiB
 # measured per TLS client; 32 KiB counted).
 MEMORY_BASE = 32 * 1024 * 1024
 MEMORY_PER_SESSION = 160 * 1024
-MEMORY_FORMULA = "32 MiB + max_connections x (client_write_high_watermark + 160 KiB)"
+MEMORY_FORMULA = "32 MiB + max_connections x (client_write_high_watermark + read_ahead + 160 KiB)"
 
 
 # ----------------------------------------------------------------- helpers
@@ -830,13 +831,14 @@ def _worst_case_memory(config: dict) -> int:
     limits = config.get("limits", {})
     sessions = int(limits.get("max_connections", 10000))
     high = _size_bytes(limits.get("client_write_high_watermark", "256KiB"))
-    return MEMORY_BASE + sessions * (high + MEMORY_PER_SESSION)
+    read_ahead = _size_bytes(limits.get("read_ahead", "64KiB"))
+    return MEMORY_BASE + sessions * (high + read_ahead + MEMORY_PER_SESSION)
 
 
 def test_memory_limits_hold_the_worst_case_of_the_mounted_configuration():
-    """limits.memory >= 32 MiB + max_connections x (client_write_high_watermark + 160 KiB),
+    """limits.memory >= 32 MiB + max_connections x (client_write_high_watermark + read_ahead + 160 KiB),
     from the configuration each container mounts (defaults where it sets nothing: 10,000
-    connections of 256 KiB would need 4 GiB), and the formula is written next to the
+    connections of 320 KiB would need 5 GiB), and the formula is written next to the
     limit, next to max_connections and in deploy/README.md."""
     objects = _objects()
     for path, obj, pod, c in _workloads():

@@ -29,22 +29,23 @@ namespace popbridge::testing {
 // wait runs the loop until a condition holds, with a deadline.
 class SessionHarness final : proxy::SessionHost {
  public:
-  // The whole configuration; the listener and upstream below are always there.
+  // The whole configuration; the listener and upstream below are always there. A test's
+  // extra YAML follows it: top-level sections, or indented keys that continue upstream.
   static constexpr std::string_view kBaseConfig = R"(
 listeners:
   - name: pop3
     address: 127.0.0.1:110
     tls: none
-upstream:
-  address: 127.0.0.1:143
-  tls: none
-  uidl_format: uid
 auth:
   allow_plaintext: true
   failure_delay: 0s
   max_failure_delay: 0s
 logging:
   level: off
+upstream:
+  address: 127.0.0.1:143
+  tls: none
+  uidl_format: uid
 )";
 
   explicit SessionHarness(std::shared_ptr<FakeMailbox> mailbox, std::string_view extra_yaml = {})
@@ -182,6 +183,7 @@ logging:
     metrics::Metrics::Command& counters = metrics_->command(static_cast<std::size_t>(verb));
     return {counters.ok->Value(), counters.err->Value()};
   }
+  metrics::Metrics& metrics() { return *metrics_; }
   uv_loop_t* loop() { return &loop_; }
 
   // Runs the loop while the client reads nothing (a slow client); false at the deadline.

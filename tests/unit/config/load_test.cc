@@ -140,6 +140,7 @@ TEST_F(LoadConfigTest, MinimalConfigTakesEveryDefault) {
   EXPECT_EQ(c.limits.max_connections, 10000u);
   EXPECT_EQ(c.limits.client_write_high_watermark, 256u * 1024);
   EXPECT_EQ(c.limits.client_write_low_watermark, 64u * 1024);
+  EXPECT_EQ(c.limits.read_ahead, 64u * 1024);
 
   EXPECT_EQ(c.logging.level, "info");
   EXPECT_EQ(c.logging.format, LogFormat::kLogfmt);
@@ -188,6 +189,7 @@ limits:
   max_connections: 500
   client_write_high_watermark: 1MiB
   client_write_low_watermark: 131072
+  read_ahead: 0
 metrics:
   address: 127.0.0.1:9090
 )");
@@ -226,6 +228,7 @@ metrics:
   EXPECT_EQ(c.limits.max_connections, 500u);
   EXPECT_EQ(c.limits.client_write_high_watermark, 1024u * 1024);
   EXPECT_EQ(c.limits.client_write_low_watermark, 131072u);
+  EXPECT_EQ(c.limits.read_ahead, 0u);
 
   EXPECT_EQ(c.logging.level, "debug");
   EXPECT_EQ(c.logging.format, LogFormat::kJson);
@@ -725,6 +728,18 @@ TEST_F(LoadConfigTest, WatermarksAreSizesWithLowBelowHigh) {
   EXPECT_EQ(errors(std::string(kBase) + "limits:\n  client_write_high_watermark: 256 KB\n"),
             std::vector<std::string>{"f:11: limits.client_write_high_watermark: expected a size "
                                      "like 65536, 64KiB or 1MiB, got '256 KB'"});
+}
+
+TEST_F(LoadConfigTest, ReadAheadIsASizeOfAtMostSixteenMebibytes) {
+  const LoadResult largest = load(std::string(kBase) + "limits:\n  read_ahead: 16MiB\n");
+  ASSERT_TRUE(largest.config.has_value());
+  EXPECT_EQ(largest.config->limits.read_ahead, 16u * 1024 * 1024);
+  EXPECT_EQ(errors(std::string(kBase) + "limits:\n  read_ahead: 17MiB\n"),
+            std::vector<std::string>{"f:11: limits.read_ahead: must be at most 16MiB (each "
+                                     "session may hold this much in memory); 0 turns it off"});
+  EXPECT_EQ(errors(std::string(kBase) + "limits:\n  read_ahead: lots\n"),
+            std::vector<std::string>{"f:11: limits.read_ahead: expected a size like 65536, "
+                                     "64KiB or 1MiB, got 'lots'"});
 }
 
 TEST_F(LoadConfigTest, CertificateFilesMustBeReadable) {

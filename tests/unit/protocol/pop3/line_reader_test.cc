@@ -255,5 +255,18 @@ TEST(LineReaderWipeTest, DiscardWipes) {
   EXPECT_FALSE(contains(buffer, input.size(), "secret"));
 }
 
+TEST(LineReaderHasLine, TellsWhetherAWholeLineIsWaiting) {
+  LineReader reader(64);
+  EXPECT_FALSE(reader.has_line());
+  reader.append("RETR 1\r\nRETR");
+  EXPECT_TRUE(reader.has_line());
+  ASSERT_TRUE(reader.next().has_value());
+  EXPECT_FALSE(reader.has_line()) << "only the start of the next line is here";
+  reader.append(" 2\r\n");
+  EXPECT_TRUE(reader.has_line());
+  ASSERT_EQ(reader.next()->text, "RETR 2");
+  EXPECT_FALSE(reader.has_line());
+}
+
 }  // namespace
 }  // namespace popbridge::protocol

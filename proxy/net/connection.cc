@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "proxy/net/tls_context.h"
+#include "proxy/net/tls_session_cache.h"
 #include "proxy/net/tls_transport.h"
 
 namespace popbridge::proxy {
@@ -223,6 +224,9 @@ bool Connection::start_tls(SSL_CTX* context, Role role, const std::string& verif
     return true;
   }
   SSL_set_connect_state(ssl_);
+  // The same name verified at the same address: a session saved from there may resume.
+  tls_session_key_ = verify_host + '|' + peer_address_ + ':' + std::to_string(peer_port_);
+  TlsSessionCache::prepare(ssl_, &tls_session_key_);
   if (!verify_host.empty()) {
     X509_VERIFY_PARAM* param = SSL_get0_param(ssl_);
     X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
@@ -262,6 +266,9 @@ std::string Connection::tls_summary() const {
   if (const SSL_CIPHER* cipher = SSL_get_current_cipher(ssl_)) {
     summary += ' ';
     summary += SSL_CIPHER_get_name(cipher);
+  }
+  if (SSL_session_reused(ssl_) == 1) {
+    summary += " resumed";
   }
   return summary;
 }

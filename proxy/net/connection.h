@@ -181,6 +181,7 @@ class Connection {
   bool released_ = false;       // the owner dropped its pointer
   std::string peer_address_;
   std::uint16_t peer_port_ = 0;
+  std::string tls_session_key_;  // a client's: where TlsSessionCache keeps its sessions
   std::uint64_t bytes_received_ = 0;
   std::uint64_t bytes_sent_ = 0;
 };

@@ -6,6 +6,8 @@
 
 #include <ctime>
 
+#include "proxy/net/tls_session_cache.h"
+
 namespace popbridge::proxy {
 namespace {
 
@@ -86,6 +88,7 @@ TlsContextResult make_client_context(const std::string& ca_file, bool verify_cer
   } else {
     SSL_CTX_set_verify(ctx.get(), SSL_VERIFY_NONE, nullptr);
   }
+  TlsSessionCache::install(ctx.get());
   return {std::move(ctx), {}};
 }
 

@@ -27,7 +27,8 @@ struct TlsContextResult {
 TlsContextResult make_server_context(const config::TlsSettings& settings);
 
 // The client side for the upstream: chain verification against ca_file (unless
-// verification is off for tests); the host name is checked per connection.
+// verification is off for tests); the host name is checked per connection. Sessions are
+// kept for resumption (TlsSessionCache).
 TlsContextResult make_client_context(const config::Upstream& upstream);
 // The same from the two settings it uses, for other clients (the HTTP client).
 TlsContextResult make_client_context(const std::string& ca_file, bool verify_certificate);

@@ -35,3 +35,29 @@ def test_upstream_tls_mode(dovecot, account, make_gateway, ctx, upstream_tls):
         assert ", TLS" not in mine[0], mine
     else:
         assert ", TLS" in mine[0], f"upstream_tls={upstream_tls} must use TLS: {mine}"
+
+
+@pytest.mark.parametrize("upstream_tls", ["starttls", "implicit"])
+def test_upstream_tls_sessions_resume(make_dovecot, make_gateway, ctx, upstream_tls):
+    """Every POP3 login opens an upstream connection; the gateway keeps the TLS sessions
+    the upstream hands out and the next login resumes one (no signature upstream, no chain
+    to verify here). Dovecot resumes only within one imap-login process (its ticket keys
+    are per process), so it runs in performance mode, as large installations run it; in
+    Dovecot's default mode (a process per connection) every handshake stays a full one."""
+    d = make_dovecot(extra_config="service imap-login {\n  service_count = 0\n}\n")
+    account = d.add_user()
+    msg = messages.simple(1)
+    d.append(account.name, msg)
+    g = make_gateway(d, upstream_tls=upstream_tls)
+
+    def login_lines() -> list[str]:
+        return [l for l in g.log_text().splitlines() if "event=login " in l]
+
+    for n in range(1, 4):
+        with RawPop3(g.pop3s_port, tls_context=ctx) as c:
+            c.login(account.name, account.password)
+            assert c.cmd("RETR 1", multiline=True).body == as_retrieved(msg)
+            assert c.quit().ok
+        wait_until(lambda: len(login_lines()) >= n, 10, f"login line {n}", on_timeout=g.diagnostics)
+    # The gateway's startup probe of the upstream made the one full handshake.
+    assert all('upstream_tls="TLSv1.3 ' in l and ' resumed"' in l for l in login_lines()), login_lines()

@@ -7,7 +7,9 @@
 
 #include <chrono>
 #include <functional>
+#include <memory>
 #include <string>
+#include <vector>
 
 #include "proxy/base/uv_handle.h"
 #include "proxy/net/connection.h"
@@ -95,26 +97,27 @@ class ConnectionTlsTest : public ::testing::Test {
 
   static void on_accept(uv_stream_t* listener, int status) noexcept {
     auto* self = static_cast<ConnectionTlsTest*>(listener->data);
-    if (self == nullptr || status != 0 || self->server_.connection) {
+    if (self == nullptr || status != 0 || self->accepting_->connection) {
       return;
     }
-    self->server_.connection = Connection::create(&self->loop_, &self->server_);
-    ASSERT_EQ(uv_accept(listener, self->server_.connection->stream()), 0);
-    ASSERT_TRUE(self->server_.connection->start_tls(self->server_context_.get(),
-                                                    Connection::Role::kServer, ""));
-    self->server_.connection->start_reading();
+    Peer& server = *self->accepting_;
+    server.connection = Connection::create(&self->loop_, &server);
+    ASSERT_EQ(uv_accept(listener, server.connection->stream()), 0);
+    ASSERT_TRUE(
+        server.connection->start_tls(self->server_context_.get(), Connection::Role::kServer, ""));
+    server.connection->start_reading();
   }
 
   // Connects the client and starts its handshake; the server side is accepted on the loop.
-  void connect_client() {
-    client_.connection = Connection::create(&loop_, &client_);
+  void connect_client() { connect(client_, client_context_.get()); }
+  void connect(Peer& client, SSL_CTX* context) {
+    client.connection = Connection::create(&loop_, &client);
     sockaddr_in address{};
     uv_ip4_addr("127.0.0.1", port_, &address);
-    ASSERT_EQ(client_.connection->connect(reinterpret_cast<const sockaddr*>(&address)), 0);
-    ASSERT_TRUE(run_until([&] { return client_.connected; }));
-    ASSERT_TRUE(client_.connection->start_tls(client_context_.get(), Connection::Role::kClient,
-                                              "127.0.0.1"));
-    client_.connection->start_reading();
+    ASSERT_EQ(client.connection->connect(reinterpret_cast<const sockaddr*>(&address)), 0);
+    ASSERT_TRUE(run_until([&] { return client.connected; }));
+    ASSERT_TRUE(client.connection->start_tls(context, Connection::Role::kClient, "127.0.0.1"));
+    client.connection->start_reading();
   }
 
   bool run_until(const std::function<bool()>& done, std::chrono::milliseconds limit = 10s) {
@@ -129,6 +132,7 @@ class ConnectionTlsTest : public ::testing::Test {
   std::uint16_t port_ = 0;
   Peer server_;
   Peer client_;
+  Peer* accepting_ = &server_;  // where the next accepted connection goes
 };
 
 TEST_F(ConnectionTlsTest, SmallWritesArriveWholeInFullSizeRecords) {
@@ -216,6 +220,34 @@ TEST_F(ConnectionTlsTest, BothDirectionsAtOnceStayInOrder) {
   }));
   EXPECT_TRUE(server_.received == upward);
   EXPECT_TRUE(client_.received == downward);
+}
+
+// A client context keeps the sessions servers hand out: the next connection to the same
+// server at the same address resumes (no certificate signature, no chain to verify).
+TEST_F(ConnectionTlsTest, TheNextConnectionToTheSameServerResumesItsSession) {
+  std::vector<std::unique_ptr<Peer>> peers;
+  auto session = [&](SSL_CTX* context) {
+    peers.push_back(std::make_unique<Peer>());
+    Peer& server = *peers.back();
+    peers.push_back(std::make_unique<Peer>());
+    Peer& client = *peers.back();
+    accepting_ = &server;
+    server.when_established = [&server] { server.connection->write("hello\r\n"); };
+    connect(client, context);
+    // TLS 1.3 tickets follow the handshake: the client has them once it read past it.
+    EXPECT_TRUE(run_until([&] { return client.received == "hello\r\n"; }));
+    const std::string summary = client.connection->tls_summary();
+    client.connection->close();
+    EXPECT_TRUE(run_until([&] { return !server.disconnected.empty(); }));
+    return summary;
+  };
+  EXPECT_FALSE(session(client_context_.get()).ends_with(" resumed"));
+  EXPECT_TRUE(session(client_context_.get()).ends_with(" resumed"));
+  EXPECT_TRUE(session(client_context_.get()).ends_with(" resumed")) << "new tickets each time";
+  // Sessions belong to their context: another one (a reload) starts with a full handshake.
+  TlsContextResult other = make_client_context(pki_.ca_file(), true);
+  ASSERT_NE(other.context, nullptr);
+  EXPECT_FALSE(session(other.context.get()).ends_with(" resumed"));
 }
 
 }  // namespace

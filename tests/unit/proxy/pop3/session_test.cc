@@ -321,6 +321,16 @@ std::size_t fetches_of(const FakeMailbox& mailbox, std::uint32_t uid) {
   return static_cast<std::size_t>(std::count(mailbox.fetches.begin(), mailbox.fetches.end(), uid));
 }
 
+// Logs in, retrieves 1 and 2, and waits until message 3 is being read ahead.
+bool retrieve_two_and_wait_for_read_ahead(SessionHarness& session, const FakeMailbox& mailbox) {
+  return session.read_until("\r\n").starts_with("+OK") &&
+         session.command("USER alice").starts_with("+OK") &&
+         session.command("PASS secret").starts_with("+OK") &&
+         session.multiline("RETR 1").starts_with("+OK") &&
+         session.multiline("RETR 2").starts_with("+OK") &&
+         session.run_until([&] { return fetches_of(mailbox, 3) == 1; }, std::chrono::seconds(10));
+}
+
 TEST_F(SessionTest, InOrderRetrievalFetchesTheNextMessageBeforeTheClientAsks) {
   auto mailbox = five_small_messages();
   SessionHarness session(mailbox);
@@ -394,11 +404,7 @@ TEST_F(SessionTest, ReadAheadOfAMessageLargerThanListedIsNotUsed) {
   mailbox->messages[2].listed_size = 100;  // the snapshot says it fits
   mailbox->messages[2].body += std::string(8000, 'c') + "\r\n";
   SessionHarness session(mailbox, "limits:\n  read_ahead: 4KiB\n");
-  login(session);
-  session.multiline("RETR 1");
-  session.multiline("RETR 2");
-  ASSERT_TRUE(
-      session.run_until([&] { return fetches_of(*mailbox, 3) == 1; }, std::chrono::seconds(10)));
+  ASSERT_TRUE(retrieve_two_and_wait_for_read_ahead(session, *mailbox));
   EXPECT_EQ(unstuffed(session.multiline("RETR 3")), mailbox->messages[2].body);
   EXPECT_EQ(fetches_of(*mailbox, 3), 2u) << "fetched again, whole, for the RETR";
   EXPECT_EQ(session.metrics().read_ahead_used.Value(), 0);
@@ -410,11 +416,7 @@ TEST_F(SessionTest, FailedReadAheadNeverReachesTheClientAsAMessage) {
     auto mailbox = five_small_messages();
     mailbox->missing = {3};
     SessionHarness session(mailbox);
-    login(session);
-    session.multiline("RETR 1");
-    session.multiline("RETR 2");
-    ASSERT_TRUE(
-        session.run_until([&] { return fetches_of(*mailbox, 3) == 1; }, std::chrono::seconds(10)));
+    ASSERT_TRUE(retrieve_two_and_wait_for_read_ahead(session, *mailbox));
     EXPECT_TRUE(session.multiline("RETR 3").starts_with("-ERR"));
     EXPECT_EQ(unstuffed(session.multiline("RETR 4")), mailbox->messages[3].body);
   }
@@ -424,11 +426,7 @@ TEST_F(SessionTest, FailedReadAheadNeverReachesTheClientAsAMessage) {
     auto mailbox = five_small_messages();
     mailbox->break_fetch = {{3, 700}};
     SessionHarness session(mailbox);
-    login(session);
-    session.multiline("RETR 1");
-    session.multiline("RETR 2");
-    ASSERT_TRUE(
-        session.run_until([&] { return fetches_of(*mailbox, 3) == 1; }, std::chrono::seconds(10)));
+    ASSERT_TRUE(retrieve_two_and_wait_for_read_ahead(session, *mailbox));
     session.send("RETR 3\r\n");
     EXPECT_TRUE(session.wait_closed());
     const std::string got = session.read_until("never");
@@ -441,11 +439,7 @@ TEST_F(SessionTest, ClientLeavingDuringAReadAheadEndsTheSessionCleanly) {
   auto mailbox = five_small_messages();
   mailbox->chunk_size = 10;
   SessionHarness session(mailbox);
-  login(session);
-  session.multiline("RETR 1");
-  session.multiline("RETR 2");
-  ASSERT_TRUE(
-      session.run_until([&] { return fetches_of(*mailbox, 3) == 1; }, std::chrono::seconds(10)));
+  ASSERT_TRUE(retrieve_two_and_wait_for_read_ahead(session, *mailbox));
   session.reset_client();
   ASSERT_TRUE(session.wait_finished());
   EXPECT_TRUE(mailbox->commits.empty());

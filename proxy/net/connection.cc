@@ -219,6 +219,11 @@ bool Connection::start_tls(SSL_CTX* context, Role role, const std::string& verif
     ssl_ = nullptr;
     return false;
   }
+#ifdef OPENSSL_IS_BORINGSSL
+  // The certificate, key, cipher and verification settings each connection copies are
+  // needed only for the handshake: an idle session should not keep them.
+  SSL_set_shed_handshake_config(ssl_, 1);
+#endif
   if (role == Role::kServer) {
     SSL_set_accept_state(ssl_);
     return true;

@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
-// libFuzzer target for the IMAP codecs. The parser is fed the same bytes once whole and
-// once in pseudo-random pieces (one byte at a time included); both runs must agree, and an
-// events sink checks the event grammar as it goes. The writer's quoting is decoded again
-// and must give back its input.
+// libFuzzer target for the IMAP codecs (and the capability list the client keeps). The parser is
+// fed the same bytes once whole and once in pseudo-random pieces (one byte at a time included);
+// both runs must agree, and an events sink checks the event grammar as it goes. The writer's
+// quoting is decoded again and must give back its input.
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
@@ -12,6 +12,7 @@
 #include <string_view>
 #include <vector>
 
+#include "protocol/imap/capability_list.h"
 #include "protocol/imap/imap_parser.h"
 #include "protocol/imap/imap_writer.h"
 
@@ -32,6 +33,14 @@ class CheckingEvents : public ImapEvents {
     outside_fetch();
     log_ += "S" + std::string(status.tag) + "|" + std::to_string(static_cast<int>(status.kind)) +
             "|" + std::string(status.code) + "|" + std::string(status.text) + "\n";
+    // A [CAPABILITY ...] code's atoms, as the IMAP client keeps them: each one is found.
+    CapabilityList list;
+    list.assign(status.code);
+    for (std::string_view rest = status.code; !rest.empty();) {
+      const std::size_t end = rest.find(' ');
+      check(rest.substr(0, end).empty() || list.has(rest.substr(0, end)));
+      rest.remove_prefix(end == std::string_view::npos ? rest.size() : end + 1);
+    }
     after_event();
   }
   void on_continuation(std::string_view text) override {
@@ -44,8 +53,11 @@ class CheckingEvents : public ImapEvents {
     check(!silent_);
     outside_fetch();
     log_ += "C";
+    CapabilityList list;  // what the IMAP client keeps of them
+    list.assign(capabilities);
     for (std::string_view c : capabilities) {
       check(!c.empty() && c.find(' ') == std::string_view::npos);
+      check(list.has(c));
       log_ += " " + std::string(c);
     }
     log_ += "\n";

@@ -347,9 +347,7 @@ bool ImapClient::may_store_keyword(std::string_view keyword) const {
   return false;
 }
 
-bool ImapClient::has_capability(std::string_view name) const {
-  return capabilities_.count(upper(name)) != 0;
-}
+bool ImapClient::has_capability(std::string_view name) const { return capabilities_.has(name); }
 
 void ImapClient::pause_reading() {
   paused_ = true;
@@ -468,18 +466,7 @@ void ImapClient::fail(ImapResult::Failure failure, std::string reason) {
 }
 
 void ImapClient::set_capabilities(std::string_view space_separated) {
-  capabilities_.clear();
-  while (!space_separated.empty()) {
-    std::size_t end = space_separated.find(' ');
-    std::string_view atom = space_separated.substr(0, end);
-    if (!atom.empty()) {
-      capabilities_.insert(upper(atom));
-    }
-    if (end == std::string_view::npos) {
-      break;
-    }
-    space_separated.remove_prefix(end + 1);
-  }
+  capabilities_.assign(space_separated);
 }
 
 void ImapClient::arm_command_timer() {
@@ -494,10 +481,7 @@ FetchSink* ImapClient::sink() const {
 }
 
 void ImapClient::on_capability(const std::vector<std::string_view>& capabilities) {
-  capabilities_.clear();
-  for (std::string_view capability : capabilities) {
-    capabilities_.insert(upper(capability));
-  }
+  capabilities_.assign(capabilities);
 }
 
 void ImapClient::on_exists(std::uint32_t count) { exists_ = count; }

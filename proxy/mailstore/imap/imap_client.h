@@ -7,13 +7,13 @@
 #include <deque>
 #include <functional>
 #include <optional>
-#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "config/config.h"
 #include "protocol/common/secret.h"
+#include "protocol/imap/capability_list.h"
 #include "protocol/imap/imap_parser.h"
 #include "protocol/imap/imap_writer.h"
 #include "proxy/base/upstream_credentials.h"
@@ -199,7 +199,7 @@ class ImapClient final : Connection::Handler, protocol::ImapEvents {
   std::deque<Pending> queue_;  // front is in flight once sent
   bool in_flight_ = false;
   std::uint32_t tag_counter_ = 0;
-  std::set<std::string, std::less<>> capabilities_;  // upper-cased
+  protocol::CapabilityList capabilities_;
   std::optional<std::uint32_t> uidvalidity_;
   std::optional<std::string> permanent_flags_;  // upper-cased, from SELECT
   std::uint32_t exists_ = 0;

@@ -84,7 +84,9 @@ TEST_F(HttpClientStreamTest, PausedReadingWaitsForResumeAndTheTimeoutCountsSilen
   Receiver receiver;
   receiver.pause_after_first = true;
   HttpRequest request = download(server, receiver);
-  request.timeout = 200ms;  // far less than the pause below: paused time does not count
+  // Less than the pause below (paused time does not count), and long enough for the first
+  // piece to arrive on a loaded machine.
+  request.timeout = 1s;
   std::optional<HttpResult> result;
   HttpClient::RequestHandle handle =
       client.request(std::move(request), [&](HttpResult r) { result = std::move(r); });
@@ -95,7 +97,7 @@ TEST_F(HttpClientStreamTest, PausedReadingWaitsForResumeAndTheTimeoutCountsSilen
   const std::size_t paused_at = receiver.body.size();
   bool waited = false;
   Timer wait(&loop_);
-  wait.start(600, [&] { waited = true; });
+  wait.start(2500, [&] { waited = true; });
   ASSERT_TRUE(run_until([&] { return waited; }));
   EXPECT_EQ(receiver.body.size(), paused_at);
   EXPECT_FALSE(result.has_value()) << "timed out while paused";

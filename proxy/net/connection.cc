@@ -25,9 +25,6 @@ constexpr std::size_t kReadBufferSize = 64 * 1024;
 thread_local std::array<char, kReadBufferSize> t_read_buffer;
 thread_local std::array<char, kReadBufferSize> t_plaintext_buffer;
 
-// After a big RETR the buffers keep their capacity; give it back once idle.
-constexpr std::size_t kKeepCapacity = 16 * 1024;
-
 // Writes made while a read is being handled are sent when the handling ends, together:
 // a small RETR's status line, body and terminator, which arrive in one upstream read, go
 // out in one write (and one TLS record) instead of two or three. Connections are freed
@@ -466,8 +463,11 @@ void Connection::release_spare_capacity() {
   if (!out_.empty() || !staged_plaintext_.empty()) {
     return;  // not drained: the next completed write tries again
   }
+  // Drained outside a message: the connection may now idle for minutes, and thousands of
+  // idle connections should hold no buffers (a reply allocates its own, a small cost next
+  // to its write).
   for (std::string* buffer : {&inflight_, &out_, &staged_plaintext_}) {
-    if (buffer->empty() && buffer->capacity() > kKeepCapacity) {
+    if (buffer->empty()) {
       buffer->shrink_to_fit();
     }
   }

@@ -109,8 +109,8 @@ class Connection {
   void set_high_watermark(std::size_t bytes) { high_watermark_ = bytes; }
   bool above_high_watermark() const { return pending_bytes() >= high_watermark_; }
   // While a message is being relayed, the buffers keep their capacity between writes: each
-  // regrowth would copy what is queued again. Otherwise they go back to a small size
-  // whenever everything was sent, so an idle connection holds little.
+  // regrowth would copy what is queued again. Otherwise they are given back whenever
+  // everything was sent, so an idle connection holds no buffer.
   void set_streaming(bool streaming);
 
   // Sends what is queued (and a TLS close_notify), then shuts down and closes.

@@ -117,6 +117,10 @@ struct Upstream {
   UidlMapStore uidl_map;
   bool expunge_without_uidplus = false;  // allow a bare EXPUNGE when UIDPLUS is missing
   bool send_id = true;  // IMAP ID with x-originating-ip/port when the server offers ID
+  // Commands whose reading does not depend on the answer before them go out without
+  // waiting for it (ID with the login, SELECT with the snapshot FETCH): two round trips
+  // fewer per session. Off sends one command at a time, for a server that mishandles it.
+  bool pipelining = true;
   // TCP keep-alive on the upstream connection: first probe after idle, then every
   // interval, given up after count unanswered probes.
   Duration keepalive_idle = std::chrono::seconds(60);

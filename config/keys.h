@@ -54,7 +54,7 @@ inline constexpr std::array<std::string_view, 4> kListenerKeys{"name", "address"
                                                                "proxy_protocol"};
 inline constexpr std::array<std::string_view, 3> kTlsKeys{"certificate", "private_key",
                                                           "min_version"};
-inline constexpr std::array<std::string_view, 21> kUpstreamKeys{"protocol",
+inline constexpr std::array<std::string_view, 22> kUpstreamKeys{"protocol",
                                                                 "url",
                                                                 "address",
                                                                 "tls",
@@ -68,6 +68,7 @@ inline constexpr std::array<std::string_view, 21> kUpstreamKeys{"protocol",
                                                                 "uidl_format",
                                                                 "expunge_without_uidplus",
                                                                 "send_id",
+                                                                "pipelining",
                                                                 "login",
                                                                 "keepalive_idle",
                                                                 "keepalive_interval",

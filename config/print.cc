@@ -78,6 +78,7 @@ void upstream(YAML::Emitter& out, const Upstream& up) {
     out << YAML::Key << "reuse_xuidl" << YAML::Value << up.reuse_xuidl;
     out << YAML::Key << "expunge_without_uidplus" << YAML::Value << up.expunge_without_uidplus;
     out << YAML::Key << "send_id" << YAML::Value << up.send_id;
+    out << YAML::Key << "pipelining" << YAML::Value << up.pipelining;
     out << YAML::Key << "keepalive_idle" << YAML::Value << duration(up.keepalive_idle);
     out << YAML::Key << "keepalive_interval" << YAML::Value << duration(up.keepalive_interval);
     out << YAML::Key << "keepalive_count" << YAML::Value << up.keepalive_count;

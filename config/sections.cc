@@ -224,6 +224,7 @@ void Loader::read_upstream(const std::optional<Value>& v) {
   read_bool(m->get("reuse_xuidl"), up.reuse_xuidl);
   read_bool(m->get("expunge_without_uidplus"), up.expunge_without_uidplus);
   read_bool(m->get("send_id"), up.send_id);
+  read_bool(m->get("pipelining"), up.pipelining);
   for (const auto& [key, out] :
        {std::pair<std::string_view, Duration*>{"keepalive_idle", &up.keepalive_idle},
         std::pair<std::string_view, Duration*>{"keepalive_interval", &up.keepalive_interval}}) {

@@ -67,6 +67,7 @@ void Loader::refuse_imap_only_keys(const MapReader& m, const Upstream& up) {
                                                    "mark_seen",
                                                    "expunge_without_uidplus",
                                                    "send_id",
+                                                   "pipelining",
                                                    "keepalive_idle",
                                                    "keepalive_interval",
                                                    "keepalive_count"};

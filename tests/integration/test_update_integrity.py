@@ -136,17 +136,21 @@ def test_upstream_cut_at_every_point_of_update(make_fake, bridge, point):
         [(m.uid, m.flags) for m in fake.messages]
 
 
-def test_without_keywords_the_update_uses_deleted_alone(make_fake, bridge):
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelining", "one-at-a-time"])
+def test_without_keywords_the_update_uses_deleted_alone(make_fake, bridge, pipelining):
     """A mailbox that keeps no new keywords (PERMANENTFLAGS without \\*) gets today's
-    STORE of \\Deleted alone, and no FLAGS in the snapshot."""
+    STORE of \\Deleted alone. One command at a time, the snapshot asks for no FLAGS; a
+    snapshot FETCH pipelined with SELECT leaves before PERMANENTFLAGS is known, so it
+    asks for them."""
     fake = make_fake(messages=three_messages(), permanent_flags="\\Deleted \\Seen")
-    g = bridge(fake)
+    g = bridge(fake, {"upstream": {"pipelining": pipelining}})
     with login(g) as c:
         assert c.cmd("DELE 1").ok
         assert c.quit().ok
     wait_upstream_closed(fake)
     assert [s.args for s in fake.received("UID STORE")] == [b"1 +FLAGS.SILENT (\\Deleted)"]
-    assert all(b"FLAGS" not in f.args for f in fake.received("UID FETCH"))
+    snapshot_asks_flags = [b"FLAGS" in f.args for f in fake.received("UID FETCH") if b"1:*" in f.args]
+    assert snapshot_asks_flags == [pipelining]
     assert fake.uids() == [2, 3]
 
 

@@ -520,3 +520,55 @@ def test_token_mechanisms_follow_what_the_upstream_offers(make_fake, bridge):
         assert c.cmd("AUTH XOAUTH2 " + token).line == b"-ERR unsupported authentication mechanism"
         assert c.quit().ok
     assert "token_mechanism_unavailable" in g.log_text()
+
+
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelining", "one-at-a-time"])
+def test_upstream_pipelining(make_fake, bridge, pipelining):
+    """upstream.pipelining: ID leaves with the login and SELECT with the snapshot FETCH
+    (each pair in one flight, answered in order); off, every command waits for the answer
+    before it. The fake notes, before answering ID and SELECT, whether the next command
+    had already arrived."""
+    arrived_early = {}
+
+    def note(verb):
+        def hook(session, cmd):
+            arrived_early[verb] = session.next_command_arrived()
+            if verb == "ID":
+                session.line('* ID ("name" "fake")')
+                session.ok(cmd.tag, "ID completed.")
+                return True
+            return False
+        return hook
+
+    caps = ("IMAP4rev1", "AUTH=PLAIN", "SASL-IR", "UIDPLUS", "LITERAL+", "ID")
+    fake = make_fake(messages=three_messages(), capabilities=caps,
+                     hooks={"ID": note("ID"), "SELECT": note("SELECT")})
+    g = bridge(fake, {"upstream": {"pipelining": pipelining}})
+    with login(g) as c:
+        assert c.cmd("STAT").line == b"+OK 3 %d" % sum(len(m.body) for m in fake.messages)
+        r = c.cmd("RETR 2", multiline=True)
+        assert r.ok and r.body == as_retrieved(fake.message(2).body), r
+        assert c.quit().ok
+    wait_upstream_closed(fake)
+    assert arrived_early == {"ID": pipelining, "SELECT": pipelining}
+    # The session's own connection (readiness probes make others); this fake's login
+    # answer carries no capabilities, hence the CAPABILITY after it.
+    session = fake.received("ID")[0].conn
+    verbs = [cmd.verb for cmd in fake.received() if cmd.conn == session]
+    assert verbs[:6] == ["CAPABILITY", "ID", "AUTHENTICATE", "CAPABILITY", "SELECT", "UID FETCH"], verbs
+
+
+@pytest.mark.parametrize("answer", ["BAD Invalid messageset", "NO Nothing to fetch"])
+def test_empty_mailbox_whose_server_refuses_fetching_all(make_fake, bridge, answer):
+    """The snapshot FETCH leaves with SELECT, before the gateway knows the mailbox is
+    empty: a server that refuses "UID FETCH 1:*" on an empty mailbox still gives an empty
+    maildrop, not an error."""
+    def fetch(session, cmd):
+        session.line(f"{cmd.tag} {answer}")
+        return True
+
+    fake = make_fake(messages=[], hooks={"UID FETCH": fetch})
+    g = bridge(fake)
+    with login(g) as c:
+        assert c.cmd("STAT").line == b"+OK 0 0"
+        assert c.quit().ok

@@ -167,7 +167,7 @@ void ImapClient::on_data(std::string_view bytes) {
     fail(ImapResult::Failure::kProtocol, "unexpected plaintext after STARTTLS");
     return;
   }
-  if (in_flight_ && !paused_) {
+  if (in_flight_ > 0 && !paused_) {
     arm_command_timer();
   }
   if (!parser_.feed(bytes)) {
@@ -220,7 +220,7 @@ void ImapClient::on_status(const protocol::ImapStatus& status) {
     }
     return;
   }
-  if (!in_flight_ || queue_.empty() || status.tag != queue_.front().tag) {
+  if (in_flight_ == 0 || status.tag != queue_.front().tag) {
     fail(ImapResult::Failure::kProtocol,
          "response with unknown tag '" + std::string(status.tag) + "'");
     return;
@@ -303,12 +303,18 @@ void ImapClient::run(const protocol::ImapCommand& command, FetchSink* sink, Comp
   send_parts(command.render(next_tag(), has_capability("LITERAL+")), false, sink, std::move(done));
 }
 
+void ImapClient::pipeline(const protocol::ImapCommand& command, FetchSink* sink, Completion done) {
+  send_parts(command.render(next_tag(), has_capability("LITERAL+")), false, sink, std::move(done),
+             Flight::kPipelined);
+}
+
 void ImapClient::logout() {
   if (state_ == State::kClosed || !connection_) {
     shutdown();
     return;
   }
   queue_.clear();
+  in_flight_ = 0;
   state_ = State::kClosed;
   timer_.stop();
   connection_->write(next_tag() + " LOGOUT\r\n");
@@ -319,6 +325,7 @@ void ImapClient::shutdown() {
   state_ = State::kClosed;
   timer_.stop();
   queue_.clear();
+  in_flight_ = 0;
   connection_.reset();
 }
 
@@ -362,7 +369,7 @@ void ImapClient::resume_reading() {
   paused_ = false;
   if (connection_ && state_ != State::kClosed) {
     connection_->start_reading();
-    if (in_flight_) {
+    if (in_flight_ > 0) {
       arm_command_timer();
     }
   }
@@ -375,50 +382,66 @@ std::uint64_t ImapClient::bytes_received() const {
 std::uint64_t ImapClient::bytes_sent() const { return connection_ ? connection_->bytes_sent() : 0; }
 
 void ImapClient::send_parts(std::vector<std::string> parts, bool secret, FetchSink* sink,
-                            Completion done) {
+                            Completion done, Flight flight) {
   Pending pending;
   pending.tag = parts.front().substr(0, parts.front().find(' '));
   pending.parts = std::move(parts);
   pending.secret = secret;
   pending.sink = sink;
   pending.done = std::move(done);
+  pending.pipelined = flight == Flight::kPipelined && settings_.pipelining;
   queue_.push_back(std::move(pending));
   send_next();
 }
 
+bool ImapClient::may_send_now(const Pending& next) const {
+  if (in_flight_ == 0) {
+    return true;
+  }
+  // A continuation request always belongs to the newest command in flight, and answers
+  // come back in order, so the oldest one in flight is the one a tagged reply completes.
+  return next.pipelined && !queue_[in_flight_ - 1].awaits_continuation();
+}
+
 void ImapClient::send_next() {
-  if (in_flight_ || queue_.empty() || !connection_ || state_ == State::kClosed) {
+  if (!connection_ || state_ == State::kClosed) {
     return;
   }
-  in_flight_ = true;
-  Pending& front = queue_.front();
-  connection_->write(front.parts[0]);
-  front.next_part = 1;
-  if (!paused_) {
+  bool sent = false;
+  while (in_flight_ < queue_.size() && may_send_now(queue_[in_flight_])) {
+    Pending& next = queue_[in_flight_++];
+    connection_->write(next.parts[0]);
+    next.next_part = 1;
+    sent = true;
+  }
+  if (sent && !paused_) {
     arm_command_timer();
   }
 }
 
 void ImapClient::on_continuation(std::string_view) {
-  if (!in_flight_ || queue_.empty()) {
+  if (in_flight_ == 0) {
     fail(ImapResult::Failure::kProtocol, "unexpected continuation request");
     return;
   }
-  Pending& front = queue_.front();
-  if (front.next_part < front.parts.size()) {
-    connection_->write(front.parts[front.next_part++]);
+  Pending& newest = queue_[in_flight_ - 1];
+  if (newest.next_part < newest.parts.size()) {
+    connection_->write(newest.parts[newest.next_part++]);
   } else {
-    connection_->write(front.final_response + "\r\n");
+    connection_->write(newest.final_response + "\r\n");
   }
 }
 
 void ImapClient::complete_current(const ImapResult& result) {
   Pending finished = std::move(queue_.front());
   queue_.pop_front();
-  in_flight_ = false;
+  --in_flight_;
   timer_.stop();
   if (finished.secret) {
     wipe_parts(finished.parts);
+  }
+  if (in_flight_ > 0 && !paused_) {
+    arm_command_timer();
   }
   send_next();
   if (finished.done) {
@@ -440,8 +463,8 @@ void ImapClient::fail(ImapResult::Failure failure, std::string reason) {
   result.text = std::move(reason);
   std::deque<Pending> abandoned = std::move(queue_);
   queue_.clear();
-  const bool had_command = in_flight_ && !abandoned.empty();
-  in_flight_ = false;
+  const std::size_t abandoned_in_flight = in_flight_;
+  in_flight_ = 0;
   if (connection_) {
     connection_->close();
   }
@@ -456,8 +479,17 @@ void ImapClient::fail(ImapResult::Failure failure, std::string reason) {
     ready(result);
     return;
   }
-  if (had_command && abandoned.front().done) {
-    abandoned.front().done(result);
+  if (abandoned_in_flight > 0) {
+    // Every command sent hears of it: one pipelined behind another may be the one its
+    // owner waits on (a login behind an ID).
+    for (std::size_t i = 0; i < abandoned_in_flight; ++i) {
+      if (i > 0 && !connection_) {
+        break;  // an earlier completion shut the client down: no upcall after that
+      }
+      if (abandoned[i].done) {
+        abandoned[i].done(result);
+      }
+    }
     return;
   }
   if (was_ready) {
@@ -477,7 +509,7 @@ void ImapClient::arm_command_timer() {
 std::string ImapClient::next_tag() { return "a" + std::to_string(++tag_counter_); }
 
 FetchSink* ImapClient::sink() const {
-  return in_flight_ && !queue_.empty() ? queue_.front().sink : nullptr;
+  return in_flight_ > 0 && !queue_.empty() ? queue_.front().sink : nullptr;
 }
 
 void ImapClient::on_capability(const std::vector<std::string_view>& capabilities) {

@@ -62,8 +62,9 @@ class FetchSink {
 
 // One upstream IMAP connection: connect (plain, STARTTLS or implicit TLS with the
 // certificate and host name verified), greeting, capabilities, login, then a tagged
-// command queue with one command in flight. Untagged FETCH data goes to the FetchSink of
-// the command in flight. Only what CAPABILITY offers is used.
+// command queue. A command waits for the one before it unless it is pipelined (RFC 3501
+// §5.5) and upstream.pipelining is on; answers come back in order, and untagged FETCH data
+// goes to the FetchSink of the oldest command in flight. Only what CAPABILITY offers is used.
 //
 // Re-entrancy: completions and observer calls run inside the parser's feed(), so they must
 // not destroy the client; owners hand it to Server::dispose() instead, which deletes it on
@@ -99,8 +100,12 @@ class ImapClient final : Connection::Handler, protocol::ImapEvents {
   // a master login (authzid set) needs AUTH=PLAIN. Tokens: AUTHENTICATE XOAUTH2 or
   // OAUTHBEARER, which the server must offer.
   void login(const UpstreamCredentials& credentials, Completion done);
-  // Sends a command after those queued before it; sink may be null.
+  // Sends a command once those queued before it have completed; sink may be null.
   void run(const protocol::ImapCommand& command, FetchSink* sink, Completion done);
+  // Sends a command right behind those in flight, without waiting for their answers, when
+  // upstream.pipelining is on (else as run()). For a command that is read the same way
+  // whatever the ones before it answer (SELECT's snapshot FETCH): a round trip saved.
+  void pipeline(const protocol::ImapCommand& command, FetchSink* sink, Completion done);
   // LOGOUT, then close once it is sent; no completion or observer call after this.
   void logout();
   // Closes at once; no completion or observer call after this.
@@ -143,7 +148,13 @@ class ImapClient final : Connection::Handler, protocol::ImapEvents {
     std::string final_response = "*";
     FetchSink* sink = nullptr;
     Completion done;
+    bool pipelined = false;  // may go out while the commands before it are in flight
+    bool authenticating = false;
+    // AUTHENTICATE and commands with synchronising literals: continuation requests are
+    // theirs, so nothing is sent behind them until they complete.
+    bool awaits_continuation() const { return parts.size() > 1 || authenticating; }
   };
+  enum class Flight { kAfterPrevious, kPipelined };
 
   // Connection::Handler
   void on_connected(int status) override;
@@ -172,9 +183,11 @@ class ImapClient final : Connection::Handler, protocol::ImapEvents {
   void after_tls_or_greeting();
   void request_capabilities();
   void connection_ready();
-  void send_id_then_ready();
+  void send_id();
   void authenticate(std::string_view mechanism, std::string_view message, Completion done);
-  void send_parts(std::vector<std::string> parts, bool secret, FetchSink* sink, Completion done);
+  void send_parts(std::vector<std::string> parts, bool secret, FetchSink* sink, Completion done,
+                  Flight flight = Flight::kAfterPrevious);
+  bool may_send_now(const Pending& next) const;
   void send_next();
   void complete_current(const ImapResult& result);
   void fail(ImapResult::Failure failure, std::string reason);
@@ -196,8 +209,8 @@ class ImapClient final : Connection::Handler, protocol::ImapEvents {
   protocol::ImapParser parser_;
   Timer timer_;
   Completion ready_;
-  std::deque<Pending> queue_;  // front is in flight once sent
-  bool in_flight_ = false;
+  std::deque<Pending> queue_;  // the first in_flight_ entries are sent, oldest first
+  std::size_t in_flight_ = 0;
   std::uint32_t tag_counter_ = 0;
   protocol::CapabilityList capabilities_;
   std::optional<std::uint32_t> uidvalidity_;

@@ -28,11 +28,15 @@ void ImapClient::set_client_identity(std::string address, std::uint16_t port,
 
 void ImapClient::connection_ready() {
   if (settings_.send_id && !client_address_.empty() && has_capability("ID")) {
-    send_id_then_ready();
-    return;
+    send_id();
+    if (!settings_.pipelining) {
+      return;  // ready once ID is answered
+    }
   }
   state_ = State::kLoggingIn;
-  timer_.stop();
+  if (in_flight_ == 0) {
+    timer_.stop();  // an ID in flight keeps its command timer
+  }
   log::debug("upstream_connected", {{"tls", connection_->tls_summary()}});
   if (ready_) {
     auto ready = std::move(ready_);
@@ -43,7 +47,7 @@ void ImapClient::connection_ready() {
   }
 }
 
-void ImapClient::send_id_then_ready() {
+void ImapClient::send_id() {
   // Addresses, digits and our own ids need no escaping inside quotes.
   auto pair = [](std::string_view key, std::string_view value) {
     return "\"" + std::string(key) + "\" \"" + std::string(value) + "\"";
@@ -53,9 +57,12 @@ void ImapClient::send_id_then_ready() {
          pair("x-originating-port", std::to_string(client_port_)) + " " +
          pair("x-session-ext-id", session_id_) + ")");
   client_address_.clear();  // ID once per connection
-  run(id, nullptr, [this](const ImapResult&) {
-    // An ID the server refuses changes nothing for the login.
-    connection_ready();
+  run(id, nullptr, [this](const ImapResult& result) {
+    // An ID the server refuses changes nothing for the login, which is pipelined behind it
+    // or sent now.
+    if (!settings_.pipelining && result.kind != ImapResult::Kind::kFailed) {
+      connection_ready();
+    }
   });
 }
 
@@ -71,7 +78,8 @@ void ImapClient::authenticate(std::string_view mechanism, std::string_view messa
     parts.push_back(encoded + "\r\n");
   }
   protocol::wipe(encoded.data(), encoded.size());
-  send_parts(std::move(parts), true, nullptr, std::move(done));
+  send_parts(std::move(parts), true, nullptr, std::move(done), Flight::kPipelined);
+  queue_.back().authenticating = true;
   if (mechanism == "XOAUTH2") {
     queue_.back().final_response.clear();
   } else if (mechanism == "OAUTHBEARER") {
@@ -147,7 +155,7 @@ void ImapClient::login(const UpstreamCredentials& credentials, Completion done) 
   protocol::ImapCommand command("LOGIN");
   command.astring(user).astring(password.view());
   std::vector<std::string> parts = command.render(next_tag(), has_capability("LITERAL+"));
-  send_parts(std::move(parts), true, nullptr, std::move(finish_and_refresh));
+  send_parts(std::move(parts), true, nullptr, std::move(finish_and_refresh), Flight::kPipelined);
 }
 
 }  // namespace popbridge::proxy

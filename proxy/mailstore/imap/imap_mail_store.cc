@@ -163,40 +163,56 @@ void ImapMailStore::select_mailbox() {
   const std::string& mailbox = mailbox_name();
   protocol::ImapCommand select("SELECT");
   select.astring(mailbox);
-  client_.run(select, nullptr, [this, mailbox](const ImapResult& selected) {
-    if (!selected.ok() || !client_.uidvalidity()) {
-      // A NO that does not say "try later" means the mailbox is not there (Dovecot says
-      // [NONEXISTENT]; Cyrus and Courier give no code): retrying will not make it appear,
-      // and the likely cause is upstream.mailbox (or a hook's X-Popbridge-Mailbox).
-      const std::string code = selected.code_atom();
-      const bool transient =
-          !selected.ok() && (selected.kind == ImapResult::Kind::kFailed || code == "UNAVAILABLE" ||
-                             code == "SERVERBUG" || code == "LIMIT" || code == "INUSE");
-      log::error(transient ? "select_failed" : "mailbox_unavailable",
-                 {{"session", request_.session_id},
-                  {"mailbox", mailbox},
-                  {"reason", selected.text},
-                  {"hint", transient ? "" : "check upstream.mailbox"}});
-      opened(failure(selected, transient ? StoreStatus::kTemporary : StoreStatus::kPermanent));
-      return;
-    }
-    snapshot_ = {};
-    snapshot_.uidvalidity = *client_.uidvalidity();
-    marked_.clear();
-    // Where the mailbox keeps our keyword, commit() marks its deletions with it, and FLAGS
-    // in the snapshot finds what an interrupted commit left behind.
-    mark_pending_ = client_.may_store_keyword(kPendingKeyword);
-    if (client_.exists() == 0) {
-      opened({StoreStatus::kOk, {}});
-      return;
-    }
-    read_snapshot();
+  // The snapshot FETCH is read the same whatever SELECT answers (a failed SELECT makes it
+  // fail too, and it is then ignored), so with pipelining it leaves with SELECT.
+  const bool with_snapshot = settings_.pipelining;
+  client_.run(select, nullptr, [this, mailbox, with_snapshot](const ImapResult& selected) {
+    mailbox_selected(selected, mailbox, with_snapshot);
   });
+  if (with_snapshot) {
+    read_snapshot();
+  }
+}
+
+void ImapMailStore::mailbox_selected(const ImapResult& selected, const std::string& mailbox,
+                                     bool snapshot_requested) {
+  if (!selected.ok() || !client_.uidvalidity()) {
+    // A NO that does not say "try later" means the mailbox is not there (Dovecot says
+    // [NONEXISTENT]; Cyrus and Courier give no code): retrying will not make it appear,
+    // and the likely cause is upstream.mailbox (or a hook's X-Popbridge-Mailbox).
+    const std::string code = selected.code_atom();
+    const bool transient =
+        !selected.ok() && (selected.kind == ImapResult::Kind::kFailed || code == "UNAVAILABLE" ||
+                           code == "SERVERBUG" || code == "LIMIT" || code == "INUSE");
+    log::error(transient ? "select_failed" : "mailbox_unavailable",
+               {{"session", request_.session_id},
+                {"mailbox", mailbox},
+                {"reason", selected.text},
+                {"hint", transient ? "" : "check upstream.mailbox"}});
+    opened(failure(selected, transient ? StoreStatus::kTemporary : StoreStatus::kPermanent));
+    return;
+  }
+  snapshot_ = {};
+  snapshot_.uidvalidity = *client_.uidvalidity();
+  marked_.clear();
+  // Where the mailbox keeps our keyword, commit() marks its deletions with it, and FLAGS
+  // in the snapshot finds what an interrupted commit left behind.
+  mark_pending_ = client_.may_store_keyword(kPendingKeyword);
+  if (snapshot_requested) {
+    return;  // the FETCH behind it completes the opening
+  }
+  if (client_.exists() == 0) {
+    opened({StoreStatus::kOk, {}});
+    return;
+  }
+  read_snapshot();
 }
 
 void ImapMailStore::read_snapshot() {
   std::string items = "(UID RFC822.SIZE";
-  if (mark_pending_ || settings_.on_delete.action == config::DeleteAction::kHide) {
+  // A pipelined FETCH leaves before SELECT tells whether the mailbox keeps our keyword.
+  if (settings_.pipelining || mark_pending_ ||
+      settings_.on_delete.action == config::DeleteAction::kHide) {
     items += " FLAGS";
   }
   if (request_.want_guids) {
@@ -210,8 +226,17 @@ void ImapMailStore::read_snapshot() {
   sequence_.clear();
   protocol::ImapCommand fetch("UID FETCH");
   fetch.raw("1:*").raw(items);
-  client_.run(fetch, this, [this](const ImapResult& fetched) {
+  client_.pipeline(fetch, this, [this](const ImapResult& fetched) {
     reading_ = Reading::kNone;
+    if (!opened_) {
+      return;  // SELECT failed and said so
+    }
+    // An empty mailbox: some servers refuse "1:*" where there is nothing to fetch.
+    const bool empty = sequence_.empty() && client_.exists() == 0;
+    if (empty && fetched.kind != ImapResult::Kind::kFailed) {
+      opened({StoreStatus::kOk, {}});
+      return;
+    }
     if (!fetched.ok()) {
       opened(failure(fetched, StoreStatus::kTemporary));
       return;

@@ -65,6 +65,8 @@ class ImapMailStore final : public MailStore, ImapClient::Observer, FetchSink {
 
   void logged_in(const ImapResult& result);
   void select_mailbox();
+  void mailbox_selected(const ImapResult& selected, const std::string& mailbox,
+                        bool snapshot_requested);
   void read_snapshot();
   // upstream.uidl_map.store: metadata: GETMETADATA after the snapshot, then on.
   void read_uidl_map();

@@ -223,6 +223,11 @@ class Session:
             return False
         return bool(readable)
 
+    def next_command_arrived(self) -> bool:
+        """True if the client sent its next command before this one was answered
+        (pipelining), waiting up to CONTINUATION_GRACE for it."""
+        return self._client_sent_early()
+
     def continuation(self, text: str = "") -> bool:
         """Sends "+ text" after checking the client waited for it; returns False if it did not."""
         early = self._client_sent_early()

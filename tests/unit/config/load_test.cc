@@ -130,6 +130,7 @@ TEST_F(LoadConfigTest, MinimalConfigTakesEveryDefault) {
   EXPECT_FALSE(c.upstream.mark_seen);
   EXPECT_EQ(c.upstream.uidl_format.text(), "%08Xu%08Xv");
   EXPECT_FALSE(c.upstream.expunge_without_uidplus);
+  EXPECT_TRUE(c.upstream.pipelining);
 
   EXPECT_FALSE(c.auth.allow_plaintext);
   EXPECT_EQ(c.auth.failure_delay, seconds(2));
@@ -179,6 +180,7 @@ upstream:
   mark_seen: true
   uidl_format: uid
   expunge_without_uidplus: true
+  pipelining: false
 auth:
   allow_plaintext: true
   failure_delay: 1500ms
@@ -218,6 +220,7 @@ metrics:
   EXPECT_TRUE(c.upstream.mark_seen);
   EXPECT_EQ(c.upstream.uidl_format.text(), "%v.%u");
   EXPECT_TRUE(c.upstream.expunge_without_uidplus);
+  EXPECT_FALSE(c.upstream.pipelining);
 
   EXPECT_TRUE(c.auth.allow_plaintext);
   EXPECT_EQ(c.auth.failure_delay, milliseconds(1500));

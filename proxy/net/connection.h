@@ -28,7 +28,8 @@ using ConnectionPtr = std::unique_ptr<Connection, ConnectionReleaser>;
 // to the output queue, which is flushed with uv_write. Session code sees the same interface for
 // plain and TLS, and STLS/STARTTLS turn TLS on in place.
 //
-// Writes are queued in one buffer with a single uv_write in flight; pending_bytes() is
+// Writes are queued in one buffer; what the socket takes at once goes out with uv_try_write,
+// the rest with a single uv_write in flight; pending_bytes() is
 // what the peer has not taken yet, which is what backpressure watches. With TLS, what is
 // written while a uv_write is in flight stays plaintext until it completes and is then
 // sealed in full-size records; decrypted input reaches on_data in chunks of up to 64 KiB,
@@ -147,6 +148,8 @@ class Connection {
   void after_write();
   void release_spare_capacity();
   void flush();
+  // uv_try_write of the whole queue; true when all of it went.
+  bool write_at_once();
   void maybe_finish_graceful_close();
   void fail(std::string_view reason);
   bool handler_gone() const { return handler_ == nullptr || closing_; }

@@ -26,8 +26,9 @@ int socket_option(Connection& connection, int level, int name) {
   return value;
 }
 
-// libuv's uv_tcp_keepalive sets only the idle time; the probe interval and count must be
-// set too, or a 10-second blip (libuv's 1 s x 10) drops every idle upstream connection.
+// All four options are set by Connection itself: libuv's uv_tcp_keepalive would set a probe
+// interval and count of its own (1 s x 10), and a 10-second blip would then drop every idle
+// upstream connection.
 TEST(ConnectionKeepAlive, IdleIntervalAndCountReachTheSocket) {
   uv_loop_t loop;
   ASSERT_EQ(uv_loop_init(&loop), 0);

@@ -55,9 +55,10 @@ class Connection {
     virtual void on_disconnected(std::string_view reason) = 0;
   };
 
-  // TCP keep-alive probing. libuv sets only the idle time and leaves the kernel's probe
-  // interval and count, which libuv's own default makes 1 s x 10: a 10-second network
-  // blip then kills every idle connection. These defaults ride out a couple of minutes.
+  // TCP keep-alive probing, all four options set by Connection itself: libuv's
+  // uv_tcp_keepalive sets a probe interval and count of its own (1 s x 10), and a
+  // 10-second network blip would then kill every idle connection. These defaults ride out
+  // a couple of minutes.
   struct KeepAlive {
     unsigned idle_seconds = 60;
     unsigned interval_seconds = 30;

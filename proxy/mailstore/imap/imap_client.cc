@@ -300,12 +300,17 @@ void ImapClient::after_tls_or_greeting() {
 }
 
 void ImapClient::run(const protocol::ImapCommand& command, FetchSink* sink, Completion done) {
-  send_parts(command.render(next_tag(), has_capability("LITERAL+")), false, sink, std::move(done));
+  send_command(command, sink, std::move(done), Flight::kAfterPrevious);
 }
 
 void ImapClient::pipeline(const protocol::ImapCommand& command, FetchSink* sink, Completion done) {
+  send_command(command, sink, std::move(done), Flight::kPipelined);
+}
+
+void ImapClient::send_command(const protocol::ImapCommand& command, FetchSink* sink,
+                              Completion done, Flight flight) {
   send_parts(command.render(next_tag(), has_capability("LITERAL+")), false, sink, std::move(done),
-             Flight::kPipelined);
+             flight);
 }
 
 void ImapClient::logout() {
@@ -436,12 +441,13 @@ void ImapClient::complete_current(const ImapResult& result) {
   Pending finished = std::move(queue_.front());
   queue_.pop_front();
   --in_flight_;
-  timer_.stop();
   if (finished.secret) {
     wipe_parts(finished.parts);
   }
   if (in_flight_ > 0 && !paused_) {
-    arm_command_timer();
+    arm_command_timer();  // the next answer gets a full timeout of its own
+  } else {
+    timer_.stop();
   }
   send_next();
   if (finished.done) {

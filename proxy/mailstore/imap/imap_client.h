@@ -185,6 +185,8 @@ class ImapClient final : Connection::Handler, protocol::ImapEvents {
   void connection_ready();
   void send_id();
   void authenticate(std::string_view mechanism, std::string_view message, Completion done);
+  void send_command(const protocol::ImapCommand& command, FetchSink* sink, Completion done,
+                    Flight flight);
   void send_parts(std::vector<std::string> parts, bool secret, FetchSink* sink, Completion done,
                   Flight flight = Flight::kAfterPrevious);
   bool may_send_now(const Pending& next) const;

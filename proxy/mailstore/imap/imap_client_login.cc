@@ -57,10 +57,11 @@ void ImapClient::send_id() {
          pair("x-originating-port", std::to_string(client_port_)) + " " +
          pair("x-session-ext-id", session_id_) + ")");
   client_address_.clear();  // ID once per connection
-  run(id, nullptr, [this](const ImapResult& result) {
+  run(id, nullptr, [this](const ImapResult&) {
     // An ID the server refuses changes nothing for the login, which is pipelined behind it
-    // or sent now.
-    if (!settings_.pipelining && result.kind != ImapResult::Kind::kFailed) {
+    // or sent now. A connection lost before login never gets here: fail() reports it to
+    // the connect callback instead.
+    if (!settings_.pipelining) {
       connection_ready();
     }
   });

@@ -45,9 +45,11 @@ service imap-login {{
   process_min_avail = 2
   client_limit = {clients}
 }}
-# client_limit = 1: one imap process per session (Dovecot's default); more to fit 10,000.
+# client_limit = 1: one imap process per session (Dovecot's default); more to fit 10,000,
+# which needs service_count = 0 too (by default a process serves one client, then exits).
 service imap {{
   client_limit = {client_limit}
+  service_count = {0 if client_limit > 1 else 1}
   process_limit = {(sessions + 100 + client_limit - 1) // client_limit + 10}
 }}
 """

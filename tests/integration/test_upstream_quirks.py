@@ -558,6 +558,71 @@ def test_upstream_pipelining(make_fake, bridge, pipelining):
     assert verbs[:6] == ["CAPABILITY", "ID", "AUTHENTICATE", "CAPABILITY", "SELECT", "UID FETCH"], verbs
 
 
+def note_capability_after_login(arrived_early: list):
+    """A CAPABILITY hook: notes, for one asked after login, whether the next command had
+    already arrived before the answer."""
+    def hook(session, cmd):
+        if session.logged_in:
+            arrived_early.append(session.next_command_arrived())
+        return False
+    return hook
+
+
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelining", "one-at-a-time"])
+@pytest.mark.parametrize("style", [None, "untagged", "code"],
+                         ids=["login-answer-without", "untagged-during-login", "response-code"])
+def test_capabilities_after_login(make_fake, bridge, style, pipelining):
+    """Capabilities a login answer carries (Dovecot's [CAPABILITY] code, Gmail's untagged
+    CAPABILITY before the OK) are used as they are; a login answer without them (Courier,
+    Exchange) gets a CAPABILITY after it, which SELECT and the snapshot FETCH do not wait
+    for when pipelining. Either way the set after login is the one used: UIDPLUS, which
+    the server announces only then, lets QUIT expunge."""
+    before = ("IMAP4rev1", "AUTH=PLAIN", "SASL-IR", "LITERAL+")
+    arrived_early: list = []
+    fake = make_fake(messages=three_messages(), capabilities=before,
+                     capabilities_after_login=before + ("UIDPLUS",), login_capabilities=style,
+                     hooks={"CAPABILITY": note_capability_after_login(arrived_early)})
+    g = bridge(fake, {"upstream": {"pipelining": pipelining}})
+    with login(g) as c:
+        assert c.cmd("STAT").line == b"+OK 3 %d" % sum(len(m.body) for m in fake.messages)
+        r = c.cmd("RETR 3", multiline=True)
+        assert r.ok and r.body == as_retrieved(fake.message(3).body), r
+        assert c.cmd("DELE 1").ok
+        assert c.quit().ok
+    wait_upstream_closed(fake)
+    session = fake.received("AUTHENTICATE")[0].conn
+    verbs = [cmd.verb for cmd in fake.received() if cmd.conn == session]
+    asked_again = ["CAPABILITY"] if style is None else []
+    expected = ["CAPABILITY", "AUTHENTICATE"] + asked_again + ["SELECT", "UID FETCH"]
+    assert verbs[:len(expected)] == expected, verbs
+    assert "UID EXPUNGE" in verbs, verbs
+    assert [m.uid for m in fake.messages] == [2, 3]
+    assert arrived_early == ([pipelining] if style is None else [])
+
+
+def test_snapshot_waits_for_capabilities_it_depends_on(make_fake, bridge):
+    """A UIDL format that prints GUIDs makes the snapshot FETCH ask for EMAILID where the
+    server offers OBJECTID, which this one announces only after login, in a CAPABILITY
+    answer the gateway has to ask for: SELECT leaves behind that CAPABILITY, the FETCH
+    waits for its answer."""
+    before = ("IMAP4rev1", "AUTH=PLAIN", "SASL-IR", "UIDPLUS", "LITERAL+")
+    arrived_early: list = []
+    fake = make_fake(messages=three_messages(), capabilities=before,
+                     capabilities_after_login=before + ("OBJECTID",),
+                     hooks={"CAPABILITY": note_capability_after_login(arrived_early)})
+    g = bridge(fake, {"upstream": {"uidl_format": "%g"}})
+    with login(g) as c:
+        r = c.cmd("UIDL", multiline=True)
+        assert r.ok, r
+        assert [line.split()[1].decode() for line in r.body.splitlines()] == \
+            [FakeImap.email_id(uid) for uid in (1, 2, 3)]
+        assert c.quit().ok
+    wait_upstream_closed(fake)
+    snapshot = [cmd for cmd in fake.received("UID FETCH") if "1:*" in cmd.text]
+    assert snapshot and "EMAILID" in snapshot[0].text, [cmd.text for cmd in snapshot]
+    assert arrived_early == [True], "SELECT behind the CAPABILITY asked after login"
+
+
 @pytest.mark.parametrize("answer", ["BAD Invalid messageset", "NO Nothing to fetch"])
 def test_empty_mailbox_whose_server_refuses_fetching_all(make_fake, bridge, answer):
     """The snapshot FETCH leaves with SELECT, before the gateway knows the mailbox is

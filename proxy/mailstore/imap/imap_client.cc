@@ -520,6 +520,7 @@ FetchSink* ImapClient::sink() const {
 
 void ImapClient::on_capability(const std::vector<std::string_view>& capabilities) {
   capabilities_.assign(capabilities);
+  ++capability_replies_;
 }
 
 void ImapClient::on_exists(std::uint32_t count) { exists_ = count; }

@@ -104,7 +104,8 @@ class ImapClient final : Connection::Handler, protocol::ImapEvents {
   void run(const protocol::ImapCommand& command, FetchSink* sink, Completion done);
   // Sends a command right behind those in flight, without waiting for their answers, when
   // upstream.pipelining is on (else as run()). For a command that is read the same way
-  // whatever the ones before it answer (SELECT's snapshot FETCH): a round trip saved.
+  // whatever the ones before it answer (SELECT behind a CAPABILITY, the snapshot FETCH
+  // behind SELECT): a round trip saved.
   void pipeline(const protocol::ImapCommand& command, FetchSink* sink, Completion done);
   // LOGOUT, then close once it is sent; no completion or observer call after this.
   void logout();
@@ -113,6 +114,9 @@ class ImapClient final : Connection::Handler, protocol::ImapEvents {
 
   bool usable() const { return state_ == State::kReady || state_ == State::kLoggingIn; }
   bool has_capability(std::string_view name) const;
+  // A login answer that carried no capabilities had CAPABILITY pipelined behind it, and
+  // its answer is still due: has_capability() says false to everything until then.
+  bool capabilities_pending() const { return capabilities_pending_; }
   // After SELECT: the mailbox keeps this keyword (PERMANENTFLAGS lists it or "\*").
   bool may_store_keyword(std::string_view keyword) const;
   std::optional<std::uint32_t> uidvalidity() const { return uidvalidity_; }
@@ -184,6 +188,7 @@ class ImapClient final : Connection::Handler, protocol::ImapEvents {
   void request_capabilities();
   void connection_ready();
   void send_id();
+  void ask_capabilities_after_login(const Completion& done, const ImapResult& logged_in);
   void authenticate(std::string_view mechanism, std::string_view message, Completion done);
   void send_command(const protocol::ImapCommand& command, FetchSink* sink, Completion done,
                     Flight flight);
@@ -215,6 +220,8 @@ class ImapClient final : Connection::Handler, protocol::ImapEvents {
   std::size_t in_flight_ = 0;
   std::uint32_t tag_counter_ = 0;
   protocol::CapabilityList capabilities_;
+  std::uint64_t capability_replies_ = 0;  // untagged CAPABILITY responses read
+  bool capabilities_pending_ = false;
   std::optional<std::uint32_t> uidvalidity_;
   std::optional<std::string> permanent_flags_;  // upper-cased, from SELECT
   std::uint32_t exists_ = 0;

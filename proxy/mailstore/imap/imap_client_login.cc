@@ -88,6 +88,35 @@ void ImapClient::authenticate(std::string_view mechanism, std::string_view messa
   }
 }
 
+void ImapClient::ask_capabilities_after_login(const Completion& done, const ImapResult& logged_in) {
+  // Pipelined, the login is reported at once: what follows it (SELECT) seldom depends on
+  // the answer, and the caller asks capabilities_pending() where it does. A refusal
+  // leaves the set empty, which means fewer extensions used, not a failed login.
+  const bool pipelined = settings_.pipelining;
+  capabilities_pending_ = pipelined;
+  send_parts(
+      {next_tag() + " CAPABILITY\r\n"}, false, nullptr,
+      [this, pipelined, done, logged_in](const ImapResult& caps) {
+        capabilities_pending_ = false;
+        if (caps.kind == ImapResult::Kind::kFailed) {
+          if (!pipelined) {
+            done(caps);  // pipelined, the commands behind it hear of the failure
+          }
+          return;
+        }
+        if (!caps.ok()) {
+          log::warn("upstream_capability_refused", {{"reason", caps.text}});
+        }
+        if (!pipelined) {
+          done(logged_in);
+        }
+      },
+      Flight::kPipelined);
+  if (pipelined) {
+    done(logged_in);
+  }
+}
+
 void ImapClient::login(const UpstreamCredentials& credentials, Completion done) {
   const std::string_view authzid = credentials.authzid;
   const std::string_view user = credentials.user;
@@ -96,18 +125,22 @@ void ImapClient::login(const UpstreamCredentials& credentials, Completion done) 
     if (result.ok()) {
       state_ = State::kReady;
       if (!has_capability("IMAP4REV1") && !has_capability("IMAP4REV2")) {
-        // The tagged OK carried no capabilities: ask, since they may change after login.
-        send_parts({next_tag() + " CAPABILITY\r\n"}, false, nullptr,
-                   [done](const ImapResult& caps) { done(caps); });
+        // The login answer carried no capabilities (Courier, Exchange): ask, since they
+        // may change after login.
+        ask_capabilities_after_login(done, result);
         return;
       }
     }
     done(result);
   };
-  // Capabilities may grow after login; only the tagged OK's list or a new CAPABILITY
-  // reply replaces them, so the pre-login set is dropped once login succeeds.
-  auto finish_and_refresh = [this, finish = std::move(finish)](const ImapResult& result) {
-    if (result.ok() && result.code_atom() != "CAPABILITY") {
+  // Capabilities may grow after login; only the tagged OK's list or a CAPABILITY response
+  // sent during the login (Gmail's, untagged) replaces them, so otherwise the pre-login
+  // set is dropped once login succeeds.
+  const std::uint64_t replies_before_login = capability_replies_;
+  auto finish_and_refresh = [this, replies_before_login,
+                             finish = std::move(finish)](const ImapResult& result) {
+    if (result.ok() && result.code_atom() != "CAPABILITY" &&
+        capability_replies_ == replies_before_login) {
       capabilities_.clear();
     }
     finish(result);

@@ -164,9 +164,11 @@ void ImapMailStore::select_mailbox() {
   protocol::ImapCommand select("SELECT");
   select.astring(mailbox);
   // The snapshot FETCH is read the same whatever SELECT answers (a failed SELECT makes it
-  // fail too, and it is then ignored), so with pipelining it leaves with SELECT.
-  const bool with_snapshot = settings_.pipelining;
-  client_.run(select, nullptr, [this, mailbox, with_snapshot](const ImapResult& selected) {
+  // fail too, and it is then ignored), so with pipelining it leaves with SELECT, and both
+  // behind a CAPABILITY still in flight, unless its items depend on the answer.
+  const bool with_snapshot =
+      settings_.pipelining && !(request_.want_guids && client_.capabilities_pending());
+  client_.pipeline(select, nullptr, [this, mailbox, with_snapshot](const ImapResult& selected) {
     mailbox_selected(selected, mailbox, with_snapshot);
   });
   if (with_snapshot) {

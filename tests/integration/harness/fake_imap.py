@@ -14,6 +14,9 @@ Scripting:
   permanent_flags    the list SELECT announces as [PERMANENTFLAGS (...)]; None: none
   login_reply        e.g. "NO Login failed": the tagged reply to every LOGIN /
                      AUTHENTICATE (without the tag); None checks `users`
+  login_capabilities how a successful login tells the capabilities after it: None (it
+                     does not: Courier, Exchange), "untagged" (a CAPABILITY response
+                     before the tagged OK: Gmail) or "code" (OK [CAPABILITY ...]: Dovecot)
   hooks              {verb: fn(session, command) -> bool}: runs before the default
                      handling of that verb ("UID FETCH", "LOGIN", ...); returning True
                      means the hook answered (or chose not to answer) the command.
@@ -294,6 +297,8 @@ class Session:
             out.append(b"RFC822.SIZE %d" % msg.listed_size)
         if re.search(r"\bFLAGS\b", upper):
             out.append(b"FLAGS (" + " ".join(sorted(msg.flags)).encode() + b")")
+        if "EMAILID" in upper:
+            out.append(b"EMAILID (%s)" % self.server.email_id(msg.uid).encode())
         if "BODY.PEEK[]" in upper or "BODY[]" in upper:
             data = msg.body if body is None else body
             out.append(b"BODY[] {%d}\r\n" % len(data) + data)
@@ -420,7 +425,11 @@ class Session:
             return
         if srv.users.get(user) == password:
             self.logged_in = True
-            self.ok(tag, "Logged in")
+            caps = " ".join(srv.capabilities_after_login)
+            if srv.login_capabilities == "untagged":
+                self.line("* CAPABILITY " + caps)
+            self.ok(tag, f"[CAPABILITY {caps}] Logged in" if srv.login_capabilities == "code"
+                    else "Logged in")
         else:
             self.line(f"{tag} NO [AUTHENTICATIONFAILED] Authentication failed.")
 
@@ -436,6 +445,7 @@ class FakeImap:
                  capabilities_after_login=None,
                  greeting: Optional[str] = "* OK Fake IMAP server ready.",
                  login_reply: Optional[str] = None,
+                 login_capabilities: Optional[str] = None,
                  messages=(), uidvalidity: int = 1234567,
                  permanent_flags: Optional[str] = None,
                  hooks: Optional[dict[str, Hook]] = None, port: int = 0):
@@ -447,6 +457,8 @@ class FakeImap:
                                              else capabilities)
         self.greeting = greeting
         self.login_reply = login_reply
+        assert login_capabilities in (None, "untagged", "code"), login_capabilities
+        self.login_capabilities = login_capabilities
         self.messages: list[Message] = [m if isinstance(m, Message) else Message(*m) for m in messages]
         self.messages.sort(key=lambda m: m.uid)
         self.uidvalidity = uidvalidity
@@ -465,6 +477,11 @@ class FakeImap:
     # ------------------------------------------------------ mailbox
     def max_uid(self) -> int:
         return max((m.uid for m in self.messages), default=0)
+
+    @staticmethod
+    def email_id(uid: int) -> str:
+        """The RFC 8474 EMAILID a FETCH gives for `uid`."""
+        return f"Mfake{uid:06d}"
 
     def sequence(self, uid: int) -> int:
         for i, m in enumerate(self.messages):

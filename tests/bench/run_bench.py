@@ -76,6 +76,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--upstream-imap-client-limit", type=int, default=0,
                    help="the upstream's service imap client_limit (default: 1 up to 2000 sessions, else 25)")
     p.add_argument("--no-peer", action="store_true", help="leave out Dovecot's POP3 (the peer)")
+    p.add_argument("--upstream-rtt-ms", type=float, default=0,
+                   help="put a relay adding this round-trip time in front of Dovecot, for the gateways and "
+                        "the direct IMAP client alike (a distant upstream; implies --no-peer)")
     p.add_argument("--json", help="also write the table (every repetition's value) to this file")
     p.add_argument("--parallel", type=int, default=50, help="logins in flight at once (default 50)")
     p.add_argument("--idle-rounds", type=int, default=2,
@@ -107,6 +110,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     unknown = args.workloads - set(WORKLOADS)
     if unknown or not args.workloads:
         p.error(f"--workloads takes some of {','.join(WORKLOADS)} (got {','.join(sorted(unknown)) or 'none'})")
+    if args.upstream_rtt_ms < 0:
+        p.error("--upstream-rtt-ms must not be negative")
+    if args.upstream_rtt_ms > 0:
+        args.no_peer = True  # the peer's imapc would reach Dovecot without the relay
     args.idle_modes = [m for m in args.idle_modes.split(",") if m]
     if any(m not in ("plain", "tls") for m in args.idle_modes):
         p.error("--idle-modes takes plain and/or tls")

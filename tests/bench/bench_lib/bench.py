@@ -23,7 +23,7 @@ from harness.gateway import Gateway, GatewayExitError
 from peer_dovecot import PeerDovecot
 
 from bench_lib.client import Result, parse_fields
-from bench_lib.constants import BIG_USER, PASSWORD, SHORT_USER, SMALL_USER, USER, BenchError
+from bench_lib.constants import BIG_USER, HOST, PASSWORD, SHORT_USER, SMALL_USER, USER, BenchError
 from bench_lib.procstats import (children_cpu_seconds, group_cpu_seconds, proc_cpu_seconds,
                                  proc_cpu_seconds_ns, proc_user_seconds)
 from bench_lib.report import Report
@@ -52,6 +52,8 @@ class Bench(RetrOneWorkload, MailboxWorkloads, ShortSessionsWorkload, IdleWorklo
         self.load_start = os.getloadavg()
         self.gateways: list[Gateway] = []
         self.clients: list[subprocess.Popen] = []
+        self.relay: Optional[subprocess.Popen] = None  # --upstream-rtt-ms
+        self.relayed: dict[int, int] = {}  # Dovecot port -> the relay's port in front of it
 
     def _copy(self, path: str, name: str) -> str:
         target = os.path.join(self.workdir, name)
@@ -69,6 +71,8 @@ class Bench(RetrOneWorkload, MailboxWorkloads, ShortSessionsWorkload, IdleWorklo
                 gw.close(check_exit=False)
             except Exception as e:  # keep tearing down
                 print(f"warning: stopping popbridge: {e}", file=sys.stderr)
+        if self.relay is not None:
+            procs.stop_group(self.relay)
         if self.peer is not None:
             try:
                 self.peer.close()
@@ -101,6 +105,39 @@ class Bench(RetrOneWorkload, MailboxWorkloads, ShortSessionsWorkload, IdleWorklo
                 print()
             gw.close(check_exit=False)
             self.gateways.remove(gw)
+
+    # -- where the gateways and the direct IMAP client reach the upstream
+    def start_relay(self) -> None:
+        """--upstream-rtt-ms: a delay relay (delay_relay.py) in front of Dovecot's IMAP and
+        IMAPS ports, which the gateways and the direct IMAP client then use alike."""
+        d = self.dovecot
+        script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "delay_relay.py")
+        self.relay = subprocess.Popen(
+            [sys.executable, script, "--delay-ms", str(self.args.upstream_rtt_ms / 2),
+             "--to", f"{d.host}:{d.imap_port}", "--to", f"{d.host}:{d.imaps_port}"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True, start_new_session=True,
+            preexec_fn=procs.die_with_parent(signal.SIGKILL))
+        for line in self.relay.stdout:
+            if line.strip() == "ready":
+                break
+            port, target = line.split()[1], line.split()[3]
+            self.relayed[int(target.rsplit(":", 1)[1])] = int(port)
+        else:
+            raise BenchError("the delay relay did not start")
+        self.relay.stdout.close()
+
+    def upstream(self, tls: str):
+        """The upstream argument of Gateway(...) for upstream TLS mode `tls`."""
+        if not self.relayed:
+            return self.dovecot
+        d = self.dovecot
+        return HOST, self.relayed[d.imaps_port if tls == "implicit" else d.imap_port]
+
+    def imap_address(self, implicit_tls: bool) -> str:
+        """host:port for the direct IMAP client."""
+        d = self.dovecot
+        port = d.imaps_port if implicit_tls else d.imap_port
+        return f"{HOST}:{self.relayed[port]}" if self.relayed else f"{d.host}:{port}"
 
     def gateway_alive(self, gw: Gateway, what: str) -> None:
         if not gw.running:
@@ -174,6 +211,8 @@ class Bench(RetrOneWorkload, MailboxWorkloads, ShortSessionsWorkload, IdleWorklo
         warnings = check_dovecot_config(self.dovecot)
         if warnings:
             print(f"doveconf says:\n{warnings}\n")
+        if a.upstream_rtt_ms > 0:
+            self.start_relay()
         if w & {"retr-big", "retr-small", "short", "idle"} and not a.no_peer:
             self.peer = PeerDovecot(self.pki, self.dovecot, sessions=max(a.peer_sessions, 2 * a.short_clients))
             self.peer.start()
@@ -183,7 +222,7 @@ class Bench(RetrOneWorkload, MailboxWorkloads, ShortSessionsWorkload, IdleWorklo
         if "retr-one" in w:
             self.retr_one()
         if w & {"retr-big", "retr-small", "short", "cpu"}:
-            gw = Gateway(self.pki, self.dovecot, gateway_overrides(a.sessions, a.log_level),
+            gw = Gateway(self.pki, self.upstream(a.upstream_tls), gateway_overrides(a.sessions, a.log_level),
                          upstream_tls=a.upstream_tls, listeners=(("pop3", "none"), ("pop3s", "implicit")),
                          binary=self.binary)
             self.gateways.append(gw)

@@ -55,7 +55,9 @@ class Report:
         print(f"popbridge benchmark  ({self.version}, tree {commit})")
         load = " ".join(f"{x:.2f}" for x in self.load_start)
         print(f"  host: {self.host_line()}, load average at start {load} (other load skews the figures; "
-              f"the ratios less so); everything on loopback")
+              f"the ratios less so); everything on loopback"
+              + (f", the upstream behind a relay adding {a.upstream_rtt_ms:g} ms per round trip"
+                 if a.upstream_rtt_ms > 0 else ""))
         print(f"  workloads: {','.join(w for w in WORKLOADS if w in a.workloads)}; {a.repeat} repetitions per row "
               f"(median, min-max); gateway upstream tls={a.upstream_tls}; popbridge log level {a.log_level}")
         print(f"  upstream: Dovecot {dovecot_version()} (imap client_limit {self.client_limit}); peer: "

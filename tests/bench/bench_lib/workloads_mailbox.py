@@ -19,10 +19,9 @@ class MailboxWorkloads:
 
     # -- many messages in one session, against the three targets
     def mailbox_targets(self, gw: Gateway, tls: bool) -> list[tuple[str, str, list[str], Optional[Gateway]]]:
-        d = self.dovecot
         flag = ["--tls"] if tls else []
         targets = [("direct", "direct IMAP" + ("S" if tls else ""),
-                    ["imap-fetch-many", "--imap", f"{d.host}:{d.imaps_port if tls else d.imap_port}"] + flag, None),
+                    ["imap-fetch-many", "--imap", self.imap_address(tls)] + flag, None),
                    ("gateway", "gateway POP3" + ("S" if tls else ""),
                     ["retr-many", "--pop3", f"{HOST}:{gw.port('pop3s' if tls else 'pop3')}"] + flag, gw)]
         if self.peer is not None:
@@ -98,7 +97,7 @@ class MailboxWorkloads:
         wl = f"gateway CPU per GB relayed ({a.big_count} x {a.big_kib} KiB RETR)"
         print(f"{wl}: {a.repeat} timed sessions per leg mode (load average {os.getloadavg()[0]:.2f})")
         sys.stdout.flush()
-        gw_tls = Gateway(self.pki, self.dovecot, gateway_overrides(a.sessions, a.log_level),
+        gw_tls = Gateway(self.pki, self.upstream(a.cpu_upstream_tls), gateway_overrides(a.sessions, a.log_level),
                          upstream_tls=a.cpu_upstream_tls, listeners=(("pop3s", "implicit"),), binary=self.binary)
         self.gateways.append(gw_tls)
         gw_tls.start()

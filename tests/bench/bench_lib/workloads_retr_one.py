@@ -20,21 +20,20 @@ class RetrOneWorkload:
     def retr_one(self) -> None:
         a = self.args
         size, sha256, uid = self.one
-        gw = Gateway(self.pki, self.dovecot, gateway_overrides(a.sessions, a.log_level),
+        gw = Gateway(self.pki, self.upstream(a.upstream_tls), gateway_overrides(a.sessions, a.log_level),
                      upstream_tls=a.upstream_tls, listeners=(("pop3", "none"), ("pop3s", "implicit")),
                      binary=self.binary)
         self.gateways.append(gw)
         gw.start()
         pid = gw.proc.pid
         rss_start = proc_status_kib(pid, "VmRSS")
-        d = self.dovecot
         common = ["--repeat", str(a.repeat), "--timeout", str(a.read_timeout)]
         pairs = [
-            ("plain", self.run_client("direct IMAP", ["imap-fetch", "--imap", f"{d.host}:{d.imap_port}",
+            ("plain", self.run_client("direct IMAP", ["imap-fetch", "--imap", self.imap_address(False),
                                                       "--uid", str(uid)] + common),
              self.run_client("gateway POP3", ["retr", "--pop3", f"{HOST}:{gw.port('pop3')}",
                                               "--message", "1"] + common, gw)),
-            ("TLS", self.run_client("direct IMAPS", ["imap-fetch", "--tls", "--imap", f"{d.host}:{d.imaps_port}",
+            ("TLS", self.run_client("direct IMAPS", ["imap-fetch", "--tls", "--imap", self.imap_address(True),
                                                      "--uid", str(uid)] + common),
              self.run_client("gateway POP3S", ["retr", "--tls", "--pop3", f"{HOST}:{gw.port('pop3s')}",
                                                "--message", "1"] + common, gw)),

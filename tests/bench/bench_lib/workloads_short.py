@@ -26,11 +26,10 @@ class ShortSessionsWorkload:
               f"(login, STAT, UIDL, LIST, RETR {a.short_messages} x {a.small_kib} KiB, QUIT)")
         print(f"{wl}: {a.repeat} runs per target (load average {os.getloadavg()[0]:.2f})")
         sys.stdout.flush()
-        d = self.dovecot
         common = ["--clients", str(a.short_clients), "--duration", str(a.short_duration),
                   "--messages", str(a.short_messages), "--users", str(a.short_clients),
                   "--expect-sha256", sha, "--timeout", str(a.read_timeout)]
-        targets = [("direct", "direct IMAP", ["short-sessions", "--imap", f"{d.host}:{d.imap_port}"], None),
+        targets = [("direct", "direct IMAP", ["short-sessions", "--imap", self.imap_address(False)], None),
                    ("gateway", "gateway POP3", ["short-sessions", "--pop3", f"{HOST}:{gw.port('pop3')}"], gw)]
         if self.peer is not None:
             targets.append(("peer", "peer Dovecot POP3 (imapc)",

@@ -89,6 +89,24 @@ class MessageSink {
   virtual bool on_message_data(std::string_view chunk) = 0;
 };
 
+// Receives the messages of one fetch_batch(), each from begin to end, one at a time, in
+// any order; a message may be missing.
+class BatchSink {
+ public:
+  virtual ~BatchSink() = default;
+  virtual void on_batch_message_begin(std::uint32_t uid, std::uint64_t size) = 0;
+  virtual void on_batch_message_data(std::string_view chunk) = 0;
+  // whole: every octet arrived, as many as the snapshot listed. Nothing is whole unless
+  // fetch_batch() then completes ok.
+  virtual void on_batch_message_end(bool whole) = 0;
+};
+
+// A message for fetch_batch(): its UID and the size the snapshot listed.
+struct BatchItem {
+  std::uint32_t uid = 0;
+  std::uint64_t listed_size = 0;
+};
+
 enum class FetchPart : std::uint8_t {
   kWhole,  // RETR
   kTop,    // TOP: the header, then the body until the sink says enough
@@ -127,6 +145,14 @@ class MailStore {
   // another size (served as it is).
   virtual void fetch(std::uint32_t uid, std::uint64_t listed_size, FetchPart part,
                      MessageSink& sink, Done done) = 0;
+  // Several whole messages in one exchange with the upstream (IMAP: one UID FETCH, one
+  // round trip), without setting \Seen: for read-ahead. A store that cannot says so in
+  // fetches_in_batches(), and its fetch_batch() completes kPermanent without a message.
+  virtual bool fetches_in_batches() const { return false; }
+  virtual void fetch_batch(std::vector<BatchItem> items, BatchSink& sink, Done done) {
+    (void)items, (void)sink;
+    done({StoreStatus::kPermanent, "this mail store fetches one message at a time"});
+  }
   // Keeps the upstream session alive (POP3 NOOP).
   virtual void keep_alive(Done done) = 0;
   // The UPDATE state: removes these messages.

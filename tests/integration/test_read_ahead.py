@@ -53,7 +53,8 @@ def test_messages_read_ahead_arrive_byte_exact_and_unseen(dovecot, account, gate
             assert r.ok and r.body == messages.as_retrieved(msg), f"RETR {n}"
             assert r.line.startswith(b"+OK %d octets" % len(msg)), r.line
         assert c.quit().ok
-    # Read ahead: 3 (after 1, 2), 5 (after 4; 4 itself is too large), 6 and 7.
+    # Read ahead: 3 (after 1, 2; 4 is too large to join it), then 5, 6 and 7 in one batch
+    # (after 4, fetched on demand).
     assert wait_until(lambda: read_ahead_counts(port) == {"used": 4, "unused": 0}, QUICK,
                       "the read-ahead counters", on_timeout=lambda: str(read_ahead_counts(port)))
     for uid in uids:
@@ -81,8 +82,10 @@ def test_a_read_ahead_never_asked_for_changes_nothing(dovecot, account, gateway_
     assert "\\Seen" not in dovecot.flags(account.name, uids[2]), "message 3 was never retrieved"
 
 
-def test_the_next_message_is_fetched_before_the_client_asks(make_gateway, ctx):
-    bodies = [messages.simple(n) for n in (1, 2, 3, 4)]
+def test_the_next_messages_are_fetched_in_one_command_before_the_client_asks(make_gateway, ctx):
+    """After RETR 1 and 2 the gateway fetches 3, 4 and 5 (all within limits.read_ahead)
+    in one UID FETCH, with BODY.PEEK: one upstream round trip for the three RETRs after."""
+    bodies = [messages.simple(n) for n in (1, 2, 3, 4, 5)]
     fake = FakeImap(users={"carol": "carol-secret-3"},
                     messages=[Message(uid=10 + n, body=b) for n, b in enumerate(bodies)]).start()
     try:
@@ -90,17 +93,19 @@ def test_the_next_message_is_fetched_before_the_client_asks(make_gateway, ctx):
         with RawPop3(g.pop3s_port, tls_context=ctx) as c:
             c.login("carol", "carol-secret-3")
 
-            def body_fetches(uid: int) -> list[str]:
-                return [cmd.text for cmd in fake.received("UID FETCH")
-                        if re.match(rb"%d \(BODY" % uid, cmd.args)]
+            def body_fetches() -> list[str]:
+                return [cmd.text.strip().split(" ", 1)[1] for cmd in fake.received("UID FETCH")
+                        if b"BODY" in cmd.args]
 
             assert c.cmd("RETR 1", multiline=True).body == bodies[0]
             assert c.cmd("RETR 2", multiline=True).body == bodies[1]
-            wait_until(lambda: body_fetches(12), QUICK, "the fetch of message 3 without a RETR")
-            assert "BODY.PEEK[]" in body_fetches(12)[0]
-            assert c.cmd("RETR 3", multiline=True).body == bodies[2]
-            assert len(body_fetches(12)) == 1, "RETR 3 was answered from the read-ahead"
-            assert c.cmd("RETR 4", multiline=True).body == bodies[3]
+            wait_until(lambda: len(body_fetches()) == 3, QUICK, "the read-ahead of messages 3-5",
+                       on_timeout=lambda: str(body_fetches()))
+            assert body_fetches() == ["UID FETCH 10 (BODY.PEEK[])", "UID FETCH 11 (BODY.PEEK[])",
+                                      "UID FETCH 12:14 (BODY.PEEK[])"]
+            for n in (3, 4, 5):
+                assert c.cmd(f"RETR {n}", multiline=True).body == bodies[n - 1]
+            assert len(body_fetches()) == 3, "RETR 3-5 were answered from the read-ahead"
             assert c.quit().ok
     finally:
         fake.close()

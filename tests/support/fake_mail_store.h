@@ -31,11 +31,13 @@ struct FakeMailbox {
   std::optional<std::pair<std::uint32_t, std::size_t>> break_fetch;
   proxy::StoreStatus commit_status = proxy::StoreStatus::kOk;
   std::size_t chunk_size = 1000;  // octets per delivery; one delivery per loop turn
+  bool batches = false;           // fetch_batch() works (as on IMAP), else refused
 
   // What happened.
   std::vector<proxy::OpenRequest> opens;
   std::vector<std::vector<std::uint32_t>> commits;
   std::vector<std::uint32_t> fetches;
+  std::vector<std::vector<std::uint32_t>> batch_fetches;
   std::size_t keep_alives = 0;
   std::size_t closes = 0;
   std::size_t pauses = 0;
@@ -88,6 +90,39 @@ class FakeMailStore final : public proxy::MailStore {
                                 : std::nullopt);
       transfer_ = Transfer{uid, 0, &sink, std::move(done)};
       deliver();
+    });
+  }
+
+  bool fetches_in_batches() const override { return mailbox_->batches; }
+
+  // Every message in one loop turn; a break_fetch inside the batch loses the connection
+  // there, after the messages before it arrived whole.
+  void fetch_batch(std::vector<proxy::BatchItem> items, proxy::BatchSink& sink,
+                   Done done) override {
+    std::vector<std::uint32_t> uids;
+    for (const proxy::BatchItem& item : items) {
+      uids.push_back(item.uid);
+    }
+    mailbox_->batch_fetches.push_back(uids);
+    later([this, uids, &sink, done = std::move(done)] {
+      for (std::uint32_t uid : uids) {
+        const FakeMailbox::Message* message = mailbox_->find(uid);
+        if (message == nullptr || mailbox_->missing.count(uid) != 0) {
+          continue;
+        }
+        const auto& broken = mailbox_->break_fetch;
+        sink.on_batch_message_begin(uid, message->body.size());
+        if (broken && broken->first == uid) {
+          sink.on_batch_message_data(std::string_view(message->body).substr(0, broken->second));
+          sink.on_batch_message_end(false);
+          open_ = false;
+          done({proxy::StoreStatus::kLost, "connection reset"});
+          return;
+        }
+        sink.on_batch_message_data(message->body);
+        sink.on_batch_message_end(true);
+      }
+      done({proxy::StoreStatus::kOk, ""});
     });
   }
 

@@ -349,7 +349,11 @@ void ImapMailStore::opened(const StoreResult& result) {
   done(result, std::move(snapshot));
 }
 
-void ImapMailStore::on_fetch_begin(std::uint32_t) {
+void ImapMailStore::on_fetch_begin(std::uint32_t sequence) {
+  if (reading_ == Reading::kBatch) {
+    batch_fetch_begin(sequence);
+    return;
+  }
   fetching_ = {};
   fetching_has_size_ = false;
   fetching_marked_ = false;
@@ -358,7 +362,13 @@ void ImapMailStore::on_fetch_begin(std::uint32_t) {
   fetching_header_.clear();
 }
 
-void ImapMailStore::on_fetch_uid(std::uint32_t uid) { fetching_.uid = uid; }
+void ImapMailStore::on_fetch_uid(std::uint32_t uid) {
+  if (reading_ == Reading::kBatch) {
+    batch_uid_differs_ = batch_uid_differs_ || uid != batch_uid_;
+    return;
+  }
+  fetching_.uid = uid;
+}
 
 void ImapMailStore::on_fetch_size(std::uint64_t size) {
   fetching_.size = size;
@@ -385,6 +395,10 @@ void ImapMailStore::on_fetch_flags(std::string_view flags) {
 }
 
 void ImapMailStore::on_fetch_end() {
+  if (reading_ == Reading::kBatch) {
+    batch_message_end();
+    return;
+  }
   // Only answers to our FETCH carry both items; an unsolicited flag update (which may
   // carry a UID too) must not enter the snapshot as a message of size 0.
   if (reading_ == Reading::kSnapshot && fetching_.uid != 0 && fetching_has_size_) {
@@ -512,7 +526,11 @@ void ImapMailStore::fetch_done(const ImapResult& result) {
   }
 }
 
-void ImapMailStore::on_body_begin(std::string_view, std::uint64_t, std::uint64_t size) {
+void ImapMailStore::on_body_begin(std::string_view section, std::uint64_t, std::uint64_t size) {
+  if (reading_ == Reading::kBatch) {
+    batch_body_begin(section, size);
+    return;
+  }
   if (reading_ != Reading::kBody || sink_ == nullptr) {
     return;
   }
@@ -538,6 +556,12 @@ void ImapMailStore::on_body_data(std::string_view chunk) {
     fetching_header_.append(chunk.substr(0, room));
     return;
   }
+  if (reading_ == Reading::kBatch) {
+    if (batch_begun_) {
+      batch_sink_->on_batch_message_data(chunk);
+    }
+    return;
+  }
   if (reading_ != Reading::kBody || sink_ == nullptr || !begun_ || enough_ || size_differs_) {
     return;
   }
@@ -549,6 +573,8 @@ void ImapMailStore::on_body_data(std::string_view chunk) {
 void ImapMailStore::on_body_end() {
   if (reading_ == Reading::kBody) {
     literal_whole_ = true;
+  } else if (reading_ == Reading::kBatch) {
+    batch_literal_whole_ = batch_begun_;
   }
 }
 

@@ -31,6 +31,8 @@ class ImapMailStore final : public MailStore, ImapClient::Observer, FetchSink {
   void open(OpenRequest request, Opened done) override;
   void fetch(std::uint32_t uid, std::uint64_t listed_size, FetchPart part, MessageSink& sink,
              Done done) override;
+  bool fetches_in_batches() const override { return true; }
+  void fetch_batch(std::vector<BatchItem> items, BatchSink& sink, Done done) override;
   void keep_alive(Done done) override;
   void commit(std::vector<std::uint32_t> deleted, Done done) override;
   void save_uidl_map(std::string text, Done done) override;
@@ -46,7 +48,7 @@ class ImapMailStore final : public MailStore, ImapClient::Observer, FetchSink {
  private:
   // Marks the deletions of a commit in progress; see restore_marked().
   static constexpr std::string_view kPendingKeyword = "$PopbridgePending";
-  enum class Reading { kNone, kSnapshot, kBody, kMetadata };
+  enum class Reading { kNone, kSnapshot, kBody, kMetadata, kBatch };
 
   // ImapClient::Observer
   void on_upstream_lost(const ImapResult& why) override;
@@ -78,6 +80,10 @@ class ImapMailStore final : public MailStore, ImapClient::Observer, FetchSink {
   void fetch_top_text();
   void check_size_mismatch();
   void fetch_done(const ImapResult& result);
+  // fetch_batch's share of the FetchSink events (imap_mail_store_batch.cc).
+  void batch_fetch_begin(std::uint32_t sequence);
+  void batch_body_begin(std::string_view section, std::uint64_t size);
+  void batch_message_end();
   std::string deletion_flags() const;
   void commit_move(bool may_create);
   void commit_copy(std::size_t offset, bool may_create);
@@ -131,6 +137,15 @@ class ImapMailStore final : public MailStore, ImapClient::Observer, FetchSink {
   std::uint64_t top_offset_ = 0;
   std::uint64_t last_literal_ = 0;
   bool top_text_ = false;  // fetching BODY[TEXT] partials
+
+  // fetch_batch
+  BatchSink* batch_sink_ = nullptr;
+  std::vector<BatchItem> batch_items_;
+  std::uint32_t batch_uid_ = 0;     // of the FETCH response being read (by sequence)
+  bool batch_uid_differs_ = false;  // its UID item named another message
+  bool batch_begun_ = false;        // on_batch_message_begin was called for it
+  bool batch_size_listed_ = false;  // its literal is as long as the snapshot said
+  bool batch_literal_whole_ = false;
 
   // commit
   std::vector<std::uint32_t> deleted_;

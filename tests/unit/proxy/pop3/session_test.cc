@@ -383,7 +383,10 @@ TEST_F(SessionTest, NoReadAheadWhenRetrSetsSeenOrTheMessageIsLargeOrCommandsAreP
     login(session);
     if (pipelined) {
       session.send("RETR 1\r\nRETR 2\r\nRETR 3\r\n");
-      session.read_until("body 3\r\n" + std::string(1500, 'a') + "\r\n.\r\n");
+      // Message 3 ends with the line added above (empty here), then the terminator.
+      const std::string third = session.read_until("body 3\r\n" + std::string(1500, 'a') + "\r\n" +
+                                                   std::string(large_size, 'b') + "\r\n.\r\n");
+      EXPECT_TRUE(third.ends_with("\r\n.\r\n")) << yaml;
     } else {
       session.multiline("RETR 1");
       session.multiline("RETR 2");
@@ -433,6 +436,72 @@ TEST_F(SessionTest, FailedReadAheadNeverReachesTheClientAsAMessage) {
     EXPECT_TRUE(got.starts_with("-ERR [SYS/TEMP]")) << got;
     EXPECT_EQ(got.find("Subject: 3"), std::string::npos) << got;
   }
+}
+
+// A store that fetches in batches (IMAP): the messages after n, as many as fit in
+// limits.read_ahead together, come in one exchange; the next batch starts when the
+// client has used them up.
+TEST_F(SessionTest, BatchReadAheadAnswersTheNextRetrsFromOneExchange) {
+  auto mailbox = five_small_messages();
+  mailbox->batches = true;
+  SessionHarness session(mailbox, "limits:\n  read_ahead: 4KiB\n");  // two of ~1.5 KiB
+  login(session);
+  EXPECT_EQ(unstuffed(session.multiline("RETR 1")), mailbox->messages[0].body);
+  EXPECT_EQ(unstuffed(session.multiline("RETR 2")), mailbox->messages[1].body);
+  ASSERT_TRUE(session.run_until([&] { return mailbox->batch_fetches.size() == 1; },
+                                std::chrono::seconds(10)));
+  EXPECT_EQ(mailbox->batch_fetches[0], (std::vector<std::uint32_t>{3, 4}));
+  EXPECT_EQ(unstuffed(session.multiline("RETR 3")), mailbox->messages[2].body);
+  EXPECT_EQ(mailbox->batch_fetches.size(), 1u) << "4 is still held: no new batch yet";
+  const std::string fourth = session.multiline("RETR 4");
+  EXPECT_TRUE(
+      fourth.starts_with("+OK " + std::to_string(mailbox->messages[3].body.size()) + " octets\r\n"))
+      << fourth;
+  EXPECT_EQ(unstuffed(fourth), mailbox->messages[3].body);
+  ASSERT_TRUE(session.run_until([&] { return mailbox->batch_fetches.size() == 2; },
+                                std::chrono::seconds(10)));
+  EXPECT_EQ(mailbox->batch_fetches[1], (std::vector<std::uint32_t>{5}));
+  EXPECT_EQ(unstuffed(session.multiline("RETR 5")), mailbox->messages[4].body);
+  EXPECT_EQ(mailbox->fetches, (std::vector<std::uint32_t>{1, 2})) << "3-5 from the batches";
+  EXPECT_EQ(session.metrics().read_ahead_used.Value(), 3);
+  EXPECT_TRUE(session.command("QUIT").starts_with("+OK"));
+  EXPECT_TRUE(session.wait_finished());
+  EXPECT_EQ(session.metrics().read_ahead_unused.Value(), 0);
+}
+
+TEST_F(SessionTest, BatchReadAheadServesPipelinedRetrsAndCountsWhatWasNotUsed) {
+  auto mailbox = five_small_messages();
+  mailbox->batches = true;
+  SessionHarness session(mailbox);
+  login(session);
+  session.send("RETR 1\r\nRETR 2\r\nRETR 3\r\nQUIT\r\n");
+  session.read_until("body 3\r\n" + std::string(1500, 'a') + "\r\n.\r\n+OK");
+  EXPECT_TRUE(session.wait_finished());
+  ASSERT_EQ(mailbox->batch_fetches.size(), 1u);
+  EXPECT_EQ(mailbox->batch_fetches[0], (std::vector<std::uint32_t>{3, 4, 5}));
+  EXPECT_EQ(fetches_of(*mailbox, 3), 0u);
+  EXPECT_EQ(session.metrics().read_ahead_used.Value(), 1);
+  EXPECT_EQ(session.metrics().read_ahead_unused.Value(), 2) << "4 and 5, dropped at QUIT";
+}
+
+// Message 3 arrived whole, but the exchange broke inside 4: nothing of the batch is
+// served, and RETR 3 gets an error rather than a message the store never confirmed.
+TEST_F(SessionTest, BatchThatBreaksHandsOutNothing) {
+  auto mailbox = five_small_messages();
+  mailbox->batches = true;
+  mailbox->break_fetch = {{4, 700}};
+  SessionHarness session(mailbox);
+  login(session);
+  session.multiline("RETR 1");
+  session.multiline("RETR 2");
+  ASSERT_TRUE(session.run_until([&] { return mailbox->batch_fetches.size() == 1; },
+                                std::chrono::seconds(10)));
+  session.send("RETR 3\r\n");
+  EXPECT_TRUE(session.wait_closed());
+  const std::string got = session.read_until("never");
+  EXPECT_TRUE(got.starts_with("-ERR [SYS/TEMP]")) << got;
+  EXPECT_EQ(got.find("Subject: 3"), std::string::npos) << got;
+  EXPECT_EQ(session.metrics().read_ahead_used.Value(), 0);
 }
 
 TEST_F(SessionTest, ClientLeavingDuringAReadAheadEndsTheSessionCleanly) {

@@ -158,7 +158,8 @@ void Pop3Session::cmd_retr(Pop3Command& command) {
     serve_read_ahead(std::move(*ahead));
     return;
   }
-  drop_read_ahead();
+  // What else is held stays: a message of the batch that did not arrive whole (a size
+  // that differs, to be looked into below) leaves the ones after it usable.
   store_->fetch(message->uid, message->size, FetchPart::kWhole, *this,
                 [this](const StoreResult& result) { finish_transfer(result); });
 }

@@ -374,6 +374,38 @@ def test_rfc822_size_mismatch(make_fake, bridge, ctx, delta):
     assert f"listed={len(body) + delta} " in line[0] + " " and f"sent={len(body)} " in line[0] + " ", line
 
 
+def test_read_ahead_batch_with_a_size_that_differs(make_fake, bridge):
+    """A message of a read-ahead batch whose literal is not as long as listed is not
+    served from the batch: its RETR takes the usual way (held back, NOOP, fetched again,
+    served whole with its real size), and the message after it still comes from the
+    batch."""
+    bodies = [messages.simple(n) for n in (1, 2, 3, 4)]
+    msgs = [Message(n, body) for n, body in enumerate(bodies, 1)]
+    msgs[2].size = len(bodies[2]) + 37
+    fake = make_fake(messages=msgs)
+    g = bridge(fake)
+
+    def body_fetches() -> list[str]:
+        return [cmd.text.strip().split(" ", 1)[1] for cmd in fake.received("UID FETCH")
+                if b"BODY" in cmd.args]
+
+    with login(g) as c:
+        for n in (1, 2):
+            assert c.cmd(f"RETR {n}", multiline=True).body == as_retrieved(bodies[n - 1])
+        wait_until(lambda: len(body_fetches()) == 3, QUICK, "the read-ahead of messages 3 and 4",
+                   on_timeout=lambda: str(body_fetches()))
+        r = c.cmd("RETR 3", multiline=True)
+        assert r.line == b"+OK %d octets" % len(bodies[2]), r
+        assert r.body == as_retrieved(bodies[2])
+        assert c.cmd("RETR 4", multiline=True).body == as_retrieved(bodies[3])
+        assert c.quit().ok
+    assert body_fetches() == ["UID FETCH 1 (BODY.PEEK[])", "UID FETCH 2 (BODY.PEEK[])",
+                              "UID FETCH 3:4 (BODY.PEEK[])",  # 3 not whole: not used
+                              "UID FETCH 3 (BODY.PEEK[])",  # held back: NOOP, then
+                              "UID FETCH 3 (BODY.PEEK[])"], body_fetches()
+    assert "NOOP" in fake.verbs()
+
+
 @pytest.mark.parametrize("outlook_no_nuls", [False, True])
 def test_nul_octets_from_the_upstream(make_fake, bridge, outlook_no_nuls):
     """An upstream that sends NUL octets in a literal as they are (Dovecot's IMAP sends

@@ -46,14 +46,14 @@ void ReadAhead::begin(std::uint32_t uid, std::optional<std::uint64_t> size) {
   size_ = size;
   octets_.clear();
   // The listed sizes fitted; the real ones are what the store is about to send.
-  too_large_ = size && arrived_octets() + *size > max_size_;
+  too_large_ = size && arrived_octets_ + *size > max_size_;
   if (!too_large_ && size) {
     octets_.reserve(static_cast<std::size_t>(*size));
   }
 }
 
 bool ReadAhead::append(std::string_view chunk) {
-  if (too_large_ || arrived_octets() + octets_.size() + chunk.size() > max_size_) {
+  if (too_large_ || arrived_octets_ + octets_.size() + chunk.size() > max_size_) {
     too_large_ = true;
     std::string().swap(octets_);
     return false;  // nothing more is wanted; the RETR will fetch it itself
@@ -65,6 +65,7 @@ bool ReadAhead::append(std::string_view chunk) {
 void ReadAhead::end(bool whole) {
   // A size the store announced must match what arrived.
   if (whole && !too_large_ && (!size_ || *size_ == octets_.size())) {
+    arrived_octets_ += octets_.size();
     arrived_.push_back({uid_, std::move(octets_)});
   }
   octets_ = {};
@@ -91,20 +92,13 @@ void ReadAhead::settle(const StoreResult& result) {
     held_ = std::move(arrived_);
   }
   arrived_.clear();
+  arrived_octets_ = 0;
   std::string().swap(octets_);
   std::function<void()> settled = std::move(settled_);
   settled_ = nullptr;
   if (settled) {
     settled();
   }
-}
-
-std::size_t ReadAhead::arrived_octets() const {
-  std::size_t total = 0;
-  for (const Held& held : arrived_) {
-    total += held.octets.size();
-  }
-  return total;
 }
 
 std::optional<ReadAhead::Message> ReadAhead::take(std::uint32_t uid) {
@@ -133,6 +127,7 @@ void ReadAhead::abandon() {
   in_flight_ = false;
   settled_ = nullptr;
   arrived_.clear();
+  arrived_octets_ = 0;
   std::string().swap(octets_);
   drop();
 }

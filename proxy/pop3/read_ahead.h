@@ -69,7 +69,6 @@ class ReadAhead final : MessageSink, BatchSink {
   void on_batch_message_data(std::string_view chunk) override;
   void on_batch_message_end(bool whole) override;
   void settle(const StoreResult& result);
-  std::size_t arrived_octets() const;
 
   const std::size_t max_size_;
   bool in_flight_ = false;
@@ -79,7 +78,8 @@ class ReadAhead final : MessageSink, BatchSink {
   std::optional<std::uint64_t> size_;
   std::string octets_;
   bool too_large_ = false;
-  std::vector<Held> arrived_;  // whole as far as the message goes; kept if the fetch ends ok
+  std::vector<Held> arrived_;       // whole as far as the message goes; kept if the fetch ends ok
+  std::size_t arrived_octets_ = 0;  // their octets together, kept as they arrive
   // Tells a settling fetch from one started after it was abandoned.
   std::uint64_t generation_ = 0;
   std::function<void()> settled_;

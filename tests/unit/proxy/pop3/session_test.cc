@@ -5,6 +5,7 @@
 // unless QUIT and confirmed, a failed session's deletions never applied.
 #include <gtest/gtest.h>
 
+#include "tests/support/pop3_answers.h"
 #include "tests/support/session_harness.h"
 
 namespace popbridge::testing {
@@ -29,23 +30,6 @@ std::shared_ptr<FakeMailbox> three_messages() {
       {15, "Subject: three\r\nX-Test: yes\r\n\r\nbody line 1\r\nbody line 2\r\n", std::nullopt},
   };
   return mailbox;
-}
-
-// What a client stores from a RETR answer: the lines between +OK and the terminator,
-// un-stuffed.
-std::string unstuffed(const std::string& answer) {
-  std::string body = answer.substr(answer.find("\r\n") + 2);
-  body.resize(body.size() - 3);  // ".\r\n"
-  std::string out;
-  std::size_t at = 0;
-  while (at < body.size()) {
-    std::size_t end = body.find("\r\n", at);
-    end = end == std::string::npos ? body.size() : end + 2;
-    std::string_view line(body.data() + at, end - at);
-    out += line.starts_with("..") ? line.substr(1) : line;
-    at = end;
-  }
-  return out;
 }
 
 // A multi-line answer without its status line, whose text is the server's to choose.
@@ -482,6 +466,27 @@ TEST_F(SessionTest, BatchReadAheadServesPipelinedRetrsAndCountsWhatWasNotUsed) {
   EXPECT_EQ(fetches_of(*mailbox, 3), 0u);
   EXPECT_EQ(session.metrics().read_ahead_used.Value(), 1);
   EXPECT_EQ(session.metrics().read_ahead_unused.Value(), 2) << "4 and 5, dropped at QUIT";
+}
+
+// The listed sizes fit the budget together, the real size of 4 does not: 4 is left out,
+// the messages around it are served, and only what was kept counts against the budget.
+TEST_F(SessionTest, BatchLeavesOutAMessageLargerThanListedAndKeepsTheRest) {
+  auto mailbox = five_small_messages();
+  mailbox->batches = true;
+  mailbox->messages[3].listed_size = 100;
+  mailbox->messages[3].body += std::string(8000, 'd') + "\r\n";
+  SessionHarness session(mailbox, "limits:\n  read_ahead: 8KiB\n");
+  login(session);
+  session.multiline("RETR 1");
+  session.multiline("RETR 2");
+  ASSERT_TRUE(session.run_until([&] { return mailbox->batch_fetches.size() == 1; },
+                                std::chrono::seconds(10)));
+  EXPECT_EQ(mailbox->batch_fetches[0], (std::vector<std::uint32_t>{3, 4, 5}));
+  EXPECT_EQ(unstuffed(session.multiline("RETR 3")), mailbox->messages[2].body);
+  EXPECT_EQ(unstuffed(session.multiline("RETR 4")), mailbox->messages[3].body);
+  EXPECT_EQ(unstuffed(session.multiline("RETR 5")), mailbox->messages[4].body);
+  EXPECT_EQ(mailbox->fetches, (std::vector<std::uint32_t>{1, 2, 4})) << "4 on its own";
+  EXPECT_EQ(session.metrics().read_ahead_used.Value(), 2);
 }
 
 // Message 3 arrived whole, but the exchange broke inside 4: nothing of the batch is

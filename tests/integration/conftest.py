@@ -15,6 +15,8 @@ Scopes:
   ctx            session  ssl.SSLContext trusting only the test CA
   cyrus          module   a private Cyrus IMAP 3.6 with JMAP (harness.cyrus), users alice
                           and bob; FAILS (not skips) when Cyrus is not unpacked
+  courier        module   a private Courier-IMAP 5.0 (harness.courier), users alice and bob;
+                          FAILS (not skips) when Courier is not unpacked
 
 At the end of the session a check fails the run if a Dovecot or gateway process
 or a harness temporary directory was left behind.
@@ -31,6 +33,7 @@ import pytest
 
 from harness import procs, tempdirs
 from harness.certs import Pki, make_pki
+from harness.courier import Courier, install_problem as courier_install_problem
 from harness.cyrus import Cyrus, install_problem as cyrus_install_problem
 from harness.dovecot import Account, Dovecot
 from harness.gateway import Gateway, binary_path, binary_problem
@@ -179,4 +182,19 @@ def cyrus(pki: Pki) -> Iterator[Cyrus]:
     if problem:
         pytest.fail(problem, pytrace=False)
     with Cyrus(pki, dict([ALICE, BOB])) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def courier(pki: Pki) -> Iterator[Courier]:
+    """A private Courier-IMAP 5.0 (IMAP with STARTTLS and IMAPS on its own loopback ports)
+    with users alice and bob. Courier comes from scripts/install-deps (courier-imap unpacked,
+    its companions installed); without it this is a test error with the reason, never a
+    skip. Its processes live in a mount namespace of their own, which stopping sweeps, and
+    its listeners' command lines name its temp dir, so the end-of-session check above
+    covers them too."""
+    problem = courier_install_problem()
+    if problem:
+        pytest.fail(problem, pytrace=False)
+    with Courier(pki, dict([ALICE, BOB])) as c:
         yield c

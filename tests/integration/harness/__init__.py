@@ -12,6 +12,10 @@ Modules:
   cyrus    -- a private Cyrus IMAP 3.6 instance (IMAP and JMAP upstream, unpacked by
               scripts/install-deps) plus imaplib and JMAP helpers
   syslog_ns -- runs a syslog-only daemon (Cyrus) with /dev/log read into a file
+  courier  -- a private Courier-IMAP 5.0 instance (an IMAP upstream that answers LOGIN
+              without capabilities; unpacked by scripts/install-deps) plus imaplib helpers
+  courier_ns -- runs Courier's authdaemond and listeners in a private mount namespace
+              over its compiled-in /etc/courier and /run/courier/authdaemon
   fake_imap -- a scripted IMAP server, for upstream faults
   fake_jmap -- a scripted JMAP server, for upstream faults
   gateway  -- the popbridge process under test

@@ -14,6 +14,7 @@ runs tests/bench/pop3_bench_client against all three, one workload at a time
   retr-small  RETR 1..500 x 4 KiB in one session over TLS: messages/s
   short       64 concurrent clients making short sessions: sessions/s, and CPU ms per
               session of popbridge, the upstream Dovecot and the peer
+  poll        the same with sessions that retrieve nothing (login, STAT, UIDL, LIST, QUIT)
   idle        memory per idle authenticated session (gateway and peer)
 
 Each row is --repeat repetitions (one client run each, the targets taking turns); the table
@@ -63,10 +64,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--big-kib", type=int, default=5120, help="retr-big, cpu: message size in KiB (default 5120)")
     p.add_argument("--small-count", type=int, default=500, help="retr-small: messages per session (default 500)")
     p.add_argument("--small-kib", type=int, default=4, help="retr-small, short: message size in KiB (default 4)")
-    p.add_argument("--short-clients", type=int, default=64, help="short: concurrent clients, one user each (default 64)")
+    p.add_argument("--short-clients", type=int, default=64, help="short, poll: concurrent clients, one user each (default 64)")
     p.add_argument("--short-duration", type=float, default=8,
-                   help="short: seconds each run starts new sessions for (default 8)")
-    p.add_argument("--short-messages", type=int, default=20, help="short: messages RETRieved per session (default 20)")
+                   help="short, poll: seconds each run starts new sessions for (default 8)")
+    p.add_argument("--short-messages", type=int, default=20, help="short: messages RETRieved per session; poll: messages in each INBOX (default 20)")
     p.add_argument("--cpu-upstream-tls", choices=("implicit", "starttls"), default="implicit",
                    help="cpu: upstream TLS of the TLS-both-legs gateway (default implicit)")
     p.add_argument("--sessions", type=int, default=1000, help="idle: sessions on the gateway (default 1000)")

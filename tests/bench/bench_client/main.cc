@@ -22,6 +22,7 @@
 #include <csignal>
 #include <cstdint>
 #include <cstdio>
+#include <limits>
 #include <string>
 
 #include "tests/bench/bench_client/connection.h"
@@ -120,6 +121,7 @@ int main(int argc, char** argv) {
   double short_duration = 10;
   unsigned short_max = 0;
   unsigned short_count = 20;
+  unsigned short_retrieve = std::numeric_limits<unsigned>::max();  // all
   unsigned short_users = 0;
   std::string short_sha;
   CLI::App* short_sub = app.add_subcommand(
@@ -142,10 +144,11 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   short_sub->add_option("--sessions", short_max, "stop after this many sessions (0: --duration)")
       ->capture_default_str();
-  short_sub
-      ->add_option("--messages", short_count,
-                   "messages every INBOX holds and each session retrieves")
+  short_sub->add_option("--messages", short_count, "messages every INBOX holds")
       ->capture_default_str();
+  short_sub->add_option("--retrieve", short_retrieve,
+                        "messages each session retrieves, the first ones (default: all; 0: polls "
+                        "that find nothing new)");
   short_sub
       ->add_option("--users", short_users,
                    "client i logs in as USER(i mod N + 1); 0: everyone as USER")
@@ -174,7 +177,7 @@ int main(int argc, char** argv) {
       short_options.address = short_imap.empty() ? short_pop3 : short_imap;
       return popbridge::bench::run_short_sessions(!short_imap.empty(), short_options, short_clients,
                                                   short_duration, short_max, short_count,
-                                                  short_users, short_sha);
+                                                  short_retrieve, short_users, short_sha);
     }
     return popbridge::bench::run_idle_sessions(idle_options, count, parallel);
   } catch (const Failure& e) {

@@ -22,12 +22,12 @@ namespace popbridge::bench {
 namespace {
 
 // One short session as a polling mail client makes it.
-// POP3: greeting, USER/PASS, STAT, UIDL, LIST, RETR 1..count, QUIT.
-// IMAP: greeting, LOGIN, SELECT, UID FETCH 1:* (UID RFC822.SIZE), count x
+// POP3: greeting, USER/PASS, STAT, UIDL, LIST, RETR 1..retrieve, QUIT.
+// IMAP: greeting, LOGIN, SELECT, UID FETCH 1:* (UID RFC822.SIZE), retrieve x
 //       UID FETCH uid BODY.PEEK[], LOGOUT.
-// Returns the SHA-256 of the concatenated messages.
+// Returns the SHA-256 of the concatenated messages retrieved.
 std::string short_session(bool imap, const Connector& connector, const ConnectOptions& options,
-                          const std::string& user, unsigned count) {
+                          const std::string& user, unsigned count, unsigned retrieve) {
   Digest digest(/*hashing=*/true);
   if (imap) {
     ImapClient client(connector.open());
@@ -39,8 +39,8 @@ std::string short_session(bool imap, const Connector& connector, const ConnectOp
       throw Failure("INBOX of " + user + " has " + std::to_string(uids.size()) +
                     " messages, expected " + std::to_string(count));
     }
-    for (const std::uint32_t uid : uids) {
-      client.run(protocol::ImapCommand("UID FETCH").raw(std::to_string(uid)).raw("BODY.PEEK[]"),
+    for (std::size_t i = 0; i < retrieve; ++i) {
+      client.run(protocol::ImapCommand("UID FETCH").raw(std::to_string(uids[i])).raw("BODY.PEEK[]"),
                  "UID FETCH BODY.PEEK[]", &digest);
     }
     client.run(protocol::ImapCommand("LOGOUT"), "LOGOUT");
@@ -58,7 +58,7 @@ std::string short_session(bool imap, const Connector& connector, const ConnectOp
       throw Failure("UIDL or LIST of " + user + " did not list " + std::to_string(count) +
                     " messages");
     }
-    for (unsigned n = 1; n <= count; ++n) {
+    for (unsigned n = 1; n <= retrieve; ++n) {
       client.retr(n, digest);
     }
     client.command("QUIT", "QUIT");
@@ -69,8 +69,9 @@ std::string short_session(bool imap, const Connector& connector, const ConnectOp
 }  // namespace
 
 int run_short_sessions(bool imap, const ConnectOptions& options, unsigned clients, double duration,
-                       unsigned max_sessions, unsigned count, unsigned users,
+                       unsigned max_sessions, unsigned count, unsigned retrieve, unsigned users,
                        const std::string& expect_sha256) {
+  retrieve = std::min(retrieve, count);
   raise_file_limit(clients + 64);
   const Connector connector(options);
   std::mutex mutex;
@@ -94,7 +95,7 @@ int run_short_sessions(bool imap, const ConnectOptions& options, unsigned client
       }
       const Clock::time_point begin = Clock::now();
       try {
-        const std::string sha = short_session(imap, connector, options, user, count);
+        const std::string sha = short_session(imap, connector, options, user, count, retrieve);
         mine.push_back(since(begin));
         const std::lock_guard<std::mutex> lock(mutex);
         if (reference.empty()) {

@@ -213,7 +213,7 @@ class Bench(RetrOneWorkload, MailboxWorkloads, ShortSessionsWorkload, IdleWorklo
             print(f"doveconf says:\n{warnings}\n")
         if a.upstream_rtt_ms > 0:
             self.start_relay()
-        if w & {"retr-big", "retr-small", "short", "idle"} and not a.no_peer:
+        if w & {"retr-big", "retr-small", "short", "poll", "idle"} and not a.no_peer:
             self.peer = PeerDovecot(self.pki, self.dovecot, sessions=max(a.peer_sessions, 2 * a.short_clients))
             self.peer.start()
         self.print_header()
@@ -221,7 +221,7 @@ class Bench(RetrOneWorkload, MailboxWorkloads, ShortSessionsWorkload, IdleWorklo
 
         if "retr-one" in w:
             self.retr_one()
-        if w & {"retr-big", "retr-small", "short", "cpu"}:
+        if w & {"retr-big", "retr-small", "short", "poll", "cpu"}:
             gw = Gateway(self.pki, self.upstream(a.upstream_tls), gateway_overrides(a.sessions, a.log_level),
                          upstream_tls=a.upstream_tls, listeners=(("pop3", "none"), ("pop3s", "implicit")),
                          binary=self.binary)
@@ -233,6 +233,8 @@ class Bench(RetrOneWorkload, MailboxWorkloads, ShortSessionsWorkload, IdleWorklo
                 self.retr_small(gw)
             if "short" in w:
                 self.short_sessions(gw)
+            if "poll" in w:
+                self.short_sessions(gw, poll=True)
             if "cpu" in w:
                 self.cpu_per_gb(gw)
             self.gateway_alive(gw, "the workloads")
@@ -278,7 +280,7 @@ class Bench(RetrOneWorkload, MailboxWorkloads, ShortSessionsWorkload, IdleWorklo
         if "retr-small" in w:
             self.small = self.append_messages(
                 SMALL_USER, lambda i: messages.big_message(a.small_kib * 1024, seed=f"small-{i}"), a.small_count)
-        if "short" in w:
+        if w & {"short", "poll"}:
             short = [messages.big_message(a.small_kib * 1024, seed=f"short-{i}") for i in range(a.short_messages)]
             for i in range(1, a.short_clients + 1):
                 self.short = self.append_messages(f"{SHORT_USER}{i}", lambda j: short[j], a.short_messages)

@@ -9,7 +9,7 @@ SMALL_USER = "benchsmall" # retr-small: --small-count messages of --small-kib
 SHORT_USER = "short"      # short sessions: short1 .. shortN, --short-messages each
 PASSWORD = "bench-secret"
 
-WORKLOADS = ("retr-one", "retr-big", "cpu", "retr-small", "short", "idle")
+WORKLOADS = ("retr-one", "retr-big", "cpu", "retr-small", "short", "poll", "idle")
 
 
 class BenchError(Exception):

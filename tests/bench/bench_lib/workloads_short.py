@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
-"""short: concurrent clients making short sessions against the three targets:
-sessions/s, latency, and CPU per session of each server."""
+"""short and poll: concurrent clients making short sessions against the three targets:
+sessions/s, latency, and CPU per session of each server. A poll is the short session of a
+client that finds nothing new, the session a polling population makes most."""
 
 from __future__ import annotations
 
@@ -19,16 +20,21 @@ class ShortSessionsWorkload:
     """Mixed into Bench (bench.py), whose servers, clients, run_client and add_row it uses."""
 
     # -- short sessions from concurrent clients
-    def short_sessions(self, gw: Gateway) -> None:
+    def short_sessions(self, gw: Gateway, poll: bool = False) -> None:
         a = self.args
         octets, sha = self.short
-        wl = (f"short sessions, {a.short_clients} clients x {a.short_duration:g} s "
-              f"(login, STAT, UIDL, LIST, RETR {a.short_messages} x {a.small_kib} KiB, QUIT)")
+        if poll:
+            # Each session's hash is of nothing retrieved: compared between sessions only.
+            kind, what, retrieve = "polls", f"nothing new of {a.short_messages} messages", ["--retrieve", "0"]
+        else:
+            kind, what, retrieve = ("short sessions", f"RETR {a.short_messages} x {a.small_kib} KiB",
+                                    ["--expect-sha256", sha])
+        wl = f"{kind}, {a.short_clients} clients x {a.short_duration:g} s (login, STAT, UIDL, LIST, {what}, QUIT)"
         print(f"{wl}: {a.repeat} runs per target (load average {os.getloadavg()[0]:.2f})")
         sys.stdout.flush()
         common = ["--clients", str(a.short_clients), "--duration", str(a.short_duration),
                   "--messages", str(a.short_messages), "--users", str(a.short_clients),
-                  "--expect-sha256", sha, "--timeout", str(a.read_timeout)]
+                  "--timeout", str(a.read_timeout)] + retrieve
         targets = [("direct", "direct IMAP", ["short-sessions", "--imap", self.imap_address(False)], None),
                    ("gateway", "gateway POP3", ["short-sessions", "--pop3", f"{HOST}:{gw.port('pop3')}"], gw)]
         if self.peer is not None:
@@ -52,7 +58,7 @@ class ShortSessionsWorkload:
 
         def per_session(r: Result, who: str) -> float:
             return r.servers_cpu.get(who, 0) * 1000 / int(r.fields["sessions"])
-        wl5 = "CPU per short session (same runs)"
+        wl5 = f"CPU per {'poll' if poll else 'short session'} (same runs)"
         self.add_row(wl5, "gateway (popbridge)", "CPU ms/session", [per_session(r, "gateway") for r in res["gateway"]])
         self.add_row(wl5, "upstream Dovecot, serving the gateway", "CPU ms/session",
                      [per_session(r, "upstream") for r in res["gateway"]])

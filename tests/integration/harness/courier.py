@@ -166,10 +166,7 @@ class Courier(UpstreamProcess):
                  *, host: str = "127.0.0.1"):
         self.pki = pki
         self.host = host
-        self._users: dict[str, str] = {}
-        for name, password in (users.items() if isinstance(users, Mapping) else users):
-            self._check_user(name, password)
-            self._users[name] = password
+        self._take_users(users)
         self.imap_port, self.imaps_port = free_ports(2, host)
         self.dir: Optional[str] = None
         self.proc: Optional[subprocess.Popen] = None
@@ -468,13 +465,6 @@ class Courier(UpstreamProcess):
 
     def account(self, name: str) -> Account:
         return Account(name, self._users[name])
-
-    def password(self, name: str) -> str:
-        return self._users[name]
-
-    @property
-    def users(self) -> dict[str, str]:
-        return dict(self._users)
 
     # -------------------------------------------------------------- logs
 

@@ -117,10 +117,7 @@ class Cyrus(UpstreamProcess):
         self.host = host
         self.munge8bit = munge8bit
         self.extra_config = extra_config
-        self._users: dict[str, str] = {}
-        for name, password in (users.items() if isinstance(users, Mapping) else users):
-            self._check_user(name, password)
-            self._users[name] = password
+        self._take_users(users)
         self.admin_password = f"admin-{os.getpid()}-{next(_instance_counter)}"
         self.imap_port, self.imaps_port, self.http_port, self.https_port = free_ports(4, host)
         self.dir: Optional[str] = None
@@ -371,13 +368,6 @@ DAEMON {{
 
     def account(self, name: str) -> Account:
         return Account(name, self._users[name])
-
-    def password(self, name: str) -> str:
-        return self._users[name]
-
-    @property
-    def users(self) -> dict[str, str]:
-        return dict(self._users)
 
     # -------------------------------------------------------------- logs
 

@@ -92,10 +92,7 @@ class Dovecot(UpstreamProcess):
         if pop3_uidl_format is not None and (not pop3_uidl_format or any(c in pop3_uidl_format for c in "\r\n\0")):
             raise ValueError(f"unusable pop3_uidl_format {pop3_uidl_format!r}")
         self.pop3_uidl_format = pop3_uidl_format
-        self._users: dict[str, str] = {}
-        for name, password in (users.items() if isinstance(users, Mapping) else users):
-            self._check_user(name, password)
-            self._users[name] = password
+        self._take_users(users)
         # pop3_port: Dovecot's own POP3 listener, only with pop3_uidl_format.
         self.pop3_port: Optional[int] = None
         if pop3_uidl_format is None:
@@ -337,10 +334,6 @@ service pop3-login {{
 
     def account(self, name: str) -> Account:
         return Account(name, self._users[name])
-
-    @property
-    def users(self) -> dict[str, str]:
-        return dict(self._users)
 
     # -------------------------------------------------------------- logs
 

@@ -9,6 +9,8 @@ only once every port refuses connections again.
 
 from __future__ import annotations
 
+from typing import Iterable, Mapping
+
 from . import procs, tempdirs
 from .wait import port_refuses, wait_until
 
@@ -16,6 +18,21 @@ from .wait import port_refuses, wait_until
 class UpstreamProcess:
     SERVER_NAME = "the server"
     STOP_TIMEOUT = 5.0
+
+    # Users: a subclass checks a name and password with _check_user (what its server
+    # accepts) and keeps them in self._users.
+    def _take_users(self, users: Mapping[str, str] | Iterable[tuple[str, str]]) -> None:
+        self._users: dict[str, str] = {}
+        for name, password in (users.items() if isinstance(users, Mapping) else users):
+            self._check_user(name, password)
+            self._users[name] = password
+
+    def password(self, name: str) -> str:
+        return self._users[name]
+
+    @property
+    def users(self) -> dict[str, str]:
+        return dict(self._users)
 
     def restart(self) -> None:
         self.stop()

@@ -59,6 +59,7 @@ from . import procs, tempdirs
 from .certs import Pki
 from .dovecot import Account
 from .ports import free_ports
+from .imap_accounts import ImapAccounts, append_octets, check_crlf_octets
 from .upstream_process import UpstreamProcess
 from .wait import port_accepts, port_refuses, wait_until
 
@@ -105,15 +106,6 @@ def install_problem() -> Optional[str]:
     return None
 
 
-def _appended_uid(typ: str, data) -> int:
-    if typ != "OK":
-        raise RuntimeError(f"APPEND failed: {typ} {data}")
-    m = re.search(rb"\[APPENDUID (\d+) (\d+)\]", data[-1] or b"")
-    if not m:
-        raise RuntimeError(f"no APPENDUID in {data!r}")
-    return int(m.group(2))
-
-
 def _mount_ns(pid: int) -> Optional[tuple[int, int]]:
     """(st_dev, st_ino) of the mount namespace of process `pid`, or None if it is gone."""
     try:
@@ -151,7 +143,7 @@ class Mailbox:
     messages: dict[int, StoredMessage]  # by UID
 
 
-class Courier(UpstreamProcess):
+class Courier(UpstreamProcess, ImapAccounts):
     """One Courier-IMAP instance. Use as a context manager or call start()/stop()/close().
 
     users: {name: password}. Names are [a-z0-9][a-z0-9._-]* (also directory names);
@@ -534,13 +526,10 @@ class Courier(UpstreamProcess):
         given, 8-bit octets too, and returns its UID. Courier stores a message that does
         not end in CRLF with one added: compare with fetch(), not with what was sent.
         Bare CR or LF and NUL are refused here (imaplib or Courier would change them)."""
-        if re.search(rb"\r(?!\n)|(?<!\r)\n", message) or b"\0" in message:
-            raise ValueError("message has a bare CR or LF or a NUL; use CRLF line ends")
+        check_crlf_octets(message)
         conn = self.imap(user)
         try:
-            conn.literal = message  # what imaplib.append() sets, minus its line-end rewriting
-            args = [imaplib.IMAP4._quote(conn, mailbox)] + ([f"({flags})"] if flags else [])
-            return _appended_uid(*conn._simple_command("APPEND", *args))
+            return append_octets(conn, message, mailbox, flags)
         finally:
             conn.logout()
 
@@ -550,10 +539,8 @@ class Courier(UpstreamProcess):
         try:
             uids = []
             for message in messages:
-                if re.search(rb"\r(?!\n)|(?<!\r)\n", message) or b"\0" in message:
-                    raise ValueError("message has a bare CR or LF or a NUL; use CRLF line ends")
-                conn.literal = message
-                uids.append(_appended_uid(*conn._simple_command("APPEND", imaplib.IMAP4._quote(conn, mailbox))))
+                check_crlf_octets(message)
+                uids.append(append_octets(conn, message, mailbox))
             return uids
         finally:
             conn.logout()
@@ -606,16 +593,6 @@ class Courier(UpstreamProcess):
     def uids(self, user: str, mailbox: str = "INBOX") -> list[int]:
         return sorted(self.mailbox(user, mailbox).messages)
 
-    def clear(self, user: str, mailbox: str = "INBOX") -> None:
-        """Removes every message of the user's `mailbox`."""
-        conn = self.imap(user)
-        try:
-            typ, data = conn.select(imaplib.IMAP4._quote(conn, mailbox))
-            if typ == "OK" and int(data[0]) > 0:
-                conn.store("1:*", "+FLAGS.SILENT", r"(\Deleted)")
-                conn.expunge()
-        finally:
-            conn.logout()
 
 
 def _signal(pid: int, sig: int) -> None:

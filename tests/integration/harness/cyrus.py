@@ -53,6 +53,7 @@ from typing import Any, Iterable, Mapping, Optional
 
 from . import procs, tempdirs
 from .certs import Pki
+from .imap_accounts import ImapAccounts, append_octets, check_crlf_octets
 from .upstream_process import UpstreamProcess
 from .dovecot import Account
 from .ports import free_ports
@@ -87,20 +88,11 @@ def install_problem() -> Optional[str]:
     return None
 
 
-def _appended_uid(typ: str, data) -> int:
-    if typ != "OK":
-        raise RuntimeError(f"APPEND failed: {typ} {data}")
-    m = re.search(rb"\[APPENDUID (\d+) (\d+)\]", data[0] or b"")
-    if not m:
-        raise RuntimeError(f"no APPENDUID in {data!r}")
-    return int(m.group(2))
-
-
 class JmapError(RuntimeError):
     pass
 
 
-class Cyrus(UpstreamProcess):
+class Cyrus(UpstreamProcess, ImapAccounts):
     """One Cyrus instance. Use as a context manager or call start()/stop()/close().
 
     users: {name: password}. Names are [a-z0-9][a-z0-9_-]* (Cyrus folds names to lower
@@ -433,13 +425,10 @@ DAEMON {{
                tls: str = "starttls") -> int:
         """APPENDs `message` exactly as given (8-bit octets too) to the user's `mailbox`
         and returns its UID. Cyrus refuses bare CR or LF (and NUL), so use CRLF."""
-        if re.search(rb"\r(?!\n)|(?<!\r)\n", message) or b"\0" in message:
-            raise ValueError("message has a bare CR or LF or a NUL; Cyrus refuses those")
+        check_crlf_octets(message)  # Cyrus refuses those
         conn = self.imap(user, tls)
         try:
-            conn.literal = message  # what imaplib.append() sets, minus its line-end rewriting
-            args = [imaplib.IMAP4._quote(conn, mailbox)] + ([f"({flags})"] if flags else [])
-            return _appended_uid(*conn._simple_command("APPEND", *args))
+            return append_octets(conn, message, mailbox, flags)
         finally:
             conn.logout()
 
@@ -493,16 +482,6 @@ DAEMON {{
         finally:
             conn.logout()
 
-    def clear(self, user: str, mailbox: str = "INBOX") -> None:
-        """Removes every message of the user's `mailbox`."""
-        conn = self.imap(user)
-        try:
-            typ, data = conn.select(imaplib.IMAP4._quote(conn, mailbox))
-            if typ == "OK" and int(data[0]) > 0:
-                conn.store("1:*", "+FLAGS.SILENT", r"(\Deleted)")
-                conn.expunge()
-        finally:
-            conn.logout()
 
     # -------------------------------------------------------- JMAP helpers
 

@@ -39,6 +39,7 @@ from typing import Iterable, Mapping, Optional
 
 from . import procs, tempdirs
 from .certs import Pki
+from .imap_accounts import ImapAccounts, appended_uid
 from .upstream_process import UpstreamProcess
 from .ports import free_ports
 from .wait import TIME_FACTOR, port_accepts, wait_until
@@ -51,23 +52,13 @@ _instance_counter = itertools.count(1)
 _user_counter = itertools.count(1)
 
 
-def _appended_uid(typ: str, data) -> int:
-    """The UID an APPEND answer gives (UIDPLUS's APPENDUID)."""
-    if typ != "OK":
-        raise RuntimeError(f"APPEND failed: {typ} {data}")
-    m = re.search(rb"\[APPENDUID (\d+) (\d+)\]", data[0] or b"")
-    if not m:
-        raise RuntimeError(f"no APPENDUID in {data!r}")
-    return int(m.group(2))
-
-
 @dataclasses.dataclass(frozen=True)
 class Account:
     name: str
     password: str
 
 
-class Dovecot(UpstreamProcess):
+class Dovecot(UpstreamProcess, ImapAccounts):
     """One Dovecot instance. Use as a context manager or call start()/stop().
 
     users: {name: password}. Names are [A-Za-z0-9._@+-] (each is also a file
@@ -402,7 +393,7 @@ service pop3-login {{
             raise ValueError("message has a bare CR or LF; use CRLF line ends")
         conn = self.imap(user, tls)
         try:
-            return _appended_uid(*conn.append("INBOX", flags or None, None, message))
+            return appended_uid(*conn.append("INBOX", flags or None, None, message))
         finally:
             conn.logout()
 
@@ -415,7 +406,7 @@ service pop3-login {{
         conn = self.imap(user, tls)
         try:
             conn.literal = message  # what imaplib.append() sets, minus its CRLF rewriting
-            return _appended_uid(*conn._simple_command("APPEND", "INBOX"))
+            return appended_uid(*conn._simple_command("APPEND", "INBOX"))
         finally:
             conn.logout()
 
@@ -435,7 +426,7 @@ service pop3-login {{
                     raise RuntimeError("connection closed during APPEND")
                 if line.startswith(tag + b" "):
                     status = line[len(tag) + 1:].split(b" ", 1)[0].decode()
-                    return _appended_uid(status, [line])
+                    return appended_uid(status, [line])
         finally:
             conn.logout()
 
@@ -597,13 +588,3 @@ service pop3-login {{
         """[(message number, size)] in order, from Dovecot's own POP3 LIST; QUIT before returning."""
         return [(n, int(value)) for n, value in self._pop3_listing(user, "LIST", tls)]
 
-    def clear(self, user: str) -> None:
-        """Removes every message of the user's INBOX."""
-        conn = self.imap(user)
-        try:
-            typ, data = conn.select("INBOX")
-            if typ == "OK" and int(data[0]) > 0:  # "1:*" is a BAD in an empty mailbox
-                conn.store("1:*", "+FLAGS.SILENT", r"(\Deleted)")
-                conn.expunge()
-        finally:
-            conn.logout()

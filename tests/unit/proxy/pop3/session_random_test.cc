@@ -11,6 +11,7 @@
 #include <random>
 #include <set>
 #include <string>
+#include <vector>
 
 #include "tests/support/pop3_answers.h"
 #include "tests/support/session_harness.h"
@@ -113,45 +114,79 @@ TEST(SessionRandomTest, EveryAnswerIsWholeOrAnErrorAndQuitDeletesWhatTheClientDe
     ASSERT_TRUE(session.command("USER alice").starts_with("+OK"));
     ASSERT_TRUE(session.command("PASS secret").starts_with("+OK"));
 
+    // The commands, mostly RETRs in order as clients retrieve, sometimes anything anywhere;
+    // a pipelining client (RFC 2449) sends them all at once.
+    enum class Kind { kRetr, kTop, kDele, kOther };
+    struct Step {
+      Kind kind;
+      int number;
+      std::string line;
+    };
     const int count = static_cast<int>(mailbox->messages.size());
-    std::set<std::uint32_t> deleted;
-    int next = 1;
-    const int steps = random.pick(5, 30);
-    for (int step = 0; step < steps && !session.peer_closed(); ++step) {
+    std::vector<Step> steps;
+    for (int step = 0, steps_wanted = random.pick(5, 30), next = 1; step < steps_wanted; ++step) {
       const int roll = random.pick(1, 100);
-      // Mostly in order, as clients retrieve; sometimes anywhere.
       const int number = roll <= 70 ? next : random.pick(1, count);
-      const auto& message = mailbox->messages[static_cast<std::size_t>(number - 1)];
-      const bool gone = deleted.count(message.uid) != 0 || mailbox->missing.count(message.uid) != 0;
-      const std::string context =
-          "step " + std::to_string(step) + " message " + std::to_string(number) + ": ";
-      std::string answer;
+      const std::string n = std::to_string(number);
       if (roll <= 80) {
         next = number % count + 1;
-        answer = session.multiline("RETR " + std::to_string(number));
-        if (gone) {
-          EXPECT_TRUE(answer.starts_with("-ERR")) << context << answer.substr(0, 80);
-        } else if (!answer.starts_with("+OK") || !answer.ends_with("\r\n.\r\n")) {
-          // Only a broken upstream connection may keep a message from the client.
-          ASSERT_TRUE(mailbox->break_fetch) << context << answer.substr(0, 80);
-        }
-        check_answer(session, answer, message.body, true, context);
+        steps.push_back({Kind::kRetr, number, "RETR " + n});
       } else if (roll <= 87) {
-        answer = session.multiline("TOP " + std::to_string(number) + " " +
-                                   std::to_string(random.pick(0, 3)));
-        if (gone) {
-          EXPECT_TRUE(answer.starts_with("-ERR")) << context << answer.substr(0, 80);
-        }
-        check_answer(session, answer, message.body, false, context);
+        steps.push_back({Kind::kTop, number, "TOP " + n + " " + std::to_string(random.pick(0, 3))});
       } else if (roll <= 94) {
-        answer = session.command("DELE " + std::to_string(number));
-        if (deleted.count(message.uid) != 0) {
-          EXPECT_TRUE(answer.starts_with("-ERR")) << context << answer;
-        } else if (answer.starts_with("+OK")) {
-          deleted.insert(message.uid);
-        }
+        steps.push_back({Kind::kDele, number, "DELE " + n});
       } else {
-        answer = session.command(random.one_in(2) ? "NOOP" : "STAT");
+        steps.push_back({Kind::kOther, number, random.one_in(2) ? "NOOP" : "STAT"});
+      }
+    }
+    const bool pipelined = random.one_in(3);
+    if (pipelined) {
+      std::string all;
+      for (const Step& step : steps) {
+        all += step.line + "\r\n";
+      }
+      session.send(all);
+    }
+
+    std::set<std::uint32_t> deleted;
+    for (std::size_t at = 0; at < steps.size() && !session.peer_closed(); ++at) {
+      const Step& step = steps[at];
+      const auto& message = mailbox->messages[static_cast<std::size_t>(step.number - 1)];
+      const bool gone = deleted.count(message.uid) != 0 || mailbox->missing.count(message.uid) != 0;
+      const std::string context =
+          (pipelined ? "pipelined " : "") + step.line + " (step " + std::to_string(at) + "): ";
+      if (!pipelined) {
+        session.send(step.line + "\r\n");
+      }
+      std::string answer = session.read_until("\r\n");
+      if ((step.kind == Kind::kRetr || step.kind == Kind::kTop) && answer.starts_with("+OK")) {
+        answer += session.read_until("\r\n.\r\n");
+      }
+      switch (step.kind) {
+        case Kind::kRetr:
+          if (gone) {
+            EXPECT_TRUE(answer.starts_with("-ERR")) << context << answer.substr(0, 80);
+          } else if (!answer.starts_with("+OK") || !answer.ends_with("\r\n.\r\n")) {
+            // Only a broken upstream connection may keep a message from the client.
+            ASSERT_TRUE(mailbox->break_fetch) << context << answer.substr(0, 80);
+          }
+          check_answer(session, answer, message.body, true, context);
+          break;
+        case Kind::kTop:
+          if (gone) {
+            EXPECT_TRUE(answer.starts_with("-ERR")) << context << answer.substr(0, 80);
+          }
+          check_answer(session, answer, message.body, false, context);
+          break;
+        case Kind::kDele:
+          if (deleted.count(message.uid) != 0) {
+            EXPECT_TRUE(answer.starts_with("-ERR")) << context << answer;
+          } else if (answer.starts_with("+OK")) {
+            deleted.insert(message.uid);
+          }
+          break;
+        case Kind::kOther:
+          break;
       }
       if (answer.starts_with("-ERR [SYS/TEMP]")) {
         ASSERT_TRUE(mailbox->break_fetch) << context << answer;

@@ -231,28 +231,40 @@ std::optional<UidlTemplate> UidlTemplate::parse(std::string_view text, std::stri
 
 std::string UidlTemplate::render(const UidlFields& fields) const {
   std::string out;
+  render_to(fields, out);
+  return out;
+}
+
+void UidlTemplate::render_to(const UidlFields& fields, std::string& out) const {
   std::string value;
+  char digits[24];
   for (const Piece& piece : pieces_) {
     out += piece.literal;
     if (!piece.has_variable) {
       continue;
     }
-    switch (piece.variable) {
-      case Variable::kUid:
-        value = std::to_string(fields.uid);
-        break;
-      case Variable::kUidValidity:
-        value = std::to_string(fields.uidvalidity);
-        break;
-      case Variable::kGuid:
-        value.assign(fields.guid);
-        break;
-      case Variable::kMd5:
-        value.assign(fields.md5);
-        break;
+    auto modifiers = piece.modifiers.begin();
+    const bool number =
+        piece.variable == Variable::kUid || piece.variable == Variable::kUidValidity;
+    std::string_view view;
+    if (number) {
+      // The usual templates (Dovecot's %08Xu%08Xv, %v.%u) print the numbers as they are or
+      // in hex: straight from the number, as X would from its decimal form.
+      const bool hex = modifiers != piece.modifiers.end() && *modifiers == Modifier::kHex;
+      if (hex) {
+        ++modifiers;
+      }
+      const std::uint32_t n = piece.variable == Variable::kUid ? fields.uid : fields.uidvalidity;
+      const auto printed = std::to_chars(digits, digits + sizeof(digits), n, hex ? 16 : 10);
+      view = std::string_view(digits, static_cast<std::size_t>(printed.ptr - digits));
+    } else {
+      view = piece.variable == Variable::kGuid ? fields.guid : fields.md5;
     }
-    for (Modifier modifier : piece.modifiers) {
-      switch (modifier) {
+    if (modifiers != piece.modifiers.end()) {
+      value.assign(view);
+    }
+    for (; modifiers != piece.modifiers.end(); ++modifiers) {
+      switch (*modifiers) {
         case Modifier::kHex:
           value = to_hex(value);
           break;
@@ -278,8 +290,8 @@ std::string UidlTemplate::render(const UidlFields& fields) const {
           value = md5_hex(value);
           break;
       }
+      view = value;
     }
-    std::string_view view = value;
     if (piece.offset < 0) {
       const std::size_t from_end = static_cast<std::size_t>(-piece.offset);
       if (view.size() > from_end) {
@@ -313,7 +325,6 @@ std::string UidlTemplate::render(const UidlFields& fields) const {
       out += view;
     }
   }
-  return out;
 }
 
 bool UidlTemplate::unique_per_uid() const {

@@ -45,6 +45,9 @@ class UidlTemplate {
   static std::optional<UidlTemplate> parse(std::string_view text, std::string* error);
 
   std::string render(const UidlFields& fields) const;
+  // The same, appended to out: a listing of thousands of messages renders without a
+  // string per message.
+  void render_to(const UidlFields& fields, std::string& out) const;
   bool needs_guid() const { return needs_guid_; }
   bool needs_md5() const { return needs_md5_; }
   // Within one mailbox (one UIDVALIDITY) no two UIDs render alike: the UID appears in

@@ -108,26 +108,53 @@ std::string Maildrop::base_uidl(std::size_t index) const {
   if (!reused_.empty() && reused_[index] && !reused_[index]->empty()) {
     return protocol::sanitize_uidl(*reused_[index]);
   }
+  return protocol::sanitize_uidl(format_->render(fields_of(index)));
+}
+
+protocol::UidlFields Maildrop::fields_of(std::size_t index) const {
   protocol::UidlFields fields;
   fields.uid = messages_[index].uid;
   fields.uidvalidity = uidvalidity_;
   if (!guids_.empty()) {
     fields.guid = guids_[index];
   }
-  return protocol::sanitize_uidl(format_->render(fields));
+  return fields;
 }
 
-std::string Maildrop::uidl(const Message& message) const {
+std::size_t Maildrop::index_of(const Message& message) const {
   // A Message from another maildrop (an earlier session's) would get a neighbour's UIDL.
   POPBRIDGE_INVARIANT(&message >= messages_.data() &&
                       &message < messages_.data() + messages_.size());
-  const auto index = static_cast<std::size_t>(&message - messages_.data());
+  return static_cast<std::size_t>(&message - messages_.data());
+}
+
+const std::uint32_t* Maildrop::rename_suffix(std::size_t index) const {
+  const auto found = std::lower_bound(duplicates_.begin(), duplicates_.end(), index,
+                                      [](const std::pair<std::size_t, std::uint32_t>& entry,
+                                         std::size_t i) { return entry.first < i; });
+  return found != duplicates_.end() && found->first == index ? &found->second : nullptr;
+}
+
+void Maildrop::append_uidl(const Message& message, std::string& out) const {
+  const std::size_t index = index_of(message);
+  if (!reused_.empty() || rename_suffix(index) != nullptr) {
+    out += uidl(message);  // the rare kinds take the general way
+    return;
+  }
+  const std::size_t start = out.size();
+  format_->render_to(fields_of(index), out);
+  if (!protocol::valid_uidl(std::string_view(out).substr(start))) {
+    const std::string rendered = out.substr(start);
+    out.resize(start);
+    out += protocol::sanitize_uidl(rendered);
+  }
+}
+
+std::string Maildrop::uidl(const Message& message) const {
+  const std::size_t index = index_of(message);
   std::string uidl = base_uidl(index);
-  auto duplicate = std::lower_bound(duplicates_.begin(), duplicates_.end(), index,
-                                    [](const std::pair<std::size_t, std::uint32_t>& entry,
-                                       std::size_t i) { return entry.first < i; });
-  if (duplicate != duplicates_.end() && duplicate->first == index) {
-    uidl = protocol::sanitize_uidl(uidl + "-" + std::to_string(duplicate->second));
+  if (const std::uint32_t* suffix = rename_suffix(index)) {
+    uidl = protocol::sanitize_uidl(uidl + "-" + std::to_string(*suffix));
   }
   return uidl;
 }

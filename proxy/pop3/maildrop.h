@@ -51,10 +51,17 @@ class Maildrop {
   // characters) and unique within the maildrop. A UIDL that would repeat gets "-2", "-3",
   // ... in message order, as Dovecot's pop3_uidl_duplicates = rename does.
   std::string uidl(const Message& message) const;
+  // The same, appended to out: UIDL lists thousands of messages a poll, without a string
+  // for each.
+  void append_uidl(const Message& message, std::string& out) const;
   const std::vector<Message>& messages() const { return messages_; }
 
  private:
   std::string base_uidl(std::size_t index) const;
+  protocol::UidlFields fields_of(std::size_t index) const;
+  std::size_t index_of(const Message& message) const;
+  // The "-N" of a message whose UIDL repeats an earlier one, or null.
+  const std::uint32_t* rename_suffix(std::size_t index) const;
 
   std::vector<Message> messages_;
   std::vector<std::string> guids_;                  // empty, or one per message

@@ -2,6 +2,7 @@
 // The TRANSACTION and UPDATE states: maildrop commands, RETR/TOP streaming and the
 // deletions at QUIT, all on the MailStore.
 #include <algorithm>
+#include <charconv>
 
 #include "protocol/common/invariant.h"
 #include "proxy/base/log.h"
@@ -16,6 +17,14 @@ using protocol::RespCode;
 // Messages per read-ahead batch at most, within limits.read_ahead's octets: the UID FETCH
 // line stays short, and a client that stops early leaves little unused.
 constexpr std::size_t kReadAheadBatch = 32;
+
+// LIST and UIDL print a line per message, thousands for a client that leaves its mail on
+// the server, every poll: numbers go straight into the listing.
+void append_decimal(std::string& out, std::uint64_t value) {
+  char digits[20];
+  const auto printed = std::to_chars(digits, digits + sizeof(digits), value);
+  out.append(digits, printed.ptr);
+}
 
 }  // namespace
 
@@ -44,9 +53,9 @@ void Pop3Session::cmd_list(Pop3Command& command) {
   for (const Maildrop::Message& message : maildrop_.messages()) {
     ++number;
     if (!message.deleted) {
-      out_ += std::to_string(number);
+      append_decimal(out_, number);
       out_ += ' ';
-      out_ += std::to_string(message.size);
+      append_decimal(out_, message.size);
       out_ += "\r\n";
     }
   }
@@ -70,9 +79,9 @@ void Pop3Session::cmd_uidl(Pop3Command& command) {
   for (const Maildrop::Message& message : maildrop_.messages()) {
     ++number;
     if (!message.deleted) {
-      out_ += std::to_string(number);
+      append_decimal(out_, number);
       out_ += ' ';
-      out_ += maildrop_.uidl(message);
+      maildrop_.append_uidl(message, out_);
       out_ += "\r\n";
     }
   }

@@ -244,8 +244,11 @@ void ImapMailStore::read_snapshot() {
       return;
     }
     // Sequence numbers follow ascending UIDs (RFC 3501 §2.3.1.2); hidden messages have
-    // theirs too.
-    std::sort(sequence_.begin(), sequence_.end());
+    // theirs too. Servers answer in that order already: sorting thousands of sorted UIDs
+    // every poll would cost more than the check.
+    if (!std::is_sorted(sequence_.begin(), sequence_.end())) {
+      std::sort(sequence_.begin(), sequence_.end());
+    }
     sequence_.erase(std::unique(sequence_.begin(), sequence_.end()), sequence_.end());
     if (request_.want_uidl_map && request_.uidl_map_known_for != snapshot_.uidvalidity) {
       read_uidl_map();

@@ -4,6 +4,9 @@
 #include <gtest/gtest.h>
 
 #include <memory>
+#include <optional>
+#include <string>
+#include <vector>
 
 namespace popbridge::proxy {
 namespace {
@@ -109,6 +112,36 @@ TEST(Maildrop, ReusedUidlsIgnoredWhenNoMessageHasOne) {
   Maildrop drop({{10, 1, false}}, {}, 0x6B082EA4, preset(protocol::UidlTemplate::kDovecot),
                 {std::nullopt});
   EXPECT_EQ(drop.uidl(*drop.find(1)), "0000000a6b082ea4");
+}
+
+// The UIDL listing appends each UIDL to one buffer: the same text uidl() gives, whatever
+// the kind (template, invalid and replaced by its MD5, renamed repeat, reused X-UIDL).
+TEST(Maildrop, AppendedUidlsAreTheUidlsOneByOne) {
+  const std::vector<Maildrop> drops = [] {
+    std::vector<Maildrop> all;
+    for (std::string_view format :
+         {protocol::UidlTemplate::kDovecot, protocol::UidlTemplate::kUid, std::string_view("%v"),
+          std::string_view("x%LXu-%08v"), std::string_view("%Mu")}) {
+      all.push_back(make(format));
+    }
+    all.emplace_back(std::vector<Maildrop::Message>{{1, 10, false}, {2, 20, false}},
+                     std::vector<std::string>{std::string(80, 'a'), "has space"}, 7, preset("%g"));
+    all.emplace_back(std::vector<Maildrop::Message>{{30, 3, false}, {10, 1, false}, {40, 4, false}},
+                     std::vector<std::string>{}, 0x6B082EA4,
+                     preset(protocol::UidlTemplate::kDovecot),
+                     std::vector<std::optional<std::string>>{"old-30", std::nullopt, "old-30"});
+    return all;
+  }();
+  for (const Maildrop& drop : drops) {
+    std::string one_by_one = "+OK\r\n";
+    std::string appended = one_by_one;
+    for (const Maildrop::Message& message : drop.messages()) {
+      one_by_one += drop.uidl(message) + "\r\n";
+      drop.append_uidl(message, appended);
+      appended += "\r\n";
+    }
+    EXPECT_EQ(appended, one_by_one);
+  }
 }
 
 TEST(MaildropDeathTest, AMessageOfAnotherMaildropStopsTheProcess) {

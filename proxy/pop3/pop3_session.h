@@ -91,6 +91,8 @@ class Pop3Session final : Connection::Handler, MailStore::Observer, MessageSink 
   void cmd_stat(protocol::Pop3Command& command);
   void cmd_list(protocol::Pop3Command& command);
   void cmd_uidl(protocol::Pop3Command& command);
+  void start_listing(bool uidl, std::string_view status_line);
+  void continue_listing();
   void cmd_retr(protocol::Pop3Command& command);
   void cmd_top(protocol::Pop3Command& command);
   void cmd_dele(protocol::Pop3Command& command);
@@ -198,6 +200,13 @@ class Pop3Session final : Connection::Handler, MailStore::Observer, MessageSink 
   std::uint32_t transfer_uid_ = 0;
   std::uint64_t transfer_listed_size_ = 0;
   bool transfer_started_ = false;  // "+OK" sent: failure must now drop the client
+  // LIST or UIDL of the whole maildrop, written as the client takes it: the listing of a
+  // mailbox of 100,000 messages is megabytes, and is queued within the write watermarks.
+  struct Listing {
+    bool uidl = false;
+    std::size_t next = 0;  // index into maildrop_.messages()
+  };
+  std::optional<Listing> listing_;
   // For the session_end line (Dovecot's pop3_logout_format): what the client took.
   struct Tally {
     bool logged_in = false;

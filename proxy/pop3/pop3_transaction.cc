@@ -46,21 +46,9 @@ void Pop3Session::cmd_list(Pop3Command& command) {
         protocol::ok_reply(std::to_string(*command.message) + " " + std::to_string(message->size)));
     return;
   }
-  out_.clear();
-  out_ += protocol::ok_reply(std::to_string(maildrop_.visible_count()) + " messages (" +
-                             std::to_string(maildrop_.visible_octets()) + " octets)");
-  std::uint32_t number = 0;
-  for (const Maildrop::Message& message : maildrop_.messages()) {
-    ++number;
-    if (!message.deleted) {
-      append_decimal(out_, number);
-      out_ += ' ';
-      append_decimal(out_, message.size);
-      out_ += "\r\n";
-    }
-  }
-  out_ += ".\r\n";
-  reply(out_);
+  start_listing(false,
+                protocol::ok_reply(std::to_string(maildrop_.visible_count()) + " messages (" +
+                                   std::to_string(maildrop_.visible_octets()) + " octets)"));
 }
 
 void Pop3Session::cmd_uidl(Pop3Command& command) {
@@ -73,20 +61,52 @@ void Pop3Session::cmd_uidl(Pop3Command& command) {
     reply(protocol::ok_reply(std::to_string(*command.message) + " " + maildrop_.uidl(*message)));
     return;
   }
-  out_.clear();
-  out_ += protocol::ok_reply("unique-id listing follows");
-  std::uint32_t number = 0;
-  for (const Maildrop::Message& message : maildrop_.messages()) {
-    ++number;
-    if (!message.deleted) {
-      append_decimal(out_, number);
-      out_ += ' ';
-      maildrop_.append_uidl(message, out_);
-      out_ += "\r\n";
+  start_listing(true, protocol::ok_reply("unique-id listing follows"));
+}
+
+void Pop3Session::start_listing(bool uidl, std::string_view status_line) {
+  reply(status_line);
+  listing_ = Listing{uidl, 0};
+  busy_ = true;
+  continue_listing();
+}
+
+// Also on_drained's: the lines go straight into the client's queue, a slice at a time,
+// until the queue reaches the high watermark; the rest when it has drained.
+void Pop3Session::continue_listing() {
+  constexpr std::size_t kLinesPerSlice = 1024;
+  const std::vector<Maildrop::Message>& messages = maildrop_.messages();
+  while (listing_ && !client_->above_high_watermark() && state_ == State::kTransaction) {
+    const std::size_t from = listing_->next;
+    client_->write_in_place([&](std::string& queue) {
+      const std::size_t end = std::min(messages.size(), listing_->next + kLinesPerSlice);
+      for (; listing_->next < end; ++listing_->next) {
+        const Maildrop::Message& message = messages[listing_->next];
+        if (message.deleted) {
+          continue;
+        }
+        append_decimal(queue, listing_->next + 1);
+        queue += ' ';
+        if (listing_->uidl) {
+          maildrop_.append_uidl(message, queue);
+        } else {
+          append_decimal(queue, message.size);
+        }
+        queue += "\r\n";
+      }
+      if (listing_->next == messages.size()) {
+        queue += ".\r\n";
+      }
+    });
+    if (!listing_ || listing_->next == from || state_ != State::kTransaction) {
+      return;  // the connection is closing: nothing was written, nothing more will be
+    }
+    if (listing_->next == messages.size()) {
+      listing_.reset();
+      command_done();
+      return;
     }
   }
-  out_ += ".\r\n";
-  reply(out_);
 }
 
 void Pop3Session::cmd_dele(Pop3Command& command) {
@@ -231,6 +251,10 @@ void Pop3Session::apply_backpressure() {
 void Pop3Session::on_drained() {
   if (store_) {
     store_->resume_reading();
+  }
+  if (listing_) {
+    continue_listing();
+    return;
   }
   process_input();
 }

@@ -75,6 +75,7 @@ upstream:
     proxy::ConnectionPtr connection = proxy::Connection::create(&loop_, nullptr);
     uv_tcp_open(reinterpret_cast<uv_tcp_t*>(connection->stream()), server_fd);
     connection->configure_socket();
+    connection_ = connection.get();
     proxy::SessionHost& host = *this;
     session_ = std::make_unique<proxy::Pop3Session>(
         host,
@@ -175,7 +176,19 @@ upstream:
   void shutdown_client() { ::shutdown(client_fd_, SHUT_WR); }
 
   bool finished() const { return finished_; }
+  // What the session has queued for the client and the socket has not taken yet.
+  std::size_t queued_to_client() const {
+    return session_ && !finished_ ? connection_->pending_bytes() : 0;
+  }
   bool peer_closed() const { return peer_closed_; }
+  // Small kernel buffers on both ends (no autotuning): a client that stops reading holds
+  // up the session after this many bytes or so, not after megabytes.
+  void shrink_socket_buffers(int bytes) {
+    uv_os_fd_t server_fd = -1;
+    uv_fileno(reinterpret_cast<uv_handle_t*>(connection_->stream()), &server_fd);
+    ::setsockopt(server_fd, SOL_SOCKET, SO_SNDBUF, &bytes, sizeof(bytes));
+    ::setsockopt(client_fd_, SOL_SOCKET, SO_RCVBUF, &bytes, sizeof(bytes));
+  }
   const std::string& unread() const { return received_; }
   FakeMailbox& mailbox() { return *mailbox_; }
   // popbridge_commands_total for one verb: {ok, error}.
@@ -258,6 +271,7 @@ upstream:
   proxy::LoginGuard guard_;
   proxy::MailboxHistory history_;
   std::unique_ptr<proxy::Pop3Session> session_;
+  proxy::Connection* connection_ = nullptr;  // the session's; valid while it lives
   int client_fd_ = -1;
   std::string received_;
   bool peer_closed_ = false;

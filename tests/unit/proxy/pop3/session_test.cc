@@ -123,6 +123,51 @@ limits:
   EXPECT_EQ(unstuffed(answer), body);
 }
 
+// The listing of a large maildrop (a client that leaves its mail on the server) is written
+// as the client takes it: while the client reads nothing, the session queues no more than
+// the high watermark and a slice of lines, not megabytes; then the listing arrives whole.
+TEST_F(SessionTest, LargeListingsAreQueuedWithinTheWatermark) {
+  auto mailbox = std::make_shared<FakeMailbox>();
+  constexpr std::uint32_t kMessages = 300000;
+  for (std::uint32_t uid = 1; uid <= kMessages; ++uid) {
+    mailbox->messages.push_back({uid, "Subject: x\r\n\r\nbody\r\n", std::nullopt});
+  }
+  SessionHarness session(mailbox, R"(
+limits:
+  client_write_high_watermark: 64KiB
+  client_write_low_watermark: 16KiB
+)");
+  session.shrink_socket_buffers(16 * 1024);
+  login(session);
+  ASSERT_TRUE(session.command("DELE 2").starts_with("+OK"));
+  for (const bool uidl : {true, false}) {
+    session.send(uidl ? "UIDL\r\n" : "LIST\r\n");
+    // The socket buffers fill, then the session's own queue reaches the watermark.
+    std::size_t most = 0;
+    ASSERT_TRUE(session.stall_until([&] {
+      most = std::max(most, session.queued_to_client());
+      return most >= 64 * 1024;
+    }));
+    for (int turn = 0; turn < 100; ++turn) {
+      session.stall_until([&] {
+        most = std::max(most, session.queued_to_client());
+        return true;
+      });
+    }
+    EXPECT_LT(most, 160 * 1024u) << "the listing is " << kMessages << " lines";
+    const std::string listing = session.read_until("\r\n.\r\n", std::chrono::seconds(60));
+    ASSERT_TRUE(listing.ends_with("\r\n.\r\n"));
+    EXPECT_EQ(std::count(listing.begin(), listing.end(), '\n'), kMessages + 1)
+        << "the status line, every message but 2, the terminator";
+    const std::string first = uidl ? "1 1234.1\r\n3 1234.3\r\n" : "1 20\r\n3 20\r\n";
+    EXPECT_NE(listing.find("\r\n" + first), std::string::npos) << listing.substr(0, 100);
+    const std::string last = std::to_string(kMessages) + (uidl ? " 1234." : " ") +
+                             (uidl ? std::to_string(kMessages) : "20") + "\r\n.\r\n";
+    EXPECT_TRUE(listing.ends_with(last)) << listing.substr(listing.size() - 100);
+  }
+  EXPECT_TRUE(session.command("NOOP").starts_with("+OK")) << "commands go on after it";
+}
+
 TEST_F(SessionTest, MessageWithoutFinalLineBreakStillEndsWithATerminatorLine) {
   auto mailbox = std::make_shared<FakeMailbox>();
   mailbox->messages = {{7, "Subject: x\r\n\r\nno line break at the end", std::nullopt}};

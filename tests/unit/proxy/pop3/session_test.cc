@@ -168,6 +168,29 @@ limits:
   EXPECT_TRUE(session.command("NOOP").starts_with("+OK")) << "commands go on after it";
 }
 
+// A client that stops reading mid-listing is dropped at the idle timeout: an -ERR line
+// inside the listing would read as one more UIDL, and no terminator follows.
+TEST_F(SessionTest, ClientThatStopsReadingMidListingIsDroppedWithoutAnErrorLine) {
+  auto mailbox = std::make_shared<FakeMailbox>();
+  for (std::uint32_t uid = 1; uid <= 300000; ++uid) {
+    mailbox->messages.push_back({uid, "Subject: x\r\n\r\nbody\r\n", std::nullopt});
+  }
+  SessionHarness session(mailbox, R"(
+limits:
+  idle_timeout: 300ms
+  client_write_high_watermark: 64KiB
+  client_write_low_watermark: 16KiB
+)");
+  session.shrink_socket_buffers(16 * 1024);
+  login(session);
+  session.send("UIDL\r\n");
+  ASSERT_TRUE(session.stall_until([&] { return session.finished(); }, std::chrono::seconds(10)));
+  const std::string got = session.read_until("never");
+  EXPECT_TRUE(got.starts_with("+OK")) << got.substr(0, 80);
+  EXPECT_EQ(got.find("-ERR"), std::string::npos);
+  EXPECT_FALSE(got.ends_with("\r\n.\r\n"));
+}
+
 TEST_F(SessionTest, MessageWithoutFinalLineBreakStillEndsWithATerminatorLine) {
   auto mailbox = std::make_shared<FakeMailbox>();
   mailbox->messages = {{7, "Subject: x\r\n\r\nno line break at the end", std::nullopt}};

@@ -272,25 +272,25 @@ void Pop3Session::command_done() {
 void Pop3Session::reset_idle_timer() {
   const std::uint64_t sent_at_arming = client_->bytes_sent();
   idle_timer_.start(static_cast<std::uint64_t>(config().limits.idle_timeout.count()),
-                    [this, sent_at_arming] {
-                      const bool streaming = transfer_ != Transfer::kNone || listing_;
-                      if (busy_ && streaming && client_->bytes_sent() != sent_at_arming) {
-                        // A message or listing is still flowing to the client: that is activity,
-                        // not idleness. A client that stopped reading mid-way makes no progress and
-                        // times out.
-                        reset_idle_timer();
-                        return;
-                      }
-                      if ((transfer_ != Transfer::kNone && transfer_started_) || listing_) {
-                        // Mid-message a status line would read as message text: just drop the
-                        // connection (no terminator, so the client knows the message or listing is
-                        // incomplete).
-                        abort(metrics::SessionEnd::kTimeout);
-                        return;
-                      }
-                      reply(protocol::err_reply(RespCode::kNone, "autologout; idle for too long"));
-                      close_gracefully(metrics::SessionEnd::kTimeout);
-                    });
+                    [this, sent_at_arming] { on_idle_timeout(sent_at_arming); });
+}
+
+void Pop3Session::on_idle_timeout(std::uint64_t sent_at_arming) {
+  const bool streaming = transfer_ != Transfer::kNone || listing_;
+  if (busy_ && streaming && client_->bytes_sent() != sent_at_arming) {
+    // A message or listing is still flowing to the client: that is activity, not idleness.
+    // A client that stopped reading mid-way makes no progress and times out.
+    reset_idle_timer();
+    return;
+  }
+  if ((transfer_ != Transfer::kNone && transfer_started_) || listing_) {
+    // Mid-message a status line would read as message text: just drop the connection (no
+    // terminator, so the client knows the message or listing is incomplete).
+    abort(metrics::SessionEnd::kTimeout);
+    return;
+  }
+  reply(protocol::err_reply(RespCode::kNone, "autologout; idle for too long"));
+  close_gracefully(metrics::SessionEnd::kTimeout);
 }
 
 // --- endings ----------------------------------------------------------------------------

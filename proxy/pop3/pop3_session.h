@@ -143,6 +143,7 @@ class Pop3Session final : Connection::Handler, MailStore::Observer, MessageSink 
 
   void reply(std::string_view bytes);
   void command_done();
+  void on_idle_timeout(std::uint64_t sent_at_arming);
   void reset_idle_timer();
   void close_gracefully(metrics::SessionEnd reason);
   void finish(metrics::SessionEnd reason);

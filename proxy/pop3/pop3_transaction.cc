@@ -77,8 +77,9 @@ void Pop3Session::continue_listing() {
   constexpr std::size_t kLinesPerSlice = 1024;
   const std::vector<Maildrop::Message>& messages = maildrop_.messages();
   while (listing_ && !client_->above_high_watermark() && state_ == State::kTransaction) {
-    const std::size_t from = listing_->next;
+    bool written = false;
     client_->write_in_place([&](std::string& queue) {
+      written = true;
       const std::size_t end = std::min(messages.size(), listing_->next + kLinesPerSlice);
       for (; listing_->next < end; ++listing_->next) {
         const Maildrop::Message& message = messages[listing_->next];
@@ -98,7 +99,7 @@ void Pop3Session::continue_listing() {
         queue += ".\r\n";
       }
     });
-    if (!listing_ || listing_->next == from || state_ != State::kTransaction) {
+    if (!written || state_ != State::kTransaction) {
       return;  // the connection is closing: nothing was written, nothing more will be
     }
     if (listing_->next == messages.size()) {

@@ -174,6 +174,14 @@ limits:
   EXPECT_TRUE(session.command("NOOP").starts_with("+OK")) << "commands go on after it";
 }
 
+TEST_F(SessionTest, ListingsOfAnEmptyMaildropAreJustTheTerminator) {
+  SessionHarness session(std::make_shared<FakeMailbox>());
+  login(session);
+  EXPECT_EQ(session.multiline("LIST"), "+OK 0 messages (0 octets)\r\n.\r\n");
+  EXPECT_EQ(session.multiline("UIDL"), "+OK unique-id listing follows\r\n.\r\n");
+  EXPECT_TRUE(session.command("NOOP").starts_with("+OK"));
+}
+
 // A client that stops reading mid-listing is dropped at the idle timeout: an -ERR line
 // inside the listing would read as one more UIDL, and no terminator follows.
 TEST_F(SessionTest, ClientThatStopsReadingMidListingIsDroppedWithoutAnErrorLine) {

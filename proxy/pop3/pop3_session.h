@@ -220,7 +220,7 @@ class Pop3Session final : Connection::Handler, MailStore::Observer, MessageSink 
   // UPDATE
   std::size_t update_count_ = 0;
   bool client_gone_ = false;  // the client left after QUIT; the UPDATE goes on
-  std::string out_;           // reused scratch for replies and stuffed data
+  std::string out_;           // reused scratch for multi-line replies (CAPA)
   bool finished_ = false;
   // Metrics: timings and the byte counts already added to the counters.
   std::optional<protocol::Pop3Verb> timed_command_;

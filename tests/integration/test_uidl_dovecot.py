@@ -207,6 +207,22 @@ def compare_sizes(d: Dovecot, g: Gateway, acct: Account, ctx, retr: tuple[int, .
     return want
 
 
+def test_long_listings_match_dovecot_pop3(make_dovecot, make_gateway, ctx):
+    """UIDL and LIST of a mailbox kept on the server are written a slice of lines at a
+    time, within the write watermarks (here small, so the rest waits for the client to
+    drain the queue): across the slices' edges, and with a gap in the UIDs, the listings
+    are byte for byte Dovecot's own POP3's."""
+    d = make_dovecot(pop3_uidl_format="%08Xu%08Xv")
+    acct = d.add_user()
+    uids = d.append_many(acct.name, [b"Subject: %d\r\n\r\nbody %d\r\n" % (n, n) for n in range(2500)])
+    expunge(d, acct.name, uids[1500])
+    g = make_gateway(d, {"limits": {"client_write_high_watermark": "8KiB",
+                                    "client_write_low_watermark": "2KiB"}})
+    want = compare_sizes(d, g, acct, ctx)
+    assert len(want["listing"]) == 2499 and len(want["uidl"]) > 2 * 16 * 1024, \
+        "more than two slices, and more than the watermark"
+
+
 def bare_lf_message() -> bytes:
     """8-bit header bytes (UTF-8 and raw Latin-1/binary), CRLF header, bare-LF body
     with dot lines. Not what imaplib's append() could send: see Dovecot.append_raw."""

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import dataclasses
 import imaplib
-import itertools
 import json
 import os
 import pwd
@@ -61,7 +60,7 @@ from .dovecot import Account
 from .ports import free_ports
 from .imap_accounts import ImapAccounts, append_octets, check_crlf_octets
 from .upstream_process import UpstreamProcess
-from .wait import port_accepts, port_refuses, wait_until
+from .wait import port_refuses, wait_until
 
 COURIER_ROOT = os.environ.get("POPBRIDGE_COURIER_ROOT", "/opt/popbridge-test/courier")
 IMAPD = os.path.join(COURIER_ROOT, "usr/bin/imapd")
@@ -81,7 +80,6 @@ MAIL_GID = 65534  # nogroup
 # Debian 12's /etc/courier/imapd (IMAP_CAPABILITY_TLS adds AUTH=PLAIN once TLS is on).
 IMAP_CAPABILITY = "IMAP4rev1 UIDPLUS CHILDREN NAMESPACE THREAD=ORDEREDSUBJECT THREAD=REFERENCES SORT QUOTA IDLE"
 
-_user_counter = itertools.count(1)
 
 
 def install_problem() -> Optional[str]:
@@ -183,13 +181,6 @@ class Courier(UpstreamProcess, ImapAccounts):
 
     # ------------------------------------------------------------ lifecycle
 
-    def __enter__(self) -> "Courier":
-        self.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
     def start(self) -> None:
         """Starts authdaemond and the two listeners (again after stop(), with the same mail
         and ports) and waits until IMAP and IMAPS accept connections."""
@@ -211,24 +202,16 @@ class Courier(UpstreamProcess, ImapAccounts):
         procs.register(self.proc)
         own_namespace = _mount_ns(os.getpid())
 
-        def ready() -> bool:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"Courier exited with status {self.proc.returncode} during "
-                                   f"start-up\n{self.diagnostics()}")
+        def namespace_known() -> bool:
             if self._namespace is None:
                 if _mount_ns(self.proc.pid) in (None, own_namespace):
                     return False  # unshare has not unshared yet
                 fd = os.open(f"/proc/{self.proc.pid}/ns/mnt", os.O_RDONLY)
                 st = os.fstat(fd)
                 self._namespace, self._namespace_fd = (st.st_dev, st.st_ino), fd
-            return all(port_accepts(self.host, p) for p in self.ports)
+            return True
 
-        try:
-            wait_until(ready, self.START_TIMEOUT, f"Courier to listen on {self.host}:"
-                       f"{', :'.join(str(p) for p in self.ports)}", on_timeout=self.diagnostics)
-        except BaseException:
-            self._reap(kill=True)
-            raise
+        self._await_listening("Courier", namespace_known)
 
     def stop(self) -> None:
         """SIGTERM to the supervisor, which stops authdaemond and the listeners (and they
@@ -439,12 +422,7 @@ class Courier(UpstreamProcess, ImapAccounts):
 
     def add_user(self, name: Optional[str] = None, password: Optional[str] = None) -> Account:
         """Adds a user with an empty INBOX and returns its account; works while running."""
-        n = next(_user_counter)
-        name = name or f"user{n}x{os.getpid()}"
-        password = password or f"{name}-secret-{n}"
-        self._check_user(name, password)
-        if name in self._users:
-            raise ValueError(f"user {name} exists")
+        name, password = self._new_user(name, password)
         self._users[name] = password
         if self.dir is not None:
             try:

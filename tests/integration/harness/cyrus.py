@@ -57,7 +57,6 @@ from .imap_accounts import ImapAccounts, append_octets, check_crlf_octets
 from .upstream_process import UpstreamProcess
 from .dovecot import Account
 from .ports import free_ports
-from .wait import port_accepts, wait_until
 
 CYRUS_ROOT = os.environ.get("POPBRIDGE_CYRUS_ROOT", "/opt/popbridge-test/cyrus")
 CYRUS_BIN = os.path.join(CYRUS_ROOT, "usr/lib/cyrus/bin")
@@ -72,7 +71,6 @@ JMAP_CORE = "urn:ietf:params:jmap:core"
 JMAP_MAIL = "urn:ietf:params:jmap:mail"
 
 _instance_counter = itertools.count(1)
-_user_counter = itertools.count(1)
 
 
 def install_problem() -> Optional[str]:
@@ -158,13 +156,6 @@ class Cyrus(UpstreamProcess, ImapAccounts):
 
     # ------------------------------------------------------------ lifecycle
 
-    def __enter__(self) -> "Cyrus":
-        self.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
     def start(self) -> None:
         """Starts master (again after stop(), with the same mail and ports), waits until
         IMAP, IMAPS, HTTP and HTTPS accept connections, and creates the users' INBOXes."""
@@ -186,15 +177,8 @@ class Cyrus(UpstreamProcess, ImapAccounts):
             start_new_session=True, close_fds=True, preexec_fn=procs.die_with_parent())
         procs.register(self.proc)
 
-        def ready() -> bool:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"Cyrus master exited with status {self.proc.returncode} "
-                                   f"during start-up\n{self.diagnostics()}")
-            return all(port_accepts(self.host, p) for p in self.ports)
-
+        self._await_listening("Cyrus master")
         try:
-            wait_until(ready, self.START_TIMEOUT, f"Cyrus to listen on {self.host}:"
-                       f"{', :'.join(str(p) for p in self.ports)}", on_timeout=self.diagnostics)
             self._provision(self._users)
         except BaseException:
             self._reap(kill=True)
@@ -345,12 +329,7 @@ DAEMON {{
 
     def add_user(self, name: Optional[str] = None, password: Optional[str] = None) -> Account:
         """Adds a user with an empty INBOX and returns its account; works while running."""
-        n = next(_user_counter)
-        name = name or f"user{n}x{os.getpid()}"
-        password = password or f"{name}-secret-{n}"
-        self._check_user(name, password)
-        if name in self._users:
-            raise ValueError(f"user {name} exists")
+        name, password = self._new_user(name, password)
         if self.dir is not None:
             self._saslpasswd(name, password)
         self._users[name] = password

@@ -39,17 +39,16 @@ from typing import Iterable, Mapping, Optional
 
 from . import procs, tempdirs
 from .certs import Pki
-from .imap_accounts import ImapAccounts, appended_uid
+from .imap_accounts import ImapAccounts, append_octets, appended_uid, check_crlf_octets
 from .upstream_process import UpstreamProcess
 from .ports import free_ports
-from .wait import TIME_FACTOR, port_accepts, wait_until
+from .wait import TIME_FACTOR, wait_until
 
 DOVECOT = "/usr/sbin/dovecot"
 MAIL_UID = 65534  # nobody
 MAIL_GID = 65534  # nogroup
 
 _instance_counter = itertools.count(1)
-_user_counter = itertools.count(1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,13 +119,6 @@ class Dovecot(UpstreamProcess, ImapAccounts):
 
     # ------------------------------------------------------------ lifecycle
 
-    def __enter__(self) -> "Dovecot":
-        self.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
     def start(self) -> None:
         """Starts the instance (again, after stop()/kill(), on the same ports and
         with the same mail), and waits until every listener (imap, imaps and, with
@@ -151,18 +143,7 @@ class Dovecot(UpstreamProcess, ImapAccounts):
             preexec_fn=procs.die_with_parent())
         procs.register(self.proc)
 
-        def ready() -> bool:
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"dovecot exited with status {self.proc.returncode} during start-up\n{self.diagnostics()}")
-            return all(port_accepts(self.host, p) for p in self.ports)
-
-        try:
-            wait_until(ready, self.START_TIMEOUT, f"dovecot {self.instance_name} to listen on "
-                       f"{self.host}:{', :'.join(str(p) for p in self.ports)}", on_timeout=self.diagnostics)
-        except BaseException:
-            self._reap(kill=True)
-            raise
+        self._await_listening(f"dovecot {self.instance_name}")
 
     def stop(self) -> None:
         """SIGTERM to the master, SIGKILL to the whole process group after a
@@ -312,12 +293,7 @@ service pop3-login {{
     def add_user(self, name: Optional[str] = None, password: Optional[str] = None) -> Account:
         """Adds a user (a fresh, empty mailbox) and returns its account; the user
         can log in at once, also while the instance runs."""
-        n = next(_user_counter)
-        name = name or f"user{n}x{os.getpid()}"
-        password = password or f"{name}-secret-{n}"
-        self._check_user(name, password)
-        if name in self._users:
-            raise ValueError(f"user {name} exists")
+        name, password = self._new_user(name, password)
         self._users[name] = password
         if self.dir is not None:
             self._write_user(name, password)
@@ -449,7 +425,16 @@ service pop3-login {{
             conn.logout()
 
     def append_many(self, user: str, messages: Iterable[bytes]) -> list[int]:
-        return [self.append(user, m) for m in messages]
+        """APPENDs each message (CRLF line ends, as append()) in one session; their UIDs."""
+        conn = self.imap(user)
+        try:
+            uids = []
+            for message in messages:
+                check_crlf_octets(message)
+                uids.append(append_octets(conn, message))
+            return uids
+        finally:
+            conn.logout()
 
     def _examine(self, conn: imaplib.IMAP4) -> None:
         typ, data = conn.select("INBOX", readonly=True)

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""The lifecycle the tests' private mail servers (Dovecot, Cyrus) share.
+"""The lifecycle the tests' private mail servers (Dovecot, Cyrus, Courier) share.
 
 A subclass starts its server as one process group (self.proc, its stderr in
 self._stderr), listens on self.ports at self.host, keeps its files in self.dir (from
@@ -9,10 +9,15 @@ only once every port refuses connections again.
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+import itertools
+import os
+from typing import Callable, Iterable, Mapping, Self
 
 from . import procs, tempdirs
-from .wait import port_refuses, wait_until
+from .wait import port_accepts, port_refuses, wait_until
+
+
+_user_counter = itertools.count(1)
 
 
 class UpstreamProcess:
@@ -27,12 +32,45 @@ class UpstreamProcess:
             self._check_user(name, password)
             self._users[name] = password
 
+    def _new_user(self, name: str | None, password: str | None) -> tuple[str, str]:
+        """add_user()'s name and password: fresh ones unless given, checked, not taken yet."""
+        n = next(_user_counter)
+        name = name or f"user{n}x{os.getpid()}"
+        password = password or f"{name}-secret-{n}"
+        self._check_user(name, password)
+        if name in self._users:
+            raise ValueError(f"user {name} exists")
+        return name, password
+
     def password(self, name: str) -> str:
         return self._users[name]
 
     @property
     def users(self) -> dict[str, str]:
         return dict(self._users)
+
+    def _await_listening(self, name: str, also_ready: Callable[[], bool] = lambda: True) -> None:
+        """Waits until every port accepts connections (and also_ready() holds); the server
+        exiting first, or the deadline, stops what was started and raises with its logs."""
+        def ready() -> bool:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{name} exited with status {self.proc.returncode} during "
+                                   f"start-up\n{self.diagnostics()}")
+            return also_ready() and all(port_accepts(self.host, p) for p in self.ports)
+
+        try:
+            wait_until(ready, self.START_TIMEOUT, f"{name} to listen on {self.host}:"
+                       f"{', :'.join(str(p) for p in self.ports)}", on_timeout=self.diagnostics)
+        except BaseException:
+            self._reap(kill=True)
+            raise
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def restart(self) -> None:
         self.stop()

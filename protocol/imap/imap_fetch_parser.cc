@@ -11,6 +11,53 @@ namespace popbridge::protocol {
 
 using namespace imap_lexer;  // NOLINT(google-build-using-namespace): this library's own lexer
 
+namespace {
+
+enum class ItemName : std::uint8_t {
+  kUid,
+  kRfc822Size,
+  kFlags,
+  kGuid,  // X-GUID or EMAILID
+  kBody,  // BODY or BODY.PEEK
+  kRfc822,
+  kRfc822Header,
+  kRfc822Text,
+  kOther,
+};
+
+// One comparison per item: the length picks the only name it can be. A snapshot of a
+// large mailbox is thousands of lines of the same three items.
+ItemName classify_item_name(std::string_view name) {
+  switch (name.size()) {
+    case 3:
+      return iequals(name, "UID") ? ItemName::kUid : ItemName::kOther;
+    case 4:
+      return iequals(name, "BODY") ? ItemName::kBody : ItemName::kOther;
+    case 5:
+      return iequals(name, "FLAGS") ? ItemName::kFlags : ItemName::kOther;
+    case 6:
+      if (iequals(name, "X-GUID")) {
+        return ItemName::kGuid;
+      }
+      return iequals(name, "RFC822") ? ItemName::kRfc822 : ItemName::kOther;
+    case 7:
+      return iequals(name, "EMAILID") ? ItemName::kGuid : ItemName::kOther;
+    case 9:
+      return iequals(name, "BODY.PEEK") ? ItemName::kBody : ItemName::kOther;
+    case 11:
+      if (iequals(name, "RFC822.SIZE")) {
+        return ItemName::kRfc822Size;
+      }
+      return iequals(name, "RFC822.TEXT") ? ItemName::kRfc822Text : ItemName::kOther;
+    case 13:
+      return iequals(name, "RFC822.HEADER") ? ItemName::kRfc822Header : ItemName::kOther;
+    default:
+      return ItemName::kOther;
+  }
+}
+
+}  // namespace
+
 void ImapParser::parse_fetch(std::string_view text, bool has_literal, std::uint64_t literal) {
   std::size_t pos = 0;
   const auto skip_spaces = [&] {
@@ -120,8 +167,9 @@ bool ImapParser::parse_item(std::string_view text, std::size_t& pos, bool has_li
     ++pos;
   }
 
-  const bool uid = !has_section && iequals(name, "UID");
-  if (uid || (!has_section && iequals(name, "RFC822.SIZE"))) {
+  const ItemName item = classify_item_name(name);
+  const bool uid = !has_section && item == ItemName::kUid;
+  if (uid || (!has_section && item == ItemName::kRfc822Size)) {
     std::uint64_t value = 0;
     if (!parse_number(text, pos, uid ? kMaxNumber32 : kMaxNumber64, value) ||
         !at_delimiter(text, pos)) {
@@ -137,7 +185,7 @@ bool ImapParser::parse_item(std::string_view text, std::size_t& pos, bool has_li
     return true;
   }
 
-  if (!has_section && iequals(name, "FLAGS")) {
+  if (!has_section && item == ItemName::kFlags) {
     const std::size_t close = text.find(')', pos);
     if (pos == text.size() || text[pos] != '(' || close == std::string_view::npos ||
         !at_delimiter(text, close + 1)) {
@@ -156,7 +204,7 @@ bool ImapParser::parse_item(std::string_view text, std::size_t& pos, bool has_li
     events_.on_fetch_flags(flags);
     return true;
   }
-  if (!has_section && (iequals(name, "X-GUID") || iequals(name, "EMAILID"))) {
+  if (!has_section && item == ItemName::kGuid) {
     // X-GUID (Dovecot) is an astring; EMAILID (RFC 8474) an objectid in parentheses.
     const bool parenthesised = pos < text.size() && text[pos] == '(';
     std::size_t start = pos + (parenthesised ? 1 : 0);
@@ -195,15 +243,15 @@ bool ImapParser::parse_item(std::string_view text, std::size_t& pos, bool has_li
     events_.on_fetch_guid(value);
     return true;
   }
-  bool body = has_section && (iequals(name, "BODY") || iequals(name, "BODY.PEEK"));
+  bool body = has_section && item == ItemName::kBody;
   if (!has_section) {
     // RFC 1730 names, which some servers still answer with.
-    if (iequals(name, "RFC822")) {
+    if (item == ItemName::kRfc822) {
       body = true;
-    } else if (iequals(name, "RFC822.HEADER")) {
+    } else if (item == ItemName::kRfc822Header) {
       body = true;
       section = "HEADER";
-    } else if (iequals(name, "RFC822.TEXT")) {
+    } else if (item == ItemName::kRfc822Text) {
       body = true;
       section = "TEXT";
     }

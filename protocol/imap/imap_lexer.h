@@ -4,6 +4,7 @@
 // The lexical pieces of IMAP responses shared by the parser's files (internal to
 // protocol/imap): character classes, numbers, quoted strings, literal markers.
 
+#include <array>
 #include <cstdint>
 #include <limits>
 #include <optional>
@@ -16,16 +17,19 @@ namespace popbridge::protocol::imap_lexer {
 constexpr std::uint64_t kMaxNumber32 = std::numeric_limits<std::uint32_t>::max();
 constexpr std::uint64_t kMaxNumber64 = std::numeric_limits<std::uint64_t>::max();
 
-inline char ascii_upper(char c) {
-  return (c >= 'a' && c <= 'z') ? static_cast<char>(c - 'a' + 'A') : c;
+inline bool is_ascii_letter(char c) {
+  const char lower = static_cast<char>(c | 0x20);
+  return lower >= 'a' && lower <= 'z';
 }
 
+// ASCII case-insensitive equality. Servers mostly send keywords in the case we compare
+// with, so equal octets are the fast path.
 inline bool iequals(std::string_view a, std::string_view b) {
   if (a.size() != b.size()) {
     return false;
   }
   for (std::size_t i = 0; i < a.size(); ++i) {
-    if (ascii_upper(a[i]) != ascii_upper(b[i])) {
+    if (a[i] != b[i] && ((a[i] ^ b[i]) != 0x20 || !is_ascii_letter(a[i]))) {
       return false;
     }
   }
@@ -34,71 +38,57 @@ inline bool iequals(std::string_view a, std::string_view b) {
 
 inline bool is_digit(char c) { return c >= '0' && c <= '9'; }
 
-inline bool is_ctl_or_8bit(char c) {
+constexpr bool is_ctl_or_8bit(char c) {
   const auto u = static_cast<unsigned char>(c);
   return u < 0x20 || u >= 0x7f;
 }
 
+// A character class as a 256-entry table, so the per-octet scans of a large FETCH listing
+// make one load per octet rather than a chain of comparisons.
+class CharClass {
+ public:
+  template <typename Predicate>
+  explicit constexpr CharClass(Predicate predicate) {
+    for (int c = 0; c < 256; ++c) {
+      members_[static_cast<std::size_t>(c)] = predicate(static_cast<char>(c));
+    }
+  }
+  constexpr bool contains(char c) const { return members_[static_cast<unsigned char>(c)]; }
+
+ private:
+  std::array<bool, 256> members_{};
+};
+
 // A tag is an astring-char run without "+" (RFC 3501 §9).
-inline bool is_tag_char(char c) {
-  if (is_ctl_or_8bit(c)) {
-    return false;
-  }
-  switch (c) {
-    case ' ':
-    case '(':
-    case ')':
-    case '{':
-    case '%':
-    case '*':
-    case '"':
-    case '\\':
-    case '+':
-      return false;
-    default:
-      return true;
-  }
-}
+inline constexpr CharClass kTagChars([](char c) {
+  return !is_ctl_or_8bit(c) && std::string_view(" (){%*\"\\+").find(c) == std::string_view::npos;
+});
+inline bool is_tag_char(char c) { return kTagChars.contains(c); }
 
 // FETCH item names: "UID", "RFC822.SIZE", "BODY" (the section follows in brackets).
-inline bool is_item_name_char(char c) {
-  if (is_ctl_or_8bit(c)) {
-    return false;
-  }
-  switch (c) {
-    case ' ':
-    case '(':
-    case ')':
-    case '[':
-    case ']':
-    case '{':
-    case '"':
-    case '\\':
-    case '<':
-      return false;
-    default:
-      return true;
-  }
-}
+inline constexpr CharClass kItemNameChars([](char c) {
+  return !is_ctl_or_8bit(c) && std::string_view(" ()[]{\"\\<").find(c) == std::string_view::npos;
+});
+inline bool is_item_name_char(char c) { return kItemNameChars.contains(c); }
 
 // Atoms inside values we skip (flags like \Seen, NIL, numbers, X-GM-MSGID values). 8-bit
 // octets are let through: some servers send raw UTF-8 there and we discard it anyway.
-inline bool is_skip_atom_char(char c) {
+inline constexpr CharClass kSkipAtomChars([](char c) {
   const auto u = static_cast<unsigned char>(c);
-  if (u < 0x20 || u == 0x7f) {
-    return false;
-  }
-  return c != ' ' && c != '(' && c != ')' && c != '"' && c != '{';
-}
+  return u >= 0x20 && u != 0x7f && std::string_view(" ()\"{").find(c) == std::string_view::npos;
+});
+inline bool is_skip_atom_char(char c) { return kSkipAtomChars.contains(c); }
 
 // Decimal digits at text[pos...], at most max. Advances pos past them.
 inline bool parse_number(std::string_view text, std::size_t& pos, std::uint64_t max,
                          std::uint64_t& value) {
   const std::size_t start = pos;
+  const std::uint64_t max_tens = max / 10;
+  const std::uint64_t max_last_digit = max % 10;
   value = 0;
   while (pos < text.size() && is_digit(text[pos])) {
     const auto digit = static_cast<std::uint64_t>(text[pos] - '0');
-    if (value > (max - digit) / 10) {
+    if (value > max_tens || (value == max_tens && digit > max_last_digit)) {
       return false;
     }
     value = value * 10 + digit;

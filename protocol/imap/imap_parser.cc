@@ -199,9 +199,59 @@ void ImapParser::parse_status(std::string_view tag, ImapStatusKind kind, std::st
 
 void ImapParser::parse_untagged(std::string_view line, std::string_view rest) {
   const std::string_view word = first_word(rest);
+  // Message data ("* n FETCH ...") is tried first: it is nearly every line of a snapshot.
+  const bool taken = !word.empty() && is_digit(word[0]) ? parse_message_data(line, rest, word)
+                                                        : parse_server_data(line, rest, word);
+  if (taken) {
+    return;
+  }
+  kind_ = ResponseKind::kOther;
+  first_line_size_ = line_.size();
+  continue_response(line, 0);
+}
+
+// "* n EXISTS", "* n EXPUNGE", "* n FETCH (...)". Returns false for other message data.
+bool ImapParser::parse_message_data(std::string_view line, std::string_view rest,
+                                    std::string_view number_word) {
+  std::size_t pos = 0;
+  std::uint64_t number = 0;
+  if (!parse_number(number_word, pos, kMaxNumber32, number) || pos != number_word.size()) {
+    fail("malformed message number");
+    return true;
+  }
+  std::string_view after = rest.substr(number_word.size());
+  if (!after.empty()) {
+    after.remove_prefix(1);
+  }
+  const std::string_view what = first_word(after);
+  if (iequals(what, "EXISTS")) {
+    events_.on_exists(static_cast<std::uint32_t>(number));
+    end_response();
+    return true;
+  }
+  if (iequals(what, "EXPUNGE")) {
+    events_.on_expunge(static_cast<std::uint32_t>(number));
+    end_response();
+    return true;
+  }
+  if (iequals(what, "FETCH")) {
+    kind_ = ResponseKind::kFetch;
+    events_.on_fetch_begin(static_cast<std::uint32_t>(number));
+    if (halted_) {
+      return true;
+    }
+    continue_response(line, static_cast<std::size_t>(what.data() + what.size() - line.data()));
+    return true;
+  }
+  return false;
+}
+
+// Status, CAPABILITY and METADATA responses. Returns false for other server data.
+bool ImapParser::parse_server_data(std::string_view line, std::string_view rest,
+                                   std::string_view word) {
   if (const auto kind = status_kind(word)) {
     parse_status("*", *kind, rest.substr(word.size()));
-    return;
+    return true;
   }
   if (iequals(word, "CAPABILITY")) {
     capabilities_.clear();
@@ -217,50 +267,16 @@ void ImapParser::parse_untagged(std::string_view line, std::string_view rest) {
     }
     events_.on_capability(capabilities_);
     end_response();
-    return;
+    return true;
   }
   if (iequals(word, "METADATA")) {
     kind_ = ResponseKind::kMetadata;
     metadata_text_.clear();
     metadata_value_.clear();
     continue_response(line, static_cast<std::size_t>(word.data() + word.size() - line.data()));
-    return;
+    return true;
   }
-  if (!word.empty() && is_digit(word[0])) {
-    std::size_t pos = 0;
-    std::uint64_t number = 0;
-    if (!parse_number(word, pos, kMaxNumber32, number) || pos != word.size()) {
-      fail("malformed message number");
-      return;
-    }
-    std::string_view after = rest.substr(word.size());
-    if (!after.empty()) {
-      after.remove_prefix(1);
-    }
-    const std::string_view what = first_word(after);
-    if (iequals(what, "EXISTS")) {
-      events_.on_exists(static_cast<std::uint32_t>(number));
-      end_response();
-      return;
-    }
-    if (iequals(what, "EXPUNGE")) {
-      events_.on_expunge(static_cast<std::uint32_t>(number));
-      end_response();
-      return;
-    }
-    if (iequals(what, "FETCH")) {
-      kind_ = ResponseKind::kFetch;
-      events_.on_fetch_begin(static_cast<std::uint32_t>(number));
-      if (halted_) {
-        return;
-      }
-      continue_response(line, static_cast<std::size_t>(what.data() + what.size() - line.data()));
-      return;
-    }
-  }
-  kind_ = ResponseKind::kOther;
-  first_line_size_ = line_.size();
-  continue_response(line, 0);
+  return false;
 }
 
 // Handles a segment of a response that may hold literals. For FETCH, the item text starts

@@ -119,6 +119,9 @@ class ImapParser {
   void start_response(std::string_view line);
   void parse_status(std::string_view tag, ImapStatusKind kind, std::string_view rest);
   void parse_untagged(std::string_view line, std::string_view rest);
+  bool parse_message_data(std::string_view line, std::string_view rest,
+                          std::string_view number_word);
+  bool parse_server_data(std::string_view line, std::string_view rest, std::string_view word);
   void continue_response(std::string_view segment, std::size_t offset);
   // The FETCH item parser. text is complete up to its end; has_literal says that a
   // literal of size literal follows it.

@@ -296,6 +296,17 @@ INSTANTIATE_TEST_SUITE_P(
                    "* 1 FETCH (RFC822 {1}\r\nx RFC822.HEADER nil RFC822.TEXT \"t\")\r\n",
                    "fetch 1\nbody []<0> 1\ndata x\nend body\nbody [HEADER]<0> 0\nend body\n"
                    "body [TEXT]<0> 1\ndata t\nend body\nend fetch\n"},
+        // Names are matched in any case; a name of the same length as one we model but
+        // another spelling is skipped, whatever its value.
+        ParserCase{"ItemNamesInAnyCase",
+                   "* 1 fetch (uid 5 Rfc822.Size 10 flags (\\Seen) x-Guid g1 emailId (M2) "
+                   "rfc822.text NIL Body.Peek[] NIL)\r\n",
+                   "fetch 1\nuid 5\nsize 10\nflags \\Seen\nguid g1\nguid M2\nbody [TEXT]<0> 0\n"
+                   "end body\nbody []<0> 0\nend body\nend fetch\n"},
+        ParserCase{"NearMissItemNames",
+                   "* 2 FETCH (UIE 5 RFC822.SIZF 7 FLAGZ (1) X-GUIE g EMAILIE (x) RFC823 NIL "
+                   "RFC822.TEXX \"t\" RFC822.HEADEX NIL UID 6)\r\n",
+                   "fetch 2\nuid 6\nend fetch\n"},
         ParserCase{"HeaderAndTextBodies",
                    "* 1 FETCH (BODY[HEADER] {3}\r\nh\r\n BODY[TEXT] {2}\r\nt\n UID 5)\r\n",
                    "fetch 1\nbody [HEADER]<0> 3\ndata h\\r\\n\nend body\nbody [TEXT]<0> 2\n"

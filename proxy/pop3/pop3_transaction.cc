@@ -23,7 +23,8 @@ constexpr std::size_t kReadAheadBatch = 32;
 void append_decimal(std::string& out, std::uint64_t value) {
   char digits[20];
   const auto printed = std::to_chars(digits, digits + sizeof(digits), value);
-  out.append(digits, printed.ptr);
+  // Pointer and length, not the iterator overload, which takes the general replace path.
+  out.append(digits, static_cast<std::size_t>(printed.ptr - digits));
 }
 
 }  // namespace

@@ -111,20 +111,10 @@ void Connection::on_connect_done(uv_connect_t* request, int status) noexcept {
   self->handler_->on_connected(status);
 }
 
-void Connection::configure_socket() {
-  uv_tcp_nodelay(&tcp_, 1);
-  // Set here rather than with uv_tcp_keepalive, which sets an interval and count of its
-  // own (libuv 1.44) that these would overwrite: two system calls per connection saved.
+void Connection::configure_socket(TcpOptions options) {
   uv_os_fd_t fd = -1;
-  if (uv_fileno(reinterpret_cast<uv_handle_t*>(&tcp_), &fd) == 0) {
-    const int on = 1;
-    const int idle = static_cast<int>(keepalive_.idle_seconds);
-    const int interval = static_cast<int>(keepalive_.interval_seconds);
-    const int count = static_cast<int>(keepalive_.count);
-    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on));
-    setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
-    setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof(interval));
-    setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof(count));
+  if (options == TcpOptions::kSet && uv_fileno(reinterpret_cast<uv_handle_t*>(&tcp_), &fd) == 0) {
+    set_tcp_options(fd, keepalive_);
   }
   sockaddr_storage address{};
   int length = sizeof(address);

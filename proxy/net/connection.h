@@ -9,6 +9,7 @@
 #include <string>
 #include <string_view>
 
+#include "proxy/net/tcp_options.h"
 #include "proxy/net/tls_transport.h"
 
 namespace popbridge::proxy {
@@ -55,15 +56,10 @@ class Connection {
     virtual void on_disconnected(std::string_view reason) = 0;
   };
 
-  // TCP keep-alive probing, all four options set by Connection itself: libuv's
-  // uv_tcp_keepalive sets a probe interval and count of its own (1 s x 10), and a
-  // 10-second network blip would then kill every idle connection. These defaults ride out
-  // a couple of minutes.
-  struct KeepAlive {
-    unsigned idle_seconds = 60;
-    unsigned interval_seconds = 30;
-    unsigned count = 4;
-  };
+  using KeepAlive = TcpKeepAlive;
+  // Whether configure_socket() sets nodelay and keep-alive, or the socket already has them
+  // from the listener it was accepted on (kAcceptedSocketsInheritTcpOptions).
+  enum class TcpOptions : bool { kSet, kInherited };
 
   static ConnectionPtr create(uv_loop_t* loop, Handler* handler);
   Connection(const Connection&) = delete;
@@ -77,7 +73,7 @@ class Connection {
   // Before connect() or configure_socket().
   void set_keepalive(const KeepAlive& keepalive) { keepalive_ = keepalive; }
   // Called after accept or connect: nodelay, keep-alive, and the peer's address.
-  void configure_socket();
+  void configure_socket(TcpOptions options = TcpOptions::kSet);
   void start_reading();
   void stop_reading();
   bool reading() const { return reading_; }

@@ -8,6 +8,7 @@
 #include "proxy/net/connection.h"
 #include "proxy/net/listen_socket.h"
 #include "proxy/net/resolver.h"
+#include "proxy/net/tcp_options.h"
 #include "proxy/pop3/pop3_session.h"
 
 namespace popbridge::proxy {
@@ -126,6 +127,11 @@ bool Server::start(std::string& error) {
       error = "listener '" + settings.name + "': " + error;
       return false;
     }
+    uv_os_fd_t fd = -1;
+    if (status == 0 && kAcceptedSocketsInheritTcpOptions &&
+        uv_fileno(reinterpret_cast<uv_handle_t*>(listener->handle.get()), &fd) == 0) {
+      listener->tcp_options_inherited = set_tcp_options(fd, Connection::KeepAlive{});
+    }
     if (status == 0) {
       status = uv_listen(reinterpret_cast<uv_stream_t*>(listener->handle.get()), 511,
                          &Server::on_connection);
@@ -220,7 +226,8 @@ void Server::accept(Listener& listener) {
   if (uv_accept(reinterpret_cast<uv_stream_t*>(listener.handle.get()), connection->stream()) != 0) {
     return;
   }
-  connection->configure_socket();
+  connection->configure_socket(listener.tcp_options_inherited ? Connection::TcpOptions::kInherited
+                                                              : Connection::TcpOptions::kSet);
   // Counted before the check, so workers accepting at the same time cannot both take
   // the last slot.
   if (open_sessions_.fetch_add(1) >= settings_->config.limits.max_connections) {

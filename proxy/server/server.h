@@ -86,6 +86,8 @@ class Server final : public SessionHost {
     config::Listener settings;  // as bound at start; reloads keep the listener set
     std::size_t index;          // in config.listeners, and in the metrics' listener table
     UvHandle<uv_tcp_t> handle;
+    // Accepted sockets get nodelay and keep-alive from the listening socket.
+    bool tcp_options_inherited = false;
   };
   static void on_connection(uv_stream_t* stream, int status) noexcept;
   void accept(Listener& listener);

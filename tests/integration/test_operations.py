@@ -1190,3 +1190,32 @@ def test_log_level_option_outlasts_a_reload(make_gateway, dovecot, ctx, account)
     with login(g.pop3s_port, ctx, account) as c:
         assert c.cmd("NOOP").ok
     wait_event(g, "command", command="NOOP")
+
+
+def _kernel_timer(local_port: int, remote_port: int) -> str:
+    """The "tr:when" column of /proc/net/tcp for one loopback socket."""
+    wanted = f"0100007F:{local_port:04X} 0100007F:{remote_port:04X}"
+    with open("/proc/net/tcp") as table:
+        for line in table:
+            fields = line.split()
+            if " ".join(fields[1:3]) == wanted:
+                return fields[5]
+    return "not found"
+
+
+def test_client_sockets_probe_idle_peers(make_gateway, dovecot, ctx):
+    """The gateway sets nodelay and keep-alive on its listening sockets once, and Linux
+    hands them to every socket accepted (saving five system calls per connection): the
+    client's socket on the gateway's side has a keep-alive timer of about 60 seconds."""
+    g = make_gateway(dovecot)
+    for port, tls in ((g.pop3_port, None), (g.pop3s_port, ctx)):
+        with RawPop3(port, tls_context=tls, timeout=15) as c:
+            client_port = c.sock.getsockname()[1]
+            # Until the client acknowledges the greeting the retransmit timer ("01") is shown.
+            timer = wait_until(
+                lambda: (t := _kernel_timer(port, client_port)).startswith("02:") and t, 5,
+                "a keep-alive timer on the gateway's socket",
+                on_timeout=lambda: _kernel_timer(port, client_port))
+            when = timer.partition(":")[2]
+            # clock ticks (USER_HZ, 100 a second) until the first probe; idle is 60 s
+            assert 50 * 100 <= int(when, 16) <= 60 * 100, timer

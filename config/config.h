@@ -126,6 +126,11 @@ struct Upstream {
   Duration keepalive_idle = std::chrono::seconds(60);
   Duration keepalive_interval = std::chrono::seconds(30);
   std::uint32_t keepalive_count = 4;
+  // Logged-in connections kept after a session for the same user's next one (IMAP, passwords).
+  struct LoginReuse {
+    Duration idle = Duration(0);  // how long one waits; 0: never kept
+    std::uint32_t max = 256;      // kept at once, per worker
+  } login_reuse;
   UpstreamLogin login;
   OnDelete on_delete;
 };

@@ -54,7 +54,7 @@ inline constexpr std::array<std::string_view, 4> kListenerKeys{"name", "address"
                                                                "proxy_protocol"};
 inline constexpr std::array<std::string_view, 3> kTlsKeys{"certificate", "private_key",
                                                           "min_version"};
-inline constexpr std::array<std::string_view, 22> kUpstreamKeys{"protocol",
+inline constexpr std::array<std::string_view, 23> kUpstreamKeys{"protocol",
                                                                 "url",
                                                                 "address",
                                                                 "tls",
@@ -75,8 +75,10 @@ inline constexpr std::array<std::string_view, 22> kUpstreamKeys{"protocol",
                                                                 "keepalive_count",
                                                                 "on_delete",
                                                                 "reuse_xuidl",
-                                                                "uidl_map"};
+                                                                "uidl_map",
+                                                                "login_reuse"};
 inline constexpr std::array<std::string_view, 2> kUidlMapKeys{"store", "directory"};
+inline constexpr std::array<std::string_view, 2> kLoginReuseKeys{"idle", "max"};
 inline constexpr std::array<std::string_view, 7> kLoginKeys{
     "mode",   "master_user",    "master_password_file", "master_password_env", "credentials_file",
     "oauth2", "master_password"};

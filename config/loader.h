@@ -126,6 +126,7 @@ class Loader {
   void read_login(const std::optional<Value>& v);
   void read_on_delete(const std::optional<Value>& v);
   void read_uidl_map(const std::optional<Value>& v);
+  void read_login_reuse(const std::optional<Value>& v);
   void read_pop3(const std::optional<Value>& v);
   int login_mode_line_ = 0;
   void read_secret(const MapReader& m, const Value& parent, std::string_view base,

@@ -82,6 +82,10 @@ void upstream(YAML::Emitter& out, const Upstream& up) {
     out << YAML::Key << "keepalive_idle" << YAML::Value << duration(up.keepalive_idle);
     out << YAML::Key << "keepalive_interval" << YAML::Value << duration(up.keepalive_interval);
     out << YAML::Key << "keepalive_count" << YAML::Value << up.keepalive_count;
+    out << YAML::Key << "login_reuse" << YAML::Value << YAML::BeginMap;
+    out << YAML::Key << "idle" << YAML::Value << duration(up.login_reuse.idle);
+    out << YAML::Key << "max" << YAML::Value << up.login_reuse.max;
+    out << YAML::EndMap;
   }
   const UpstreamLogin& login = up.login;
   out << YAML::Key << "login" << YAML::Value << YAML::BeginMap;

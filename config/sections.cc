@@ -237,6 +237,7 @@ void Loader::read_upstream(const std::optional<Value>& v) {
   read_login(m->get("login"));
   read_on_delete(m->get("on_delete"));
   read_uidl_map(m->get("uidl_map"));
+  read_login_reuse(m->get("login_reuse"));
   if (jmap) {
     refuse_imap_only_keys(*m, up);
   }
@@ -341,6 +342,24 @@ void Loader::read_logging(const std::optional<Value>& v) {
   read_choice(user, kUserLogging, config_.logging.user);
   read_secret(*m, user ? *user : *v, "user_hash_key", config_.logging.user_hash_key,
               config_.logging.user == UserLogging::kHash);
+}
+
+void Loader::read_login_reuse(const std::optional<Value>& v) {
+  if (!v) {
+    return;
+  }
+  std::optional<MapReader> m = open_map(v, kLoginReuseKeys);
+  if (!m) {
+    return;
+  }
+  Upstream::LoginReuse& reuse = config_.upstream.login_reuse;
+  const std::optional<Value> idle = m->get("idle");
+  // RFC 3501 §5.4: a server may log out a client idle for 30 minutes.
+  if (read_duration(idle, reuse.idle) && idle && reuse.idle > std::chrono::minutes(25)) {
+    error(idle->path, idle->line,
+          "at most 25m: IMAP servers may log out a connection idle for 30 minutes");
+  }
+  read_uint(m->get("max"), 1, 1'000'000, reuse.max);
 }
 
 void Loader::read_uidl_map(const std::optional<Value>& v) {
@@ -512,6 +531,7 @@ std::vector<std::string> known_keys() {
   add_keys(keys, "upstream.login.oauth2.", kOAuth2Keys);
   add_keys(keys, "upstream.on_delete.", kOnDeleteKeys);
   add_keys(keys, "upstream.uidl_map.", kUidlMapKeys);
+  add_keys(keys, "upstream.login_reuse.", kLoginReuseKeys);
   add_keys(keys, "pop3.", kPop3Keys);
   add_keys(keys, "auth.", kAuthKeys);
   add_keys(keys, "auth.http.", kHttpAuthKeys);

@@ -70,7 +70,8 @@ void Loader::refuse_imap_only_keys(const MapReader& m, const Upstream& up) {
                                                    "pipelining",
                                                    "keepalive_idle",
                                                    "keepalive_interval",
-                                                   "keepalive_count"};
+                                                   "keepalive_count",
+                                                   "login_reuse"};
   for (const std::string_view key : kImapOnly) {
     if (const std::optional<Value> value = m.get(key)) {
       error(value->path, value->key_line,

@@ -107,6 +107,15 @@ Metrics::Metrics(prometheus::Registry& registry, const std::vector<std::string>&
       upstream_active(gauges(registry, "popbridge_upstream_connections_active",
                              "Upstream IMAP connections open now.")
                           .Add({})),
+      upstream_logins_reused(
+          counters(registry, "popbridge_upstream_logins_reused_total",
+                   "Sessions served by a connection the same user's last session left logged "
+                   "in (upstream.login_reuse): no connect and no login upstream.")
+              .Add({})),
+      upstream_connections_parked(
+          gauges(registry, "popbridge_upstream_connections_parked",
+                 "Logged-in upstream connections waiting for their user's next session.")
+              .Add({})),
       messages_retrieved(counters(registry, "popbridge_messages_retrieved_total",
                                   "Messages sent to clients in full (RETR).")
                              .Add({})),

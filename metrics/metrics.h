@@ -111,6 +111,8 @@ class Metrics {
   prometheus::Counter& upstream_connect_error;
   prometheus::Histogram& upstream_connect_duration;
   prometheus::Gauge& upstream_active;
+  prometheus::Counter& upstream_logins_reused;
+  prometheus::Gauge& upstream_connections_parked;
   prometheus::Counter& messages_retrieved;
   prometheus::Counter& messages_deleted;
   prometheus::Counter& deletions_rolled_back;

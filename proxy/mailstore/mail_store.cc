@@ -15,13 +15,23 @@ std::string_view name(StoreStatus status) {
   return kNames[static_cast<std::size_t>(status)];
 }
 
+std::shared_ptr<LoginPool> make_login_pool(uv_loop_t* loop, const config::Upstream& settings,
+                                           metrics::Metrics& metrics) {
+  if (settings.protocol != config::UpstreamProtocol::kImap ||
+      settings.login_reuse.idle.count() <= 0) {
+    return nullptr;
+  }
+  return std::make_shared<ImapLoginPool>(loop, settings, metrics);
+}
+
 std::shared_ptr<MailStore> make_mail_store(uv_loop_t* loop, const config::Upstream& settings,
                                            SSL_CTX* tls_context, metrics::Metrics& metrics,
-                                           MailStore::Observer& observer) {
+                                           MailStore::Observer& observer, LoginPool* logins) {
   if (settings.protocol == config::UpstreamProtocol::kJmap) {
     return std::make_shared<JmapMailStore>(loop, settings, tls_context, metrics, observer);
   }
-  return std::make_shared<ImapMailStore>(loop, settings, tls_context, metrics, observer);
+  return std::make_shared<ImapMailStore>(loop, settings, tls_context, metrics, observer,
+                                         dynamic_cast<ImapLoginPool*>(logins));
 }
 
 }  // namespace popbridge::proxy

@@ -178,14 +178,25 @@ class MailStore {
   virtual std::string tls_summary() const = 0;
 };
 
+// A worker's logged-in upstream connections kept between sessions (upstream.login_reuse).
+// What it holds is the backend's business; sessions only hand it to make_mail_store.
+class LoginPool {
+ public:
+  virtual ~LoginPool() = default;
+};
+// One for a worker loop and these upstream settings; null when they keep nothing.
+std::shared_ptr<LoginPool> make_login_pool(uv_loop_t* loop, const config::Upstream& settings,
+                                           metrics::Metrics& metrics);
+
 // The store upstream.protocol names, for the given upstream settings (the configured
-// upstream, or a route an auth hook chose). settings and tls_context outlive the store.
+// upstream, or a route an auth hook chose). settings and tls_context outlive the store;
+// logins (may be null) outlives it too.
 std::shared_ptr<MailStore> make_mail_store(uv_loop_t* loop, const config::Upstream& settings,
                                            SSL_CTX* tls_context, metrics::Metrics& metrics,
-                                           MailStore::Observer& observer);
+                                           MailStore::Observer& observer, LoginPool* logins);
 // How sessions get their store: make_mail_store, or a test's fake.
 using MailStoreFactory = std::function<std::shared_ptr<MailStore>(
     uv_loop_t* loop, const config::Upstream& settings, SSL_CTX* tls_context,
-    metrics::Metrics& metrics, MailStore::Observer& observer)>;
+    metrics::Metrics& metrics, MailStore::Observer& observer, LoginPool* logins)>;
 
 }  // namespace popbridge::proxy

@@ -310,7 +310,7 @@ void Pop3Session::open_store(UpstreamCredentials credentials) {
   MailStore::Observer& observer = *this;
   store_ = context_.settings->make_store(
       context_.loop, upstream_override_ ? *upstream_override_ : config().upstream,
-      context_.upstream_tls, context_.metrics, observer);
+      context_.upstream_tls, context_.metrics, observer, context_.logins.get());
   OpenRequest request;
   request.credentials = std::move(credentials);
   request.client_address = client_address_;

@@ -51,11 +51,13 @@ using SettingsPtr = std::shared_ptr<const Settings>;
 struct SessionContext {
   SessionContext(uv_loop_t* event_loop, SettingsPtr current, metrics::Metrics& registry,
                  LoginGuard& login_guard, MailboxHistory& mailbox_history,
-                 std::shared_ptr<HttpClient> hook, std::shared_ptr<TokenSource> token_source)
+                 std::shared_ptr<HttpClient> hook, std::shared_ptr<TokenSource> token_source,
+                 std::shared_ptr<LoginPool> login_pool = nullptr)
       : loop(event_loop),
         settings(std::move(current)),
         auth_http(std::move(hook)),
         tokens(std::move(token_source)),
+        logins(std::move(login_pool)),
         config(settings->config),
         server_tls(settings->server_tls.get()),
         upstream_tls(settings->upstream_tls.get()),
@@ -69,6 +71,7 @@ struct SessionContext {
   // settings, so they go first: they refer to it.
   std::shared_ptr<HttpClient> auth_http;
   std::shared_ptr<TokenSource> tokens;
+  std::shared_ptr<LoginPool> logins;
   const config::Config& config;
   SSL_CTX* server_tls;
   SSL_CTX* upstream_tls;

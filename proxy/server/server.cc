@@ -108,6 +108,7 @@ void Server::update_settings(SettingsPtr settings) {
     options.proxy = settings_->egress_proxy;
     auth_http_ = std::make_shared<HttpClient>(loop_, options);
   }
+  logins_ = make_login_pool(loop_, config.upstream, metrics_);
   tokens_.reset();
   if (config.upstream.login.mode == config::UpstreamLoginMode::kOAuth2) {
     tokens_ =
@@ -191,6 +192,7 @@ void Server::release_clients() {
   // Kept-alive HTTP connections and their timers would keep the loop running.
   auth_http_.reset();
   tokens_.reset();
+  logins_.reset();  // parked connections log out
 }
 
 void Server::stop() {
@@ -248,7 +250,8 @@ void Server::accept(Listener& listener) {
   static std::atomic<std::uint64_t> next_session_id{1};
   const std::uint64_t id = next_session_id++;
   auto session = std::make_unique<Pop3Session>(
-      *this, SessionContext(loop_, settings_, metrics_, guard_, mailboxes_, auth_http_, tokens_),
+      *this,
+      SessionContext(loop_, settings_, metrics_, guard_, mailboxes_, auth_http_, tokens_, logins_),
       settings_->config.listeners[listener.index], listener.index, std::move(connection), id);
   Pop3Session* raw = session.get();
   sessions_.emplace(raw, std::move(session));

@@ -104,6 +104,7 @@ class Server final : public SessionHost {
   TokenCache& token_cache_;
   std::shared_ptr<HttpClient> auth_http_;
   std::shared_ptr<TokenSource> tokens_;
+  std::shared_ptr<LoginPool> logins_;  // for these settings; a reload starts a new one
   std::vector<std::unique_ptr<Listener>> listeners_;
   std::unordered_map<Pop3Session*, std::unique_ptr<Pop3Session>> sessions_;
   bool listening_ = false;

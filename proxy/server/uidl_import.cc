@@ -140,7 +140,7 @@ class UpstreamSide final : MailStore::Observer, MessageSink {
     }
     MailStore::Observer& observer = *this;
     store_ = settings_.make_store(loop_, config.upstream, settings_.upstream_tls.get(), metrics_,
-                                  observer);
+                                  observer, nullptr);
     OpenRequest request;
     request.credentials = std::get<LoginPlan>(*planned).credentials;
     request.client_address = "uidl-import";

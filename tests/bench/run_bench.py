@@ -90,6 +90,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="gateway to Dovecot (default none)")
     p.add_argument("--starttls", dest="upstream_tls", action="store_const", const="starttls",
                    help="same as --upstream-tls starttls")
+    p.add_argument("--login-reuse", default="0s",
+                   help="the gateway's upstream.login_reuse.idle (default 0s: off): a user's next poll "
+                        "skips the upstream login")
     p.add_argument("--binary", default=os.path.join(REPO, "build", "popbridge"), help="popbridge binary")
     p.add_argument("--client", default=os.path.join(REPO, "build", "tests", "bench", "pop3_bench_client"),
                    help="pop3_bench_client binary")

@@ -93,6 +93,7 @@ METRICS = {
     "popbridge_commands_total", "popbridge_command_duration_seconds",
     "popbridge_upstream_connections_total", "popbridge_upstream_connect_duration_seconds",
     "popbridge_upstream_errors_total", "popbridge_upstream_connections_active",
+    "popbridge_upstream_logins_reused_total", "popbridge_upstream_connections_parked",
     "popbridge_bytes_total", "popbridge_messages_retrieved_total",
     "popbridge_messages_deleted_total", "popbridge_retrieve_size_mismatch_total",
     "popbridge_sessions_total", "popbridge_build_info", "popbridge_config_reloads_total",

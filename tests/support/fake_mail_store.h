@@ -171,7 +171,8 @@ class FakeMailStore final : public proxy::MailStore {
   // For Settings::make_store.
   static proxy::MailStoreFactory factory(std::shared_ptr<FakeMailbox> mailbox) {
     return [mailbox](uv_loop_t* loop, const config::Upstream&, SSL_CTX*, metrics::Metrics&,
-                     proxy::MailStore::Observer&) -> std::shared_ptr<proxy::MailStore> {
+                     proxy::MailStore::Observer&,
+                     proxy::LoginPool*) -> std::shared_ptr<proxy::MailStore> {
       return std::make_shared<FakeMailStore>(loop, mailbox);
     };
   }

@@ -68,7 +68,7 @@ ImapClient::ImapClient(uv_loop_t* loop, const config::Upstream& settings, SSL_CT
     : loop_(loop),
       settings_(settings),
       tls_context_(tls_context),
-      observer_(observer),
+      observer_(&observer),
       resolver_(loop),
       parser_(*this),
       timer_(loop) {}
@@ -499,7 +499,7 @@ void ImapClient::fail(ImapResult::Failure failure, std::string reason) {
     return;
   }
   if (was_ready) {
-    observer_.on_upstream_lost(result);
+    observer_->on_upstream_lost(result);
   }
 }
 
@@ -530,7 +530,7 @@ void ImapClient::on_expunge(std::uint32_t sequence) {
     --exists_;
   }
   if (state_ != State::kClosed) {
-    observer_.on_expunged(sequence);
+    observer_->on_expunged(sequence);
   }
 }
 

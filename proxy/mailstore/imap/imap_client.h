@@ -113,6 +113,20 @@ class ImapClient final : Connection::Handler, protocol::ImapEvents {
   void shutdown();
 
   bool usable() const { return state_ == State::kReady || state_ == State::kLoggingIn; }
+  // Logged in, nothing queued or in flight, nothing awaited: the connection could serve
+  // another session of the same user (upstream.login_reuse).
+  bool idle() const {
+    return state_ == State::kReady && queue_.empty() && in_flight_ == 0 && !capabilities_pending_ &&
+           !saw_bye_;
+  }
+  // Hands the upcalls to another owner (a parked connection, the session reusing it).
+  void set_observer(Observer& observer) { observer_ = &observer; }
+  // Before a reused connection SELECTs again: nothing of the last mailbox carries over.
+  void forget_mailbox() {
+    uidvalidity_.reset();
+    permanent_flags_.reset();
+    exists_ = 0;
+  }
   bool has_capability(std::string_view name) const;
   // A login answer that carried no capabilities had CAPABILITY pipelined behind it, and
   // its answer is still due: has_capability() says false to everything until then.
@@ -206,7 +220,7 @@ class ImapClient final : Connection::Handler, protocol::ImapEvents {
   uv_loop_t* loop_;
   const config::Upstream& settings_;
   SSL_CTX* tls_context_;
-  Observer& observer_;
+  Observer* observer_;
   State state_ = State::kIdle;
   ConnectionPtr connection_;
   Resolver resolver_;

@@ -6,6 +6,7 @@
 
 #include "protocol/common/header_field.h"
 #include "protocol/imap/imap_writer.h"
+#include "proxy/base/deferred_delete.h"
 #include "proxy/base/log.h"
 
 namespace popbridge::proxy {
@@ -52,11 +53,14 @@ double seconds_since(std::uint64_t start_ns) {
 
 ImapMailStore::ImapMailStore(uv_loop_t* loop, const config::Upstream& settings,
                              SSL_CTX* tls_context, metrics::Metrics& metrics,
-                             MailStore::Observer& observer)
-    : settings_(settings),
+                             MailStore::Observer& observer, ImapLoginPool* logins)
+    : loop_(loop),
+      tls_context_(tls_context),
+      settings_(settings),
       metrics_(metrics),
       observer_(observer),
-      client_(loop, settings, tls_context, *this) {}
+      client_(std::make_unique<ImapClient>(loop, settings, tls_context, upstream_observer())),
+      logins_(logins != nullptr && &logins->settings() == &settings ? logins : nullptr) {}
 
 StoreResult ImapMailStore::failure(const ImapResult& result, StoreStatus refusal) {
   if (result.kind == ImapResult::Kind::kFailed) {
@@ -89,10 +93,15 @@ void ImapMailStore::close(bool graceful) {
   commit_done_ = nullptr;
   sink_ = nullptr;
   reading_ = Reading::kNone;
-  if (graceful) {
-    client_.logout();
+  if (!client_) {
+    return;  // parked by an earlier close()
+  }
+  if (graceful && logins_ != nullptr && login_key_ && open_ok_ && client_->idle()) {
+    logins_->park(*login_key_, std::move(client_));
+  } else if (graceful) {
+    client_->logout();
   } else {
-    client_.shutdown();
+    client_->shutdown();
   }
 }
 
@@ -115,9 +124,19 @@ void ImapMailStore::open(OpenRequest request, Opened done) {
   request_ = std::move(request);
   opened_ = std::move(done);
   started_ns_ = uv_hrtime();
-  client_.set_client_identity(request_.client_address, request_.client_port,
-                              "popbridge-" + request_.session_id);
-  client_.connect([this](const ImapResult& connected) {
+  if (logins_ != nullptr) {
+    login_key_ = logins_->key_for(request_.credentials);
+    if (login_key_ && reuse_login()) {
+      return;
+    }
+  }
+  connect_and_log_in();
+}
+
+void ImapMailStore::connect_and_log_in() {
+  client_->set_client_identity(request_.client_address, request_.client_port,
+                               "popbridge-" + request_.session_id);
+  client_->connect([this](const ImapResult& connected) {
     if (!connected.ok()) {
       metrics_.upstream_connect_error.Increment();
       opened(failure(connected, StoreStatus::kTemporary));
@@ -125,10 +144,55 @@ void ImapMailStore::open(OpenRequest request, Opened done) {
     }
     // Login mechanisms are announced before login only; keep what was offered.
     reached_ = true;
-    offers_xoauth2_ = client_.has_capability("AUTH=XOAUTH2");
-    offers_oauthbearer_ = client_.has_capability("AUTH=OAUTHBEARER");
-    client_.login(request_.credentials, [this](const ImapResult& result) { logged_in(result); });
+    offers_xoauth2_ = client_->has_capability("AUTH=XOAUTH2");
+    offers_oauthbearer_ = client_->has_capability("AUTH=OAUTHBEARER");
+    client_->login(request_.credentials, [this](const ImapResult& result) { logged_in(result); });
   });
+}
+
+bool ImapMailStore::reuse_login() {
+  std::unique_ptr<ImapClient> parked = logins_->take(*login_key_);
+  if (!parked) {
+    return false;
+  }
+  // This store's own client never connected, and nothing of it is in a callback.
+  client_ = std::move(parked);
+  client_->set_observer(upstream_observer());
+  client_->forget_mailbox();
+  received_before_ = client_->bytes_received();
+  sent_before_ = client_->bytes_sent();
+  reused_ = true;
+  reached_ = true;  // a password login: accepts() needs no mechanism list
+  log::debug("upstream_login_reused", {{"session", request_.session_id}});
+  select_mailbox();
+  return true;
+}
+
+// The parked connection broke before the snapshot came (the server closed it as it was
+// taken): this session connects and logs in itself, as if nothing had been parked. The
+// old connection fails every command it had at once, so its other completions are
+// ignored until the next loop turn, when the new one starts.
+bool ImapMailStore::fall_back_from_reuse(const StoreResult& result) {
+  if (fallback_) {
+    return true;  // the rest of the old connection's completions
+  }
+  if (!reused_ || result.status != StoreStatus::kLost) {
+    return false;
+  }
+  reused_ = false;
+  log::info("reused_upstream_lost", {{"session", request_.session_id}, {"reason", result.detail}});
+  DeferredDelete::of(loop_).retire(std::shared_ptr<ImapClient>(std::move(client_)));
+  client_ = std::make_unique<ImapClient>(loop_, settings_, tls_context_, upstream_observer());
+  received_before_ = sent_before_ = 0;
+  reached_ = false;
+  fallback_ = std::make_unique<Timer>(loop_);
+  fallback_->start(0, [this] {
+    DeferredDelete::of(loop_).retire(std::shared_ptr<Timer>(std::move(fallback_)));
+    if (!closed_) {
+      connect_and_log_in();
+    }
+  });
+  return true;
 }
 
 void ImapMailStore::logged_in(const ImapResult& result) {
@@ -167,8 +231,8 @@ void ImapMailStore::select_mailbox() {
   // fail too, and it is then ignored), so with pipelining it leaves with SELECT, and both
   // behind a CAPABILITY still in flight, unless its items depend on the answer.
   const bool with_snapshot =
-      settings_.pipelining && !(request_.want_guids && client_.capabilities_pending());
-  client_.pipeline(select, nullptr, [this, mailbox, with_snapshot](const ImapResult& selected) {
+      settings_.pipelining && !(request_.want_guids && client_->capabilities_pending());
+  client_->pipeline(select, nullptr, [this, mailbox, with_snapshot](const ImapResult& selected) {
     mailbox_selected(selected, mailbox, with_snapshot);
   });
   if (with_snapshot) {
@@ -178,7 +242,7 @@ void ImapMailStore::select_mailbox() {
 
 void ImapMailStore::mailbox_selected(const ImapResult& selected, const std::string& mailbox,
                                      bool snapshot_requested) {
-  if (!selected.ok() || !client_.uidvalidity()) {
+  if (!selected.ok() || !client_->uidvalidity()) {
     // A NO that does not say "try later" means the mailbox is not there (Dovecot says
     // [NONEXISTENT]; Cyrus and Courier give no code): retrying will not make it appear,
     // and the likely cause is upstream.mailbox (or a hook's X-Popbridge-Mailbox).
@@ -186,24 +250,27 @@ void ImapMailStore::mailbox_selected(const ImapResult& selected, const std::stri
     const bool transient =
         !selected.ok() && (selected.kind == ImapResult::Kind::kFailed || code == "UNAVAILABLE" ||
                            code == "SERVERBUG" || code == "LIMIT" || code == "INUSE");
-    log::error(transient ? "select_failed" : "mailbox_unavailable",
-               {{"session", request_.session_id},
-                {"mailbox", mailbox},
-                {"reason", selected.text},
-                {"hint", transient ? "" : "check upstream.mailbox"}});
+    // A kept connection that broke is replaced (fall_back_from_reuse), not an error.
+    if (!reused_ || selected.kind != ImapResult::Kind::kFailed) {
+      log::error(transient ? "select_failed" : "mailbox_unavailable",
+                 {{"session", request_.session_id},
+                  {"mailbox", mailbox},
+                  {"reason", selected.text},
+                  {"hint", transient ? "" : "check upstream.mailbox"}});
+    }
     opened(failure(selected, transient ? StoreStatus::kTemporary : StoreStatus::kPermanent));
     return;
   }
   snapshot_ = {};
-  snapshot_.uidvalidity = *client_.uidvalidity();
+  snapshot_.uidvalidity = *client_->uidvalidity();
   marked_.clear();
   // Where the mailbox keeps our keyword, commit() marks its deletions with it, and FLAGS
   // in the snapshot finds what an interrupted commit left behind.
-  mark_pending_ = client_.may_store_keyword(kPendingKeyword);
+  mark_pending_ = client_->may_store_keyword(kPendingKeyword);
   if (snapshot_requested) {
     return;  // the FETCH behind it completes the opening
   }
-  if (client_.exists() == 0) {
+  if (client_->exists() == 0) {
     opened({StoreStatus::kOk, {}});
     return;
   }
@@ -218,7 +285,7 @@ void ImapMailStore::read_snapshot() {
     items += " FLAGS";
   }
   if (request_.want_guids) {
-    items += client_.has_capability("OBJECTID") ? " EMAILID" : " X-GUID";
+    items += client_->has_capability("OBJECTID") ? " EMAILID" : " X-GUID";
   }
   if (request_.want_xuidls) {
     items += " BODY.PEEK[HEADER.FIELDS (X-UIDL)]";
@@ -228,13 +295,13 @@ void ImapMailStore::read_snapshot() {
   sequence_.clear();
   protocol::ImapCommand fetch("UID FETCH");
   fetch.raw("1:*").raw(items);
-  client_.pipeline(fetch, this, [this](const ImapResult& fetched) {
+  client_->pipeline(fetch, this, [this](const ImapResult& fetched) {
     reading_ = Reading::kNone;
     if (!opened_) {
       return;  // SELECT failed and said so
     }
     // An empty mailbox: some servers refuse "1:*" where there is nothing to fetch.
-    const bool empty = sequence_.empty() && client_.exists() == 0;
+    const bool empty = sequence_.empty() && client_->exists() == 0;
     if (empty && fetched.kind != ImapResult::Kind::kFailed) {
       opened({StoreStatus::kOk, {}});
       return;
@@ -272,7 +339,7 @@ const std::string& ImapMailStore::mailbox_name() const {
 
 void ImapMailStore::read_uidl_map() {
   snapshot_.uidl_map_read = true;
-  if (!client_.has_capability("METADATA")) {
+  if (!client_->has_capability("METADATA")) {
     snapshot_.uidl_map_problem = "the upstream does not offer METADATA (RFC 5464)";
     snapshot_read();
     return;
@@ -280,7 +347,7 @@ void ImapMailStore::read_uidl_map() {
   protocol::ImapCommand get("GETMETADATA");
   get.string(mailbox_name()).raw(config::UidlMapStore::kMetadataEntry);
   reading_ = Reading::kMetadata;
-  client_.run(get, this, [this](const ImapResult& result) {
+  client_->run(get, this, [this](const ImapResult& result) {
     reading_ = Reading::kNone;
     if (result.kind == ImapResult::Kind::kFailed) {
       opened(failure(result, StoreStatus::kLost));
@@ -302,9 +369,9 @@ void ImapMailStore::on_metadata(std::string_view entry, std::optional<std::strin
 }
 
 void ImapMailStore::save_uidl_map(std::string text, Done done) {
-  if (!client_.usable() || !client_.has_capability("METADATA")) {
-    done({client_.usable() ? StoreStatus::kPermanent : StoreStatus::kLost,
-          client_.usable() ? "the upstream does not offer METADATA (RFC 5464)" : "not connected"});
+  if (!client_->usable() || !client_->has_capability("METADATA")) {
+    done({client_->usable() ? StoreStatus::kPermanent : StoreStatus::kLost,
+          client_->usable() ? "the upstream does not offer METADATA (RFC 5464)" : "not connected"});
     return;
   }
   protocol::ImapCommand set("SETMETADATA");
@@ -312,7 +379,7 @@ void ImapMailStore::save_uidl_map(std::string text, Done done) {
       .raw("(" + std::string(config::UidlMapStore::kMetadataEntry))
       .string(text)
       .attached(")");
-  client_.run(set, nullptr, [this, done = std::move(done)](const ImapResult& result) {
+  client_->run(set, nullptr, [this, done = std::move(done)](const ImapResult& result) {
     done(result.ok() ? StoreResult{StoreStatus::kOk, {}}
                      : failure(result, StoreStatus::kPermanent));
   });
@@ -326,7 +393,7 @@ void ImapMailStore::restore_marked() {
   protocol::ImapCommand unflag("UID STORE");
   unflag.raw(protocol::compress_uid_set({marked_.begin(), marked_.end()}))
       .raw("-FLAGS.SILENT (\\Deleted " + std::string(kPendingKeyword) + ")");
-  client_.run(unflag, nullptr, [this](const ImapResult& result) {
+  client_->run(unflag, nullptr, [this](const ImapResult& result) {
     if (result.kind == ImapResult::Kind::kFailed) {
       opened(failure(result, StoreStatus::kLost));
       return;
@@ -345,8 +412,13 @@ void ImapMailStore::opened(const StoreResult& result) {
   if (!opened_) {
     return;
   }
+  if (!result.ok() && fall_back_from_reuse(result)) {
+    return;
+  }
   Opened done = std::move(opened_);
   opened_ = nullptr;
+  request_.credentials = {};  // wiped: kept until now for a fall-back login
+  open_ok_ = result.ok();
   StoreSnapshot snapshot = result.ok() ? std::move(snapshot_) : StoreSnapshot{};
   snapshot_ = {};
   done(result, std::move(snapshot));
@@ -450,7 +522,7 @@ void ImapMailStore::send_fetch() {
   } else {
     fetch.raw("(BODY.PEEK[HEADER])");
   }
-  client_.run(fetch, this, [this](const ImapResult& result) {
+  client_->run(fetch, this, [this](const ImapResult& result) {
     if (size_differs_ && result.ok()) {
       check_size_mismatch();
       return;
@@ -471,7 +543,7 @@ void ImapMailStore::check_size_mismatch() {
   // that is still there after it really has another size (a server whose RFC822.SIZE is
   // approximate): fetch it again and serve it as it is.
   reading_ = Reading::kNone;
-  client_.run(protocol::ImapCommand("NOOP"), nullptr, [this](const ImapResult& result) {
+  client_->run(protocol::ImapCommand("NOOP"), nullptr, [this](const ImapResult& result) {
     if (!result.ok()) {
       fetch_done(result);
       return;
@@ -495,7 +567,7 @@ void ImapMailStore::fetch_top_text() {
   fetch.raw(std::to_string(uid_))
       .raw("(BODY.PEEK[TEXT]<" + std::to_string(top_offset_) + "." + std::to_string(kTopChunk) +
            ">)");
-  client_.run(fetch, this, [this](const ImapResult& result) {
+  client_->run(fetch, this, [this](const ImapResult& result) {
     const bool more = result.ok() && literal_whole_ && !enough_ && last_literal_ == kTopChunk;
     if (!more) {
       fetch_done(result);
@@ -584,11 +656,11 @@ void ImapMailStore::on_body_end() {
 // --- keep-alive ---------------------------------------------------------------------------
 
 void ImapMailStore::keep_alive(Done done) {
-  client_.run(protocol::ImapCommand("NOOP"), nullptr,
-              [this, done = std::move(done)](const ImapResult& result) {
-                done(result.kind == ImapResult::Kind::kFailed ? failure(result, StoreStatus::kLost)
-                                                              : StoreResult{StoreStatus::kOk, {}});
-              });
+  client_->run(protocol::ImapCommand("NOOP"), nullptr,
+               [this, done = std::move(done)](const ImapResult& result) {
+                 done(result.kind == ImapResult::Kind::kFailed ? failure(result, StoreStatus::kLost)
+                                                               : StoreResult{StoreStatus::kOk, {}});
+               });
 }
 
 // --- commit -------------------------------------------------------------------------------

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "proxy/mailstore/imap/imap_client.h"
+#include "proxy/mailstore/imap/imap_login_pool.h"
 #include "proxy/mailstore/mail_store.h"
 
 namespace popbridge::proxy {
@@ -23,10 +24,16 @@ namespace popbridge::proxy {
 //            UIDPLUS), on a refusal the flags are taken off again; move: UID MOVE, or UID
 //            COPY then as expunge (CREATE on TRYCREATE); hide: UID STORE +FLAGS.SILENT
 //            (keyword), which the snapshot then leaves out; keep: nothing
+//   close    LOGOUT; with upstream.login_reuse, an idle connection after a clean session
+//            is parked in the worker's ImapLoginPool instead, and the same user's next
+//            open() with the same password starts at SELECT
 class ImapMailStore final : public MailStore, ImapClient::Observer, FetchSink {
  public:
+  // logins: where connections are kept for reuse; null, or a pool for another upstream
+  // (an auth hook's route), keeps none.
   ImapMailStore(uv_loop_t* loop, const config::Upstream& settings, SSL_CTX* tls_context,
-                metrics::Metrics& metrics, MailStore::Observer& observer);
+                metrics::Metrics& metrics, MailStore::Observer& observer,
+                ImapLoginPool* logins = nullptr);
 
   void open(OpenRequest request, Opened done) override;
   void fetch(std::uint32_t uid, std::uint64_t listed_size, FetchPart part, MessageSink& sink,
@@ -36,20 +43,34 @@ class ImapMailStore final : public MailStore, ImapClient::Observer, FetchSink {
   void keep_alive(Done done) override;
   void commit(std::vector<std::uint32_t> deleted, Done done) override;
   void save_uidl_map(std::string text, Done done) override;
-  void pause_reading() override { client_.pause_reading(); }
-  void resume_reading() override { client_.resume_reading(); }
+  void pause_reading() override {
+    if (client_) {
+      client_->pause_reading();
+    }
+  }
+  void resume_reading() override {
+    if (client_) {
+      client_->resume_reading();
+    }
+  }
   void close(bool graceful) override;
-  bool usable() const override { return client_.usable(); }
+  bool usable() const override { return client_ && client_->usable(); }
   std::optional<bool> accepts(UpstreamCredentials::Mechanism mechanism) const override;
-  std::uint64_t bytes_received() const override { return client_.bytes_received(); }
-  std::uint64_t bytes_sent() const override { return client_.bytes_sent(); }
-  std::string tls_summary() const override { return client_.tls_summary(); }
+  // A reused connection counts from where this session took it.
+  std::uint64_t bytes_received() const override {
+    return client_ ? client_->bytes_received() - received_before_ : 0;
+  }
+  std::uint64_t bytes_sent() const override {
+    return client_ ? client_->bytes_sent() - sent_before_ : 0;
+  }
+  std::string tls_summary() const override { return client_ ? client_->tls_summary() : "none"; }
 
  private:
   // Marks the deletions of a commit in progress; see restore_marked().
   static constexpr std::string_view kPendingKeyword = "$PopbridgePending";
   enum class Reading { kNone, kSnapshot, kBody, kMetadata, kBatch };
 
+  ImapClient::Observer& upstream_observer() { return *this; }
   // ImapClient::Observer
   void on_upstream_lost(const ImapResult& why) override;
   void on_expunged(std::uint32_t sequence) override;
@@ -65,6 +86,11 @@ class ImapMailStore final : public MailStore, ImapClient::Observer, FetchSink {
   void on_fetch_end() override;
   void on_metadata(std::string_view entry, std::optional<std::string_view> value) override;
 
+  void connect_and_log_in();
+  // A connection parked by this user's last session, with the same password; false if none.
+  bool reuse_login();
+  // Whether a failed open is taken over by a fresh login (see the definition).
+  bool fall_back_from_reuse(const StoreResult& result);
   void logged_in(const ImapResult& result);
   void select_mailbox();
   void mailbox_selected(const ImapResult& selected, const std::string& mailbox,
@@ -96,11 +122,21 @@ class ImapMailStore final : public MailStore, ImapClient::Observer, FetchSink {
   // The store's vocabulary for an IMAP answer that is not OK.
   StoreResult failure(const ImapResult& result, StoreStatus refusal);
 
+  uv_loop_t* loop_;
+  SSL_CTX* tls_context_;
   const config::Upstream& settings_;
   metrics::Metrics& metrics_;
   MailStore::Observer& observer_;
-  ImapClient client_;
+  // Null only once close() has parked it.
+  std::unique_ptr<ImapClient> client_;
   bool closed_ = false;
+  ImapLoginPool* logins_;
+  std::optional<LoginKey> login_key_;  // with logins_: whom the connection is logged in for
+  bool open_ok_ = false;               // the snapshot was handed over
+  bool reused_ = false;                // client_ came from logins_ and has not failed yet
+  std::unique_ptr<Timer> fallback_;    // starts the fresh login after a reused one broke
+  std::uint64_t received_before_ = 0;  // a reused connection's counters when taken
+  std::uint64_t sent_before_ = 0;
 
   // open
   OpenRequest request_;

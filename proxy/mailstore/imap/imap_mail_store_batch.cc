@@ -25,7 +25,7 @@ void ImapMailStore::fetch_batch(std::vector<BatchItem> items, BatchSink& sink, D
   protocol::ImapCommand fetch("UID FETCH");
   // BODY.PEEK: a message read ahead and never asked for must stay unseen.
   fetch.raw(protocol::compress_uid_set(uids)).raw("(BODY.PEEK[])");
-  client_.run(fetch, this, [this](const ImapResult& result) {
+  client_->run(fetch, this, [this](const ImapResult& result) {
     if (batch_begun_) {
       batch_message_end();  // cut off inside a message: not whole
     }

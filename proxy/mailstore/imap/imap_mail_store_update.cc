@@ -30,12 +30,12 @@ void ImapMailStore::commit(std::vector<std::uint32_t> deleted, Done done) {
     committed({StoreStatus::kOk, std::to_string(deleted_.size()) + " messages kept"});
     return;
   }
-  if (!client_.usable()) {
+  if (!client_->usable()) {
     committed({StoreStatus::kLost, "connection to the mail store lost"});
     return;
   }
   if (on_delete.action == config::DeleteAction::kHide) {
-    if (!client_.may_store_keyword(on_delete.keyword)) {
+    if (!client_->may_store_keyword(on_delete.keyword)) {
       committed(
           {StoreStatus::kPermanent, "the mailbox does not keep the keyword " + on_delete.keyword});
       return;
@@ -47,12 +47,12 @@ void ImapMailStore::commit(std::vector<std::uint32_t> deleted, Done done) {
   // copies first and then deletes as an expunge does, so a failure part-way leaves every
   // message in place (at worst a copy too many in the folder), never one lost.
   const bool one_move = on_delete.action == config::DeleteAction::kMove &&
-                        client_.has_capability("MOVE") && deleted_.size() <= kUidsPerCommand;
+                        client_->has_capability("MOVE") && deleted_.size() <= kUidsPerCommand;
   if (one_move) {
     commit_move(true);
     return;
   }
-  if (!client_.has_capability("UIDPLUS") && !settings_.expunge_without_uidplus) {
+  if (!client_->has_capability("UIDPLUS") && !settings_.expunge_without_uidplus) {
     // A bare EXPUNGE would also remove messages other clients marked \Deleted.
     committed({StoreStatus::kPermanent, "the mail store lacks UIDPLUS"});
     return;
@@ -68,7 +68,7 @@ void ImapMailStore::commit_move(bool may_create) {
   protocol::ImapCommand move("UID MOVE");
   move.raw(protocol::compress_uid_set({deleted_.begin(), deleted_.end()}))
       .astring(settings_.on_delete.folder);
-  client_.run(move, nullptr, [this, may_create](const ImapResult& result) {
+  client_->run(move, nullptr, [this, may_create](const ImapResult& result) {
     if (result.ok()) {
       committed({StoreStatus::kOk, std::to_string(deleted_.size()) + " messages moved"});
       return;
@@ -88,7 +88,7 @@ void ImapMailStore::commit_copy(std::size_t offset, bool may_create) {
   }
   protocol::ImapCommand copy("UID COPY");
   copy.raw(protocol::compress_uid_set(slice(deleted_, offset))).astring(settings_.on_delete.folder);
-  client_.run(copy, nullptr, [this, offset, may_create](const ImapResult& result) {
+  client_->run(copy, nullptr, [this, offset, may_create](const ImapResult& result) {
     if (result.ok()) {
       commit_copy(offset + kUidsPerCommand, may_create);
       return;
@@ -110,7 +110,7 @@ void ImapMailStore::commit_copy(std::size_t offset, bool may_create) {
 void ImapMailStore::create_folder(std::function<void()> retry) {
   protocol::ImapCommand create("CREATE");
   create.astring(settings_.on_delete.folder);
-  client_.run(create, nullptr, [this, retry = std::move(retry)](const ImapResult& result) {
+  client_->run(create, nullptr, [this, retry = std::move(retry)](const ImapResult& result) {
     // ALREADYEXISTS: another session created it in the meantime.
     if (result.ok() || result.code_atom() == "ALREADYEXISTS") {
       log::info("folder_created",
@@ -133,7 +133,7 @@ void ImapMailStore::commit_hide(std::size_t offset) {
   protocol::ImapCommand store("UID STORE");
   store.raw(protocol::compress_uid_set(slice(deleted_, offset)))
       .raw("+FLAGS.SILENT (" + settings_.on_delete.keyword + ")");
-  client_.run(store, nullptr, [this, offset](const ImapResult& result) {
+  client_->run(store, nullptr, [this, offset](const ImapResult& result) {
     if (result.ok()) {
       commit_hide(offset + kUidsPerCommand);
       return;
@@ -146,7 +146,7 @@ void ImapMailStore::commit_hide(std::size_t offset) {
     protocol::ImapCommand unhide("UID STORE");
     unhide.raw(protocol::compress_uid_set({deleted_.begin(), deleted_.end()}))
         .raw("-FLAGS.SILENT (" + settings_.on_delete.keyword + ")");
-    client_.run(unhide, nullptr, [this, refused = result](const ImapResult& undone) {
+    client_->run(unhide, nullptr, [this, refused = result](const ImapResult& undone) {
       if (!undone.ok()) {
         log::error("rollback_failed", {{"session", request_.session_id}, {"reason", undone.text}});
       }
@@ -170,7 +170,7 @@ void ImapMailStore::commit_store(std::size_t offset) {
   protocol::ImapCommand store("UID STORE");
   store.raw(protocol::compress_uid_set(slice(deleted_, offset)))
       .raw("+FLAGS.SILENT " + deletion_flags());
-  client_.run(store, nullptr, [this, offset](const ImapResult& result) {
+  client_->run(store, nullptr, [this, offset](const ImapResult& result) {
     if (!result.ok()) {
       if (result.kind == ImapResult::Kind::kFailed) {
         failure(result, StoreStatus::kLost);  // counts it
@@ -189,13 +189,13 @@ void ImapMailStore::commit_expunge(std::size_t offset) {
                                      (moved ? " messages moved" : " messages deleted")});
     return;
   }
-  const bool uidplus = client_.has_capability("UIDPLUS");
+  const bool uidplus = client_->has_capability("UIDPLUS");
   protocol::ImapCommand expunge(uidplus ? "UID EXPUNGE" : "EXPUNGE");
   if (uidplus) {
     expunge.raw(protocol::compress_uid_set(slice(deleted_, offset)));
   }
   const std::size_t step = uidplus ? kUidsPerCommand : deleted_.size();
-  client_.run(expunge, nullptr, [this, offset, step](const ImapResult& result) {
+  client_->run(expunge, nullptr, [this, offset, step](const ImapResult& result) {
     if (!result.ok()) {
       if (result.kind == ImapResult::Kind::kFailed) {
         failure(result, StoreStatus::kLost);  // counts it
@@ -210,14 +210,14 @@ void ImapMailStore::commit_expunge(std::size_t offset) {
 void ImapMailStore::commit_rollback(std::string detail) {
   // Messages left flagged \Deleted would vanish at the next EXPUNGE of any other client,
   // although the POP3 client is told they were not removed: take the flag off again.
-  if (!client_.usable()) {
+  if (!client_->usable()) {
     committed({StoreStatus::kLost, detail});
     return;
   }
   protocol::ImapCommand unflag("UID STORE");
   unflag.raw(protocol::compress_uid_set({deleted_.begin(), deleted_.end()}))
       .raw("-FLAGS.SILENT " + deletion_flags());
-  client_.run(unflag, nullptr, [this, detail](const ImapResult& result) {
+  client_->run(unflag, nullptr, [this, detail](const ImapResult& result) {
     if (!result.ok()) {
       log::error("rollback_failed", {{"session", request_.session_id}, {"reason", result.text}});
     }

@@ -222,7 +222,7 @@ class Bench(RetrOneWorkload, MailboxWorkloads, ShortSessionsWorkload, IdleWorklo
         if "retr-one" in w:
             self.retr_one()
         if w & {"retr-big", "retr-small", "short", "poll", "cpu"}:
-            gw = Gateway(self.pki, self.upstream(a.upstream_tls), gateway_overrides(a.sessions, a.log_level),
+            gw = Gateway(self.pki, self.upstream(a.upstream_tls), gateway_overrides(a.sessions, a.log_level, login_reuse=a.login_reuse),
                          upstream_tls=a.upstream_tls, listeners=(("pop3", "none"), ("pop3s", "implicit")),
                          binary=self.binary)
             self.gateways.append(gw)

@@ -72,6 +72,8 @@ class Report:
         print(f"\nRESULTS  ({self.version}, tree {getattr(self, 'commit', '?')}; {self.host_line()})")
         print(f"  load average at start {' '.join(f'{x:.2f}' for x in self.load_start)}, "
               f"at end {' '.join(f'{x:.2f}' for x in load_end)}; {a.repeat} repetitions: median (min-max)")
+        if a.login_reuse not in ("0", "0s"):
+            print(f"  the gateway keeps logged-in upstream connections (upstream.login_reuse.idle {a.login_reuse})")
         last = None
         for r in self.rows:
             if r["workload"] != last:

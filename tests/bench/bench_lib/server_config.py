@@ -64,14 +64,14 @@ def check_dovecot_config(dovecot: Dovecot) -> str:
     return "\n".join(line for line in proc.stderr.splitlines() if line.strip())
 
 
-def gateway_overrides(sessions: int, log_level: str, hold: float = 0) -> dict:
+def gateway_overrides(sessions: int, log_level: str, hold: float = 0, login_reuse: str = "0s") -> dict:
     # A soak holds sessions silent for longer than the 10-minute autologout.
     idle_timeout = f"{int(hold) + 600}s"
     return {
         "auth": {"allow_plaintext": True},
         "limits": {"max_connections": sessions + 100, "idle_timeout": idle_timeout},
         # The harness's 10 s suits tests; production's default is 60 s.
-        "upstream": {"command_timeout": "60s"},
+        "upstream": {"command_timeout": "60s", "login_reuse": {"idle": login_reuse, "max": 10000}},
         "logging": {"level": log_level},
     }
 

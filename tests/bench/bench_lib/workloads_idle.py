@@ -28,7 +28,7 @@ class IdleWorkloads:
 
     def idle_sessions(self, mode: str) -> None:
         a = self.args
-        gw = Gateway(self.pki, self.upstream(a.upstream_tls), gateway_overrides(a.sessions, a.log_level, a.hold),
+        gw = Gateway(self.pki, self.upstream(a.upstream_tls), gateway_overrides(a.sessions, a.log_level, a.hold, a.login_reuse),
                      upstream_tls=a.upstream_tls, listeners=(("pop3", "none"), ("pop3s", "implicit")),
                      binary=self.binary)
         self.gateways.append(gw)

@@ -97,7 +97,7 @@ class MailboxWorkloads:
         wl = f"gateway CPU per GB relayed ({a.big_count} x {a.big_kib} KiB RETR)"
         print(f"{wl}: {a.repeat} timed sessions per leg mode (load average {os.getloadavg()[0]:.2f})")
         sys.stdout.flush()
-        gw_tls = Gateway(self.pki, self.upstream(a.cpu_upstream_tls), gateway_overrides(a.sessions, a.log_level),
+        gw_tls = Gateway(self.pki, self.upstream(a.cpu_upstream_tls), gateway_overrides(a.sessions, a.log_level, login_reuse=a.login_reuse),
                          upstream_tls=a.cpu_upstream_tls, listeners=(("pop3s", "implicit"),), binary=self.binary)
         self.gateways.append(gw_tls)
         gw_tls.start()

@@ -20,7 +20,7 @@ class RetrOneWorkload:
     def retr_one(self) -> None:
         a = self.args
         size, sha256, uid = self.one
-        gw = Gateway(self.pki, self.upstream(a.upstream_tls), gateway_overrides(a.sessions, a.log_level),
+        gw = Gateway(self.pki, self.upstream(a.upstream_tls), gateway_overrides(a.sessions, a.log_level, login_reuse=a.login_reuse),
                      upstream_tls=a.upstream_tls, listeners=(("pop3", "none"), ("pop3s", "implicit")),
                      binary=self.binary)
         self.gateways.append(gw)

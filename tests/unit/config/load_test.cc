@@ -1020,6 +1020,25 @@ TEST_F(LoadConfigTest, ProbeAndKeepAliveSettings) {
                                       "(TCP counts keep-alive in seconds)"}));
 }
 
+TEST_F(LoadConfigTest, LoginReuseIsReadAndBounded) {
+  const LoadResult good = load(std::string(kBase) + "  login_reuse:\n    idle: 5m\n    max: 40\n");
+  ASSERT_TRUE(good.config.has_value()) << ::testing::PrintToString(texts(good.errors));
+  EXPECT_EQ(good.config->upstream.login_reuse.idle, std::chrono::minutes(5));
+  EXPECT_EQ(good.config->upstream.login_reuse.max, 40u);
+
+  const LoadResult defaults = load(kBase);
+  ASSERT_TRUE(defaults.config.has_value());
+  EXPECT_EQ(defaults.config->upstream.login_reuse.idle.count(), 0) << "off unless asked for";
+  EXPECT_EQ(defaults.config->upstream.login_reuse.max, 256u);
+
+  EXPECT_EQ(texts(load(std::string(kBase) + "  login_reuse:\n    idle: 31m\n").errors),
+            (std::vector<std::string>{"f:11: upstream.login_reuse.idle: at most 25m: IMAP servers "
+                                      "may log out a connection idle for 30 minutes"}));
+  EXPECT_EQ(texts(load(std::string(kBase) + "  login_reuse:\n    max: 0\n").errors).size(), 1u);
+  EXPECT_EQ(texts(load(std::string(kBase) + "  login_reuse:\n    idel: 5m\n").errors).size(), 1u)
+      << "a misspelt key is named";
+}
+
 TEST_F(LoadConfigTest, OnDeleteAndLoginDelayAreRead) {
   const LoadResult result = load(std::string(kBase) + R"(  on_delete:
     action: move

@@ -1,0 +1,200 @@
+# SPDX-License-Identifier: Apache-2.0
+"""upstream.login_reuse: a user's logged-in upstream connection is kept after the
+session, and the same user's next session with the same password starts at SELECT.
+
+Against a real Dovecot, counting its own "Login: user=<...>" lines: the next poll
+logs in nowhere, yet sees mail that arrived in between and commits its deletions; a
+wrong password never gets the kept connection; an upstream restart empties the pool.
+Against the scripted server: a kept connection that breaks as it is taken is replaced
+by a fresh login, invisibly to the client.
+"""
+
+from __future__ import annotations
+
+import poplib
+
+from harness import messages
+from harness.fake_imap import FakeImap, Message
+from harness.messages import as_retrieved, dovecot_uidl
+from harness.wait import TIME_FACTOR, wait_until
+from test_operations import log_events, scrape, start_gateway
+from test_upstream_quirks import PASSWORD, USER, make_fake  # noqa: F401,F811 (fixture)
+
+QUICK = 10.0 * TIME_FACTOR
+# One worker: each worker keeps its own connections, and the kernel picks the worker of
+# each new session (SO_REUSEPORT), so with two a poll finds its connection half the time.
+REUSE = {"upstream": {"login_reuse": {"idle": "60s", "max": 8}}, "workers": 1}
+
+
+def logins(dovecot, user: str) -> int:
+    return dovecot.log_text().count(f"Login: user=<{user}>")
+
+
+def logins_since(dovecot, user: str, before: int) -> int:
+    """The user's upstream logins after `before` was counted. Dovecot's log process may
+    write a line a little after the login, so the harness logs in itself as a fence and
+    waits for that line; the gateway's logins came earlier, so they are in by then."""
+    dovecot.uids(user)
+    wait_until(lambda: logins(dovecot, user) >= before + 1, QUICK, "the fence login in Dovecot's log")
+    return logins(dovecot, user) - before - 1
+
+
+def parked(port: int) -> float:
+    return scrape(port).value("popbridge_upstream_connections_parked")
+
+
+def reused(port: int) -> float:
+    return scrape(port).value("popbridge_upstream_logins_reused_total")
+
+
+def wait_parked(port: int, count: int) -> None:
+    wait_until(lambda: parked(port) == count, QUICK, f"{count} parked upstream connection(s)")
+
+
+def pop3s(g, ctx) -> poplib.POP3_SSL:
+    return poplib.POP3_SSL("127.0.0.1", g.pop3s_port, context=ctx, timeout=15 * TIME_FACTOR)
+
+
+def test_next_poll_skips_the_upstream_login(make_gateway, dovecot, account, ctx):
+    msgs = [messages.simple(i) for i in (1, 2)]
+    uids = dovecot.append_many(account.name, msgs)
+    validity = dovecot.uidvalidity(account.name)
+    g, port = start_gateway(make_gateway, dovecot, REUSE)
+
+    before = logins(dovecot, account.name)
+    client = pop3s(g, ctx)
+    client.user(account.name)
+    client.pass_(account.password)
+    first_uidls = client.uidl()[1]
+    client.quit()
+    wait_parked(port, 1)
+    assert logins_since(dovecot, account.name, before) == 1
+
+    new = messages.simple(3, body_lines=12)  # mail arrives between the polls
+    uids.append(dovecot.append(account.name, new))
+    msgs.append(new)
+    before = logins(dovecot, account.name)
+
+    client = pop3s(g, ctx)
+    client.user(account.name)
+    client.pass_(account.password)
+    count, octets = client.stat()
+    assert (count, octets) == (3, sum(len(as_retrieved(m)) for m in msgs))
+    uidls = client.uidl()[1]
+    assert uidls[:2] == first_uidls
+    assert uidls == [b"%d %s" % (n + 1, dovecot_uidl(uid, validity).encode())
+                     for n, uid in enumerate(uids)]
+    lines = client.retr(3)[1]
+    assert b"\r\n".join(lines) + b"\r\n" == as_retrieved(new)
+    client.dele(1)
+    client.quit()
+
+    assert reused(port) == 1
+    assert logins_since(dovecot, account.name, before) == 0, "the second poll logged in upstream"
+    assert dovecot.uids(account.name) == uids[1:], "QUIT expunged message 1 over the kept connection"
+    wait_parked(port, 1)
+
+
+def test_another_password_never_gets_the_kept_connection(make_gateway, dovecot, account, ctx):
+    dovecot.append(account.name, messages.simple(1))
+    g, port = start_gateway(make_gateway, dovecot, REUSE)
+    client = pop3s(g, ctx)
+    client.user(account.name)
+    client.pass_(account.password)
+    client.quit()
+    wait_parked(port, 1)
+
+    client = pop3s(g, ctx)
+    client.user(account.name)
+    try:
+        client.pass_(account.password + "-wrong")
+        raise AssertionError("a wrong password logged in")
+    except poplib.error_proto as refused:
+        assert b"[AUTH]" in refused.args[0]
+    finally:
+        client.close()
+    assert reused(port) == 0
+    assert parked(port) == 1, "the kept connection is still there for the right password"
+
+    before = logins(dovecot, account.name)
+    client = pop3s(g, ctx)
+    client.user(account.name)
+    client.pass_(account.password)
+    assert client.stat()[0] == 1
+    client.quit()
+    assert reused(port) == 1
+    assert logins_since(dovecot, account.name, before) == 0
+
+
+def test_upstream_restart_empties_the_pool(make_gateway, dovecot, account, ctx):
+    dovecot.append(account.name, messages.simple(1))
+    g, port = start_gateway(make_gateway, dovecot, REUSE)
+    client = pop3s(g, ctx)
+    client.user(account.name)
+    client.pass_(account.password)
+    client.quit()
+    wait_parked(port, 1)
+
+    dovecot.stop()
+    wait_parked(port, 0)  # the kept connection's end was noticed while it waited
+    dovecot.start()
+    before = logins(dovecot, account.name)
+    client = pop3s(g, ctx)
+    client.user(account.name)
+    client.pass_(account.password)
+    assert client.stat()[0] == 1
+    client.quit()
+    assert logins_since(dovecot, account.name, before) == 1
+    assert reused(port) == 0
+
+
+def test_a_kept_connection_that_breaks_as_it_is_taken_is_replaced(make_fake, make_gateway, ctx):
+    selects: list[int] = []  # the connection each SELECT came on
+
+    def select(session, command):
+        selects.append(session.number)
+        if len(selects) == 2:
+            session.close()  # the server drops it just as the second session SELECTs
+            return True
+        return False
+
+    fake: FakeImap = make_fake(messages=[Message(1, messages.simple(1))], hooks={"SELECT": select})
+    g, port = start_gateway(make_gateway, fake.address, REUSE, upstream_tls="none")
+    for _ in range(2):
+        client = poplib.POP3_SSL("127.0.0.1", g.pop3s_port, context=ctx, timeout=15 * TIME_FACTOR)
+        client.user(USER)
+        client.pass_(PASSWORD)
+        assert client.stat()[0] == 1
+        assert b"\r\n".join(client.retr(1)[1]) + b"\r\n" == as_retrieved(messages.simple(1))
+        client.quit()
+        wait_parked(port, 1)
+    first = selects[0]
+    assert selects[:2] == [first, first], "the second session took the first one's connection"
+    assert len(selects) == 3 and selects[2] > first, "then logged in on a new one"
+    logged_in_on = sorted(c.conn for c in fake.received("LOGIN") + fake.received("AUTHENTICATE"))
+    assert logged_in_on == [first, selects[2]]
+    assert len(log_events(g, "reused_upstream_lost")) == 1
+    assert not log_events(g, "select_failed"), "the replaced connection is not reported as an error"
+
+
+def poll(g, ctx, user: str, password: str) -> int:
+    client = pop3s(g, ctx)
+    client.user(user)
+    client.pass_(password)
+    count = client.stat()[0]
+    client.quit()
+    return count
+
+
+def test_kept_connections_are_logged_out_when_idle_or_crowded_out(make_gateway, dovecot, account, ctx):
+    other = dovecot.add_user()
+    g, port = start_gateway(make_gateway, dovecot,
+                            {"upstream": {"login_reuse": {"idle": "2s", "max": 1}}, "workers": 1})
+    poll(g, ctx, account.name, account.password)
+    wait_parked(port, 1)
+    poll(g, ctx, other.name, other.password)  # max 1: the first user's connection makes room
+    dovecot.wait_session_ends(account.name, 1)
+    assert parked(port) == 1
+    wait_parked(port, 0)  # and the second one is logged out after 2 s idle
+    dovecot.wait_session_ends(other.name, 1)
+    assert reused(port) == 0

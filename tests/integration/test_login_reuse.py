@@ -55,6 +55,16 @@ def pop3s(g, ctx) -> poplib.POP3_SSL:
     return poplib.POP3_SSL("127.0.0.1", g.pop3s_port, context=ctx, timeout=15 * TIME_FACTOR)
 
 
+def poll(g, ctx, user: str, password: str) -> int:
+    """Login, STAT, QUIT; the number of messages."""
+    client = pop3s(g, ctx)
+    client.user(user)
+    client.pass_(password)
+    count = client.stat()[0]
+    client.quit()
+    return count
+
+
 def test_next_poll_skips_the_upstream_login(make_gateway, dovecot, account, ctx):
     msgs = [messages.simple(i) for i in (1, 2)]
     uids = dovecot.append_many(account.name, msgs)
@@ -98,10 +108,7 @@ def test_next_poll_skips_the_upstream_login(make_gateway, dovecot, account, ctx)
 def test_another_password_never_gets_the_kept_connection(make_gateway, dovecot, account, ctx):
     dovecot.append(account.name, messages.simple(1))
     g, port = start_gateway(make_gateway, dovecot, REUSE)
-    client = pop3s(g, ctx)
-    client.user(account.name)
-    client.pass_(account.password)
-    client.quit()
+    poll(g, ctx, account.name, account.password)
     wait_parked(port, 1)
 
     client = pop3s(g, ctx)
@@ -117,11 +124,7 @@ def test_another_password_never_gets_the_kept_connection(make_gateway, dovecot, 
     assert parked(port) == 1, "the kept connection is still there for the right password"
 
     before = logins(dovecot, account.name)
-    client = pop3s(g, ctx)
-    client.user(account.name)
-    client.pass_(account.password)
-    assert client.stat()[0] == 1
-    client.quit()
+    assert poll(g, ctx, account.name, account.password) == 1
     assert reused(port) == 1
     assert logins_since(dovecot, account.name, before) == 0
 
@@ -129,21 +132,14 @@ def test_another_password_never_gets_the_kept_connection(make_gateway, dovecot, 
 def test_upstream_restart_empties_the_pool(make_gateway, dovecot, account, ctx):
     dovecot.append(account.name, messages.simple(1))
     g, port = start_gateway(make_gateway, dovecot, REUSE)
-    client = pop3s(g, ctx)
-    client.user(account.name)
-    client.pass_(account.password)
-    client.quit()
+    poll(g, ctx, account.name, account.password)
     wait_parked(port, 1)
 
     dovecot.stop()
     wait_parked(port, 0)  # the kept connection's end was noticed while it waited
     dovecot.start()
     before = logins(dovecot, account.name)
-    client = pop3s(g, ctx)
-    client.user(account.name)
-    client.pass_(account.password)
-    assert client.stat()[0] == 1
-    client.quit()
+    assert poll(g, ctx, account.name, account.password) == 1
     assert logins_since(dovecot, account.name, before) == 1
     assert reused(port) == 0
 
@@ -175,15 +171,6 @@ def test_a_kept_connection_that_breaks_as_it_is_taken_is_replaced(make_fake, mak
     assert logged_in_on == [first, selects[2]]
     assert len(log_events(g, "reused_upstream_lost")) == 1
     assert not log_events(g, "select_failed"), "the replaced connection is not reported as an error"
-
-
-def poll(g, ctx, user: str, password: str) -> int:
-    client = pop3s(g, ctx)
-    client.user(user)
-    client.pass_(password)
-    count = client.stat()[0]
-    client.quit()
-    return count
 
 
 def test_kept_connections_are_logged_out_when_idle_or_crowded_out(make_gateway, dovecot, account, ctx):

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "proxy/mailstore/imap/imap_login_pool.h"
 
-#include <openssl/mem.h>
+#include <openssl/crypto.h>
 #include <openssl/rand.h>
 
 #include <chrono>

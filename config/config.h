@@ -129,7 +129,10 @@ struct Upstream {
   // Logged-in connections kept after a session for the same user's next one (IMAP, passwords).
   struct LoginReuse {
     Duration idle = Duration(0);  // how long one waits; 0: never kept
-    std::uint32_t max = 256;      // kept at once, per worker
+    // How long after its login a connection may still be handed on: a password changed
+    // or an account disabled upstream takes effect within this.
+    Duration max_age = std::chrono::hours(1);
+    std::uint32_t max = 256;  // kept at once, per worker
   } login_reuse;
   UpstreamLogin login;
   OnDelete on_delete;

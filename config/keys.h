@@ -78,7 +78,7 @@ inline constexpr std::array<std::string_view, 23> kUpstreamKeys{"protocol",
                                                                 "uidl_map",
                                                                 "login_reuse"};
 inline constexpr std::array<std::string_view, 2> kUidlMapKeys{"store", "directory"};
-inline constexpr std::array<std::string_view, 2> kLoginReuseKeys{"idle", "max"};
+inline constexpr std::array<std::string_view, 3> kLoginReuseKeys{"idle", "max_age", "max"};
 inline constexpr std::array<std::string_view, 7> kLoginKeys{
     "mode",   "master_user",    "master_password_file", "master_password_env", "credentials_file",
     "oauth2", "master_password"};

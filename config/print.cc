@@ -84,6 +84,7 @@ void upstream(YAML::Emitter& out, const Upstream& up) {
     out << YAML::Key << "keepalive_count" << YAML::Value << up.keepalive_count;
     out << YAML::Key << "login_reuse" << YAML::Value << YAML::BeginMap;
     out << YAML::Key << "idle" << YAML::Value << duration(up.login_reuse.idle);
+    out << YAML::Key << "max_age" << YAML::Value << duration(up.login_reuse.max_age);
     out << YAML::Key << "max" << YAML::Value << up.login_reuse.max;
     out << YAML::EndMap;
   }

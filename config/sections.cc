@@ -359,6 +359,10 @@ void Loader::read_login_reuse(const std::optional<Value>& v) {
     error(idle->path, idle->line,
           "at most 25m: IMAP servers may log out a connection idle for 30 minutes");
   }
+  const std::optional<Value> max_age = m->get("max_age");
+  if (read_duration(max_age, reuse.max_age) && max_age && reuse.max_age.count() == 0) {
+    error(max_age->path, max_age->line, "must be greater than 0");
+  }
   read_uint(m->get("max"), 1, 1'000'000, reuse.max);
 }
 

@@ -97,6 +97,7 @@ Server::Server(uv_loop_t* loop, std::size_t worker, SettingsPtr settings, metric
 }
 
 void Server::update_settings(SettingsPtr settings) {
+  logins_.reset();  // its connections refer to the old settings: they log out first
   settings_ = std::move(settings);
   // Open sessions keep the clients made for their settings through their context.
   const config::Config& config = settings_->config;

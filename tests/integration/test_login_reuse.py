@@ -185,3 +185,19 @@ def test_kept_connections_are_logged_out_when_idle_or_crowded_out(make_gateway, 
     wait_parked(port, 0)  # and the second one is logged out after 2 s idle
     dovecot.wait_session_ends(other.name, 1)
     assert reused(port) == 0
+
+
+def test_a_connection_is_not_handed_on_past_its_max_age(make_gateway, dovecot, account, ctx):
+    """However often the user polls, the upstream checks the password again after
+    max_age: a kept connection leaves the pool by then."""
+    dovecot.append(account.name, messages.simple(1))
+    g, port = start_gateway(make_gateway, dovecot,
+                            {"upstream": {"login_reuse": {"idle": "60s", "max_age": "1s"}}, "workers": 1})
+    poll(g, ctx, account.name, account.password)
+    wait_parked(port, 1)
+    wait_parked(port, 0)  # long before idle's 60 s
+    dovecot.wait_session_ends(account.name, 1)
+    before = logins(dovecot, account.name)
+    assert poll(g, ctx, account.name, account.password) == 1
+    assert logins_since(dovecot, account.name, before) == 1
+    assert reused(port) == 0

@@ -119,6 +119,8 @@ class ImapClient final : Connection::Handler, protocol::ImapEvents {
     return state_ == State::kReady && queue_.empty() && in_flight_ == 0 && !capabilities_pending_ &&
            !saw_bye_;
   }
+  // When the login succeeded, in the loop's milliseconds (uv_now).
+  std::uint64_t logged_in_at_ms() const { return logged_in_at_ms_; }
   // Hands the upcalls to another owner (a parked connection, the session reusing it).
   void set_observer(Observer& observer) { observer_ = &observer; }
   // Before a reused connection SELECTs again: nothing of the last mailbox carries over.
@@ -239,6 +241,7 @@ class ImapClient final : Connection::Handler, protocol::ImapEvents {
   std::optional<std::uint32_t> uidvalidity_;
   std::optional<std::string> permanent_flags_;  // upper-cased, from SELECT
   std::uint32_t exists_ = 0;
+  std::uint64_t logged_in_at_ms_ = 0;
   bool paused_ = false;
   bool saw_bye_ = false;
   std::string bye_text_;

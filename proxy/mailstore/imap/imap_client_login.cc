@@ -124,6 +124,7 @@ void ImapClient::login(const UpstreamCredentials& credentials, Completion done) 
   auto finish = [this, done = std::move(done)](const ImapResult& result) {
     if (result.ok()) {
       state_ = State::kReady;
+      logged_in_at_ms_ = uv_now(loop_);
       if (!has_capability("IMAP4REV1") && !has_capability("IMAP4REV2")) {
         // The login answer carried no capabilities (Courier, Exchange): ask, since they
         // may change after login.

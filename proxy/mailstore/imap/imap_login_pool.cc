@@ -4,6 +4,7 @@
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 
+#include <algorithm>
 #include <chrono>
 #include <utility>
 
@@ -25,29 +26,35 @@ class ImapLoginPool::Parked final : public ImapClient::Observer {
     // A connection held back by a slow client's backpressure must see a BYE or close.
     client_->resume_reading();
   }
-  ~Parked() override {
-    if (client_) {
-      client_->logout();
-    }
-  }
   Parked(const Parked&) = delete;
   Parked& operator=(const Parked&) = delete;
 
-  void arm(Position position, std::chrono::milliseconds idle) {
+  void arm(Position position, std::uint64_t expires_in_ms) {
     position_ = position;
-    expiry_.start(static_cast<std::uint64_t>(idle.count()), [this] { pool_.remove(position_); });
+    expiry_.start(expires_in_ms, [this] { pool_.remove(*this); });
   }
   const LoginKey& key() const { return key_; }
+  Position position() const { return position_; }
   ImapClient& client() { return *client_; }
   std::unique_ptr<ImapClient> release() {
     expiry_.stop();
     return std::move(client_);
   }
+  // Out of the pool: no timer and no upcall any more (LOGOUT closes the client), though
+  // the object lives on until a later loop turn.
+  void detach() {
+    detached_ = true;
+    expiry_.stop();
+    if (client_ && client_->usable()) {
+      client_->logout();
+    }
+  }
+  bool detached() const { return detached_; }
 
   // ImapClient::Observer
   void on_upstream_lost(const ImapResult& why) override {
     log::debug("parked_upstream_lost", {{"reason", why.text}});
-    pool_.remove(position_);
+    pool_.remove(*this);
   }
   void on_expunged(std::uint32_t) override {}  // the next session SELECTs afresh
 
@@ -57,22 +64,29 @@ class ImapLoginPool::Parked final : public ImapClient::Observer {
   std::unique_ptr<ImapClient> client_;
   Timer expiry_;
   Position position_;
+  bool detached_ = false;
 };
 
 ImapLoginPool::ImapLoginPool(uv_loop_t* loop, const config::Upstream& settings,
                              metrics::Metrics& metrics)
     : loop_(loop), settings_(settings), metrics_(metrics), hash_key_(32, '\0') {
-  RAND_bytes(reinterpret_cast<std::uint8_t*>(hash_key_.data()), hash_key_.size());
+  if (RAND_bytes(reinterpret_cast<std::uint8_t*>(hash_key_.data()), hash_key_.size()) != 1) {
+    hash_key_.clear();  // key_for() then keys nothing: no connection is kept
+    log::error("login_reuse_disabled", {{"reason", "no random key for the credential hashes"}});
+  }
 }
 
 ImapLoginPool::~ImapLoginPool() {
   metrics_.upstream_connections_parked.Decrement(static_cast<double>(parked_.size()));
-  parked_.clear();  // each logs out
+  for (const std::unique_ptr<Parked>& parked : parked_) {
+    parked->detach();  // logs out
+  }
+  parked_.clear();
   protocol::wipe(hash_key_.data(), hash_key_.size());
 }
 
 std::optional<LoginKey> ImapLoginPool::key_for(const UpstreamCredentials& credentials) const {
-  if (credentials.mechanism != UpstreamCredentials::Mechanism::kPassword) {
+  if (credentials.mechanism != UpstreamCredentials::Mechanism::kPassword || hash_key_.empty()) {
     return std::nullopt;
   }
   LoginKey key;
@@ -84,6 +98,9 @@ std::optional<LoginKey> ImapLoginPool::key_for(const UpstreamCredentials& creden
   material += credentials.secret.view();
   key.digest = protocol::hmac_sha256_hex(hash_key_, material);
   protocol::wipe(material.data(), material.size());
+  if (key.digest.empty()) {
+    return std::nullopt;  // never a key that every password would match
+  }
   return key;
 }
 
@@ -101,36 +118,49 @@ std::unique_ptr<ImapClient> ImapLoginPool::take(const LoginKey& key) {
     return nullptr;
   }
   std::unique_ptr<ImapClient> client = parked.release();
-  remove(found->second);
+  remove(parked);
   metrics_.upstream_logins_reused.Increment();
   return client;
 }
 
 void ImapLoginPool::park(const LoginKey& key, std::unique_ptr<ImapClient> client) {
-  if (settings_.login_reuse.idle.count() <= 0 || settings_.login_reuse.max == 0) {
+  const std::uint64_t now = uv_now(loop_);
+  const auto max_age = static_cast<std::uint64_t>(
+      std::chrono::duration_cast<std::chrono::milliseconds>(settings_.login_reuse.max_age).count());
+  const std::uint64_t age = now - std::min(now, client->logged_in_at_ms());
+  if (age >= max_age) {
+    // Logged in too long ago to be handed on again. We may be inside one of its
+    // callbacks: it is deleted on a later loop turn.
     client->logout();
+    DeferredDelete::of(loop_).retire(std::shared_ptr<ImapClient>(std::move(client)));
     return;
   }
   if (const auto found = by_names_.find(key.names); found != by_names_.end()) {
-    remove(found->second);
+    remove(**found->second);
   }
   while (parked_.size() >= settings_.login_reuse.max) {
-    remove(parked_.begin());
+    remove(*parked_.front());
   }
   parked_.push_back(std::make_unique<Parked>(*this, key, std::move(client)));
   const Position position = std::prev(parked_.end());
   by_names_.emplace(key.names, position);
-  (*position)->arm(
-      position, std::chrono::duration_cast<std::chrono::milliseconds>(settings_.login_reuse.idle));
+  const auto idle = static_cast<std::uint64_t>(
+      std::chrono::duration_cast<std::chrono::milliseconds>(settings_.login_reuse.idle).count());
+  (*position)->arm(position, std::min(idle, max_age - age));
   metrics_.upstream_connections_parked.Increment();
 }
 
-void ImapLoginPool::remove(Position position) {
-  std::unique_ptr<Parked> parked = std::move(*position);
-  by_names_.erase(parked->key().names);
+void ImapLoginPool::remove(Parked& parked) {
+  if (parked.detached()) {
+    return;  // already out (its expiry and its connection's end may both come)
+  }
+  parked.detach();
+  const Position position = parked.position();
+  std::unique_ptr<Parked> owned = std::move(*position);
+  by_names_.erase(owned->key().names);
   parked_.erase(position);
   metrics_.upstream_connections_parked.Decrement();
-  DeferredDelete::of(loop_).retire(std::shared_ptr<Parked>(std::move(parked)));
+  DeferredDelete::of(loop_).retire(std::shared_ptr<Parked>(std::move(owned)));
 }
 
 }  // namespace popbridge::proxy

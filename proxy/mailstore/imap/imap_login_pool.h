@@ -45,17 +45,19 @@ class ImapLoginPool final : public LoginPool {
   std::optional<LoginKey> key_for(const UpstreamCredentials& credentials) const;
   // The idle connection parked for exactly this key, or null.
   std::unique_ptr<ImapClient> take(const LoginKey& key);
-  // Keeps an idle, logged-in connection for upstream.login_reuse.idle. One per user: a
-  // newer one replaces it; beyond login_reuse.max the oldest is logged out.
+  // Keeps an idle, logged-in connection for upstream.login_reuse.idle, and never beyond
+  // login_reuse.max_age after its login. One per user: a newer one replaces it; beyond
+  // login_reuse.max the oldest is logged out.
   void park(const LoginKey& key, std::unique_ptr<ImapClient> client);
   std::size_t size() const { return parked_.size(); }
 
  private:
   class Parked;
   using Position = std::list<std::unique_ptr<Parked>>::iterator;
-  // Removes it; it is deleted on a later loop turn (we may be inside its callbacks), and
-  // logs out unless its connection was taken.
-  void remove(Position position);
+  // Takes it out of the pool at once (no timer, no upcall after this; it logs out unless
+  // its connection was taken) and deletes it on a later loop turn, since we may be inside
+  // its callbacks. Once only: a second call does nothing.
+  void remove(Parked& parked);
 
   uv_loop_t* loop_;
   const config::Upstream& settings_;

@@ -162,7 +162,8 @@ bool ImapMailStore::reuse_login() {
   received_before_ = client_->bytes_received();
   sent_before_ = client_->bytes_sent();
   reused_ = true;
-  reached_ = true;  // a password login: accepts() needs no mechanism list
+  // reached_ stays false: the login mechanisms were offered to another session, and
+  // accepts() must not report them as refused (UpstreamFacts would withdraw XOAUTH2).
   log::debug("upstream_login_reused", {{"session", request_.session_id}});
   select_mailbox();
   return true;
@@ -184,7 +185,6 @@ bool ImapMailStore::fall_back_from_reuse(const StoreResult& result) {
   DeferredDelete::of(loop_).retire(std::shared_ptr<ImapClient>(std::move(client_)));
   client_ = std::make_unique<ImapClient>(loop_, settings_, tls_context_, upstream_observer());
   received_before_ = sent_before_ = 0;
-  reached_ = false;
   fallback_ = std::make_unique<Timer>(loop_);
   fallback_->start(0, [this] {
     DeferredDelete::of(loop_).retire(std::shared_ptr<Timer>(std::move(fallback_)));

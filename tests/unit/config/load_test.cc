@@ -1030,6 +1030,10 @@ TEST_F(LoadConfigTest, LoginReuseIsReadAndBounded) {
   ASSERT_TRUE(defaults.config.has_value());
   EXPECT_EQ(defaults.config->upstream.login_reuse.idle.count(), 0) << "off unless asked for";
   EXPECT_EQ(defaults.config->upstream.login_reuse.max, 256u);
+  EXPECT_EQ(defaults.config->upstream.login_reuse.max_age, std::chrono::hours(1));
+  EXPECT_EQ(
+      texts(load(std::string(kBase) + "  login_reuse:\n    max_age: 0s\n").errors),
+      (std::vector<std::string>{"f:11: upstream.login_reuse.max_age: must be greater than 0"}));
 
   EXPECT_EQ(texts(load(std::string(kBase) + "  login_reuse:\n    idle: 31m\n").errors),
             (std::vector<std::string>{"f:11: upstream.login_reuse.idle: at most 25m: IMAP servers "

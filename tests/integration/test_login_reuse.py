@@ -201,3 +201,19 @@ def test_a_connection_is_not_handed_on_past_its_max_age(make_gateway, dovecot, a
     assert poll(g, ctx, account.name, account.password) == 1
     assert logins_since(dovecot, account.name, before) == 1
     assert reused(port) == 0
+
+
+def test_a_reused_login_leaves_the_token_mechanisms_offered(make_fake, make_gateway, ctx):
+    """A reused session never saw the login mechanisms (they are announced before login);
+    it must not report them as missing, or CAPA would stop offering XOAUTH2 to everyone."""
+    fake = make_fake(capabilities=["IMAP4rev1", "AUTH=PLAIN", "AUTH=XOAUTH2", "AUTH=OAUTHBEARER",
+                                   "SASL-IR", "UIDPLUS"], messages=[Message(1, messages.simple(1))])
+    g, port = start_gateway(make_gateway, fake.address, REUSE, upstream_tls="none")
+    for _ in range(2):
+        assert poll(g, ctx, USER, PASSWORD) == 1
+        wait_parked(port, 1)
+    assert reused(port) == 1
+    client = pop3s(g, ctx)
+    sasl = client.capa()["SASL"]
+    client.quit()
+    assert "XOAUTH2" in sasl and "OAUTHBEARER" in sasl, sasl

@@ -39,6 +39,8 @@ from harness.gateway import Gateway, check_config
 from harness.messages import as_retrieved
 from harness.ports import free_port
 from harness.wait import TIME_FACTOR, port_accepts, wait_until
+from test_login_reuse import logins, logins_since, reused, wait_parked
+from test_operations import start_gateway
 
 HOST = "127.0.0.1"
 QUICK = 10.0 * TIME_FACTOR
@@ -252,6 +254,36 @@ def test_master_login_refused_is_sys_perm(updove, files, make_gateway, ctx):
     assert "Login: user=" not in log_since(updove, start)
     assert wait_event(g, "upstream_login_refused")
     assert "not-the-master-password" not in g.log_text()
+
+
+def test_master_login_reuse_keeps_each_user_to_their_own_mailbox(updove, files, make_gateway, ctx):
+    """upstream.login_reuse with one master password for every user: a kept connection
+    acts for one user, and only that user's next session (after the users_file has
+    checked its password again) takes it."""
+    a, b = updove.add_user(), updove.add_user()
+    mail = {a.name: messages.simple(next(_n)), b.name: messages.simple(next(_n))}
+    for user, msg in mail.items():
+        updove.append(user, msg)
+    passwords = {a.name: "reuse-a-pw", b.name: "reuse-b-pw"}
+    uf = users_file(files, {user: (pw, "sha512") for user, pw in passwords.items()})
+    overrides = master_overrides(uf, secret_file(files, MASTER[1]))
+    overrides["upstream"]["login_reuse"] = {"idle": "60s"}
+    overrides["workers"] = 1  # each worker keeps its own connections
+    g, port = start_gateway(make_gateway, updove, overrides)
+    before = {user: logins(updove, user) for user in mail}
+    for round_ in range(2):
+        for user, msg in mail.items():
+            with RawPop3(g.pop3s_port, tls_context=ctx) as c:
+                if round_ == 1:
+                    # A wrong password is refused by the users_file, kept connection or not.
+                    assert user_pass(c, user, passwords[user] + "x").line == AUTH_FAILED
+                assert user_pass(c, user, passwords[user]).ok
+                assert c.cmd("RETR 1", multiline=True).body == as_retrieved(msg)
+                assert c.quit().ok
+            wait_parked(port, 1 if round_ == 0 and user == a.name else 2)
+    assert reused(port) == 2
+    for user in mail:
+        assert logins_since(updove, user, before[user]) == 1, user
 
 
 # ================================================================== mapped

@@ -5,13 +5,17 @@ session, and the same user's next session with the same password starts at SELEC
 Against a real Dovecot, counting its own "Login: user=<...>" lines: the next poll
 logs in nowhere, yet sees mail that arrived in between and commits its deletions; a
 wrong password never gets the kept connection; an upstream restart empties the pool.
-Against the scripted server: a kept connection that breaks as it is taken is replaced
-by a fresh login, invisibly to the client.
+Against the scripted server: a kept connection that breaks as it is taken, or halfway
+through the snapshot, is replaced by a fresh login, invisibly to the client; when that
+fresh login is refused, the client gets the refusal's own answer. Master logins with
+reuse are in test_identity.py (its Dovecot has a master passdb).
 """
 
 from __future__ import annotations
 
 import poplib
+
+import pytest
 
 from harness import messages
 from harness.fake_imap import FakeImap, Message
@@ -217,3 +221,80 @@ def test_a_reused_login_leaves_the_token_mechanisms_offered(make_fake, make_gate
     sasl = client.capa()["SASL"]
     client.quit()
     assert "XOAUTH2" in sasl and "OAUTHBEARER" in sasl, sasl
+
+
+def test_a_kept_connection_that_breaks_during_the_snapshot_is_replaced(make_fake, make_gateway, ctx):
+    """The upstream drops a kept connection after SELECT, halfway through the snapshot's
+    FETCH: the session logs in afresh, and the half-read snapshot leaves no trace (the
+    message is listed once, with its size and UIDL)."""
+    snapshots: list[int] = []  # the connection each snapshot FETCH came on
+
+    def fetch(session, command):
+        if not command.args.startswith(b"1:*"):
+            return False
+        snapshots.append(session.number)
+        if len(snapshots) == 2:
+            session.send(f"* 1 FETCH (UID 1 RFC822.SIZE {len(messages.simple(1))}")
+            session.close()
+            return True
+        return False
+
+    fake = make_fake(messages=[Message(1, messages.simple(1))], hooks={"UID FETCH": fetch})
+    g, port = start_gateway(make_gateway, fake.address, REUSE, upstream_tls="none")
+    answers = []
+    for _ in range(2):
+        client = pop3s(g, ctx)
+        client.user(USER)
+        client.pass_(PASSWORD)
+        answers.append((client.stat(), client.list()[1], client.uidl()[1]))
+        assert b"\r\n".join(client.retr(1)[1]) + b"\r\n" == as_retrieved(messages.simple(1))
+        client.quit()
+        wait_parked(port, 1)
+    assert answers[0] == answers[1], answers
+    assert answers[1][0][0] == 1 and len(answers[1][1]) == 1, answers
+    first = snapshots[0]
+    assert snapshots[:2] == [first, first] and len(snapshots) == 3 and snapshots[2] > first, snapshots
+    assert len(log_events(g, "reused_upstream_lost")) == 1
+
+
+@pytest.mark.parametrize("refusal, answer", [
+    ("NO [AUTHENTICATIONFAILED] Authentication failed.", b"-ERR [AUTH]"),
+    ("NO [UNAVAILABLE] Temporary failure.", b"-ERR [SYS/TEMP]"),
+])
+def test_a_fresh_login_that_fails_after_a_broken_kept_connection(make_fake, make_gateway, ctx,
+                                                                  refusal, answer):
+    """The kept connection breaks as it is taken, and the login that replaces it is
+    refused: the client gets the refusal's own answer at PASS, as if nothing had been
+    kept, nothing stays parked, and the next poll logs in afresh."""
+    selects: list[int] = []
+    logins_seen: list[int] = []
+
+    def select(session, command):
+        selects.append(session.number)
+        if len(selects) == 2:
+            session.close()
+            return True
+        return False
+
+    def login(session, command):
+        logins_seen.append(session.number)
+        if len(logins_seen) == 2:
+            session.line(f"{command.tag} {refusal}")
+            return True
+        return False
+
+    fake = make_fake(messages=[Message(1, messages.simple(1))],
+                     hooks={"SELECT": select, "LOGIN": login, "AUTHENTICATE": login})
+    g, port = start_gateway(make_gateway, fake.address, REUSE, upstream_tls="none")
+    assert poll(g, ctx, USER, PASSWORD) == 1
+    wait_parked(port, 1)
+    client = pop3s(g, ctx)
+    client.user(USER)
+    with pytest.raises(poplib.error_proto) as refused:
+        client.pass_(PASSWORD)
+    assert refused.value.args[0].startswith(answer), refused.value
+    client.quit()
+    assert parked(port) == 0 and reused(port) == 1
+    assert len(log_events(g, "reused_upstream_lost")) == 1
+    assert poll(g, ctx, USER, PASSWORD) == 1
+    assert len(logins_seen) == 3 and len(set(logins_seen)) == 3, logins_seen

@@ -102,6 +102,7 @@ class ImapMailStore final : public MailStore, ImapClient::Observer, FetchSink {
   const std::string& mailbox_name() const;
   void restore_marked();
   void opened(const StoreResult& result);
+  // RETR and TOP (imap_mail_store_fetch.cc).
   void send_fetch();
   void fetch_top_text();
   void check_size_mismatch();

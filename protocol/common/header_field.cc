@@ -1,25 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "protocol/common/header_field.h"
 
+#include "protocol/common/ascii.h"
+
 namespace popbridge::protocol {
 
 namespace {
 
 bool blank(char c) { return c == ' ' || c == '\t'; }
-
-char lower(char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; }
-
-bool same_name(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) {
-    return false;
-  }
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    if (lower(a[i]) != lower(b[i])) {
-      return false;
-    }
-  }
-  return true;
-}
 
 // One physical line without its line end; `rest` moves past the line end.
 std::string_view next_line(std::string_view& rest) {
@@ -61,7 +49,7 @@ std::optional<std::string> first_header_field(std::string_view header, std::stri
     while (!field.empty() && blank(field.back())) {
       field.remove_suffix(1);  // "X-UIDL :" as some old software wrote it
     }
-    if (!same_name(field, name)) {
+    if (!equals_ignoring_ascii_case(field, name)) {
       continue;
     }
     std::string value(line.substr(colon + 1));

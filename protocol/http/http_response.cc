@@ -1,12 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "protocol/http/http_response.h"
 
-#include <algorithm>
+#include "protocol/common/ascii.h"
 
 namespace popbridge::protocol {
 namespace {
-
-char lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
 
 void trim_trailing_whitespace(std::string& value) {
   while (!value.empty() && (value.back() == ' ' || value.back() == '\t')) {
@@ -17,8 +15,7 @@ void trim_trailing_whitespace(std::string& value) {
 }  // namespace
 
 bool header_name_equals(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(),
-                                            [](char x, char y) { return lower(x) == lower(y); });
+  return equals_ignoring_ascii_case(a, b);
 }
 
 std::optional<std::string_view> find_header(const std::vector<HttpHeader>& headers,

@@ -1,19 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "protocol/imap/capability_list.h"
 
-#include <algorithm>
+#include "protocol/common/ascii.h"
 
 namespace popbridge::protocol {
-namespace {
-
-char lower(char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; }
-
-bool equal_ignoring_case(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(),
-                                            [](char x, char y) { return lower(x) == lower(y); });
-}
-
-}  // namespace
 
 void CapabilityList::assign(std::string_view space_separated) {
   text_.clear();
@@ -52,7 +42,7 @@ bool CapabilityList::has(std::string_view name) const {
   std::string_view rest = text_;
   while (!rest.empty()) {
     const std::size_t end = rest.find(' ');
-    if (equal_ignoring_case(rest.substr(0, end), name)) {
+    if (equals_ignoring_ascii_case(rest.substr(0, end), name)) {
       return true;
     }
     rest.remove_prefix(end + 1);

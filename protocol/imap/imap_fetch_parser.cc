@@ -30,27 +30,29 @@ enum class ItemName : std::uint8_t {
 ItemName classify_item_name(std::string_view name) {
   switch (name.size()) {
     case 3:
-      return iequals(name, "UID") ? ItemName::kUid : ItemName::kOther;
+      return equals_ignoring_ascii_case(name, "UID") ? ItemName::kUid : ItemName::kOther;
     case 4:
-      return iequals(name, "BODY") ? ItemName::kBody : ItemName::kOther;
+      return equals_ignoring_ascii_case(name, "BODY") ? ItemName::kBody : ItemName::kOther;
     case 5:
-      return iequals(name, "FLAGS") ? ItemName::kFlags : ItemName::kOther;
+      return equals_ignoring_ascii_case(name, "FLAGS") ? ItemName::kFlags : ItemName::kOther;
     case 6:
-      if (iequals(name, "X-GUID")) {
+      if (equals_ignoring_ascii_case(name, "X-GUID")) {
         return ItemName::kGuid;
       }
-      return iequals(name, "RFC822") ? ItemName::kRfc822 : ItemName::kOther;
+      return equals_ignoring_ascii_case(name, "RFC822") ? ItemName::kRfc822 : ItemName::kOther;
     case 7:
-      return iequals(name, "EMAILID") ? ItemName::kGuid : ItemName::kOther;
+      return equals_ignoring_ascii_case(name, "EMAILID") ? ItemName::kGuid : ItemName::kOther;
     case 9:
-      return iequals(name, "BODY.PEEK") ? ItemName::kBody : ItemName::kOther;
+      return equals_ignoring_ascii_case(name, "BODY.PEEK") ? ItemName::kBody : ItemName::kOther;
     case 11:
-      if (iequals(name, "RFC822.SIZE")) {
+      if (equals_ignoring_ascii_case(name, "RFC822.SIZE")) {
         return ItemName::kRfc822Size;
       }
-      return iequals(name, "RFC822.TEXT") ? ItemName::kRfc822Text : ItemName::kOther;
+      return equals_ignoring_ascii_case(name, "RFC822.TEXT") ? ItemName::kRfc822Text
+                                                             : ItemName::kOther;
     case 13:
-      return iequals(name, "RFC822.HEADER") ? ItemName::kRfc822Header : ItemName::kOther;
+      return equals_ignoring_ascii_case(name, "RFC822.HEADER") ? ItemName::kRfc822Header
+                                                               : ItemName::kOther;
     default:
       return ItemName::kOther;
   }
@@ -223,7 +225,7 @@ bool ImapParser::parse_item(std::string_view text, std::size_t& pos, bool has_li
         ++end;
       }
       value = text.substr(start, end - start);
-      if (iequals(value, "NIL")) {
+      if (equals_ignoring_ascii_case(value, "NIL")) {
         value = {};
       }
     }
@@ -302,7 +304,7 @@ bool ImapParser::parse_body_value(std::string_view text, std::size_t& pos, std::
       }
       value = unescaped_;
     }
-  } else if (text.size() - pos >= 3 && iequals(text.substr(pos, 3), "NIL") &&
+  } else if (text.size() - pos >= 3 && equals_ignoring_ascii_case(text.substr(pos, 3), "NIL") &&
              at_delimiter(text, pos + 3)) {
     pos += 3;
   } else {

@@ -10,6 +10,7 @@
 #include <optional>
 #include <string_view>
 
+#include "protocol/common/ascii.h"
 #include "protocol/imap/imap_parser.h"
 
 namespace popbridge::protocol::imap_lexer {
@@ -17,24 +18,8 @@ namespace popbridge::protocol::imap_lexer {
 constexpr std::uint64_t kMaxNumber32 = std::numeric_limits<std::uint32_t>::max();
 constexpr std::uint64_t kMaxNumber64 = std::numeric_limits<std::uint64_t>::max();
 
-inline bool is_ascii_letter(char c) {
-  const char lower = static_cast<char>(c | 0x20);
-  return lower >= 'a' && lower <= 'z';
-}
-
-// ASCII case-insensitive equality. Servers mostly send keywords in the case we compare
-// with, so equal octets are the fast path.
-inline bool iequals(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) {
-    return false;
-  }
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    if (a[i] != b[i] && ((a[i] ^ b[i]) != 0x20 || !is_ascii_letter(a[i]))) {
-      return false;
-    }
-  }
-  return true;
-}
+using protocol::equals_ignoring_ascii_case;
+using protocol::is_ascii_letter;
 
 inline bool is_digit(char c) { return c >= '0' && c <= '9'; }
 
@@ -151,19 +136,19 @@ inline LiteralMarker find_literal_marker(std::string_view text) {
 }
 
 inline std::optional<ImapStatusKind> status_kind(std::string_view word) {
-  if (iequals(word, "OK")) {
+  if (equals_ignoring_ascii_case(word, "OK")) {
     return ImapStatusKind::kOk;
   }
-  if (iequals(word, "NO")) {
+  if (equals_ignoring_ascii_case(word, "NO")) {
     return ImapStatusKind::kNo;
   }
-  if (iequals(word, "BAD")) {
+  if (equals_ignoring_ascii_case(word, "BAD")) {
     return ImapStatusKind::kBad;
   }
-  if (iequals(word, "BYE")) {
+  if (equals_ignoring_ascii_case(word, "BYE")) {
     return ImapStatusKind::kBye;
   }
-  if (iequals(word, "PREAUTH")) {
+  if (equals_ignoring_ascii_case(word, "PREAUTH")) {
     return ImapStatusKind::kPreauth;
   }
   return std::nullopt;

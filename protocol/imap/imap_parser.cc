@@ -224,17 +224,17 @@ bool ImapParser::parse_message_data(std::string_view line, std::string_view rest
     after.remove_prefix(1);
   }
   const std::string_view what = first_word(after);
-  if (iequals(what, "EXISTS")) {
+  if (equals_ignoring_ascii_case(what, "EXISTS")) {
     events_.on_exists(static_cast<std::uint32_t>(number));
     end_response();
     return true;
   }
-  if (iequals(what, "EXPUNGE")) {
+  if (equals_ignoring_ascii_case(what, "EXPUNGE")) {
     events_.on_expunge(static_cast<std::uint32_t>(number));
     end_response();
     return true;
   }
-  if (iequals(what, "FETCH")) {
+  if (equals_ignoring_ascii_case(what, "FETCH")) {
     kind_ = ResponseKind::kFetch;
     events_.on_fetch_begin(static_cast<std::uint32_t>(number));
     if (halted_) {
@@ -253,7 +253,7 @@ bool ImapParser::parse_server_data(std::string_view line, std::string_view rest,
     parse_status("*", *kind, rest.substr(word.size()));
     return true;
   }
-  if (iequals(word, "CAPABILITY")) {
+  if (equals_ignoring_ascii_case(word, "CAPABILITY")) {
     capabilities_.clear();
     std::string_view list = rest.substr(word.size());
     while (!list.empty()) {
@@ -269,7 +269,7 @@ bool ImapParser::parse_server_data(std::string_view line, std::string_view rest,
     end_response();
     return true;
   }
-  if (iequals(word, "METADATA")) {
+  if (equals_ignoring_ascii_case(word, "METADATA")) {
     kind_ = ResponseKind::kMetadata;
     metadata_text_.clear();
     metadata_value_.clear();
@@ -401,7 +401,7 @@ void ImapParser::parse_metadata() {
       unescaped_.push_back(text[i]);
     }
     value = unescaped_;
-  } else if (!iequals(text.substr(0, 3), "NIL")) {
+  } else if (!equals_ignoring_ascii_case(text.substr(0, 3), "NIL")) {
     fail("malformed METADATA: value");
     return;
   }

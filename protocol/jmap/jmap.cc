@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 #include <unordered_map>
 
+#include "protocol/common/ascii.h"
 #include "protocol/common/digest.h"
 
 namespace popbridge::protocol::jmap {
@@ -97,13 +98,6 @@ std::string percent_encode(std::string_view value) {
     }
   }
   return out;
-}
-
-bool iequals(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           const auto lower = [](char c) { return c >= 'A' && c <= 'Z' ? char(c - 'A' + 'a') : c; };
-           return lower(x) == lower(y);
-         });
 }
 
 }  // namespace
@@ -222,7 +216,7 @@ MailboxList read_mailboxes(std::string_view body) {
 
 std::optional<std::string> find_mailbox(const std::vector<Mailbox>& mailboxes,
                                         std::string_view wanted, std::string& error) {
-  if (iequals(wanted, "INBOX")) {
+  if (equals_ignoring_ascii_case(wanted, "INBOX")) {
     for (const Mailbox& mailbox : mailboxes) {
       if (mailbox.role == "inbox") {
         return mailbox.id;

@@ -6,6 +6,7 @@
 #include <map>
 #include <unordered_map>
 
+#include "protocol/common/ascii.h"
 #include "protocol/common/digest.h"
 
 namespace popbridge::protocol {
@@ -19,11 +20,8 @@ constexpr std::array<std::string_view, 12> kVolatileFields = {
     "x-imap",         "x-imapbase", "x-keywords",  "x-message-flag",
     "x-status",       "x-uid",      "x-uidl",      "x-yahoo-newman-property"};
 
-char lower(char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; }
-
 bool is_volatile(std::string_view name) {
-  std::string lowered(name);
-  std::transform(lowered.begin(), lowered.end(), lowered.begin(), lower);
+  const std::string lowered = ascii_lowercase(name);
   return std::find(kVolatileFields.begin(), kVolatileFields.end(), lowered) !=
          kVolatileFields.end();
 }
@@ -45,7 +43,7 @@ void append_stable(std::string_view text, std::string& out) {
       continue;
     }
     in_eight_bit = false;
-    out.push_back(lower(c));
+    out.push_back(ascii_lower(c));
   }
 }
 

@@ -21,8 +21,8 @@
 namespace popbridge::proxy {
 namespace {  // one translation unit includes this
 
+using http_text::ascii_lowercase;
 using http_text::is_alnum;
-using http_text::lowercase;
 
 // RFC 9110 section 5.6.2.
 bool is_token(std::string_view text) {
@@ -62,7 +62,7 @@ void scrub(std::string& text) {
 std::optional<std::chrono::milliseconds> announced_idle_timeout(
     const std::vector<protocol::HttpHeader>& headers) {
   for (std::string_view value : protocol::find_headers(headers, "Keep-Alive")) {
-    const std::string text = lowercase(value);
+    const std::string text = ascii_lowercase(value);
     const std::size_t at = text.find("timeout=");
     if (at == std::string::npos) {
       continue;

@@ -3,19 +3,14 @@
 
 // Small text helpers shared by the HTTP client's files (internal to proxy/net).
 
-#include <algorithm>
 #include <string>
 #include <string_view>
 
+#include "protocol/common/ascii.h"
+
 namespace popbridge::proxy::http_text {
 
-inline char lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
-
-inline std::string lowercase(std::string_view text) {
-  std::string result(text);
-  std::transform(result.begin(), result.end(), result.begin(), lower);
-  return result;
-}
+using protocol::ascii_lowercase;
 
 inline bool is_alnum(char c) {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');

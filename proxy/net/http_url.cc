@@ -10,9 +10,9 @@
 namespace popbridge::proxy {
 namespace {
 
+using http_text::ascii_lowercase;
 using http_text::bracketed;
 using http_text::is_alnum;
-using http_text::lowercase;
 
 constexpr std::uint16_t kHttpPort = 80;
 constexpr std::uint16_t kHttpsPort = 443;
@@ -64,7 +64,7 @@ std::optional<HttpUrl> parse_http_url(std::string_view url, std::string& error) 
   HttpUrl parsed;
   const std::size_t scheme_end = url.find("://");
   const std::string scheme =
-      scheme_end == std::string_view::npos ? "" : lowercase(url.substr(0, scheme_end));
+      scheme_end == std::string_view::npos ? "" : ascii_lowercase(url.substr(0, scheme_end));
   if (scheme == "http") {
     parsed.port = kHttpPort;
   } else if (scheme == "https") {
@@ -116,7 +116,7 @@ std::optional<HttpUrl> parse_http_url(std::string_view url, std::string& error) 
       return std::nullopt;
     }
   }
-  parsed.host = lowercase(host);
+  parsed.host = ascii_lowercase(host);
   if (!port_text.empty()) {  // "host:" means the default port (RFC 3986 section 3.2.3)
     std::uint32_t port = 0;
     const char* last = port_text.data() + port_text.size();
@@ -221,7 +221,7 @@ HttpProxy proxy_from_environment(std::vector<std::string>& problems) {
     if (end == std::string::npos) {
       end = no_proxy.size();
     }
-    std::string entry = lowercase(no_proxy.substr(begin, end - begin));
+    std::string entry = ascii_lowercase(no_proxy.substr(begin, end - begin));
     entry.erase(0, entry.find_first_not_of(" \t"));
     entry.erase(entry.find_last_not_of(" \t") + 1);
     if (!entry.empty() && entry.front() == '[') {

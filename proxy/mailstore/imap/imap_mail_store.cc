@@ -2,8 +2,8 @@
 #include "proxy/mailstore/imap/imap_mail_store.h"
 
 #include <algorithm>
-#include <cctype>
 
+#include "protocol/common/ascii.h"
 #include "protocol/common/header_field.h"
 #include "protocol/imap/imap_writer.h"
 #include "proxy/base/log.h"
@@ -13,13 +13,6 @@ namespace {
 
 // The most of a snapshot's HEADER.FIELDS (X-UIDL) literal kept per message.
 constexpr std::size_t kHeaderFieldsLimit = 4096;
-
-bool equals_ignoring_case(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           return std::tolower(static_cast<unsigned char>(x)) ==
-                  std::tolower(static_cast<unsigned char>(y));
-         });
-}
 
 metrics::UpstreamError error_kind(ImapResult::Failure failure) {
   switch (failure) {
@@ -408,10 +401,10 @@ void ImapMailStore::on_fetch_flags(std::string_view flags) {
   while (!flags.empty()) {
     const std::size_t end = flags.find(' ');
     const std::string_view flag = flags.substr(0, end);
-    if (equals_ignoring_case(flag, kPendingKeyword)) {
+    if (protocol::equals_ignoring_ascii_case(flag, kPendingKeyword)) {
       fetching_marked_ = true;
     } else if (settings_.on_delete.action == config::DeleteAction::kHide &&
-               equals_ignoring_case(flag, settings_.on_delete.keyword)) {
+               protocol::equals_ignoring_ascii_case(flag, settings_.on_delete.keyword)) {
       fetching_hidden_ = true;
     }
     if (end == std::string_view::npos) {

@@ -18,9 +18,6 @@ namespace popbridge::protocol::imap_lexer {
 constexpr std::uint64_t kMaxNumber32 = std::numeric_limits<std::uint32_t>::max();
 constexpr std::uint64_t kMaxNumber64 = std::numeric_limits<std::uint64_t>::max();
 
-using protocol::equals_ignoring_ascii_case;
-using protocol::is_ascii_letter;
-
 inline bool is_digit(char c) { return c >= '0' && c <= '9'; }
 
 constexpr bool is_ctl_or_8bit(char c) {

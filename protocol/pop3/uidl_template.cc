@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <charconv>
 
+#include "protocol/common/ascii.h"
+
 namespace popbridge::protocol {
 namespace {
 
@@ -269,9 +271,7 @@ void UidlTemplate::render_to(const UidlFields& fields, std::string& out) const {
           value = to_hex(value);
           break;
         case Modifier::kLower:
-          std::transform(value.begin(), value.end(), value.begin(), [](char c) {
-            return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c;
-          });
+          value = ascii_lowercase(value);
           break;
         case Modifier::kUpper:
           std::transform(value.begin(), value.end(), value.begin(), [](char c) {

@@ -269,6 +269,7 @@ def test_master_login_reuse_keeps_each_user_to_their_own_mailbox(updove, files, 
     overrides = master_overrides(uf, secret_file(files, MASTER[1]))
     overrides["upstream"]["login_reuse"] = {"idle": "60s"}
     overrides["workers"] = 1  # each worker keeps its own connections
+    overrides["auth"]["failure_delay"] = "100ms"  # the wrong passwords below
     g, port = start_gateway(make_gateway, updove, overrides)
     before = {user: logins(updove, user) for user in mail}
     for round_ in range(2):

@@ -234,7 +234,9 @@ def test_a_kept_connection_that_breaks_during_the_snapshot_is_replaced(make_fake
             return False
         snapshots.append(session.number)
         if len(snapshots) == 2:
-            session.send(f"* 1 FETCH (UID 1 RFC822.SIZE {len(messages.simple(1))}")
+            # One whole FETCH response, so the store has begun its snapshot, then no more.
+            items = command.args.decode("latin-1")[len("1:* "):]
+            session.send(session.fetch_response(session.server.messages[0], items))
             session.close()
             return True
         return False

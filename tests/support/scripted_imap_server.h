@@ -30,6 +30,13 @@ namespace popbridge::testing {
 
 class ScriptedImapServer {
  public:
+  // What the server has seen, as one consistent reading.
+  struct Counts {
+    int open = 0;     // connections not yet closed by either side
+    int logins = 0;   // AUTHENTICATE or LOGIN, each answered OK
+    int logouts = 0;  // LOGOUT
+  };
+
   ScriptedImapServer() {
     listener_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     sockaddr_in address{};
@@ -39,6 +46,9 @@ class ScriptedImapServer {
     if (listener_ < 0 || ::bind(listener_, reinterpret_cast<sockaddr*>(&address), length) != 0 ||
         ::listen(listener_, 16) != 0 ||
         ::getsockname(listener_, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
+      if (listener_ >= 0) {
+        ::close(listener_);
+      }
       throw std::runtime_error("scripted IMAP server: no loopback socket");
     }
     port_ = ntohs(address.sin_port);
@@ -66,33 +76,23 @@ class ScriptedImapServer {
     }
   }
 
-  // Waits (without running anyone's loop) until the condition holds; false at the deadline.
-  bool wait_for(const std::function<bool()>& condition,
-                std::chrono::milliseconds deadline = std::chrono::seconds(10)) {
-    std::unique_lock<std::mutex> lock(mutex_);
-    return changed_.wait_for(lock, deadline, condition);
+  Counts counts() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return counts_locked();
   }
 
-  // Read under wait_for's lock, or after the connections have ended.
-  int connections_open() const { return static_cast<int>(open_.size()); }
-  int logins() const { return logins_; }
-  int logouts() const { return logouts_; }
-  // Thread-safe versions for use outside wait_for.
-  int open_now() {
-    std::lock_guard<std::mutex> lock(mutex_);
-    return connections_open();
-  }
-  int logouts_now() {
-    std::lock_guard<std::mutex> lock(mutex_);
-    return logouts_;
-  }
-  int logins_now() {
-    std::lock_guard<std::mutex> lock(mutex_);
-    return logins_;
+  // Waits (without running anyone's loop) until the condition holds of the counts; false
+  // at the deadline.
+  bool wait_for(const std::function<bool(const Counts&)>& condition,
+                std::chrono::milliseconds deadline = std::chrono::seconds(10)) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    return changed_.wait_for(lock, deadline, [&] { return condition(counts_locked()); });
   }
 
  private:
   static constexpr std::string_view kCapabilities = "IMAP4rev1 AUTH=PLAIN SASL-IR";
+
+  Counts counts_locked() const { return {static_cast<int>(open_.size()), logins_, logouts_}; }
 
   void accept_loop() {
     while (!stopping_) {

@@ -3,6 +3,7 @@
 // missing keys, wrong types, several errors at once, files.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <fstream>
 #include <iterator>

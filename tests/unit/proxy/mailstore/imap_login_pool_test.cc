@@ -10,10 +10,14 @@
 #include <prometheus/registry.h>
 #include <uv.h>
 
+#include <algorithm>
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "metrics/metrics.h"
@@ -23,13 +27,13 @@
 namespace popbridge::proxy {
 namespace {
 
+using popbridge::testing::ScriptedImapServer;
 using std::chrono::hours;
 using std::chrono::milliseconds;
 using std::chrono::seconds;
 
 struct QuietObserver : ImapClient::Observer {
-  void on_upstream_lost(const ImapResult&) override { ++lost; }
-  int lost = 0;
+  void on_upstream_lost(const ImapResult&) override {}
 };
 
 UpstreamCredentials password(std::string user, std::string_view secret) {
@@ -52,12 +56,18 @@ class ImapLoginPoolTest : public ::testing::Test {
     settings_.login_reuse.idle = seconds(60);
     settings_.login_reuse.max_age = hours(1);
     settings_.login_reuse.max = 8;
+    // run_until's turns wait at most this long for I/O, so they neither spin nor hang.
+    ASSERT_EQ(uv_timer_init(&loop_, &tick_), 0);
+    ASSERT_EQ(uv_timer_start(
+                  &tick_, [](uv_timer_t*) {}, 1, 1),
+              0);
   }
 
   void TearDown() override {
     pool_.reset();  // logs out what is kept
     clients_.clear();
     deferred_.reset();
+    uv_close(reinterpret_cast<uv_handle_t*>(&tick_), nullptr);
     const auto give_up = std::chrono::steady_clock::now() + seconds(10);
     while (uv_loop_alive(&loop_) != 0 && std::chrono::steady_clock::now() < give_up) {
       uv_run(&loop_, UV_RUN_NOWAIT);
@@ -79,7 +89,7 @@ class ImapLoginPoolTest : public ::testing::Test {
       if (std::chrono::steady_clock::now() >= give_up) {
         return false;
       }
-      uv_run(&loop_, UV_RUN_NOWAIT);
+      uv_run(&loop_, UV_RUN_ONCE);
     }
     return true;
   }
@@ -87,18 +97,41 @@ class ImapLoginPoolTest : public ::testing::Test {
   // A connection logged in as `credentials`, idle: what a session leaves at its end.
   std::unique_ptr<ImapClient> logged_in(const UpstreamCredentials& credentials) {
     auto client = std::make_unique<ImapClient>(&loop_, settings_, nullptr, observer_);
-    std::optional<ImapResult> connected, login;
-    client->connect([&](const ImapResult& result) {
-      connected = result;
+    struct Steps {
+      std::optional<ImapResult> connected, login;
+    };
+    // Owned by the callbacks too: a login that times out must not write into this frame.
+    auto steps = std::make_shared<Steps>();
+    ImapClient* raw = client.get();
+    client->connect([steps, raw, credentials](const ImapResult& result) {
+      steps->connected = result;
       if (result.ok()) {
-        client->login(credentials, [&](const ImapResult& answer) { login = answer; });
+        raw->login(credentials, [steps](const ImapResult& answer) { steps->login = answer; });
       }
     });
-    EXPECT_TRUE(run_until([&] { return login.has_value() || (connected && !connected->ok()); }));
-    EXPECT_TRUE(login && login->ok()) << (connected ? connected->text : "no connection");
+    const bool answered =
+        run_until([&] { return steps->login || (steps->connected && !steps->connected->ok()); });
+    if (!answered || !steps->login || !steps->login->ok()) {
+      ADD_FAILURE() << "no login: " << (steps->connected ? steps->connected->text : "no answer");
+      client->shutdown();
+      keep(std::move(client));
+      return nullptr;
+    }
     EXPECT_TRUE(client->idle());
     return client;
   }
+
+  // Parks a fresh login of `credentials`; false (and a test failure) if it could not log in.
+  bool park(const UpstreamCredentials& credentials) {
+    std::unique_ptr<ImapClient> client = logged_in(credentials);
+    if (!client) {
+      return false;
+    }
+    pool().park(*pool().key_for(credentials), std::move(client));
+    return true;
+  }
+
+  ScriptedImapServer::Counts counts() { return server_.counts(); }
 
   // The connection goes back to a session's owner, which ends it as a session does.
   void keep(std::unique_ptr<ImapClient> client) {
@@ -109,8 +142,9 @@ class ImapLoginPoolTest : public ::testing::Test {
   double parked_gauge() { return metrics_->upstream_connections_parked.Value(); }
   double reused_counter() { return metrics_->upstream_logins_reused.Value(); }
 
-  testing::ScriptedImapServer server_;
+  ScriptedImapServer server_;
   uv_loop_t loop_{};
+  uv_timer_t tick_{};
   std::unique_ptr<DeferredDelete> deferred_;
   prometheus::Registry registry_;
   std::unique_ptr<metrics::Metrics> metrics_;
@@ -124,8 +158,9 @@ TEST_F(ImapLoginPoolTest, OnlyTheSamePasswordTakesTheKeptConnection) {
   const UpstreamCredentials alice = password("alice", "right");
   const std::optional<LoginKey> key = pool().key_for(alice);
   ASSERT_TRUE(key);
-  EXPECT_EQ(key->digest.find("right"), std::string::npos);
+  EXPECT_NE(key->digest, pool().key_for(password("alice", "wrong"))->digest);
   std::unique_ptr<ImapClient> client = logged_in(alice);
+  ASSERT_TRUE(client);
   ImapClient* kept = client.get();
   pool().park(*key, std::move(client));
   EXPECT_EQ(pool().size(), 1u);
@@ -143,7 +178,7 @@ TEST_F(ImapLoginPoolTest, OnlyTheSamePasswordTakesTheKeptConnection) {
   EXPECT_EQ(pool().size(), 0u);
   EXPECT_EQ(parked_gauge(), 0);
   EXPECT_EQ(reused_counter(), 1);
-  EXPECT_EQ(server_.logins_now(), 1);
+  EXPECT_EQ(counts().logins, 1);
   keep(std::move(taken));
 }
 
@@ -155,28 +190,43 @@ TEST_F(ImapLoginPoolTest, TokensAreNeverKept) {
   EXPECT_FALSE(pool().key_for(token));
 }
 
-TEST_F(ImapLoginPoolTest, TheOldestIsLoggedOutToMakeRoomAndANewerOneReplacesTheSameUsers) {
+TEST_F(ImapLoginPoolTest, TheOldestIsLoggedOutToMakeRoom) {
   settings_.login_reuse.max = 2;
   for (const char* user : {"u1", "u2", "u3"}) {
-    const UpstreamCredentials credentials = password(user, "pw");
-    pool().park(*pool().key_for(credentials), logged_in(credentials));
+    ASSERT_TRUE(park(password(user, "pw")));
   }
   EXPECT_EQ(pool().size(), 2u);
-  EXPECT_TRUE(run_until([&] { return server_.logouts_now() == 1; }));
-  EXPECT_EQ(pool().take(*pool().key_for(password("u1", "pw"))), nullptr);
-
-  const UpstreamCredentials u2 = password("u2", "pw");
-  pool().park(*pool().key_for(u2), logged_in(u2));  // u2's second session ends
-  EXPECT_EQ(pool().size(), 2u);
-  EXPECT_TRUE(run_until([&] { return server_.logouts_now() == 2; }));
   EXPECT_EQ(parked_gauge(), 2);
+  EXPECT_TRUE(run_until([&] { return counts().logouts == 1; }));
+  EXPECT_EQ(pool().take(*pool().key_for(password("u1", "pw"))), nullptr);
+}
+
+TEST_F(ImapLoginPoolTest, ANewerConnectionReplacesTheSameUsersAndCrowdsOutNobody) {
+  settings_.login_reuse.max = 2;
+  ASSERT_TRUE(park(password("u1", "pw")));
+  ASSERT_TRUE(park(password("u2", "pw")));
+  // u2's next session ends: its new connection replaces its old one, and u1 (the
+  // oldest) stays, although the pool is full.
+  const UpstreamCredentials u2 = password("u2", "pw");
+  std::unique_ptr<ImapClient> newer = logged_in(u2);
+  ASSERT_TRUE(newer);
+  ImapClient* newest = newer.get();
+  pool().park(*pool().key_for(u2), std::move(newer));
+  EXPECT_EQ(pool().size(), 2u);
+  EXPECT_EQ(parked_gauge(), 2);
+  EXPECT_TRUE(run_until([&] { return counts().logouts == 1; }));
+  std::unique_ptr<ImapClient> u2s = pool().take(*pool().key_for(u2));
+  EXPECT_EQ(u2s.get(), newest);
+  std::unique_ptr<ImapClient> u1s = pool().take(*pool().key_for(password("u1", "pw")));
+  EXPECT_NE(u1s, nullptr);
+  keep(std::move(u2s));
+  keep(std::move(u1s));
 }
 
 TEST_F(ImapLoginPoolTest, AKeptConnectionIsLoggedOutWhenIdleRunsOut) {
   settings_.login_reuse.idle = milliseconds(20);
-  const UpstreamCredentials alice = password("alice", "pw");
-  pool().park(*pool().key_for(alice), logged_in(alice));
-  EXPECT_TRUE(run_until([&] { return server_.logouts_now() == 1 && server_.open_now() == 0; }));
+  ASSERT_TRUE(park(password("alice", "pw")));
+  EXPECT_TRUE(run_until([&] { return counts().logouts == 1 && counts().open == 0; }));
   EXPECT_EQ(pool().size(), 0u);
   EXPECT_EQ(parked_gauge(), 0);
 }
@@ -185,69 +235,66 @@ TEST_F(ImapLoginPoolTest, AConnectionLoggedInBeforeMaxAgeIsNotKept) {
   settings_.login_reuse.max_age = milliseconds(5);
   const UpstreamCredentials alice = password("alice", "pw");
   std::unique_ptr<ImapClient> client = logged_in(alice);
+  ASSERT_TRUE(client);
   // The loop's clock must pass max_age after the login; the pool reads uv_now.
   const std::uint64_t logged_in_at = client->logged_in_at_ms();
   ASSERT_TRUE(run_until([&] { return uv_now(&loop_) >= logged_in_at + 5; }));
   pool().park(*pool().key_for(alice), std::move(client));
   EXPECT_EQ(pool().size(), 0u);
-  EXPECT_TRUE(run_until([&] { return server_.logouts_now() == 1 && server_.open_now() == 0; }));
+  EXPECT_TRUE(run_until([&] { return counts().logouts == 1 && counts().open == 0; }));
   EXPECT_EQ(parked_gauge(), 0);
 }
 
 TEST_F(ImapLoginPoolTest, AConnectionTheUpstreamDropsLeavesThePool) {
+  settings_.login_reuse.idle = milliseconds(500);
   const UpstreamCredentials alice = password("alice", "pw");
-  pool().park(*pool().key_for(alice), logged_in(alice));
+  ASSERT_TRUE(park(alice));
+  const std::uint64_t parked_at = uv_now(&loop_);
   server_.drop_connections();
   EXPECT_TRUE(run_until([&] { return pool().size() == 0; }));
+  // It left because the connection ended, not because its time was up.
+  EXPECT_LT(uv_now(&loop_), parked_at + 500);
   EXPECT_EQ(parked_gauge(), 0);
   EXPECT_EQ(pool().take(*pool().key_for(alice)), nullptr);
-  EXPECT_EQ(server_.logouts_now(), 0);
+  // The expiry that was still due must not fire for it (nor touch the pool) later.
+  const std::uint64_t removed_at = uv_now(&loop_);
+  EXPECT_TRUE(run_until([&] { return uv_now(&loop_) > std::max(removed_at, parked_at + 500) + 20; },
+                        seconds(5)));
+  EXPECT_EQ(pool().size(), 0u);
+  EXPECT_EQ(parked_gauge(), 0);
 }
 
-// A kept connection's expiry and its connection's end both due when the loop next turns:
-// libuv runs timers before it polls for I/O, so the expiry takes the connection out and
-// its end then finds a detached entry, which must not be removed again (the sanitizer
-// build would report the dead list position; the gauge would go below zero).
-TEST_F(ImapLoginPoolTest, ExpiryAndTheConnectionsEndInOneLoopTurn) {
+// The expiry falls due while the connection's end is already waiting to be read. libuv
+// 1.44 (Debian 12) runs timers before it polls, so the expiry takes the connection out
+// and logs it out, and the end is then never reported (the other order is the test
+// above). remove() also ignores a second call for the same entry, in case a later libuv
+// or a change in ImapClient reports both; this test cannot reach that guard.
+TEST_F(ImapLoginPoolTest, ExpiryWithTheConnectionsEndAlreadyQueued) {
   settings_.login_reuse.idle = milliseconds(1);
-  const UpstreamCredentials alice = password("alice", "pw");
-  pool().park(*pool().key_for(alice), logged_in(alice));
-  server_.drop_connections();
-  ASSERT_TRUE(server_.wait_for([&] { return server_.connections_open() == 0; }));
-  // The FIN is in the client's receive queue now; let the timer fall due as well, without
-  // turning the loop, so that one turn sees both.
+  ASSERT_TRUE(park(password("alice", "pw")));
   const std::uint64_t parked_at = uv_now(&loop_);
-  while (uv_hrtime() / 1'000'000 < parked_at + 10) {  // uv_now's clock may lag a tick
+  server_.drop_connections();
+  ASSERT_TRUE(server_.wait_for([](const ScriptedImapServer::Counts& c) { return c.open == 0; }));
+  // Without turning the loop, let the timer fall due as well (uv_now's clock may lag a tick).
+  while (uv_hrtime() / 1'000'000 < parked_at + 10) {
     std::this_thread::yield();
   }
   uv_run(&loop_, UV_RUN_NOWAIT);
   EXPECT_EQ(pool().size(), 0u);
-  EXPECT_TRUE(run_until([&] { return uv_now(&loop_) > parked_at + 20; }));
   EXPECT_EQ(parked_gauge(), 0);
-}
-
-// The other order: the end arrives, and the expiry that was due later must not fire.
-TEST_F(ImapLoginPoolTest, TheConnectionsEndStopsItsExpiry) {
-  settings_.login_reuse.idle = milliseconds(30);
-  const UpstreamCredentials alice = password("alice", "pw");
-  pool().park(*pool().key_for(alice), logged_in(alice));
-  server_.drop_connections();
-  EXPECT_TRUE(run_until([&] { return pool().size() == 0; }));
-  const std::uint64_t removed_at = uv_now(&loop_);
-  EXPECT_TRUE(run_until([&] { return uv_now(&loop_) > removed_at + 60; }));
+  EXPECT_TRUE(run_until([&] { return uv_now(&loop_) > parked_at + 30; }));
+  EXPECT_EQ(pool().size(), 0u);
   EXPECT_EQ(parked_gauge(), 0);
-  EXPECT_EQ(server_.logouts_now(), 0);
 }
 
 TEST_F(ImapLoginPoolTest, DestroyingThePoolLogsOutWhatItKeeps) {
   for (const char* user : {"u1", "u2"}) {
-    const UpstreamCredentials credentials = password(user, "pw");
-    pool().park(*pool().key_for(credentials), logged_in(credentials));
+    ASSERT_TRUE(park(password(user, "pw")));
   }
   EXPECT_EQ(parked_gauge(), 2);
   pool_.reset();
   EXPECT_EQ(parked_gauge(), 0);
-  EXPECT_TRUE(run_until([&] { return server_.logouts_now() == 2 && server_.open_now() == 0; }));
+  EXPECT_TRUE(run_until([&] { return counts().logouts == 2 && counts().open == 0; }));
 }
 
 }  // namespace

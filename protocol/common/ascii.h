@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// ASCII case folding for protocol text: commands, capabilities, keywords, header names,
+// ASCII case mapping for protocol text: commands, capabilities, keywords, header names,
 // host names. They are ASCII by definition, and unlike std::tolower this never depends on
 // the process's locale.
 #pragma once
@@ -11,6 +11,10 @@ namespace popbridge::protocol {
 
 inline char ascii_lower(char c) {
   return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c;
+}
+
+inline char ascii_upper(char c) {
+  return c >= 'a' && c <= 'z' ? static_cast<char>(c - 'a' + 'A') : c;
 }
 
 inline bool is_ascii_letter(char c) {
@@ -38,6 +42,14 @@ inline std::string ascii_lowercase(std::string_view text) {
     c = ascii_lower(c);
   }
   return lowered;
+}
+
+inline std::string ascii_uppercase(std::string_view text) {
+  std::string raised(text);
+  for (char& c : raised) {
+    c = ascii_upper(c);
+  }
+  return raised;
 }
 
 }  // namespace popbridge::protocol

@@ -274,9 +274,7 @@ void UidlTemplate::render_to(const UidlFields& fields, std::string& out) const {
           value = ascii_lowercase(value);
           break;
         case Modifier::kUpper:
-          std::transform(value.begin(), value.end(), value.begin(), [](char c) {
-            return c >= 'a' && c <= 'z' ? static_cast<char>(c - 'a' + 'A') : c;
-          });
+          value = ascii_uppercase(value);
           break;
         case Modifier::kReverse:
           std::reverse(value.begin(), value.end());

@@ -12,6 +12,7 @@
 #include <string_view>
 #include <vector>
 
+#include "protocol/common/ascii.h"
 #include "protocol/common/secret.h"
 #include "proxy/base/uv_handle.h"
 #include "proxy/net/http_client.h"
@@ -21,8 +22,8 @@
 namespace popbridge::proxy {
 namespace {  // one translation unit includes this
 
-using http_text::ascii_lowercase;
 using http_text::is_alnum;
+using protocol::ascii_lowercase;
 
 // RFC 9110 section 5.6.2.
 bool is_token(std::string_view text) {

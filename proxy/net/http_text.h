@@ -6,11 +6,7 @@
 #include <string>
 #include <string_view>
 
-#include "protocol/common/ascii.h"
-
 namespace popbridge::proxy::http_text {
-
-using protocol::ascii_lowercase;
 
 inline bool is_alnum(char c) {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');

@@ -4,15 +4,16 @@
 #include <charconv>
 #include <cstdlib>
 
+#include "protocol/common/ascii.h"
 #include "proxy/net/http_client.h"
 #include "proxy/net/http_text.h"
 
 namespace popbridge::proxy {
 namespace {
 
-using http_text::ascii_lowercase;
 using http_text::bracketed;
 using http_text::is_alnum;
+using protocol::ascii_lowercase;
 
 constexpr std::uint16_t kHttpPort = 80;
 constexpr std::uint16_t kHttpsPort = 443;

@@ -2,20 +2,13 @@
 #include "proxy/mailstore/imap/imap_client.h"
 
 #include <algorithm>
-#include <cctype>
 #include <charconv>
 
+#include "protocol/common/ascii.h"
 #include "proxy/base/log.h"
 
 namespace popbridge::proxy {
 namespace {
-
-std::string upper(std::string_view text) {
-  std::string result(text);
-  std::transform(result.begin(), result.end(), result.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::toupper(c)); });
-  return result;
-}
 
 ImapResult::Kind kind_of(protocol::ImapStatusKind kind) {
   switch (kind) {
@@ -38,7 +31,7 @@ void wipe_parts(std::vector<std::string>& parts) {
 
 std::string ImapResult::code_atom() const {
   std::string_view view = code;
-  return upper(view.substr(0, view.find(' ')));
+  return protocol::ascii_uppercase(view.substr(0, view.find(' ')));
 }
 
 std::string_view failure_name(ImapResult::Failure failure) {
@@ -205,7 +198,7 @@ void ImapClient::on_status(const protocol::ImapStatus& status) {
       bye_text_ = std::string(status.text);
       return;
     }
-    std::string atom = upper(status.code.substr(0, status.code.find(' ')));
+    std::string atom = protocol::ascii_uppercase(status.code.substr(0, status.code.find(' ')));
     if (atom == "UIDVALIDITY") {
       std::string_view value = status.code.substr(status.code.find(' ') + 1);
       std::uint32_t parsed = 0;
@@ -216,7 +209,7 @@ void ImapClient::on_status(const protocol::ImapStatus& status) {
     } else if (atom == "CAPABILITY") {
       set_capabilities(status.code.substr(status.code.find(' ') + 1));
     } else if (atom == "PERMANENTFLAGS") {
-      permanent_flags_ = upper(status.code.substr(status.code.find(' ') + 1));
+      permanent_flags_ = protocol::ascii_uppercase(status.code.substr(status.code.find(' ') + 1));
     }
     return;
   }
@@ -225,7 +218,7 @@ void ImapClient::on_status(const protocol::ImapStatus& status) {
          "response with unknown tag '" + std::string(status.tag) + "'");
     return;
   }
-  if (upper(status.code.substr(0, status.code.find(' '))) == "CAPABILITY") {
+  if (protocol::ascii_uppercase(status.code.substr(0, status.code.find(' '))) == "CAPABILITY") {
     set_capabilities(status.code.substr(status.code.find(' ') + 1));
   }
   ImapResult result;
@@ -247,7 +240,7 @@ void ImapClient::on_greeting(const protocol::ImapStatus& status) {
     fail(ImapResult::Failure::kProtocol, "upstream sent PREAUTH");
     return;
   }
-  if (upper(status.code.substr(0, status.code.find(' '))) == "CAPABILITY") {
+  if (protocol::ascii_uppercase(status.code.substr(0, status.code.find(' '))) == "CAPABILITY") {
     set_capabilities(status.code.substr(status.code.find(' ') + 1));
   }
   after_tls_or_greeting();
@@ -340,7 +333,7 @@ bool ImapClient::may_store_keyword(std::string_view keyword) const {
   if (!permanent_flags_) {
     return true;
   }
-  const std::string wanted = upper(keyword);
+  const std::string wanted = protocol::ascii_uppercase(keyword);
   std::string_view list = *permanent_flags_;
   while (!list.empty() && (list.front() == '(' || list.front() == ' ')) {
     list.remove_prefix(1);

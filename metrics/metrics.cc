@@ -109,8 +109,10 @@ Metrics::Metrics(prometheus::Registry& registry, const std::vector<std::string>&
                           .Add({})),
       upstream_logins_reused(
           counters(registry, "popbridge_upstream_logins_reused_total",
-                   "Sessions served by a connection the same user's last session left logged "
-                   "in (upstream.login_reuse): no connect and no login upstream.")
+                   "Sessions that began from what the worker kept of the same user's last "
+                   "session: a logged-in IMAP connection (upstream.login_reuse), no connect "
+                   "and no login upstream; or where a JMAP mailbox is, one request instead "
+                   "of the session resource and Mailbox/get.")
               .Add({})),
       upstream_connections_parked(
           gauges(registry, "popbridge_upstream_connections_parked",

@@ -125,6 +125,7 @@ std::optional<Session> read_session(std::string_view body, std::string& error) {
   session.api_url = string_member(document, "apiUrl");
   session.download_url = string_member(document, "downloadUrl");
   session.username = string_member(document, "username");
+  session.state = string_member(document, "state");
   const Json* primary = member(document, "primaryAccounts");
   session.account_id = primary != nullptr ? string_member(*primary, kMailCapability) : "";
   if (session.api_url.empty() || session.download_url.empty()) {
@@ -182,18 +183,26 @@ std::string download_url(const Session& session, std::string_view blob_id, std::
   return out;
 }
 
+namespace {
+
+Json mailbox_get_call(std::string_view account_id) {
+  return Json::array({"Mailbox/get",
+                      {{"accountId", account_id},
+                       {"ids", nullptr},
+                       {"properties", Json::array({"id", "name", "role", "parentId"})}},
+                      "m"});
+}
+
+}  // namespace
+
 std::string mailboxes_request(std::string_view account_id) {
-  return request_text(
-      Json::array({Json::array({"Mailbox/get",
-                                {{"accountId", account_id},
-                                 {"ids", nullptr},
-                                 {"properties", Json::array({"id", "name", "role", "parentId"})}},
-                                "m"})}));
+  return request_text(Json::array({mailbox_get_call(account_id)}));
 }
 
 MailboxList read_mailboxes(std::string_view body) {
   MailboxList out;
   const Json document = parse(body);
+  out.session_state = string_member(document, "sessionState");
   const MethodAnswer answer = find_response(document, "Mailbox/get", "m");
   if (answer.failure) {
     out.failure = answer.failure;
@@ -250,14 +259,17 @@ std::optional<std::string> find_mailbox(const std::vector<Mailbox>& mailboxes,
   }
 }
 
-std::string email_page_request(std::string_view account_id, std::string_view mailbox_id,
-                               std::uint64_t position, std::uint64_t limit,
-                               std::string_view hidden_keyword) {
+namespace {
+
+// Email/query ("q") and Email/get ("g") of its ids by back-reference.
+Json email_page_calls(std::string_view account_id, std::string_view mailbox_id,
+                      std::uint64_t position, std::uint64_t limit,
+                      std::string_view hidden_keyword) {
   Json filter = {{"inMailbox", mailbox_id}};
   if (!hidden_keyword.empty()) {
     filter["notKeyword"] = hidden_keyword;
   }
-  return request_text(Json::array(
+  return Json::array(
       {Json::array({"Email/query",
                     {{"accountId", account_id},
                      {"filter", std::move(filter)},
@@ -270,7 +282,23 @@ std::string email_page_request(std::string_view account_id, std::string_view mai
                     {{"accountId", account_id},
                      {"#ids", {{"resultOf", "q"}, {"name", "Email/query"}, {"path", "/ids"}}},
                      {"properties", Json::array({"id", "blobId", "size"})}},
-                    "g"})}));
+                    "g"})});
+}
+
+}  // namespace
+
+std::string email_page_request(std::string_view account_id, std::string_view mailbox_id,
+                               std::uint64_t position, std::uint64_t limit,
+                               std::string_view hidden_keyword) {
+  return request_text(email_page_calls(account_id, mailbox_id, position, limit, hidden_keyword));
+}
+
+std::string mailboxes_and_email_page_request(std::string_view account_id,
+                                             std::string_view mailbox_id, std::uint64_t limit,
+                                             std::string_view hidden_keyword) {
+  Json calls = email_page_calls(account_id, mailbox_id, 0, limit, hidden_keyword);
+  calls.insert(calls.begin(), mailbox_get_call(account_id));
+  return request_text(std::move(calls));
 }
 
 EmailPage read_email_page(std::string_view body) {

@@ -34,6 +34,7 @@ struct Session {
   std::string download_url;  // an RFC 6570 template: {accountId} {blobId} {type} {name}
   std::string account_id;    // the primary account for mail
   std::string username;
+  std::string state;  // changes when anything above does (every API answer carries it)
   std::uint64_t max_objects_in_get = 500;
   std::uint64_t max_objects_in_set = 500;
   std::uint64_t max_calls_in_request = 16;
@@ -56,6 +57,7 @@ std::string mailboxes_request(std::string_view account_id);
 struct MailboxList {
   std::vector<Mailbox> mailboxes;
   std::optional<Failure> failure;
+  std::string session_state;  // the answer's sessionState: Session::state as it is now
 };
 MailboxList read_mailboxes(std::string_view body);
 // The id of the mailbox called wanted: "INBOX" (any case) is the one with role inbox,
@@ -82,6 +84,12 @@ struct EmailPage {
   std::optional<Failure> failure;
 };
 EmailPage read_email_page(std::string_view body);
+// The mailboxes and the first page in one request, for a mailbox whose id an earlier
+// session found: the answer reads with both read_mailboxes() and read_email_page(), and
+// the page counts only if the mailbox of that name still has that id.
+std::string mailboxes_and_email_page_request(std::string_view account_id,
+                                             std::string_view mailbox_id, std::uint64_t limit,
+                                             std::string_view hidden_keyword);
 
 // What Email/set does to the messages a POP3 client deleted (upstream.on_delete).
 struct Removal {

@@ -16,9 +16,12 @@ std::string_view name(StoreStatus status) {
 }
 
 std::shared_ptr<LoginPool> make_login_pool(uv_loop_t* loop, const config::Upstream& settings,
-                                           metrics::Metrics& metrics) {
-  if (settings.protocol != config::UpstreamProtocol::kImap ||
-      settings.login_reuse.idle.count() <= 0) {
+                                           metrics::Metrics& metrics,
+                                           const HttpProxy& egress_proxy) {
+  if (settings.protocol == config::UpstreamProtocol::kJmap) {
+    return std::make_shared<JmapWorkerCache>(loop, egress_proxy);
+  }
+  if (settings.login_reuse.idle.count() <= 0) {
     return nullptr;
   }
   return std::make_shared<ImapLoginPool>(loop, settings, metrics);
@@ -28,7 +31,8 @@ std::shared_ptr<MailStore> make_mail_store(uv_loop_t* loop, const config::Upstre
                                            SSL_CTX* tls_context, metrics::Metrics& metrics,
                                            MailStore::Observer& observer, LoginPool* logins) {
   if (settings.protocol == config::UpstreamProtocol::kJmap) {
-    return std::make_shared<JmapMailStore>(loop, settings, tls_context, metrics, observer);
+    return std::make_shared<JmapMailStore>(loop, settings, tls_context, metrics, observer,
+                                           dynamic_cast<JmapWorkerCache*>(logins));
   }
   return std::make_shared<ImapMailStore>(loop, settings, tls_context, metrics, observer,
                                          dynamic_cast<ImapLoginPool*>(logins));

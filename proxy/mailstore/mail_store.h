@@ -178,15 +178,21 @@ class MailStore {
   virtual std::string tls_summary() const = 0;
 };
 
-// A worker's logged-in upstream connections kept between sessions (upstream.login_reuse).
-// What it holds is the backend's business; sessions only hand it to make_mail_store.
+struct HttpProxy;
+
+// What a worker keeps of its upstream between sessions: logged-in IMAP connections
+// (upstream.login_reuse), or JMAP's HTTP connections and where each user's mailbox was
+// (always; a recalled JMAP open is checked, and every request authenticates). What it
+// holds is the backend's business; sessions only hand it to make_mail_store.
 class LoginPool {
  public:
   virtual ~LoginPool() = default;
 };
-// One for a worker loop and these upstream settings; null when they keep nothing.
+// One for a worker loop and these upstream settings; null when they keep nothing. HTTP
+// upstreams reach the server through egress_proxy.
 std::shared_ptr<LoginPool> make_login_pool(uv_loop_t* loop, const config::Upstream& settings,
-                                           metrics::Metrics& metrics);
+                                           metrics::Metrics& metrics,
+                                           const HttpProxy& egress_proxy);
 
 // The store upstream.protocol names, for the given upstream settings (the configured
 // upstream, or a route an auth hook chose). settings and tls_context outlive the store;

@@ -196,7 +196,7 @@ void Gateway::start_probe() {
   probe_ = std::make_unique<UpstreamProbe>(
       loop_, settings_->config.upstream, settings_->upstream_tls.get(),
       static_cast<std::uint64_t>(settings_->config.metrics.probe_interval.count()),
-      settings_->config.metrics.probe_failures, reachable);
+      settings_->config.metrics.probe_failures, reachable, settings_->egress_proxy);
   probe_->start();
 }
 

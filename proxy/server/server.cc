@@ -109,7 +109,7 @@ void Server::update_settings(SettingsPtr settings) {
     options.proxy = settings_->egress_proxy;
     auth_http_ = std::make_shared<HttpClient>(loop_, options);
   }
-  logins_ = make_login_pool(loop_, config.upstream, metrics_);
+  logins_ = make_login_pool(loop_, config.upstream, metrics_, settings_->egress_proxy);
   tokens_.reset();
   if (config.upstream.login.mode == config::UpstreamLoginMode::kOAuth2) {
     tokens_ =

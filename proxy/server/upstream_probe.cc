@@ -1,20 +1,24 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "proxy/server/upstream_probe.h"
 
+#include <utility>
+
 #include "proxy/base/log.h"
 
 namespace popbridge::proxy {
 
 UpstreamProbe::UpstreamProbe(uv_loop_t* loop, const config::Upstream& settings,
                              SSL_CTX* tls_context, std::uint64_t interval_ms,
-                             std::uint32_t failures, bool initially_reachable)
+                             std::uint32_t failures, bool initially_reachable,
+                             HttpProxy egress_proxy)
     : loop_(loop),
       settings_(settings),
       tls_context_(tls_context),
       interval_ms_(interval_ms),
       failures_needed_(failures),
       timer_(loop),
-      reachable_(initially_reachable) {}
+      reachable_(initially_reachable),
+      egress_proxy_(std::move(egress_proxy)) {}
 
 void UpstreamProbe::start() { probe(); }
 
@@ -38,6 +42,7 @@ void UpstreamProbe::probe_http() {
     HttpClientOptions options;
     options.tls_context = tls_context_;
     options.max_idle_connections = 0;  // a probe of the path, not of a kept connection
+    options.proxy = egress_proxy_;
     http_ = std::make_unique<HttpClient>(loop_, options);
   }
   HttpRequest request;

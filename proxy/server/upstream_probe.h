@@ -23,10 +23,11 @@ namespace popbridge::proxy {
 class UpstreamProbe final : ImapClient::Observer {
  public:
   // initially_reachable: what a replaced probe last saw, so a reload does not turn the
-  // gateway unready until the first new probe answers.
+  // gateway unready until the first new probe answers. A JMAP probe goes through
+  // egress_proxy, as the sessions' requests do.
   UpstreamProbe(uv_loop_t* loop, const config::Upstream& settings, SSL_CTX* tls_context,
-                std::uint64_t interval_ms, std::uint32_t failures,
-                bool initially_reachable = false);
+                std::uint64_t interval_ms, std::uint32_t failures, bool initially_reachable,
+                HttpProxy egress_proxy);
   UpstreamProbe(const UpstreamProbe&) = delete;
   UpstreamProbe& operator=(const UpstreamProbe&) = delete;
 
@@ -51,6 +52,7 @@ class UpstreamProbe final : ImapClient::Observer {
   std::unique_ptr<HttpClient> http_;  // protocol: jmap
   HttpClient::RequestHandle request_;
   bool reachable_ = false;
+  HttpProxy egress_proxy_;
   bool first_ = true;  // the first result is always logged
 };
 

@@ -84,21 +84,28 @@ metrics::UpstreamError error_kind(HttpError error) {
   }
 }
 
+// For a store without a worker cache: its own connections, kept for its own session.
+HttpClientOptions own_client_options(SSL_CTX* tls_context) {
+  HttpClientOptions options;
+  options.tls_context = tls_context;
+  options.max_response_body_bytes = kMaxApiAnswer;
+  options.max_idle_connections = JmapMailStore::kParallelDownloads;  // read-ahead batches
+  return options;
+}
+
 }  // namespace
 
 JmapMailStore::JmapMailStore(uv_loop_t* loop, const config::Upstream& settings,
                              SSL_CTX* tls_context, metrics::Metrics& metrics,
-                             MailStore::Observer& /*observer*/)
+                             MailStore::Observer& /*observer*/, JmapWorkerCache* worker_cache)
     : settings_(settings),
       metrics_(metrics),
-      http_(loop,
-            [&] {
-              HttpClientOptions options;
-              options.tls_context = tls_context;
-              options.max_response_body_bytes = kMaxApiAnswer;
-              options.max_idle_connections = 1;  // one origin, one request at a time
-              return options;
-            }()),
+      worker_cache_(worker_cache),
+      own_http_(worker_cache != nullptr
+                    ? nullptr
+                    : std::make_unique<HttpClient>(loop, own_client_options(tls_context))),
+      http_(worker_cache != nullptr ? worker_cache->client(tls_context, kMaxApiAnswer)
+                                    : *own_http_),
       later_(loop) {}
 
 void JmapMailStore::later(std::function<void()> then) {
@@ -183,7 +190,94 @@ void JmapMailStore::open(OpenRequest request, Opened done) {
     return;
   }
   authorization_ = authorization_for(open_request_.credentials);
+  if (worker_cache_ != nullptr) {
+    known_key_ = worker_cache_->key_for(settings_.url, wanted_mailbox(), authorization_);
+    if (known_key_) {
+      if (const JmapKnownMailbox* known = worker_cache_->recall(*known_key_)) {
+        session_url_ = known->session_url;
+        session_ = known->session;
+        api_url_ = known->api_url;
+        mailbox_id_ = known->mailbox_id;
+        open_known();
+        return;
+      }
+    }
+  }
   get_session(settings_.url, kMaxRedirects);
+}
+
+void JmapMailStore::open_known() {
+  recalled_ = true;
+  const std::uint64_t limit = std::min(session_.max_objects_in_get, kMaxPage);
+  call(jmap::mailboxes_and_email_page_request(session_.account_id, mailbox_id_, limit,
+                                              hidden_keyword()),
+       [this](const StoreResult& result, std::string body) {
+         reached_ = reached_ || result.status != StoreStatus::kLost;
+         const auto afresh = [this](std::string_view why) {
+           log::debug("jmap_open_afresh",
+                      {{"session", open_request_.session_id}, {"reason", std::string(why)}});
+           worker_cache_->forget(*known_key_);
+           recalled_ = false;
+           mailboxes_.clear();
+           get_session(settings_.url, kMaxRedirects);
+         };
+         const auto fail = [this](const StoreResult& failure) {
+           // Refused credentials, or a server in trouble: a fresh open would hear the same,
+           // and more requests are the last thing a struggling server needs. What was
+           // remembered stays true unless the credentials were refused.
+           if (failure.status == StoreStatus::kRejected) {
+             worker_cache_->forget(*known_key_);
+           }
+           opened(failure);
+         };
+         if (!result.ok()) {
+           if (result.status == StoreStatus::kPermanent) {
+             afresh(result.detail);  // a moved API, say: the session resource tells
+           } else {
+             fail(result);
+           }
+           return;
+         }
+         jmap::MailboxList list = jmap::read_mailboxes(body);
+         if (!list.session_state.empty() && list.session_state != session_.state) {
+           // RFC 8620 section 3.4: the session resource changed (URLs, accounts, limits).
+           afresh("the session state changed");
+           return;
+         }
+         if (list.failure) {
+           if (list.failure->temporary()) {
+             fail(jmap_failure(*list.failure, "Mailbox/get"));
+           } else {
+             afresh("Mailbox/get: " + list.failure->text());
+           }
+           return;
+         }
+         mailboxes_ = std::move(list.mailboxes);
+         std::string error;
+         const std::optional<std::string> id =
+             jmap::find_mailbox(mailboxes_, wanted_mailbox(), error);
+         if (!id) {
+           afresh(error);
+           return;
+         }
+         if (*id != mailbox_id_) {
+           // Made again under the same name: the page was of the old one. The next open
+           // is whole again.
+           worker_cache_->forget(*known_key_);
+           mailbox_id_ = *id;
+           read_page(0);
+           return;
+         }
+         if (const std::optional<jmap::Failure> failure = jmap::read_email_page(body).failure) {
+           if (failure->temporary()) {
+             fail(jmap_failure(*failure, "Email/query"));
+           } else {
+             afresh("Email/query: " + failure->text());  // a lower maxObjectsInGet, say
+           }
+           return;
+         }
+         take_page(0, body);
+       });
 }
 
 void JmapMailStore::get_session(std::string url, int redirects_left) {
@@ -243,71 +337,73 @@ void JmapMailStore::call(std::string body, Answer answer) {
 }
 
 void JmapMailStore::read_mailboxes() {
-  call(jmap::mailboxes_request(session_.account_id), [this](const StoreResult& result,
-                                                            std::string body) {
-    if (!result.ok()) {
-      opened(result);
-      return;
-    }
-    jmap::MailboxList list = jmap::read_mailboxes(body);
-    if (list.failure) {
-      opened(jmap_failure(*list.failure, "Mailbox/get"));
-      return;
-    }
-    mailboxes_ = std::move(list.mailboxes);
-    const std::string& wanted = open_request_.mailbox ? *open_request_.mailbox : settings_.mailbox;
-    std::string error;
-    std::optional<std::string> id = jmap::find_mailbox(mailboxes_, wanted, error);
-    if (!id) {
-      log::error("mailbox_unavailable",
-                 {{"session", open_request_.session_id}, {"mailbox", wanted}, {"reason", error}});
-      opened({StoreStatus::kPermanent, error});
-      return;
-    }
-    mailbox_id_ = std::move(*id);
-    read_page(0);
-  });
-}
-
-void JmapMailStore::read_page(std::uint64_t position) {
-  const std::uint64_t limit = std::min(session_.max_objects_in_get, kMaxPage);
-  const std::string_view hidden = settings_.on_delete.action == config::DeleteAction::kHide
-                                      ? settings_.on_delete.keyword
-                                      : std::string_view();
-  call(jmap::email_page_request(session_.account_id, mailbox_id_, position, limit, hidden),
-       [this, position](const StoreResult& result, std::string body) {
+  call(jmap::mailboxes_request(session_.account_id),
+       [this](const StoreResult& result, std::string body) {
          if (!result.ok()) {
            opened(result);
            return;
          }
-         jmap::EmailPage page = jmap::read_email_page(body);
-         if (page.failure) {
-           opened(jmap_failure(*page.failure, "Email/query"));
+         jmap::MailboxList list = jmap::read_mailboxes(body);
+         if (list.failure) {
+           opened(jmap_failure(*list.failure, "Mailbox/get"));
            return;
          }
-         if (position == 0) {
-           query_state_ = page.query_state;
-         } else if (page.query_state != query_state_) {
-           // The mailbox changed between pages: positions moved, so read it again whole.
-           if (++restarts_ > kMaxRestarts) {
-             opened({StoreStatus::kTemporary, "the mailbox kept changing while it was read"});
-             return;
-           }
-           emails_.clear();
-           read_page(0);
+         mailboxes_ = std::move(list.mailboxes);
+         std::string error;
+         std::optional<std::string> id = jmap::find_mailbox(mailboxes_, wanted_mailbox(), error);
+         if (!id) {
+           log::error("mailbox_unavailable", {{"session", open_request_.session_id},
+                                              {"mailbox", std::string(wanted_mailbox())},
+                                              {"reason", error}});
+           opened({StoreStatus::kPermanent, error});
            return;
          }
-         for (jmap::Email& email : page.emails) {
-           emails_.push_back(std::move(email));
-         }
-         const std::uint64_t next = position + page.ids;
-         const bool more = page.total ? next < *page.total : page.ids > 0;
-         if (more && page.ids > 0) {
-           read_page(next);
-           return;
-         }
-         opened({StoreStatus::kOk, {}});
+         mailbox_id_ = std::move(*id);
+         read_page(0);
        });
+}
+
+void JmapMailStore::read_page(std::uint64_t position) {
+  const std::uint64_t limit = std::min(session_.max_objects_in_get, kMaxPage);
+  call(
+      jmap::email_page_request(session_.account_id, mailbox_id_, position, limit, hidden_keyword()),
+      [this, position](const StoreResult& result, std::string body) {
+        if (!result.ok()) {
+          opened(result);
+          return;
+        }
+        take_page(position, body);
+      });
+}
+
+void JmapMailStore::take_page(std::uint64_t position, std::string_view body) {
+  jmap::EmailPage page = jmap::read_email_page(body);
+  if (page.failure) {
+    opened(jmap_failure(*page.failure, "Email/query"));
+    return;
+  }
+  if (position == 0) {
+    query_state_ = page.query_state;
+  } else if (page.query_state != query_state_) {
+    // The mailbox changed between pages: positions moved, so read it again whole.
+    if (++restarts_ > kMaxRestarts) {
+      opened({StoreStatus::kTemporary, "the mailbox kept changing while it was read"});
+      return;
+    }
+    emails_.clear();
+    read_page(0);
+    return;
+  }
+  for (jmap::Email& email : page.emails) {
+    emails_.push_back(std::move(email));
+  }
+  const std::uint64_t next = position + page.ids;
+  const bool more = page.total ? next < *page.total : page.ids > 0;
+  if (more && page.ids > 0) {
+    read_page(next);
+    return;
+  }
+  opened({StoreStatus::kOk, {}});
 }
 
 void JmapMailStore::opened(const StoreResult& result) {
@@ -322,6 +418,17 @@ void JmapMailStore::opened(const StoreResult& result) {
   }
   if (result.ok()) {
     opened_ok_ = true;
+    if (recalled_) {
+      metrics_.upstream_logins_reused.Increment();
+    }
+    // Only a whole open is remembered, and from then on for kKnownFor: the session
+    // resource is read again at least that often, whatever the answers' sessionState. A
+    // session without a state could never be checked, and one that takes fewer than
+    // three calls a request could never be recalled.
+    if (worker_cache_ != nullptr && known_key_ && !recalled_ && !session_.state.empty() &&
+        session_.max_calls_in_request >= 3) {
+      worker_cache_->remember(*known_key_, {session_url_, session_, api_url_, mailbox_id_});
+    }
     snapshot.uidvalidity = mailbox_validity(session_.account_id, mailbox_id_);
     snapshot.messages.reserve(emails_.size());
     snapshot.uidls.reserve(emails_.size());
@@ -348,12 +455,16 @@ void JmapMailStore::fetch(std::uint32_t uid, std::uint64_t /*listed_size*/, Fetc
     later([this] { fetched({}); });
     return;
   }
-  const jmap::Email& email = emails_[uid - 1];
-  HttpRequest request = request_to(
-      "GET", jmap::download_url(session_, email.blob_id, "message/rfc822", email.id + ".eml"));
-  request.headers[1].value = "message/rfc822";
+  HttpRequest request = download_request(emails_[uid - 1]);
   request.body_receiver = this;
   request_ = http_.request(std::move(request), [this](HttpResult result) { fetched(result); });
+}
+
+HttpRequest JmapMailStore::download_request(const jmap::Email& email) const {
+  HttpRequest request = request_to(
+      "GET", jmap::download_url(session_, email.blob_id, "message/rfc822", email.id + ".eml"));
+  request.headers[1].value = "message/rfc822";  // Accept
+  return request;
 }
 
 bool JmapMailStore::on_response_head(int status, const std::vector<protocol::HttpHeader>& headers) {
@@ -528,6 +639,9 @@ void JmapMailStore::close(bool graceful) {
   (void)graceful;  // nothing to say goodbye to over HTTP
   closed_ = true;
   request_.cancel();
+  batch_.clear();  // cancels the downloads in flight
+  batch_sink_ = nullptr;
+  batch_done_ = nullptr;
   later_.stop();
   opened_done_ = nullptr;
   fetch_done_ = nullptr;

@@ -10,6 +10,8 @@
 #include "protocol/http/http_response.h"
 #include "protocol/jmap/jmap.h"
 #include "proxy/base/uv_handle.h"
+#include "proxy/mailstore/jmap/jmap_batch_download.h"
+#include "proxy/mailstore/jmap/jmap_worker_cache.h"
 #include "proxy/mailstore/mail_store.h"
 #include "proxy/net/http_client.h"
 
@@ -20,7 +22,9 @@ namespace popbridge::proxy {
 //   open     GET the session resource (redirects within its origin followed) with HTTP
 //            Basic, or Bearer for a token (nothing while a Retry-After holds logins
 //            back); Mailbox/get to find the mailbox; then pages of Email/query (oldest
-//            first) + Email/get (id, blobId, size) by back-reference, one request a page
+//            first) + Email/get (id, blobId, size) by back-reference, one request a page;
+//            or, for a user the worker cache knows, Mailbox/get and the first page in one
+//            request, checked against what it recalled
 //   fetch    GET the blob from the downloadUrl, streamed to the sink with backpressure;
 //            for TOP the download stops once the sink has its lines
 //   commit   by upstream.on_delete: expunge: Email/set destroy; move: Email/set moving
@@ -30,16 +34,24 @@ namespace popbridge::proxy {
 //
 // POP3 numbers the snapshot in the query's order; the store numbers the same messages
 // 1..n as their "uid". A message's UIDL is its Email id (protocol::jmap::uidl_for).
-// HTTP holds no connection open between operations, so nothing is lost while idle and the
-// observer is never called.
+// HTTP holds no session open between operations, so nothing is lost while idle and the
+// observer is never called. The worker's JmapWorkerCache keeps connections alive from one
+// POP3 session to the next, and remembers where a user's mailbox was: the same user's next
+// open is one request (Mailbox/get and the first page), checked against what it recalled.
 class JmapMailStore final : public MailStore, protocol::HttpBodyReceiver {
  public:
   JmapMailStore(uv_loop_t* loop, const config::Upstream& settings, SSL_CTX* tls_context,
-                metrics::Metrics& metrics, MailStore::Observer& observer);
+                metrics::Metrics& metrics, MailStore::Observer& observer,
+                JmapWorkerCache* worker_cache = nullptr);
 
   void open(OpenRequest request, Opened done) override;
   void fetch(std::uint32_t uid, std::uint64_t listed_size, FetchPart part, MessageSink& sink,
              Done done) override;
+  // Read-ahead: the batch's blobs downloaded side by side, kParallelDownloads at a time
+  // (jmap_mail_store_batch.cc).
+  static constexpr std::size_t kParallelDownloads = 4;
+  bool fetches_in_batches() const override { return true; }
+  void fetch_batch(std::vector<BatchItem> items, BatchSink& sink, Done done) override;
   void keep_alive(Done done) override;
   void commit(std::vector<std::uint32_t> deleted, Done done) override;
   void pause_reading() override { request_.pause_reading(); }
@@ -60,12 +72,27 @@ class JmapMailStore final : public MailStore, protocol::HttpBodyReceiver {
   bool on_body_data(std::string_view data) override;
 
   HttpRequest request_to(std::string method, std::string url, std::string body = {}) const;
+  // GET of the message's blob; the caller sets the body receiver.
+  HttpRequest download_request(const protocol::jmap::Email& email) const;
   void get_session(std::string url, int redirects_left);
   void call(std::string body, Answer answer);
   void read_mailboxes();
+  // open from what the worker cache recalled; opens afresh where the server disagrees
+  void open_known();
+  std::string_view wanted_mailbox() const {
+    return open_request_.mailbox ? *open_request_.mailbox : settings_.mailbox;
+  }
+  // on_delete: hide leaves messages with this keyword out of the snapshot
+  std::string_view hidden_keyword() const {
+    return settings_.on_delete.action == config::DeleteAction::kHide ? settings_.on_delete.keyword
+                                                                     : std::string_view();
+  }
   void read_page(std::uint64_t position);
+  void take_page(std::uint64_t position, std::string_view body);
   void opened(const StoreResult& result);
   void fetched(const HttpResult& result);
+  void start_downloads();
+  void downloaded(std::size_t index, const HttpResult& result);
   void commit_move();
   void commit_batch(std::size_t offset);
   void committed(const StoreResult& result);
@@ -79,7 +106,9 @@ class JmapMailStore final : public MailStore, protocol::HttpBodyReceiver {
 
   const config::Upstream& settings_;
   metrics::Metrics& metrics_;
-  HttpClient http_;
+  JmapWorkerCache* worker_cache_;         // may be null
+  std::unique_ptr<HttpClient> own_http_;  // without a worker cache only
+  HttpClient& http_;
   HttpClient::RequestHandle request_;
   Timer later_;
   bool closed_ = false;
@@ -91,8 +120,10 @@ class JmapMailStore final : public MailStore, protocol::HttpBodyReceiver {
   // open
   OpenRequest open_request_;
   Opened opened_done_;
-  protocol::Secret authorization_;  // the Authorization header's value
-  std::string session_url_;         // after redirects: relative URLs resolve against it
+  protocol::Secret authorization_;        // the Authorization header's value
+  std::string session_url_;               // after redirects: relative URLs resolve against it
+  std::optional<std::string> known_key_;  // the worker cache's key for this user and mailbox
+  bool recalled_ = false;                 // this open began from the worker cache
   protocol::jmap::Session session_;
   std::string api_url_;
   std::vector<protocol::jmap::Mailbox> mailboxes_;  // for on_delete: move
@@ -110,6 +141,13 @@ class JmapMailStore final : public MailStore, protocol::HttpBodyReceiver {
   std::uint64_t delivered_ = 0;
   bool begun_ = false;
   bool enough_ = false;
+
+  // fetch_batch
+  std::vector<std::unique_ptr<JmapBatchDownload>> batch_;
+  BatchSink* batch_sink_ = nullptr;
+  Done batch_done_;
+  std::size_t batch_started_ = 0;
+  std::size_t batch_running_ = 0;
 
   // commit
   std::vector<std::string> deleting_;

@@ -4,7 +4,9 @@
 Plain TCP on 127.0.0.1. CONNECT host:port opens a tunnel (answered "200 Connection
 established", then bytes relayed both ways); any other request must be in absolute form
 ("GET http://host:port/path HTTP/1.1"): it is passed on to host:port in origin form and
-the answer relayed back until either side closes. Every request line is recorded.
+the answer relayed back until either side closes: one request per connection, as an
+HTTP/1.0 proxy serves them (Connection: close both ways, whatever the client asked for).
+Every request line is recorded.
 refuse_connect makes CONNECT answer "403 Forbidden" instead.
 """
 
@@ -78,6 +80,15 @@ class EgressProxy:
             data += chunk
         return data
 
+    @staticmethod
+    def _closing_head(fields: bytes) -> bytes:
+        """Header fields (and whatever followed them) with the connection's own headers
+        replaced by Connection: close."""
+        head, _, after = fields.partition(b"\r\n\r\n")
+        hop_by_hop = (b"connection:", b"keep-alive:", b"proxy-connection:")
+        kept = [f for f in head.split(b"\r\n") if f and not f.lower().startswith(hop_by_hop)]
+        return b"\r\n".join(kept + [b"Connection: close", b"", b""]) + after
+
     def _serve(self, client: socket.socket) -> None:
         client.settimeout(30)
         upstream = None
@@ -100,7 +111,13 @@ class EgressProxy:
                 url = urllib.parse.urlsplit(target)
                 upstream = socket.create_connection((url.hostname, url.port or 80), timeout=30)
                 origin_form = (url.path or "/") + (f"?{url.query}" if url.query else "")
-                upstream.sendall(f"{method} {origin_form} {version}\r\n".encode("latin-1") + rest)
+                upstream.sendall(f"{method} {origin_form} {version}\r\n".encode("latin-1")
+                                 + self._closing_head(rest))
+                answer = self._read_head(upstream)
+                if answer is None:
+                    return
+                status, _, fields = answer.partition(b"\r\n")
+                client.sendall(status + b"\r\n" + self._closing_head(fields))
             self._relay(client, upstream)
         except (OSError, ValueError) as e:
             if not self._closed:

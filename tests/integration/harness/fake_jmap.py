@@ -625,6 +625,11 @@ class FakeJmap:
             self._bump()
             return mid
 
+    def rename_mailbox(self, ref: str, name: str) -> None:
+        with self.lock:
+            self._mailboxes[self.mailbox_id(ref)].name = name
+            self._bump()
+
     def mailbox_id(self, ref: str) -> str:
         """The id of a mailbox given by id, name or role ("INBOX" means role inbox)."""
         with self.lock:
@@ -700,6 +705,24 @@ class FakeJmap:
     def _unregister(self, sock) -> None:
         with self.lock:
             self._open.pop(sock, None)
+
+    def drop_connections(self, timeout: float = 5.0) -> None:
+        """Closes every connection now open, as a server ending its idle keep-alive
+        connections does; returns once their handlers have ended."""
+        with self.lock:
+            open_now = dict(self._open)
+        for sock in open_now:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        deadline = time.monotonic() + timeout
+        for t in open_now.values():
+            t.join(max(0.0, deadline - time.monotonic()))
+        with self.lock:
+            left = [s for s in open_now if s in self._open]
+        if left:
+            raise RuntimeError(f"{len(left)} fake JMAP connections did not close")
 
     @property
     def connections(self) -> int:

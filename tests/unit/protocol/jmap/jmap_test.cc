@@ -35,6 +35,7 @@ TEST(JmapSession, ReadsWhatAMailClientNeeds) {
   EXPECT_EQ(session->api_url, "/jmap/");
   EXPECT_EQ(session->account_id, "alice");
   EXPECT_EQ(session->username, "alice");
+  EXPECT_EQ(session->state, "0");
   EXPECT_EQ(session->max_objects_in_get, 4096u);
   EXPECT_EQ(session->max_calls_in_request, 50u);
   EXPECT_EQ(download_url(*session, "G1a/b", "message/rfc822", "1 2.eml"),
@@ -131,6 +132,33 @@ TEST(JmapEmails, APageIsAQueryAndAGetByBackReference) {
   EXPECT_EQ(get[1]["properties"], Json({"id", "blobId", "size"}));
   const Json hidden = Json::parse(email_page_request("alice", "m1", 0, 10, "$POP3Deleted"));
   EXPECT_EQ(hidden["methodCalls"][0][1]["filter"]["notKeyword"], "$POP3Deleted");
+}
+
+TEST(JmapEmails, TheMailboxesAndTheFirstPageGoInOneRequestAndReadApart) {
+  const Json request =
+      Json::parse(mailboxes_and_email_page_request("alice", "m1", 250, "$POP3Deleted"));
+  const Json& calls = request["methodCalls"];
+  ASSERT_EQ(calls.size(), 3u);
+  EXPECT_EQ(calls[0], Json::parse(mailboxes_request("alice"))["methodCalls"][0]);
+  EXPECT_EQ(Json(calls.begin() + 1, calls.end()),
+            Json::parse(email_page_request("alice", "m1", 0, 250, "$POP3Deleted"))["methodCalls"]);
+  const std::string answer = R"({"methodResponses": [
+      ["Mailbox/get", {"list": [{"id": "m1", "name": "Inbox", "role": "inbox"}]}, "m"],
+      ["Email/query", {"ids": ["Ma"], "position": 0, "total": 1, "queryState": "s1"}, "q"],
+      ["Email/get", {"list": [{"id": "Ma", "blobId": "Ga", "size": 10}]}, "g"]]})";
+  const MailboxList list = read_mailboxes(answer);
+  ASSERT_FALSE(list.failure) << list.failure->text();
+  EXPECT_EQ(list.session_state, "");
+  EXPECT_EQ(read_mailboxes(R"({"methodResponses": [["Mailbox/get", {"list": []}, "m"]],
+                               "sessionState": "st7"})")
+                .session_state,
+            "st7");
+  ASSERT_EQ(list.mailboxes.size(), 1u);
+  EXPECT_EQ(list.mailboxes[0].id, "m1");
+  const EmailPage page = read_email_page(answer);
+  ASSERT_FALSE(page.failure) << page.failure->text();
+  ASSERT_EQ(page.emails.size(), 1u);
+  EXPECT_EQ(page.emails[0].blob_id, "Ga");
 }
 
 TEST(JmapEmails, ReadsAPageInTheQuerysOrder) {

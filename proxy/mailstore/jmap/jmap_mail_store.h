@@ -88,7 +88,7 @@ class JmapMailStore final : public MailStore, protocol::HttpBodyReceiver {
                                                                      : std::string_view();
   }
   void read_page(std::uint64_t position);
-  void take_page(std::uint64_t position, std::string_view body);
+  void take_page(std::uint64_t position, protocol::jmap::EmailPage page);
   void opened(const StoreResult& result);
   void fetched(const HttpResult& result);
   void start_downloads();

@@ -161,15 +161,16 @@ void JmapMailStore::open_known() {
            read_page(0);
            return;
          }
-         if (const std::optional<jmap::Failure> failure = jmap::read_email_page(body).failure) {
-           if (failure->temporary()) {
-             fail(jmap_failure(*failure, "Email/query"));
+         jmap::EmailPage page = jmap::read_email_page(body);
+         if (page.failure) {
+           if (page.failure->temporary()) {
+             fail(jmap_failure(*page.failure, "Email/query"));
            } else {
-             afresh("Email/query: " + failure->text());  // a lower maxObjectsInGet, say
+             afresh("Email/query: " + page.failure->text());  // a lower maxObjectsInGet, say
            }
            return;
          }
-         take_page(0, body);
+         take_page(0, std::move(page));
        });
 }
 
@@ -251,12 +252,11 @@ void JmapMailStore::read_page(std::uint64_t position) {
           opened(result);
           return;
         }
-        take_page(position, body);
+        take_page(position, jmap::read_email_page(body));
       });
 }
 
-void JmapMailStore::take_page(std::uint64_t position, std::string_view body) {
-  jmap::EmailPage page = jmap::read_email_page(body);
+void JmapMailStore::take_page(std::uint64_t position, protocol::jmap::EmailPage page) {
   if (page.failure) {
     opened(jmap_failure(*page.failure, "Email/query"));
     return;

@@ -135,6 +135,16 @@ def test_session_end_is_logged(dovecot):
     dovecot.wait_session_ends(acct.name, before + 1)
 
 
+def test_fence_login_is_not_counted(dovecot):
+    acct = dovecot.add_user()
+    dovecot.fence(acct.name)
+    before = dovecot.logins(acct.name)
+    dovecot.append(acct.name, messages.simple(1))  # one login from 127.0.0.1
+    dovecot.fence(acct.name)
+    assert dovecot.logins(acct.name) == before + 1
+    assert dovecot.log_text().count(f"Login: user=<{acct.name}>") == before + 3
+
+
 def test_require_tls(pki):
     with Dovecot(pki, {"carol": "carol-secret-3"}, require_tls=True) as d:
         assert d.host == "127.0.0.2"

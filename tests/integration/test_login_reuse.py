@@ -31,16 +31,13 @@ REUSE = {"upstream": {"login_reuse": {"idle": "60s", "max": 8}}, "workers": 1}
 
 
 def logins(dovecot, user: str) -> int:
-    return dovecot.log_text().count(f"Login: user=<{user}>")
+    return dovecot.logins(user)
 
 
 def logins_since(dovecot, user: str, before: int) -> int:
-    """The user's upstream logins after `before` was counted. Dovecot's log process may
-    write a line a little after the login, so the harness logs in itself as a fence and
-    waits for that line; the gateway's logins came earlier, so they are in by then."""
-    dovecot.uids(user)
-    wait_until(lambda: logins(dovecot, user) >= before + 1, QUICK, "the fence login in Dovecot's log")
-    return logins(dovecot, user) - before - 1
+    """The user's upstream logins after `before` was counted (see Dovecot.fence)."""
+    dovecot.fence(user)
+    return logins(dovecot, user) - before
 
 
 def parked(port: int) -> float:

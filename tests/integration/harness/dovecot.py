@@ -33,6 +33,7 @@ import itertools
 import os
 import poplib
 import re
+import socket
 import ssl
 import subprocess
 from typing import Iterable, Mapping, Optional
@@ -361,6 +362,33 @@ service pop3-login {{
             raise
         return conn
 
+    def logins(self, user: str) -> int:
+        """The user's "Login:" lines in the log, leaving out the fence's (see fence())."""
+        return sum(1 for line in self._login_lines(user) if f"rip={FENCE_ADDRESS}," not in line)
+
+    def fence(self, user: str) -> None:
+        """Logs `user` in from FENCE_ADDRESS and waits for that login's own line in the log.
+        Dovecot's log process may write a login's line a little after the login, so a test
+        counting logins fences first: a login that finished before the fence began is in
+        the log once the fence's line is. The fence's line is told apart by its address,
+        not by the count, which the logins being waited for would also raise."""
+        def fence_lines() -> int:
+            return sum(1 for line in self._login_lines(user) if f"rip={FENCE_ADDRESS}," in line)
+
+        before = fence_lines()
+        conn = _FenceImap(self.host, self.imap_port, timeout=30)
+        try:
+            conn.starttls(self.client_context())
+            conn.login(user, self._users[user])
+        finally:
+            conn.shutdown()
+        wait_until(lambda: fence_lines() > before, 10.0 * TIME_FACTOR,
+                   f"the fence login of {user} in Dovecot's log", on_timeout=self.diagnostics)
+
+    def _login_lines(self, user: str) -> list[str]:
+        needle = f"Login: user=<{user}>"
+        return [line for line in self.log_text().splitlines() if needle in line]
+
     def append(self, user: str, message: bytes, flags: str = "", tls: str = "starttls") -> int:
         """APPENDs `message` to the user's INBOX and returns its UID (from UIDPLUS's
         APPENDUID). The message must use CRLF line ends only: imaplib would rewrite
@@ -573,3 +601,12 @@ service pop3-login {{
         """[(message number, size)] in order, from Dovecot's own POP3 LIST; QUIT before returning."""
         return [(n, int(value)) for n, value in self._pop3_listing(user, "LIST", tls)]
 
+
+# The harness's fence logins (Dovecot.fence) come from this address, which no gateway
+# uses: the kernel gives loopback connections 127.0.0.1 unless told otherwise.
+FENCE_ADDRESS = "127.0.0.3"
+
+
+class _FenceImap(imaplib.IMAP4):
+    def _create_socket(self, timeout):
+        return socket.create_connection((self.host, self.port), timeout, source_address=(FENCE_ADDRESS, 0))

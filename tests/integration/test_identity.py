@@ -169,7 +169,7 @@ def test_users_file_master_login(kind, updove, files, make_gateway, ctx):
     with open(uf) as f:
         assert f.read().split(":", 1)[1].startswith({"sha512": "$6$", "bcrypt": "$2b$", "yescrypt": "$y$"}[kind])
     g = make_gateway(updove, master_overrides(uf, secret_file(files, MASTER[1]), max_attempts=5))
-    start = len(updove.log_text())
+    start = updove.log_mark(acct.name)  # the APPEND's login is before it
 
     with RawPop3(g.pop3s_port, tls_context=ctx) as c:
         r = user_pass(c, acct.name, client_password)
@@ -299,7 +299,7 @@ def test_mapped_login(updove, files, make_gateway, ctx):
                        [f"scanner:{target.name}:{target.password}", f"badmap:{target.name}:wrong-upstream-pw"])
     g = make_gateway(updove, {"auth": {"mode": "users_file", "users_file": uf, "max_attempts": 10},
                               "upstream": {"login": {"mode": "mapped", "credentials_file": creds}}})
-    start = len(updove.log_text())
+    start = updove.log_mark(target.name)
     with RawPop3(g.pop3s_port, tls_context=ctx) as c:
         assert user_pass(c, "scanner", "scanner-pw").ok
         assert c.cmd("RETR 1", multiline=True).body == as_retrieved(msg)
@@ -384,7 +384,7 @@ def test_token_passthrough(mechanism, form, updove, idp, token_gateway, ctx):
     g = token_gateway
     response = (xoauth2(acct.name, token) if mechanism == "XOAUTH2"
                 else oauthbearer(acct.name, token, g.pop3s_port))
-    start = len(updove.log_text())
+    start = updove.log_mark(acct.name)
     with RawPop3(g.pop3s_port, tls_context=ctx) as c:
         sasl = next(l for l in c.capa() if l.startswith("SASL"))
         assert mechanism in sasl.split(), sasl

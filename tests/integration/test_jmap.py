@@ -17,7 +17,7 @@ import os
 import pytest
 
 from harness import messages
-from harness.clients import RawPop3, curl_pop3s, pop3_ssl
+from harness.clients import RawPop3, curl_pop3s
 from harness.fake_jmap import SESSION_PATHS, FakeJmap, Throttle
 from harness.gateway import deep_merge
 from harness.messages import as_retrieved, expected_top

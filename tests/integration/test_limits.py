@@ -145,7 +145,7 @@ def test_idle_timeout_autologout_does_not_expunge(dovecot, account, make_gateway
     so a DELE'd message stays."""
     uids = dovecot.append_many(account.name, [messages.simple(n) for n in (1, 2, 3)])
     g = make_gateway(dovecot, {"limits": {"idle_timeout": "1s"}})
-    ended = dovecot.session_ends(account.name)
+    ended = dovecot.settled_session_ends(account.name)
     c = RawPop3(g.pop3s_port, tls_context=ctx, timeout=10)
     unauthenticated = RawPop3(g.pop3s_port, tls_context=ctx, timeout=10)
     try:

@@ -22,7 +22,7 @@ from harness.clients import RawPop3, TERMINATOR
 from harness.fake_imap import FakeImap, Message
 from harness.fake_jmap import FakeJmap
 from harness.gateway import deep_merge
-from harness.messages import as_retrieved, expected_top, stuffed
+from harness.messages import expected_top, stuffed
 from harness.wait import TIME_FACTOR
 
 USER, PASSWORD = "carol", "carol-secret-3"

@@ -215,7 +215,7 @@ def test_dele_quit_removes_exactly_those(gateway, ctx, dovecot, five):
 
 def test_dele_then_dropped_connection_removes_nothing(gateway, ctx, dovecot, five):
     acct, uids, _ = five
-    ended = dovecot.session_ends(acct.name)
+    ended = dovecot.settled_session_ends(acct.name)
     c = RawPop3(gateway.pop3s_port, tls_context=ctx)
     c.login(acct.name, acct.password)
     assert c.cmd("DELE 1").ok
@@ -230,7 +230,7 @@ def test_dele_then_dropped_connection_removes_nothing(gateway, ctx, dovecot, fiv
 
 def test_dele_then_abort_removes_nothing(gateway, ctx, dovecot, five):
     acct, uids, _ = five
-    ended = dovecot.session_ends(acct.name)
+    ended = dovecot.settled_session_ends(acct.name)
     c = RawPop3(gateway.pop3s_port, tls_context=ctx)
     c.login(acct.name, acct.password)
     assert c.cmd("DELE 5").ok

@@ -151,7 +151,7 @@ def test_uidl_matches_dovecot_pop3(make_dovecot, make_gateway, ctx, uidl_format,
 
     # Then popbridge, in front of the same Dovecot.
     g = make_gateway(d, {"upstream": {"uidl_format": uidl_format}})
-    ended = d.session_ends(acct.name)
+    ended = d.settled_session_ends(acct.name)
     with popbridge_pop3(g, acct, ctx) as c:
         bridge_survey = uidl_survey(c, len(uids))
     gateway_session_over(d, acct.name, ended)
@@ -193,7 +193,7 @@ def compare_sizes(d: Dovecot, g: Gateway, acct: Account, ctx, retr: tuple[int, .
     with dovecot_pop3(d, acct, ctx) as c:
         want = size_survey(c, retr)
     assert want["listing"] == dovecot_sizes
-    ended = d.session_ends(acct.name)
+    ended = d.settled_session_ends(acct.name)
     with popbridge_pop3(g, acct, ctx) as c:
         got = size_survey(c, retr)
     gateway_session_over(d, acct.name, ended)
@@ -308,7 +308,7 @@ def test_reuse_xuidl_matches_dovecot_pop3(make_dovecot, make_gateway, ctx):
         b".\r\n"), dovecot_survey["raw"]
 
     g = make_gateway(d, {"upstream": {"uidl_format": "dovecot", "reuse_xuidl": True}})
-    ended = d.session_ends(acct.name)
+    ended = d.settled_session_ends(acct.name)
     with popbridge_pop3(g, acct, ctx) as c:
         bridge_survey = uidl_survey(c, len(uids))
     gateway_session_over(d, acct.name, ended)
@@ -330,7 +330,7 @@ def test_reuse_xuidl_matches_dovecot_pop3(make_dovecot, make_gateway, ctx):
 
     # Without the setting the same mailbox gets the format's UIDLs, X-UIDL ignored.
     plain = make_gateway(d, {"upstream": {"uidl_format": "dovecot"}})
-    ended = d.session_ends(acct.name)
+    ended = d.settled_session_ends(acct.name)
     with popbridge_pop3(plain, acct, ctx) as c:
         survey = uidl_survey(c, len(uids))
     gateway_session_over(d, acct.name, ended)
@@ -371,7 +371,7 @@ def test_client_workarounds_match_dovecot_pop3(make_dovecot, make_gateway, ctx, 
         want = survey(c)
     settings = {"pop3": {"workarounds": ["outlook-no-nuls", "oe-ns-eoh"] if workarounds else []}}
     g = make_gateway(d, settings)
-    ended = d.session_ends(acct.name)
+    ended = d.settled_session_ends(acct.name)
     with popbridge_pop3(g, acct, ctx) as c:
         got = survey(c)
     gateway_session_over(d, acct.name, ended)
@@ -407,7 +407,7 @@ def test_uidvalidity_change_is_logged_and_counted(make_dovecot, make_gateway, ct
     g = make_gateway(d, {"upstream": {"mailbox": "POP"}, "metrics": {"address": f"127.0.0.1:{port}"}})
 
     def uidls() -> list[bytes]:
-        ended = d.session_ends(acct.name)
+        ended = d.settled_session_ends(acct.name)
         with popbridge_pop3(g, acct, ctx) as c:
             listing = uidl_survey(c, 1)["listing"]
         gateway_session_over(d, acct.name, ended)
@@ -457,7 +457,7 @@ def test_uidl_map_keeps_the_old_servers_uidls(make_dovecot, make_gateway, ctx):
         g = make_gateway(d, {"upstream": {"uidl_format": "uid", "uidl_map": {"directory": maps}}})
 
         def survey() -> list[str]:
-            ended = d.session_ends(acct.name)
+            ended = d.settled_session_ends(acct.name)
             with popbridge_pop3(g, acct, ctx) as c:
                 listing = uidl_survey(c, 4)["listing"]
             gateway_session_over(d, acct.name, ended)

@@ -331,6 +331,15 @@ service pop3-login {{
         pattern = re.compile(r"imap\(" + re.escape(user) + r"\)<[^>]*><[^>]*>: (?:Info: )?(?:Logged out|Disconnected)")
         return len(pattern.findall(self.log_text()))
 
+    def settled_session_ends(self, user: str) -> int:
+        """session_ends() once every session of `user` begun so far has ended and been
+        logged: a baseline for wait_session_ends() that the end of a session begun before
+        it (the harness's own last APPEND, whose "Logged out" may come late) cannot meet."""
+        self.fence(user)
+        wait_until(lambda: self.session_ends(user) >= len(self._login_lines(user)), 10.0 * TIME_FACTOR,
+                   f"every IMAP session of {user} to end", on_timeout=self.diagnostics)
+        return self.session_ends(user)
+
     def wait_session_ends(self, user: str, at_least: int, timeout: float = 15.0) -> None:
         timeout *= TIME_FACTOR  # how fast the gateway closes its upstream session
         wait_until(lambda: self.session_ends(user) >= at_least, timeout,
@@ -363,7 +372,7 @@ service pop3-login {{
         return conn
 
     def logins(self, user: str) -> int:
-        """The user's "Login:" lines in the log, leaving out the fence's (see fence())."""
+        """The user's IMAP "Login:" lines in the log, leaving out the fence's (see fence())."""
         return sum(1 for line in self._login_lines(user) if f"rip={FENCE_ADDRESS}," not in line)
 
     def fence(self, user: str) -> None:
@@ -380,14 +389,24 @@ service pop3-login {{
         try:
             conn.starttls(self.client_context())
             conn.login(user, self._users[user])
-        finally:
+        except BaseException:
             conn.shutdown()
+            raise
+        conn.logout()
         wait_until(lambda: fence_lines() > before, 10.0 * TIME_FACTOR,
                    f"the fence login of {user} in Dovecot's log", on_timeout=self.diagnostics)
 
+    def log_mark(self, *users: str) -> int:
+        """An offset into the log for a test that then looks only at later lines: every
+        login of these users so far (the harness's own APPENDs, say) is logged before it."""
+        for user in users:
+            self.fence(user)
+        return len(self.log_text())
+
     def _login_lines(self, user: str) -> list[str]:
-        needle = f"Login: user=<{user}>"
-        return [line for line in self.log_text().splitlines() if needle in line]
+        """IMAP logins only: Dovecot's own POP3 server (pop3-login) is no upstream session."""
+        pattern = re.compile(r"imap-login: (?:Info: )?Login: user=<" + re.escape(user) + ">")
+        return [line for line in self.log_text().splitlines() if pattern.search(line)]
 
     def append(self, user: str, message: bytes, flags: str = "", tls: str = "starttls") -> int:
         """APPENDs `message` to the user's INBOX and returns its UID (from UIDPLUS's

@@ -243,11 +243,20 @@ class Gateway:
             host, _, port = str(metrics_address).rpartition(":")
             endpoints.append((host.strip("[]"), int(port)))
 
+        # Each probe of a POP3 listener is a connection the gateway accepts and counts:
+        # tests that compare its metrics wait until it has seen exactly these.
+        self.probe_connections = 0
+
         def ready() -> bool:
             if self.proc.poll() is not None:
                 raise AssertionError(f"popbridge exited with status {self.proc.returncode} during start-up\n"
                                      f"{self.diagnostics()}")
-            return all(port_accepts(host, port) for host, port in endpoints)
+            for host, port in endpoints:
+                if not port_accepts(host, port):
+                    return False
+                if port in self.ports.values():
+                    self.probe_connections += 1
+            return True
 
         try:
             wait_until(ready, self.START_TIMEOUT, f"popbridge to listen on {endpoints}",

@@ -134,6 +134,10 @@ struct Upstream {
     Duration max_age = std::chrono::hours(1);
     std::uint32_t max = 256;  // kept at once, per worker
   } login_reuse;
+  // protocol: jmap: how long a worker remembers where a user's mailbox is (session
+  // resource, API URL, mailbox id) after an open that read them all, so that the next
+  // open is one request; 0 reads the session resource at every open.
+  Duration remember_session = std::chrono::minutes(15);
   UpstreamLogin login;
   OnDelete on_delete;
 };

@@ -54,7 +54,7 @@ inline constexpr std::array<std::string_view, 4> kListenerKeys{"name", "address"
                                                                "proxy_protocol"};
 inline constexpr std::array<std::string_view, 3> kTlsKeys{"certificate", "private_key",
                                                           "min_version"};
-inline constexpr std::array<std::string_view, 23> kUpstreamKeys{"protocol",
+inline constexpr std::array<std::string_view, 24> kUpstreamKeys{"protocol",
                                                                 "url",
                                                                 "address",
                                                                 "tls",
@@ -76,7 +76,8 @@ inline constexpr std::array<std::string_view, 23> kUpstreamKeys{"protocol",
                                                                 "on_delete",
                                                                 "reuse_xuidl",
                                                                 "uidl_map",
-                                                                "login_reuse"};
+                                                                "login_reuse",
+                                                                "remember_session"};
 inline constexpr std::array<std::string_view, 2> kUidlMapKeys{"store", "directory"};
 inline constexpr std::array<std::string_view, 3> kLoginReuseKeys{"idle", "max_age", "max"};
 inline constexpr std::array<std::string_view, 7> kLoginKeys{

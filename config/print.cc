@@ -65,6 +65,7 @@ void upstream(YAML::Emitter& out, const Upstream& up) {
     out << YAML::Key << "tls" << YAML::Value << tls_mode(up.tls);
   } else {
     out << YAML::Key << "url" << YAML::Value << up.url;
+    out << YAML::Key << "remember_session" << YAML::Value << duration(up.remember_session);
   }
   out << YAML::Key << "ca_file" << YAML::Value << up.ca_file;
   out << YAML::Key << "verify_certificate" << YAML::Value << up.verify_certificate;

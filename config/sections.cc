@@ -201,6 +201,10 @@ void Loader::read_upstream(const std::optional<Value>& v) {
       error(url->path, url->line,
             "used only with protocol: jmap (an IMAP upstream has an address)");
     }
+    if (const std::optional<Value> remember = m->get("remember_session")) {
+      error(remember->path, remember->key_line,
+            "used only with protocol: jmap (an IMAP upstream's counterpart is login_reuse)");
+    }
   }
   const std::optional<Value> ca_file = m->get("ca_file");
   const bool ca_ok = read_string(ca_file, up.ca_file);
@@ -240,6 +244,12 @@ void Loader::read_upstream(const std::optional<Value>& v) {
   read_login_reuse(m->get("login_reuse"));
   if (jmap) {
     refuse_imap_only_keys(*m, up);
+    const std::optional<Value> remember = m->get("remember_session");
+    if (read_duration(remember, up.remember_session) && remember &&
+        up.remember_session > std::chrono::hours(24)) {
+      error(remember->path, remember->line,
+            "at most 24h: the session resource is where a server announces its changes");
+    }
   }
 
   if (tls_ok && up.tls != TlsMode::kNone) {

@@ -19,7 +19,7 @@ std::shared_ptr<LoginPool> make_login_pool(uv_loop_t* loop, const config::Upstre
                                            metrics::Metrics& metrics,
                                            const HttpProxy& egress_proxy) {
   if (settings.protocol == config::UpstreamProtocol::kJmap) {
-    return std::make_shared<JmapWorkerCache>(loop, egress_proxy);
+    return std::make_shared<JmapWorkerCache>(loop, egress_proxy, settings.remember_session);
   }
   if (settings.login_reuse.idle.count() <= 0) {
     return nullptr;

@@ -207,6 +207,28 @@ def test_the_same_users_next_open_is_one_request(make_fake, make_gateway):
     assert reused(port) == 1
 
 
+def test_remember_session_0s_opens_afresh_every_time(make_fake, make_gateway):
+    """upstream.remember_session: 0s: each open reads the session resource and the mailbox
+    again; the kept connections stay (one connection for every session)."""
+    fake = make_fake()
+    raws = [messages.simple(1)]
+    fill(fake, raws)
+    overrides = jmap_overrides(fake.url, {**ONE_WORKER, "upstream": {"remember_session": "0s"}})
+    g, port = start_gateway(make_gateway, None, overrides)
+    for _ in range(3):
+        first = len(fake.requests)
+        with login(g) as c:
+            assert retr_all(c) == [as_retrieved(raw) for raw in raws]
+            assert c.quit().ok
+        opening = session_requests(fake, first)
+        assert opening[0].method == "GET" and opening[0].path in SESSION_PATHS, "the session resource"
+        posts = [call_names(r) for r in opening if r.method == "POST"]
+        assert posts[0] == ["Mailbox/get"], posts
+    assert reused(port) == 0
+    with fake.lock:
+        assert len({r.conn for r in fake.requests if r.header("authorization")}) == 1, "one kept connection"
+
+
 def test_a_password_changed_upstream_is_refused_at_once(make_fake, make_gateway):
     fake, g, _ = learned(make_fake, make_gateway, [messages.simple(1)])
     fake.users[USER] = "changed-upstream-9"

@@ -300,10 +300,10 @@ void JmapMailStore::opened(const StoreResult& result) {
     if (recalled_) {
       metrics_.upstream_logins_reused.Increment();
     }
-    // Only a whole open is remembered, and from then on for kKnownFor: the session
-    // resource is read again at least that often, whatever the answers' sessionState. A
-    // session without a state could never be checked, and one that takes fewer than
-    // three calls a request could never be recalled.
+    // Only a whole open is remembered, and for upstream.remember_session from then on:
+    // the session resource is read again at least that often, whatever the answers'
+    // sessionState. A session without a state could never be checked, and one that
+    // takes fewer than three calls a request could never be recalled.
     if (worker_cache_ != nullptr && known_key_ && !recalled_ && !session_.state.empty() &&
         session_.max_calls_in_request >= 3) {
       worker_cache_->remember(*known_key_, {session_url_, session_, api_url_, mailbox_id_});

@@ -13,8 +13,8 @@
 
 namespace popbridge::proxy {
 
-JmapWorkerCache::JmapWorkerCache(uv_loop_t* loop, HttpProxy proxy)
-    : loop_(loop), proxy_(std::move(proxy)), hash_key_(32, '\0') {
+JmapWorkerCache::JmapWorkerCache(uv_loop_t* loop, HttpProxy proxy, Clock::duration known_for)
+    : loop_(loop), proxy_(std::move(proxy)), known_for_(known_for), hash_key_(32, '\0') {
   if (RAND_bytes(reinterpret_cast<std::uint8_t*>(hash_key_.data()), hash_key_.size()) != 1) {
     hash_key_.clear();  // key_for() then keys nothing: every open starts afresh
   }
@@ -58,7 +58,7 @@ const JmapKnownMailbox* JmapWorkerCache::recall(const std::string& key, Clock::t
   if (found == by_key_.end()) {
     return nullptr;
   }
-  if (now - found->second->found >= kKnownFor) {
+  if (now - found->second->found >= known_for_) {
     forget(key);
     return nullptr;
   }
@@ -68,6 +68,9 @@ const JmapKnownMailbox* JmapWorkerCache::recall(const std::string& key, Clock::t
 void JmapWorkerCache::remember(const std::string& key, JmapKnownMailbox known,
                                Clock::time_point now) {
   forget(key);
+  if (known_for_ <= Clock::duration::zero()) {
+    return;
+  }
   known_.push_back({key, std::move(known), now});
   by_key_[key] = std::prev(known_.end());
   while (known_.size() > kMaxKnown) {

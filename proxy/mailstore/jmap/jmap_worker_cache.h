@@ -55,12 +55,12 @@ class JmapWorkerCache final : public LoginPool {
   // kept connection earlier without saying so is noticed (or its request sent again).
   static constexpr std::size_t kMaxIdleConnections = 16;
   static constexpr std::chrono::milliseconds kIdleTimeout{5 * 60'000};
-  // A known mailbox is recalled for this long after the open that found it.
-  static constexpr std::chrono::minutes kKnownFor{15};
   // Beyond this many users the oldest entry goes (a few hundred bytes each).
   static constexpr std::size_t kMaxKnown = 4096;
 
-  JmapWorkerCache(uv_loop_t* loop, HttpProxy proxy);
+  // known_for: how long a known mailbox is recalled after the open that found it
+  // (upstream.remember_session); zero remembers nothing.
+  JmapWorkerCache(uv_loop_t* loop, HttpProxy proxy, Clock::duration known_for);
   ~JmapWorkerCache() override;
   JmapWorkerCache(const JmapWorkerCache&) = delete;
   JmapWorkerCache& operator=(const JmapWorkerCache&) = delete;
@@ -72,7 +72,7 @@ class JmapWorkerCache final : public LoginPool {
   // nullopt when no random key could be had (nothing is then remembered).
   std::optional<std::string> key_for(std::string_view url, std::string_view mailbox,
                                      const protocol::Secret& authorization) const;
-  // The entry, if one is there and younger than kKnownFor; valid until the next call.
+  // The entry, if one is there and younger than known_for; valid until the next call.
   const JmapKnownMailbox* recall(const std::string& key, Clock::time_point now = Clock::now());
   void remember(const std::string& key, JmapKnownMailbox known,
                 Clock::time_point now = Clock::now());
@@ -88,6 +88,7 @@ class JmapWorkerCache final : public LoginPool {
 
   uv_loop_t* loop_;
   HttpProxy proxy_;
+  Clock::duration known_for_;
   std::map<SSL_CTX*, std::unique_ptr<HttpClient>> clients_;
   std::string hash_key_;
   std::list<Entry> known_;  // oldest first

@@ -3,6 +3,7 @@
 // upstream uses is refused by key and line.
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -97,14 +98,38 @@ TEST(JmapUpstreamConfig, ImapOnlySettingsAreRefused) {
           "f:8: upstream.url: used only with protocol: jmap (an IMAP upstream has an address)"});
 }
 
+TEST(JmapUpstreamConfig, RememberSessionIsAJmapDuration) {
+  const std::string_view jmap = "  protocol: jmap\n  url: https://jmap.example.org/jmap\n";
+  const LoadResult defaults = load_upstream(jmap);
+  ASSERT_TRUE(defaults.config) << ::testing::PrintToString(texts(defaults.errors));
+  EXPECT_EQ(defaults.config->upstream.remember_session, std::chrono::minutes(15));
+
+  const LoadResult off = load_upstream(std::string(jmap) + "  remember_session: 0s\n");
+  ASSERT_TRUE(off.config) << ::testing::PrintToString(texts(off.errors));
+  EXPECT_EQ(off.config->upstream.remember_session, Duration(0));
+
+  EXPECT_EQ(texts(load_upstream(std::string(jmap) + "  remember_session: 25h\n").errors),
+            std::vector<std::string>{"f:8: upstream.remember_session: at most 24h: the session "
+                                     "resource is where a server announces its changes"});
+  EXPECT_EQ(texts(load_upstream(std::string(jmap) + "  remember_session: soon\n").errors).size(),
+            1u);
+  EXPECT_EQ(texts(load_upstream("  address: 127.0.0.1:143\n  tls: none\n"
+                                "  remember_session: 5m\n")
+                      .errors),
+            std::vector<std::string>{
+                "f:8: upstream.remember_session: used only with protocol: jmap (an IMAP "
+                "upstream's counterpart is login_reuse)"});
+}
+
 TEST(JmapUpstreamConfig, PrintedConfigurationLoadsToTheSame) {
   const LoadResult first = load_upstream(
       "  protocol: jmap\n  url: https://jmap.example.org/.well-known/jmap\n"
-      "  on_delete:\n    action: hide\n");
+      "  remember_session: 90s\n  on_delete:\n    action: hide\n");
   ASSERT_TRUE(first.config) << ::testing::PrintToString(texts(first.errors));
   const std::string printed = to_yaml(*first.config);
   EXPECT_NE(printed.find("protocol: jmap"), std::string::npos) << printed;
   EXPECT_EQ(printed.find("uidl_format"), std::string::npos) << printed;
+  EXPECT_NE(printed.find("remember_session: 90s"), std::string::npos) << printed;
   const LoadResult second = load_config_string(printed);
   ASSERT_TRUE(second.config) << ::testing::PrintToString(texts(second.errors)) << printed;
   EXPECT_EQ(to_yaml(*second.config), printed);

@@ -14,6 +14,7 @@ using std::chrono::seconds;
 using Clock = JmapWorkerCache::Clock;
 
 const Clock::time_point kStart = Clock::time_point(seconds(1000));
+const Clock::duration kKnownFor = minutes(15);  // upstream.remember_session's default
 
 class JmapWorkerCacheTest : public ::testing::Test {
  protected:
@@ -35,7 +36,7 @@ class JmapWorkerCacheTest : public ::testing::Test {
 };
 
 TEST_F(JmapWorkerCacheTest, TheKeyTakesTheUrlTheMailboxAndTheWholeCredential) {
-  JmapWorkerCache cache(&loop_, {});
+  JmapWorkerCache cache(&loop_, {}, kKnownFor);
   const protocol::Secret alice("Basic YWxpY2U6c2VjcmV0");
   const std::string key = *cache.key_for("https://a.example/jmap", "INBOX", alice);
   EXPECT_EQ(key, *cache.key_for("https://a.example/jmap", "INBOX", alice));
@@ -49,24 +50,33 @@ TEST_F(JmapWorkerCacheTest, TheKeyTakesTheUrlTheMailboxAndTheWholeCredential) {
             *cache.key_for(std::string_view("u\0a", 3), "b", protocol::Secret("c")));
   EXPECT_EQ(key.find("YWxpY2U"), std::string::npos) << "the credential is never in the key";
   // Another cache (another worker, or after a restart) hashes with another key.
-  JmapWorkerCache other(&loop_, {});
+  JmapWorkerCache other(&loop_, {}, kKnownFor);
   EXPECT_NE(key, *other.key_for("https://a.example/jmap", "INBOX", alice));
 }
 
 TEST_F(JmapWorkerCacheTest, RecallsWhatWasRememberedUntilItIsTooOld) {
-  JmapWorkerCache cache(&loop_, {});
+  JmapWorkerCache cache(&loop_, {}, kKnownFor);
   EXPECT_EQ(cache.recall("k", kStart), nullptr);
   cache.remember("k", known("m1"), kStart);
   const JmapKnownMailbox* recalled = cache.recall("k", kStart + minutes(14));
   ASSERT_NE(recalled, nullptr);
   EXPECT_EQ(recalled->mailbox_id, "m1");
   EXPECT_EQ(recalled->api_url, "https://jmap.example/jmap/api/");
-  EXPECT_EQ(cache.recall("k", kStart + JmapWorkerCache::kKnownFor), nullptr);
+  EXPECT_EQ(cache.recall("k", kStart + kKnownFor), nullptr);
   EXPECT_EQ(cache.known(), 0u) << "an entry found too old is dropped";
 }
 
+TEST_F(JmapWorkerCacheTest, RememberingForZeroRemembersNothing) {
+  JmapWorkerCache cache(&loop_, {}, Clock::duration::zero());
+  cache.remember("k", known("m1"), kStart);
+  EXPECT_EQ(cache.known(), 0u);
+  EXPECT_EQ(cache.recall("k", kStart), nullptr);
+  EXPECT_TRUE(cache.key_for("https://a.example/jmap", "INBOX", protocol::Secret("Basic x")))
+      << "connections are still kept: the key is what the store asks for";
+}
+
 TEST_F(JmapWorkerCacheTest, ANewerOpenReplacesAndForgetRemoves) {
-  JmapWorkerCache cache(&loop_, {});
+  JmapWorkerCache cache(&loop_, {}, kKnownFor);
   cache.remember("k", known("m1"), kStart);
   cache.remember("k", known("m2"), kStart + minutes(10));
   EXPECT_EQ(cache.known(), 1u);
@@ -79,7 +89,7 @@ TEST_F(JmapWorkerCacheTest, ANewerOpenReplacesAndForgetRemoves) {
 }
 
 TEST_F(JmapWorkerCacheTest, BeyondItsSizeTheOldestGoes) {
-  JmapWorkerCache cache(&loop_, {});
+  JmapWorkerCache cache(&loop_, {}, kKnownFor);
   for (std::size_t i = 0; i <= JmapWorkerCache::kMaxKnown; ++i) {
     cache.remember("user" + std::to_string(i), known("m" + std::to_string(i)), kStart);
   }
@@ -94,7 +104,7 @@ TEST_F(JmapWorkerCacheTest, BeyondItsSizeTheOldestGoes) {
 TEST_F(JmapWorkerCacheTest, OneClientPerTlsContext) {
   SslCtxPtr one(SSL_CTX_new(TLS_method()));
   SslCtxPtr two(SSL_CTX_new(TLS_method()));
-  JmapWorkerCache cache(&loop_, {});
+  JmapWorkerCache cache(&loop_, {}, kKnownFor);
   HttpClient& first = cache.client(one.get(), 1024);
   EXPECT_EQ(&first, &cache.client(one.get(), 1024));
   EXPECT_NE(&first, &cache.client(two.get(), 1024)) << "never a connection of other settings";

@@ -326,9 +326,11 @@ service pop3-login {{
 
     def session_ends(self, user: str) -> int:
         """How many IMAP sessions of `user` have ended, from the log ("imap(user)...
-        Logged out" or "Disconnected"). Waiting for this number to grow tells a test
-        that a client's upstream session is really over."""
-        pattern = re.compile(r"imap\(" + re.escape(user) + r"\)<[^>]*><[^>]*>: (?:Info: )?(?:Logged out|Disconnected)")
+        Logged out", "Disconnected", "Connection closed" or "Server shutting down"; a
+        session killed with the server logs nothing). Waiting for this number to grow
+        tells a test that a client's upstream session is really over."""
+        pattern = re.compile(r"imap\(" + re.escape(user) + r"\)<[^>]*><[^>]*>: (?:Info: )?"
+                             r"(?:Logged out|Disconnected|Connection closed|Server shutting down)")
         return len(pattern.findall(self.log_text()))
 
     def settled_session_ends(self, user: str) -> int:

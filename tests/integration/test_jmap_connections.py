@@ -24,6 +24,7 @@ from harness import messages
 from harness.egress_proxy import EgressProxy
 from harness.clients import RawPop3
 from harness.messages import as_retrieved
+from harness.tcp_table import ESTABLISHED, LOOPBACK, tcp_sockets
 from harness.fake_jmap import SESSION_PATHS, Response
 from test_jmap import PASSWORD, USER, fill, jmap_overrides, login, make_fake  # noqa: F401 (fixture)
 from test_operations import scrape, start_gateway
@@ -45,17 +46,9 @@ def established_to(pid: int, port: int) -> set[int]:
             continue  # closed meanwhile
         if target.startswith("socket:["):
             inodes.add(target[len("socket:["):-1])
-    local_ports = set()
-    with open("/proc/net/tcp") as table:
-        next(table)
-        for row in table:
-            fields = row.split()
-            local, remote, state, inode = fields[1], fields[2], fields[3], fields[9]
-            remote_host, remote_port = remote.split(":")
-            if (state == "01" and inode in inodes and remote_host == "0100007F"
-                    and int(remote_port, 16) == port):
-                local_ports.add(int(local.split(":")[1], 16))
-    return local_ports
+    return {s.local_port for s in tcp_sockets()
+            if s.state == ESTABLISHED and s.inode in inodes
+            and (s.remote_host, s.remote_port) == (LOOPBACK, port)}
 
 
 def retr_all(c) -> list[bytes]:

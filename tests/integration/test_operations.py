@@ -33,6 +33,7 @@ from harness.clients import (V2_SIGNATURE, RawPop3,
 from harness.fake_imap import FakeImap, Message
 from harness.gateway import Gateway
 from harness.ports import free_port, free_ports
+from harness.tcp_table import LISTEN, LOOPBACK, tcp_sockets
 from harness.wait import TIME_FACTOR, port_accepts, port_refuses, wait_until
 
 HOST = "127.0.0.1"
@@ -224,16 +225,9 @@ def closed_without_greeting(port: int, data: bytes, timeout: float = 5.0) -> byt
 
 
 def listen_sockets(port: int) -> int:
-    """Number of TCP sockets in LISTEN state on 127.0.0.1:port (/proc/net/tcp)."""
-    want = "0100007F:%04X" % port
-    n = 0
-    with open("/proc/net/tcp") as f:
-        next(f)
-        for line in f:
-            parts = line.split()
-            if parts[1] == want and parts[3] == "0A":
-                n += 1
-    return n
+    """Number of TCP sockets in LISTEN state on 127.0.0.1:port."""
+    return sum(1 for s in tcp_sockets()
+               if (s.local_host, s.local_port, s.state) == (LOOPBACK, port, LISTEN))
 
 
 # ============================================================ 1. /metrics
@@ -1195,12 +1189,10 @@ def test_log_level_option_outlasts_a_reload(make_gateway, dovecot, ctx, account)
 
 def _kernel_timer(local_port: int, remote_port: int) -> str:
     """The "tr:when" column of /proc/net/tcp for one loopback socket."""
-    wanted = f"0100007F:{local_port:04X} 0100007F:{remote_port:04X}"
-    with open("/proc/net/tcp") as table:
-        for line in table:
-            fields = line.split()
-            if " ".join(fields[1:3]) == wanted:
-                return fields[5]
+    wanted = (LOOPBACK, local_port, LOOPBACK, remote_port)
+    for s in tcp_sockets():
+        if (s.local_host, s.local_port, s.remote_host, s.remote_port) == wanted:
+            return s.timer
     return "not found"
 
 

@@ -38,7 +38,8 @@ HttpClient& JmapWorkerCache::client(SSL_CTX* tls_context, std::size_t max_respon
 
 std::optional<std::string> JmapWorkerCache::key_for(std::string_view url, std::string_view mailbox,
                                                     const protocol::Secret& authorization) const {
-  if (hash_key_.empty()) {
+  // With nothing remembered a key would only cost an HMAC and a lookup in an empty map.
+  if (hash_key_.empty() || known_for_ <= Clock::duration::zero()) {
     return std::nullopt;
   }
   // Each field after its length, so that no two (url, mailbox) pairs run together alike.

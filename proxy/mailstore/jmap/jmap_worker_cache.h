@@ -69,7 +69,7 @@ class JmapWorkerCache final : public LoginPool {
   // a connection is never reused under another context's verification settings.
   HttpClient& client(SSL_CTX* tls_context, std::size_t max_response_body_bytes);
 
-  // nullopt when no random key could be had (nothing is then remembered).
+  // nullopt when nothing is remembered: known_for is zero, or no random key could be had.
   std::optional<std::string> key_for(std::string_view url, std::string_view mailbox,
                                      const protocol::Secret& authorization) const;
   // The entry, if one is there and younger than known_for; valid until the next call.

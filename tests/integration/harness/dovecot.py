@@ -338,7 +338,7 @@ service pop3-login {{
         logged: a baseline for wait_session_ends() that the end of a session begun before
         it (the harness's own last APPEND, whose "Logged out" may come late) cannot meet."""
         self.fence(user)
-        wait_until(lambda: self.session_ends(user) >= len(self._login_lines(user)), 10.0 * TIME_FACTOR,
+        wait_until(lambda: self.session_ends(user) >= sum(self._login_counts(user)), 10.0 * TIME_FACTOR,
                    f"every IMAP session of {user} to end", on_timeout=self.diagnostics)
         return self.session_ends(user)
 
@@ -375,7 +375,7 @@ service pop3-login {{
 
     def logins(self, user: str) -> int:
         """The user's IMAP "Login:" lines in the log, leaving out the fence's (see fence())."""
-        return sum(1 for line in self._login_lines(user) if f"rip={FENCE_ADDRESS}," not in line)
+        return self._login_counts(user)[0]
 
     def fence(self, user: str) -> None:
         """Logs `user` in from FENCE_ADDRESS and waits for that login's own line in the log.
@@ -384,7 +384,7 @@ service pop3-login {{
         the log once the fence's line is. The fence's line is told apart by its address,
         not by the count, which the logins being waited for would also raise."""
         def fence_lines() -> int:
-            return sum(1 for line in self._login_lines(user) if f"rip={FENCE_ADDRESS}," in line)
+            return self._login_counts(user)[1]
 
         before = fence_lines()
         conn = _FenceImap(self.host, self.imap_port, timeout=30)
@@ -405,10 +405,14 @@ service pop3-login {{
             self.fence(user)
         return len(self.log_text())
 
-    def _login_lines(self, user: str) -> list[str]:
-        """IMAP logins only: Dovecot's own POP3 server (pop3-login) is no upstream session."""
+    def _login_counts(self, user: str) -> tuple[int, int]:
+        """(other logins, fence logins) of the user, told apart by the fence's address. IMAP
+        logins only: Dovecot's own POP3 server (pop3-login) is no upstream session."""
         pattern = re.compile(r"imap-login: (?:Info: )?Login: user=<" + re.escape(user) + ">")
-        return [line for line in self.log_text().splitlines() if pattern.search(line)]
+        fence_mark = f"rip={FENCE_ADDRESS},"
+        lines = [line for line in self.log_text().splitlines() if pattern.search(line)]
+        fences = sum(1 for line in lines if fence_mark in line)
+        return len(lines) - fences, fences
 
     def append(self, user: str, message: bytes, flags: str = "", tls: str = "starttls") -> int:
         """APPENDs `message` to the user's INBOX and returns its UID (from UIDPLUS's

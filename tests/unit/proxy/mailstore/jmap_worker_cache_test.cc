@@ -71,8 +71,8 @@ TEST_F(JmapWorkerCacheTest, RememberingForZeroRemembersNothing) {
   cache.remember("k", known("m1"), kStart);
   EXPECT_EQ(cache.known(), 0u);
   EXPECT_EQ(cache.recall("k", kStart), nullptr);
-  EXPECT_TRUE(cache.key_for("https://a.example/jmap", "INBOX", protocol::Secret("Basic x")))
-      << "connections are still kept: the key is what the store asks for";
+  EXPECT_FALSE(cache.key_for("https://a.example/jmap", "INBOX", protocol::Secret("Basic x")))
+      << "with nothing to recall the store neither hashes nor looks up";
 }
 
 TEST_F(JmapWorkerCacheTest, ANewerOpenReplacesAndForgetRemoves) {

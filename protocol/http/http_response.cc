@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "protocol/http/http_response.h"
 
+#include <climits>
+
 #include "protocol/common/ascii.h"
 
 namespace popbridge::protocol {
@@ -238,6 +240,16 @@ int HttpResponseParser::on_body(http_parser* parser, const char* at, std::size_t
   }
   self->body_.append(at, length);
   return 0;
+}
+
+std::uint64_t HttpResponseParser::body_left() const {
+  // http-parser counts the rest of the body (or chunk) down in content_length, and keeps
+  // ULLONG_MAX there when no length was announced. While a chunk's size is being read it
+  // holds the digits read so far: never more than the chunk.
+  if (status_ != Status::kIncomplete || !headers_done_ || parser_.content_length == ULLONG_MAX) {
+    return 0;
+  }
+  return parser_.content_length;
 }
 
 int HttpResponseParser::on_message_complete(http_parser* parser) {

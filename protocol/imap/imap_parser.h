@@ -80,6 +80,10 @@ class ImapParser {
   // caller's bytes, so a large feed yields few chunks and no copies.
   bool feed(std::string_view bytes);
   bool failed() const { return failed_; }
+  // Octets of the literal being read that are still to come; 0 between literals. The
+  // server sends them without waiting for anything, which is what lets a reader wait for
+  // a large read rather than wake for every segment (Connection::expect_bytes).
+  std::uint64_t literal_left() const { return literal_left_; }
   const std::string& error() const { return error_; }
 
   // Forgets everything not yet reported (a partial response, queued bytes) and any error,

@@ -6,6 +6,7 @@
 #include <openssl/err.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 
 #include <array>
@@ -18,6 +19,11 @@
 
 namespace popbridge::proxy {
 namespace {
+
+// At most this much may sit inside the TLS engine between reads without having been handed
+// up: one partial record (16 KiB of plaintext plus its header and tag). Counted as if it
+// were all plaintext still to be delivered, which it can only be less than.
+constexpr std::uint64_t kTlsHeldAtMost = 16 * 1024 + 256;
 
 // One read buffer per thread: reads are handled synchronously inside the read callback,
 // so idle connections cost no read buffer at all.
@@ -150,6 +156,49 @@ void Connection::stop_reading() {
   reading_ = false;
 }
 
+void Connection::expect_bytes(std::uint64_t bytes) {
+  expected_bytes_ = bytes;
+  if (t_reads_in_progress == 0) {
+    apply_read_low_watermark();
+  }
+}
+
+void Connection::apply_read_low_watermark() {
+  if (closing()) {
+    return;
+  }
+  // What is still to arrive on the socket: the expected bytes less what the TLS engine
+  // may already hold of them.
+  std::uint64_t on_the_wire = expected_bytes_;
+  if (ssl_ != nullptr) {
+    const std::uint64_t held = kTlsHeldAtMost + static_cast<std::uint64_t>(SSL_pending(ssl_));
+    on_the_wire = on_the_wire > held ? on_the_wire - held : 0;
+  }
+  // Two values only, so a large message costs two system calls, not one per read.
+  const std::size_t wanted = on_the_wire >= kLargeRead ? kLargeRead : 1;
+  if (wanted == read_low_watermark_) {
+    return;
+  }
+  uv_os_fd_t fd = -1;
+  if (uv_fileno(reinterpret_cast<uv_handle_t*>(&tcp_), &fd) != 0) {
+    return;
+  }
+  const int value = static_cast<int>(wanted);
+  if (setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &value, sizeof(value)) == 0) {
+    read_low_watermark_ = wanted;
+  }
+}
+
+std::size_t Connection::unread_socket_bytes() {
+  uv_os_fd_t fd = -1;
+  int queued = 0;
+  if (closing() || uv_fileno(reinterpret_cast<uv_handle_t*>(&tcp_), &fd) != 0 ||
+      ioctl(fd, FIONREAD, &queued) != 0 || queued < 0) {
+    return 0;
+  }
+  return static_cast<std::size_t>(queued);
+}
+
 void Connection::on_alloc(uv_handle_t*, std::size_t, uv_buf_t* buf) noexcept {
   buf->base = t_read_buffer.data();
   buf->len = t_read_buffer.size();
@@ -196,6 +245,9 @@ void Connection::on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf
   } else if (self->handler_ != nullptr && !self->close_requested_) {
     self->handler_->on_data(bytes);
   }
+  // Once all of this read is handled (the TLS engine has delivered what it could), so the
+  // bytes still held above the socket are known. The connection outlives this call.
+  self->apply_read_low_watermark();
 }
 
 bool Connection::start_tls(SSL_CTX* context, Role role, const std::string& verify_host) {

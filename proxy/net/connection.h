@@ -77,6 +77,16 @@ class Connection {
   void start_reading();
   void stop_reading();
   bool reading() const { return reading_; }
+  // The peer will send at least this many more bytes, none of them handed up yet, without
+  // waiting for anything from us (the rest of an IMAP literal). When that is a lot, the
+  // socket wakes the loop only once kLargeRead bytes are there (SO_RCVLOWAT), so a large
+  // message streams in a few large reads instead of one per segment the peer sends: each
+  // wake-up costs more CPU than the bytes it brings. 0 wakes on every byte again.
+  void expect_bytes(std::uint64_t bytes);
+  // Bytes in the socket's receive queue that the loop was not woken for: a reader waiting
+  // for kLargeRead bytes of a peer that has gone slow. expect_bytes(0) hands them up.
+  std::size_t unread_socket_bytes();
+  static constexpr std::size_t kLargeRead = 64 * 1024;
 
   // Starts TLS in place. For kClient, verify_host (a DNS name or IP literal) is used
   // for SNI and checked against the certificate when the context verifies peers.
@@ -148,6 +158,7 @@ class Connection {
   // uv_try_write of the whole queue; true when all of it went.
   bool write_at_once();
   void maybe_finish_graceful_close();
+  void apply_read_low_watermark();
   void fail(std::string_view reason);
   bool handler_gone() const { return handler_ == nullptr || closing_; }
 
@@ -174,7 +185,9 @@ class Connection {
   bool flush_pending_ = false;  // queued to be flushed when the current read is handled
 
   bool reading_ = false;
-  bool close_requested_ = false;  // graceful close pending
+  std::uint64_t expected_bytes_ = 0;    // see expect_bytes()
+  std::size_t read_low_watermark_ = 1;  // SO_RCVLOWAT as set on the socket
+  bool close_requested_ = false;        // graceful close pending
   bool shutdown_started_ = false;
   bool closing_ = false;        // uv_close called
   bool handle_closed_ = false;  // libuv called back: the handle memory is unused

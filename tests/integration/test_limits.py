@@ -304,6 +304,45 @@ def test_upstream_command_timeout(silent_fetch_upstream, make_gateway, ctx):
     assert "event=upstream_failed kind=timeout" in g.log_text(), g.diagnostics()
 
 
+def test_a_server_too_slow_for_a_large_read_is_read_as_it_comes(make_gateway, ctx):
+    """A large message is read from the upstream in large reads: the gateway is woken only
+    once 64 KiB are there. A server that then sends less than that within the command
+    timeout is slow, not silent: the gateway reads what it has and goes on (a log line
+    says so), and the client gets the whole message rather than a timeout."""
+    big = messages.big_message(240 * 1024)
+    trickle, pause = 2048, 0.3
+
+    def fetch(session, cmd):
+        if b"BODY" not in cmd.args.upper():
+            return False
+        response = session.fetch_response(session.server.message(1), cmd.args.decode())
+        start = response.index(b"}\r\n") + 3
+        first = start + 100 * 1024  # leaves 140 KiB to come: a large read is awaited
+        session.send(response[:first])
+        for offset in range(first, first + 8 * trickle, trickle):  # 16 KiB in 2.4 s
+            time.sleep(pause)  # pacing the server's output, not synchronisation
+            session.send(response[offset:offset + trickle])
+        session.send(response[first + 8 * trickle:])
+        session.ok(cmd.tag)
+        return True
+
+    fake = FakeImap(users={"dave": "dave-secret-4"}, messages=[Message(1, big)],
+                    hooks={"UID FETCH": fetch}).start()
+    try:
+        g = make_gateway(fake.address, {"upstream": {"command_timeout": "1s"}}, upstream_tls="none")
+        with RawPop3(g.pop3s_port, tls_context=ctx, timeout=QUICK) as c:
+            c.login("dave", "dave-secret-4")
+            r = c.cmd("RETR 1", multiline=True)
+        assert r.ok, r
+        assert r.body == messages.as_retrieved(big)
+        log = g.log_text()
+        assert "event=upstream_slow" in log, g.diagnostics()
+        assert "event=upstream_failed" not in log, g.diagnostics()
+    finally:
+        fake.close()
+    assert not fake.errors, fake.errors
+
+
 @pytest.mark.parametrize("state", ["authorization", "transaction"])
 def test_overlong_line_is_refused_at_once_and_closed(dovecot, account, gateway, state):
     """A line past the 16 KiB limit and no line end: -ERR as soon as the limit is passed

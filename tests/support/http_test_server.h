@@ -146,6 +146,9 @@ struct Reply {
   bool silent = false;         // never answer
   bool close_instead = false;  // close the connection without answering
   bool close_after = false;    // answer, then close
+  // Sent after bytes, one every `every` (a slow server): close_after waits for them.
+  std::vector<std::string> then{};
+  std::chrono::milliseconds every{0};
 };
 
 inline std::string response(int status, std::string_view body,
@@ -220,6 +223,27 @@ class TestServer {
     std::size_t served = 0;
     std::string buffer;
     bool closed_by_client = false;
+    std::unique_ptr<Timer> pacing;  // sends a reply's `then` pieces
+
+    void send_later(std::vector<std::string> pieces, std::chrono::milliseconds every,
+                    bool close_after, std::size_t next = 0) {
+      if (!pacing) {
+        pacing = std::make_unique<Timer>(server->loop_);
+      }
+      pacing->start(static_cast<std::uint64_t>(every.count()),
+                    [this, pieces = std::move(pieces), every, close_after, next]() mutable {
+                      if (connection == nullptr) {
+                        return;
+                      }
+                      connection->write(pieces[next]);
+                      if (next + 1 < pieces.size()) {
+                        send_later(std::move(pieces), every, close_after, next + 1);
+                      } else if (close_after) {
+                        connection->close_after_flush();
+                        connection.reset();
+                      }
+                    });
+    }
 
     void on_data(std::string_view bytes) override {
       buffer.append(bytes);
@@ -271,7 +295,9 @@ class TestServer {
         connection.reset();
       } else if (!reply.silent) {
         connection->write(reply.bytes);
-        if (reply.close_after) {
+        if (!reply.then.empty()) {
+          send_later(reply.then, reply.every, reply.close_after);
+        } else if (reply.close_after) {
           connection->close_after_flush();
           connection.reset();
         }

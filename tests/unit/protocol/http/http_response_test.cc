@@ -151,6 +151,49 @@ TEST(HttpResponseParser, HeadResponseHasNoBody) {
   EXPECT_TRUE(parser.keep_alive());
 }
 
+// body_left() promises octets the server will send without being asked: fed a byte at a
+// time, it never promises more than is left of the response, whatever the framing.
+TEST(HttpResponseParser, BodyLeftNeverPromisesMoreThanFollows) {
+  const std::string body(70000, 'b');
+  const struct {
+    const char* name;
+    std::string response;
+    bool no_body;
+  } cases[] = {
+      {"length", "HTTP/1.1 200 OK\r\nContent-Length: 70000\r\n\r\n" + body, false},
+      {"chunked",
+       "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+       "1117;ext=1\r\n" +
+           body.substr(0, 0x1117) + "\r\n" + "a\r\n0123456789\r\n0\r\nX: y\r\n\r\n",
+       false},
+      {"head", "HTTP/1.1 200 OK\r\nContent-Length: 99999999\r\n\r\n", true},
+      {"not modified", "HTTP/1.1 304 Not Modified\r\nContent-Length: 99999999\r\n\r\n", false},
+      {"interim", "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc",
+       false},
+      {"until eof", "HTTP/1.0 200 OK\r\n\r\n" + body, false},
+  };
+  for (const auto& c : cases) {
+    HttpResponseParser parser;
+    if (c.no_body) {
+      parser.expect_no_body();
+    }
+    std::uint64_t most = 0;
+    for (std::size_t fed = 0; fed < c.response.size(); ++fed) {
+      parser.feed(std::string_view(c.response).substr(fed, 1));
+      const std::uint64_t left = c.response.size() - fed - 1;
+      ASSERT_LE(parser.body_left(), left) << c.name << " after " << fed + 1 << " octets";
+      most = std::max(most, parser.body_left());
+    }
+    EXPECT_EQ(parser.body_left(), 0u) << c.name;
+    if (std::string_view(c.name) == "length") {
+      EXPECT_EQ(most, body.size()) << "the whole body is announced once the headers are read";
+    }
+    if (std::string_view(c.name) == "chunked") {
+      EXPECT_EQ(most, 0x1117u) << "a chunk is announced by its size line";
+    }
+  }
+}
+
 TEST(HttpResponseParser, InterimResponsesAreSkipped) {
   const std::string response =
       "HTTP/1.1 100 Continue\r\n\r\n"

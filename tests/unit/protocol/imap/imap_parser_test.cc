@@ -469,6 +469,26 @@ TEST(ImapParserLargeLiteral, StreamsInFewChunks) {
             "fetch 1\nuid 77\nbody []<0> 5242880\nend body\nend fetch\nstatus a5 OK [] done\n");
 }
 
+// What is still to come of the literal being read: a reader sizes its next read by it.
+TEST(ImapParserLargeLiteral, TellsWhatIsLeftOfEachLiteral) {
+  Recorder recorder;
+  ImapParser parser(recorder);
+  EXPECT_EQ(parser.literal_left(), 0u);
+  ASSERT_TRUE(parser.feed("* 1 FETCH (UID 7 BODY[] {10}\r\n123"));
+  EXPECT_EQ(parser.literal_left(), 7u);
+  ASSERT_TRUE(parser.feed("4567890"));
+  EXPECT_EQ(parser.literal_left(), 0u) << "the literal is complete";
+  ASSERT_TRUE(parser.feed(" X-SKIPPED {6}\r\nab"));
+  EXPECT_EQ(parser.literal_left(), 4u) << "a skipped literal counts too";
+  ASSERT_TRUE(parser.feed("cdef)\r\n* METADATA INBOX (/v {5}\r\n1"));
+  EXPECT_EQ(parser.literal_left(), 4u) << "and a kept one";
+  ASSERT_TRUE(parser.feed("2345)\r\n"));
+  EXPECT_EQ(parser.literal_left(), 0u);
+  ASSERT_TRUE(parser.feed("* 2 FETCH (BODY[] {9}\r\n1234"));
+  parser.reset();
+  EXPECT_EQ(parser.literal_left(), 0u) << "a reset parser expects nothing";
+}
+
 TEST(ImapParserReentrancy, HandlerMayFeedAgain) {
   class Feeder : public Recorder {
    public:

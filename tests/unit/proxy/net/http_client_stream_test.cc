@@ -107,6 +107,29 @@ TEST_F(HttpClientStreamTest, PausedReadingWaitsForResumeAndTheTimeoutCountsSilen
   EXPECT_EQ(receiver.body, blob);
 }
 
+// A large body is read in large reads (the socket wakes the loop only once 64 KiB are
+// there). A server that then sends less than that within the timeout is slow, not
+// silent: the client takes what it has, reads as the bytes come, and the download succeeds.
+TEST_F(HttpClientStreamTest, AServerTooSlowForALargeReadIsReadAsItComes) {
+  const std::string blob(200 * 1024, 's');
+  const std::string whole = response(200, blob);
+  const std::size_t first = whole.size() - blob.size() + 100 * 1024;  // 100 KiB still to come
+  Reply reply{whole.substr(0, first)};
+  for (std::size_t at = first; at < first + 8 * 2048; at += 2048) {
+    reply.then.push_back(whole.substr(at, 2048));  // 16 KiB in 2.4 s: none within the timeout
+  }
+  reply.then.push_back(whole.substr(first + 8 * 2048));
+  reply.every = 300ms;
+  TestServer server(&loop_, [&](const SeenRequest&) { return reply; });
+  HttpClient client(&loop_);
+  Receiver receiver;
+  HttpRequest request = download(server, receiver);
+  request.timeout = 1s;
+  const HttpResult result = fetch(client, std::move(request));
+  ASSERT_TRUE(result.ok()) << result.error_text;
+  EXPECT_EQ(receiver.body, blob);
+}
+
 // The receiver paused on the body's last piece: the download is complete all the same, and
 // the kept-alive connection must read again when reused (it once sat deaf until the next
 // request timed out: a TOP after a RETR through a slow POP3 client).

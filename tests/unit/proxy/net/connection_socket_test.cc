@@ -19,8 +19,9 @@ namespace {
 
 struct RecordingHandler : Connection::Handler {
   int status = 1;
+  std::size_t received = 0;
   void on_connected(int result) override { status = result; }
-  void on_data(std::string_view) override {}
+  void on_data(std::string_view bytes) override { received += bytes.size(); }
   void on_disconnected(std::string_view) override {}
 };
 
@@ -50,8 +51,8 @@ std::string tcp_timer(std::uint16_t local_port, std::uint16_t remote_port) {
   return "not found";
 }
 
-// A listening socket on a loop, and connections to it.
-class ConnectionKeepAlive : public ::testing::Test {
+// A listening socket on a loop, and connections to it: what a Connection sets on its socket.
+class ConnectionSocket : public ::testing::Test {
  protected:
   void SetUp() override {
     ASSERT_EQ(uv_loop_init(&loop_), 0);
@@ -95,7 +96,7 @@ class ConnectionKeepAlive : public ::testing::Test {
 // All four options are set by Connection itself: libuv's uv_tcp_keepalive would set a probe
 // interval and count of its own (1 s x 10), and a 10-second blip would then drop every idle
 // upstream connection.
-TEST_F(ConnectionKeepAlive, IdleIntervalAndCountReachTheSocket) {
+TEST_F(ConnectionSocket, IdleIntervalAndCountReachTheSocket) {
   RecordingHandler handler;
   ConnectionPtr connection = connect(handler, TcpKeepAlive{7, 3, 5});
   EXPECT_EQ(socket_option(*connection, SOL_SOCKET, SO_KEEPALIVE), 1);
@@ -107,7 +108,7 @@ TEST_F(ConnectionKeepAlive, IdleIntervalAndCountReachTheSocket) {
 
 // Linux hands a listener's options to the sockets it accepts, keep-alive timer armed, so
 // the gateway sets them once per listener instead of five calls per connection.
-TEST_F(ConnectionKeepAlive, AcceptedSocketsTakeTheListenersOptions) {
+TEST_F(ConnectionSocket, AcceptedSocketsTakeTheListenersOptions) {
   if (!kAcceptedSocketsInheritTcpOptions) {
     GTEST_SKIP() << "accepted sockets set their own options on this system";
   }
@@ -128,6 +129,46 @@ TEST_F(ConnectionKeepAlive, AcceptedSocketsTakeTheListenersOptions) {
   EXPECT_EQ(socket_option(*accepted, IPPROTO_TCP, TCP_KEEPCNT), 6);
   const std::string timer = tcp_timer(listening_port(), accepted->peer_port());
   EXPECT_EQ(timer.substr(0, 2), "02") << "no keep-alive timer on the accepted socket: " << timer;
+  accepted->close();
+  client->close();
+}
+
+// A large literal is read in large reads: the socket wakes the loop only once kLargeRead
+// bytes are there. Less than that expected, and it wakes for every byte again.
+TEST_F(ConnectionSocket, ALargeExpectedReadSetsTheSocketsLowWatermark) {
+  RecordingHandler handler;
+  ConnectionPtr connection = connect(handler, std::nullopt);
+  EXPECT_EQ(socket_option(*connection, SOL_SOCKET, SO_RCVLOWAT), 1);
+  connection->expect_bytes(5 * 1024 * 1024);
+  EXPECT_EQ(socket_option(*connection, SOL_SOCKET, SO_RCVLOWAT),
+            static_cast<int>(Connection::kLargeRead));
+  connection->expect_bytes(Connection::kLargeRead - 1);
+  EXPECT_EQ(socket_option(*connection, SOL_SOCKET, SO_RCVLOWAT), 1);
+  connection->close();
+}
+
+// What a slow peer sent while a large read was awaited stays in the socket, where the
+// reader can see it, and is handed up once the reader stops waiting for more.
+TEST_F(ConnectionSocket, BytesShortOfALargeReadAreHandedUpWhenNoLongerAwaited) {
+  RecordingHandler client_handler;
+  ConnectionPtr client = connect(client_handler, std::nullopt);
+  ConnectionPtr accepted = Connection::create(&loop_, nullptr);
+  ASSERT_EQ(uv_accept(reinterpret_cast<uv_stream_t*>(&listener_), accepted->stream()), 0);
+  client->expect_bytes(1024 * 1024);
+  client->start_reading();
+  accepted->write(std::string(1000, 'x'));
+  for (int turn = 0; turn < 10000 && client->unread_socket_bytes() < 1000; ++turn) {
+    uv_run(&loop_, UV_RUN_NOWAIT);
+  }
+  ASSERT_EQ(client->unread_socket_bytes(), 1000u);
+  uv_run(&loop_, UV_RUN_NOWAIT);
+  EXPECT_EQ(client_handler.received, 0u) << "woken for less than a large read";
+  client->expect_bytes(0);
+  for (int turn = 0; turn < 10000 && client_handler.received < 1000; ++turn) {
+    uv_run(&loop_, UV_RUN_NOWAIT);
+  }
+  EXPECT_EQ(client_handler.received, 1000u);
+  EXPECT_EQ(client->unread_socket_bytes(), 0u);
   accepted->close();
   client->close();
 }

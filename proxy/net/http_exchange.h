@@ -14,6 +14,7 @@
 
 #include "protocol/common/ascii.h"
 #include "protocol/common/secret.h"
+#include "proxy/base/log.h"
 #include "proxy/base/uv_handle.h"
 #include "proxy/net/http_client.h"
 #include "proxy/net/http_text.h"
@@ -374,6 +375,10 @@ class HttpClient::Exchange final : public Connection::Handler,
       // is missed either way: the large read was awaited because more was still to come.)
       if (what == kBodySilence && large_reads_ && connection_ != nullptr &&
           connection_->unread_socket_bytes() > 0) {
+        log::info("upstream_slow",
+                  {{"origin", origin_},
+                   {"reason", "sent less than " + std::to_string(Connection::kLargeRead / 1024) +
+                                  " KiB of a body within the timeout"}});
         large_reads_ = false;
         connection_->expect_bytes(0);
         start_timeout(kBodySilence);

@@ -509,7 +509,7 @@ void ImapClient::arm_command_timer() {
     // Waiting for a large read (Connection::expect_bytes), the loop is not woken for a
     // server that sends less than that in the whole timeout: slow, but not silent. Its
     // bytes are taken as they come from then on.
-    if (connection_ && connection_->unread_socket_bytes() > 0) {
+    if (large_reads_ && connection_ && connection_->unread_socket_bytes() > 0) {
       log::info("upstream_slow",
                 {{"reason", "sent less than " + std::to_string(Connection::kLargeRead / 1024) +
                                 " KiB of a message in upstream.command_timeout"}});

@@ -245,8 +245,10 @@ int HttpResponseParser::on_body(http_parser* parser, const char* at, std::size_t
 std::uint64_t HttpResponseParser::body_left() const {
   // http-parser counts the rest of the body (or chunk) down in content_length, and keeps
   // ULLONG_MAX there when no length was announced. While a chunk's size is being read it
-  // holds the digits read so far: never more than the chunk.
-  if (status_ != Status::kIncomplete || !headers_done_ || parser_.content_length == ULLONG_MAX) {
+  // holds the digits read so far: never more than the chunk. In the trailer after the
+  // last chunk it holds whatever a Content-Length field there says: nothing that follows.
+  if (status_ != Status::kIncomplete || !headers_done_ || (parser_.flags & F_TRAILING) != 0 ||
+      parser_.content_length == ULLONG_MAX) {
     return 0;
   }
   return parser_.content_length;

@@ -110,10 +110,11 @@ class HttpResponseParser {
   bool keep_alive() const { return keep_alive_; }
   std::size_t trailing_bytes() const { return trailing_bytes_; }
 
-  // Body octets the framing has announced and the server has not sent yet: the rest of a
-  // Content-Length body or of the current chunk. 0 while the headers are incomplete, for a
-  // body that runs to the connection's end, and once the response is complete. The server
-  // sends them without waiting for anything (what Connection::expect_bytes needs).
+  // Body octets the framing has announced that are not parsed yet: the rest of a
+  // Content-Length body or of the current chunk. 0 while the headers are incomplete, in a
+  // chunked body's trailer, for a body that runs to the connection's end, and once the
+  // response is complete. The server sends them without waiting for anything (what
+  // Connection::expect_bytes needs).
   std::uint64_t body_left() const;
 
   Error error() const { return error_; }

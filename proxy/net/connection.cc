@@ -20,9 +20,9 @@
 namespace popbridge::proxy {
 namespace {
 
-// At most this much may sit inside the TLS engine between reads without having been handed
-// up: one partial record (16 KiB of plaintext plus its header and tag). Counted as if it
-// were all plaintext still to be delivered, which it can only be less than.
+// Of the bytes a peer is expected to send, the TLS engine may already hold some between
+// reads, in one partial record (neither library reads ahead): at most a record's plaintext,
+// 16 KiB. A little more is subtracted, for safety's sake, from what is awaited on the wire.
 constexpr std::uint64_t kTlsHeldAtMost = 16 * 1024 + 256;
 
 // One read buffer per thread: reads are handled synchronously inside the read callback,
@@ -157,10 +157,23 @@ void Connection::stop_reading() {
 }
 
 void Connection::expect_bytes(std::uint64_t bytes) {
-  expected_bytes_ = bytes;
-  if (t_reads_in_progress == 0) {
-    apply_read_low_watermark();
+  expected_bytes_ = slow_peer_ ? 0 : bytes;
+  if (!handling_read_) {
+    apply_read_low_watermark();  // else once the read is handled
   }
+}
+
+Connection::Silence Connection::check_silence() {
+  const std::size_t queued = unread_socket_bytes();
+  if (queued == 0) {
+    return Silence::kSilent;
+  }
+  if (queued >= read_low_watermark_) {
+    return Silence::kBytesWaiting;  // arrived in the same loop turn as the timer
+  }
+  slow_peer_ = true;
+  expect_bytes(0);
+  return Silence::kSlowPeer;
 }
 
 void Connection::apply_read_low_watermark() {
@@ -240,11 +253,13 @@ void Connection::on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf
   }
   self->bytes_received_ += static_cast<std::uint64_t>(nread);
   std::string_view bytes(buf->base, static_cast<std::size_t>(nread));
+  self->handling_read_ = true;
   if (self->ssl_ != nullptr) {
     self->handle_ciphertext(bytes);
   } else if (self->handler_ != nullptr && !self->close_requested_) {
     self->handler_->on_data(bytes);
   }
+  self->handling_read_ = false;
   // Once all of this read is handled (the TLS engine has delivered what it could), so the
   // bytes still held above the socket are known. The connection outlives this call.
   self->apply_read_low_watermark();

@@ -78,15 +78,25 @@ class Connection {
   void stop_reading();
   bool reading() const { return reading_; }
   // The peer will send at least this many more bytes, none of them handed up yet, without
-  // waiting for anything from us (the rest of an IMAP literal). When that is a lot, the
-  // socket wakes the loop only once kLargeRead bytes are there (SO_RCVLOWAT), so a large
-  // message streams in a few large reads instead of one per segment the peer sends: each
-  // wake-up costs more CPU than the bytes it brings. 0 wakes on every byte again.
+  // waiting for anything from us (the rest of an IMAP literal or of an HTTP body). When
+  // that is a lot, the socket wakes the loop only once kLargeRead bytes are there
+  // (SO_RCVLOWAT), so a large message streams in a few large reads instead of one per
+  // segment the peer sends: each wake-up costs more CPU than the bytes it brings. 0 wakes
+  // on every byte again.
   void expect_bytes(std::uint64_t bytes);
-  // Bytes in the socket's receive queue that the loop was not woken for: a reader waiting
-  // for kLargeRead bytes of a peer that has gone slow. expect_bytes(0) hands them up.
-  std::size_t unread_socket_bytes();
   static constexpr std::size_t kLargeRead = 64 * 1024;
+
+  // For a timer that counts the peer's silence, what the socket holds:
+  enum class Silence {
+    kSilent,        // nothing: the peer is silent
+    kBytesWaiting,  // bytes the loop reads in this turn: not silent
+    // Bytes short of an awaited large read: slow, not silent. From now on this connection
+    // hands up bytes as they come (expect_bytes() is ignored).
+    kSlowPeer,
+  };
+  Silence check_silence();
+  // Bytes in the socket's receive queue, not read yet.
+  std::size_t unread_socket_bytes();
 
   // Starts TLS in place. For kClient, verify_host (a DNS name or IP literal) is used
   // for SNI and checked against the certificate when the context verifies peers.
@@ -187,6 +197,8 @@ class Connection {
   bool reading_ = false;
   std::uint64_t expected_bytes_ = 0;    // see expect_bytes()
   std::size_t read_low_watermark_ = 1;  // SO_RCVLOWAT as set on the socket
+  bool slow_peer_ = false;              // see check_silence()
+  bool handling_read_ = false;          // inside this connection's on_read
   bool close_requested_ = false;        // graceful close pending
   bool shutdown_started_ = false;
   bool closing_ = false;        // uv_close called

@@ -235,7 +235,7 @@ class HttpClient::Exchange final : public Connection::Handler,
     using Status = protocol::HttpResponseParser::Status;
     const Status status = parser_.feed(bytes);
     if (status == Status::kIncomplete) {
-      if (state_ == State::kAwaitingResponse && large_reads_ && connection_ != nullptr) {
+      if (state_ == State::kAwaitingResponse && connection_ != nullptr) {
         connection_->expect_bytes(parser_.body_left());
       }
       return;
@@ -370,19 +370,24 @@ class HttpClient::Exchange final : public Connection::Handler,
         1, std::chrono::duration_cast<std::chrono::milliseconds>(request_.timeout).count()));
     timer_.start(timeout_ms, [this, timeout_ms, what] {
       // Waiting for a large read (Connection::expect_bytes), the loop is not woken for a
-      // server that sends less than that in the whole timeout: slow, but not silent, and
-      // its bytes are taken as they come from then on. (A deadline for the whole response
-      // is missed either way: the large read was awaited because more was still to come.)
-      if (what == kBodySilence && large_reads_ && connection_ != nullptr &&
-          connection_->unread_socket_bytes() > 0) {
-        log::info("upstream_slow",
-                  {{"origin", origin_},
-                   {"reason", "sent less than " + std::to_string(Connection::kLargeRead / 1024) +
-                                  " KiB of a body within the timeout"}});
-        large_reads_ = false;
-        connection_->expect_bytes(0);
-        start_timeout(kBodySilence);
-        return;
+      // server that sends less than that in the whole timeout: slow, but not silent. (A
+      // deadline for the whole response is missed either way: a large read is awaited only
+      // while more than it is still to come.)
+      if (what == kBodySilence && connection_ != nullptr) {
+        switch (connection_->check_silence()) {
+          case Connection::Silence::kSlowPeer:
+            log::info(
+                "upstream_slow",
+                {{"origin", origin_},
+                 {"reason", "sent less than " + std::to_string(Connection::kLargeRead / 1024) +
+                                " KiB of a body within the timeout"}});
+            [[fallthrough]];
+          case Connection::Silence::kBytesWaiting:
+            start_timeout(kBodySilence);
+            return;
+          case Connection::Silence::kSilent:
+            break;
+        }
       }
       fail(HttpError::kTimeout,
            std::string(what) + origin_ + " within " + std::to_string(timeout_ms) + " ms");
@@ -585,9 +590,6 @@ class HttpClient::Exchange final : public Connection::Handler,
   bool reused_ = false;
   bool retried_ = false;
   bool paused_ = false;
-  // A large body is read in large reads, unless the server once sent too little for one
-  // within the timeout.
-  bool large_reads_ = true;
   std::chrono::milliseconds idle_for_{0};
 };
 

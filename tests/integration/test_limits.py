@@ -10,6 +10,7 @@ behaviour under test, not a wait for the gateway.)
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import ssl
 import time
@@ -310,7 +311,10 @@ def test_a_server_too_slow_for_a_large_read_is_read_as_it_comes(make_gateway, ct
     timeout is slow, not silent: the gateway reads what it has and goes on (a log line
     says so), and the client gets the whole message rather than a timeout."""
     big = messages.big_message(240 * 1024)
-    trickle, pause = 2048, 0.3
+    # 16 KiB over two command timeouts: the large read is not there in time. After the
+    # first timeout each piece counts, with three quarters of a timeout to spare.
+    timeout = math.ceil(2 * TIME_FACTOR)
+    trickle, pause = 2048, timeout / 4
 
     def fetch(session, cmd):
         if b"BODY" not in cmd.args.upper():
@@ -319,7 +323,7 @@ def test_a_server_too_slow_for_a_large_read_is_read_as_it_comes(make_gateway, ct
         start = response.index(b"}\r\n") + 3
         first = start + 100 * 1024  # leaves 140 KiB to come: a large read is awaited
         session.send(response[:first])
-        for offset in range(first, first + 8 * trickle, trickle):  # 16 KiB in 2.4 s
+        for offset in range(first, first + 8 * trickle, trickle):
             time.sleep(pause)  # pacing the server's output, not synchronisation
             session.send(response[offset:offset + trickle])
         session.send(response[first + 8 * trickle:])
@@ -329,10 +333,11 @@ def test_a_server_too_slow_for_a_large_read_is_read_as_it_comes(make_gateway, ct
     fake = FakeImap(users={"dave": "dave-secret-4"}, messages=[Message(1, big)],
                     hooks={"UID FETCH": fetch}).start()
     try:
-        g = make_gateway(fake.address, {"upstream": {"command_timeout": "1s"}}, upstream_tls="none")
+        g = make_gateway(fake.address, {"upstream": {"command_timeout": f"{timeout}s"}},
+                         upstream_tls="none")
         with RawPop3(g.pop3s_port, tls_context=ctx, timeout=QUICK) as c:
             c.login("dave", "dave-secret-4")
-            r = c.cmd("RETR 1", multiline=True)
+            r = c.cmd("RETR 1", multiline=True, timeout=QUICK + 3 * timeout)
         assert r.ok, r
         assert r.body == messages.as_retrieved(big)
         log = g.log_text()

@@ -167,7 +167,7 @@ void ImapClient::on_data(std::string_view bytes) {
     fail(ImapResult::Failure::kProtocol, "bad response from upstream: " + parser_.error());
     return;
   }
-  if (connection_ && state_ != State::kClosed && large_reads_) {
+  if (connection_ && state_ != State::kClosed) {
     connection_->expect_bytes(parser_.literal_left());
   }
 }
@@ -507,16 +507,19 @@ void ImapClient::set_capabilities(std::string_view space_separated) {
 void ImapClient::arm_command_timer() {
   timer_.start(static_cast<std::uint64_t>(settings_.command_timeout.count()), [this] {
     // Waiting for a large read (Connection::expect_bytes), the loop is not woken for a
-    // server that sends less than that in the whole timeout: slow, but not silent. Its
-    // bytes are taken as they come from then on.
-    if (large_reads_ && connection_ && connection_->unread_socket_bytes() > 0) {
-      log::info("upstream_slow",
-                {{"reason", "sent less than " + std::to_string(Connection::kLargeRead / 1024) +
-                                " KiB of a message in upstream.command_timeout"}});
-      large_reads_ = false;
-      connection_->expect_bytes(0);
-      arm_command_timer();
-      return;
+    // server that sends less than that in the whole timeout: slow, but not silent.
+    switch (connection_ ? connection_->check_silence() : Connection::Silence::kSilent) {
+      case Connection::Silence::kSlowPeer:
+        log::info("upstream_slow",
+                  {{"upstream", settings_.address.host},
+                   {"reason", "sent less than " + std::to_string(Connection::kLargeRead / 1024) +
+                                  " KiB of a message in upstream.command_timeout"}});
+        [[fallthrough]];
+      case Connection::Silence::kBytesWaiting:
+        arm_command_timer();
+        return;
+      case Connection::Silence::kSilent:
+        break;
     }
     fail(ImapResult::Failure::kTimeout, "upstream command timeout");
   });

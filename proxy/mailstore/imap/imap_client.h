@@ -243,9 +243,6 @@ class ImapClient final : Connection::Handler, protocol::ImapEvents {
   std::uint32_t exists_ = 0;
   std::uint64_t logged_in_at_ms_ = 0;
   bool paused_ = false;
-  // Large literals are read in large reads (Connection::expect_bytes) unless the server
-  // once sent too little for one within a command timeout.
-  bool large_reads_ = true;
   bool saw_bye_ = false;
   std::string bye_text_;
   std::string client_address_;

@@ -166,6 +166,10 @@ TEST(HttpResponseParser, BodyLeftNeverPromisesMoreThanFollows) {
        "1117;ext=1\r\n" +
            body.substr(0, 0x1117) + "\r\n" + "a\r\n0123456789\r\n0\r\nX: y\r\n\r\n",
        false},
+      {"length in the trailer",
+       "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n"
+       "Content-Length: 1000000\r\n\r\n",
+       false},
       {"head", "HTTP/1.1 200 OK\r\nContent-Length: 99999999\r\n\r\n", true},
       {"not modified", "HTTP/1.1 304 Not Modified\r\nContent-Length: 99999999\r\n\r\n", false},
       {"interim", "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc",

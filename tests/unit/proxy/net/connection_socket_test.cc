@@ -147,13 +147,14 @@ TEST_F(ConnectionSocket, ALargeExpectedReadSetsTheSocketsLowWatermark) {
   connection->close();
 }
 
-// What a slow peer sent while a large read was awaited stays in the socket, where the
-// reader can see it, and is handed up once the reader stops waiting for more.
-TEST_F(ConnectionSocket, BytesShortOfALargeReadAreHandedUpWhenNoLongerAwaited) {
+// What a slow peer sent while a large read was awaited stays in the socket, where a
+// silence timer finds it: the connection then hands up bytes as they come, for good.
+TEST_F(ConnectionSocket, BytesShortOfALargeReadMakeASlowPeerNotASilentOne) {
   RecordingHandler client_handler;
   ConnectionPtr client = connect(client_handler, std::nullopt);
   ConnectionPtr accepted = Connection::create(&loop_, nullptr);
   ASSERT_EQ(uv_accept(reinterpret_cast<uv_stream_t*>(&listener_), accepted->stream()), 0);
+  EXPECT_EQ(client->check_silence(), Connection::Silence::kSilent);
   client->expect_bytes(1024 * 1024);
   client->start_reading();
   accepted->write(std::string(1000, 'x'));
@@ -163,12 +164,22 @@ TEST_F(ConnectionSocket, BytesShortOfALargeReadAreHandedUpWhenNoLongerAwaited) {
   ASSERT_EQ(client->unread_socket_bytes(), 1000u);
   uv_run(&loop_, UV_RUN_NOWAIT);
   EXPECT_EQ(client_handler.received, 0u) << "woken for less than a large read";
-  client->expect_bytes(0);
+  EXPECT_EQ(client->check_silence(), Connection::Silence::kSlowPeer);
   for (int turn = 0; turn < 10000 && client_handler.received < 1000; ++turn) {
     uv_run(&loop_, UV_RUN_NOWAIT);
   }
   EXPECT_EQ(client_handler.received, 1000u);
   EXPECT_EQ(client->unread_socket_bytes(), 0u);
+  client->expect_bytes(1024 * 1024);
+  EXPECT_EQ(socket_option(*client, SOL_SOCKET, SO_RCVLOWAT), 1) << "a slow peer stays slow";
+
+  // Bytes that a woken loop is about to read are no silence, and no slowness either.
+  client->stop_reading();
+  accepted->write("y");
+  for (int turn = 0; turn < 10000 && client->unread_socket_bytes() < 1; ++turn) {
+    uv_run(&loop_, UV_RUN_NOWAIT);
+  }
+  EXPECT_EQ(client->check_silence(), Connection::Silence::kBytesWaiting);
   accepted->close();
   client->close();
 }

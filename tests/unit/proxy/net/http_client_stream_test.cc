@@ -115,16 +115,18 @@ TEST_F(HttpClientStreamTest, AServerTooSlowForALargeReadIsReadAsItComes) {
   const std::string whole = response(200, blob);
   const std::size_t first = whole.size() - blob.size() + 100 * 1024;  // 100 KiB still to come
   Reply reply{whole.substr(0, first)};
-  for (std::size_t at = first; at < first + 8 * 2048; at += 2048) {
-    reply.then.push_back(whole.substr(at, 2048));  // 16 KiB in 2.4 s: none within the timeout
+  // 12 KiB in 3 s, against a 2 s timeout: the large read is not there in time. After the
+  // first timeout each piece counts, with 1.5 s to spare.
+  for (std::size_t at = first; at < first + 6 * 2048; at += 2048) {
+    reply.then.push_back(whole.substr(at, 2048));
   }
-  reply.then.push_back(whole.substr(first + 8 * 2048));
-  reply.every = 300ms;
+  reply.then.push_back(whole.substr(first + 6 * 2048));
+  reply.every = 500ms;
   TestServer server(&loop_, [&](const SeenRequest&) { return reply; });
   HttpClient client(&loop_);
   Receiver receiver;
   HttpRequest request = download(server, receiver);
-  request.timeout = 1s;
+  request.timeout = 2s;
   const HttpResult result = fetch(client, std::move(request));
   ASSERT_TRUE(result.ok()) << result.error_text;
   EXPECT_EQ(receiver.body, blob);

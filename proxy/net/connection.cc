@@ -165,8 +165,8 @@ void Connection::expect_bytes(std::uint64_t bytes) {
 
 Connection::Silence Connection::check_silence() {
   const std::size_t queued = unread_socket_bytes();
-  if (queued == 0) {
-    return Silence::kSilent;
+  if (queued == 0 || !reading_) {
+    return Silence::kSilent;  // not reading: bytes there are not on their way up
   }
   if (queued >= read_low_watermark_) {
     return Silence::kBytesWaiting;  // arrived in the same loop turn as the timer

@@ -173,13 +173,15 @@ TEST_F(ConnectionSocket, BytesShortOfALargeReadMakeASlowPeerNotASilentOne) {
   client->expect_bytes(1024 * 1024);
   EXPECT_EQ(socket_option(*client, SOL_SOCKET, SO_RCVLOWAT), 1) << "a slow peer stays slow";
 
-  // Bytes that a woken loop is about to read are no silence, and no slowness either.
-  client->stop_reading();
+  // Bytes that the loop is about to read (they came in the timer's own turn) are no
+  // silence, and no slowness either. The loop does not run until they are checked.
   accepted->write("y");
-  for (int turn = 0; turn < 10000 && client->unread_socket_bytes() < 1; ++turn) {
-    uv_run(&loop_, UV_RUN_NOWAIT);
+  for (int turn = 0; turn < 100000 && client->unread_socket_bytes() < 1; ++turn) {
   }
   EXPECT_EQ(client->check_silence(), Connection::Silence::kBytesWaiting);
+  // Unless the connection does not read: then nothing takes them up.
+  client->stop_reading();
+  EXPECT_EQ(client->check_silence(), Connection::Silence::kSilent);
   accepted->close();
   client->close();
 }

@@ -169,11 +169,14 @@ Connection::Silence Connection::check_silence() {
     return Silence::kSilent;  // not reading: bytes there are not on their way up
   }
   if (queued >= read_low_watermark_) {
-    return Silence::kBytesWaiting;  // arrived in the same loop turn as the timer
+    return Silence::kBytesWaiting;  // arrived as the timer expired: the next poll reads them
+  }
+  if (slow_peer_) {
+    return Silence::kSilent;  // the watermark could not be lowered: nothing will read them
   }
   slow_peer_ = true;
   expect_bytes(0);
-  return Silence::kSlowPeer;
+  return read_low_watermark_ <= queued ? Silence::kSlowPeer : Silence::kSilent;
 }
 
 void Connection::apply_read_low_watermark() {

@@ -89,7 +89,7 @@ class Connection {
   // For a timer that counts the peer's silence, what the socket holds:
   enum class Silence {
     kSilent,        // nothing: the peer is silent
-    kBytesWaiting,  // bytes the loop reads in this turn: not silent
+    kBytesWaiting,  // bytes the loop's next poll reads: not silent
     // Bytes short of an awaited large read: slow, not silent. From now on this connection
     // hands up bytes as they come (expect_bytes() is ignored).
     kSlowPeer,

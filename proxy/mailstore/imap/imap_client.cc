@@ -511,7 +511,7 @@ void ImapClient::arm_command_timer() {
     switch (connection_ ? connection_->check_silence() : Connection::Silence::kSilent) {
       case Connection::Silence::kSlowPeer:
         log::info("upstream_slow",
-                  {{"upstream", settings_.address.host},
+                  {{"address", settings_.address.to_string()},
                    {"reason", "sent less than " + std::to_string(Connection::kLargeRead / 1024) +
                                   " KiB of a message in upstream.command_timeout"}});
         [[fallthrough]];

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <uv.h>
 
@@ -32,6 +33,14 @@ int socket_option(Connection& connection, int level, int name) {
   socklen_t length = sizeof(value);
   EXPECT_EQ(getsockopt(fd, level, name, &value, &length), 0);
   return value;
+}
+
+// Whether the socket wakes a poller within a second (honouring SO_RCVLOWAT, as epoll does).
+bool readable(Connection& connection) {
+  uv_os_fd_t fd = -1;
+  EXPECT_EQ(uv_fileno(reinterpret_cast<uv_handle_t*>(connection.stream()), &fd), 0);
+  pollfd wanted{fd, POLLIN, 0};
+  return poll(&wanted, 1, 1000) == 1;
 }
 
 // The kernel's timer for the IPv4 socket from local_port to remote_port, as
@@ -176,12 +185,40 @@ TEST_F(ConnectionSocket, BytesShortOfALargeReadMakeASlowPeerNotASilentOne) {
   // Bytes that the loop is about to read (they came in the timer's own turn) are no
   // silence, and no slowness either. The loop does not run until they are checked.
   accepted->write("y");
-  for (int turn = 0; turn < 100000 && client->unread_socket_bytes() < 1; ++turn) {
-  }
+  ASSERT_TRUE(readable(*client));
   EXPECT_EQ(client->check_silence(), Connection::Silence::kBytesWaiting);
   // Unless the connection does not read: then nothing takes them up.
   client->stop_reading();
   EXPECT_EQ(client->check_silence(), Connection::Silence::kSilent);
+  accepted->close();
+  client->close();
+}
+
+// A large read that is there when the timer expires (the next poll takes it) is no silence,
+// and the connection goes on reading large.
+TEST_F(ConnectionSocket, ALargeReadThatHasArrivedIsNoSilence) {
+  RecordingHandler client_handler;
+  ConnectionPtr client = connect(client_handler, std::nullopt);
+  ConnectionPtr accepted = Connection::create(&loop_, nullptr);
+  ASSERT_EQ(uv_accept(reinterpret_cast<uv_stream_t*>(&listener_), accepted->stream()), 0);
+  client->expect_bytes(1024 * 1024);
+  client->start_reading();
+  // Straight to the socket, not through the loop, which would read the bytes at once.
+  uv_os_fd_t fd = -1;
+  ASSERT_EQ(uv_fileno(reinterpret_cast<uv_handle_t*>(accepted->stream()), &fd), 0);
+  const std::string bytes(Connection::kLargeRead, 'z');
+  for (std::size_t sent = 0; sent < bytes.size();) {
+    pollfd writable{fd, POLLOUT, 0};
+    ASSERT_EQ(poll(&writable, 1, 1000), 1);
+    const ssize_t n = send(fd, bytes.data() + sent, bytes.size() - sent, 0);
+    ASSERT_GT(n, 0);
+    sent += static_cast<std::size_t>(n);
+  }
+  ASSERT_TRUE(readable(*client));
+  EXPECT_EQ(client->check_silence(), Connection::Silence::kBytesWaiting);
+  client->expect_bytes(1024 * 1024);
+  EXPECT_EQ(socket_option(*client, SOL_SOCKET, SO_RCVLOWAT),
+            static_cast<int>(Connection::kLargeRead));
   accepted->close();
   client->close();
 }

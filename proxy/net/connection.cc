@@ -6,7 +6,6 @@
 #include <openssl/err.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
-#include <sys/ioctl.h>
 #include <sys/socket.h>
 
 #include <array>
@@ -19,11 +18,6 @@
 
 namespace popbridge::proxy {
 namespace {
-
-// Of the bytes a peer is expected to send, the TLS engine may already hold some between
-// reads, in one partial record (neither library reads ahead): at most a record's plaintext,
-// 16 KiB. A little more is subtracted, for safety's sake, from what is awaited on the wire.
-constexpr std::uint64_t kTlsHeldAtMost = 16 * 1024 + 256;
 
 // One read buffer per thread: reads are handled synchronously inside the read callback,
 // so idle connections cost no read buffer at all.
@@ -154,65 +148,6 @@ void Connection::stop_reading() {
   }
   uv_read_stop(stream());
   reading_ = false;
-}
-
-void Connection::expect_bytes(std::uint64_t bytes) {
-  expected_bytes_ = slow_peer_ ? 0 : bytes;
-  if (!handling_read_) {
-    apply_read_low_watermark();  // else once the read is handled
-  }
-}
-
-Connection::Silence Connection::check_silence() {
-  const std::size_t queued = unread_socket_bytes();
-  if (queued == 0 || !reading_) {
-    return Silence::kSilent;  // not reading: bytes there are not on their way up
-  }
-  if (queued >= read_low_watermark_) {
-    return Silence::kBytesWaiting;  // arrived as the timer expired: the next poll reads them
-  }
-  if (slow_peer_) {
-    return Silence::kSilent;  // the watermark could not be lowered: nothing will read them
-  }
-  slow_peer_ = true;
-  expect_bytes(0);
-  return read_low_watermark_ <= queued ? Silence::kSlowPeer : Silence::kSilent;
-}
-
-void Connection::apply_read_low_watermark() {
-  if (closing()) {
-    return;
-  }
-  // What is still to arrive on the socket: the expected bytes less what the TLS engine
-  // may already hold of them.
-  std::uint64_t on_the_wire = expected_bytes_;
-  if (ssl_ != nullptr) {
-    const std::uint64_t held = kTlsHeldAtMost + static_cast<std::uint64_t>(SSL_pending(ssl_));
-    on_the_wire = on_the_wire > held ? on_the_wire - held : 0;
-  }
-  // Two values only, so a large message costs two system calls, not one per read.
-  const std::size_t wanted = on_the_wire >= kLargeRead ? kLargeRead : 1;
-  if (wanted == read_low_watermark_) {
-    return;
-  }
-  uv_os_fd_t fd = -1;
-  if (uv_fileno(reinterpret_cast<uv_handle_t*>(&tcp_), &fd) != 0) {
-    return;
-  }
-  const int value = static_cast<int>(wanted);
-  if (setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &value, sizeof(value)) == 0) {
-    read_low_watermark_ = wanted;
-  }
-}
-
-std::size_t Connection::unread_socket_bytes() {
-  uv_os_fd_t fd = -1;
-  int queued = 0;
-  if (closing() || uv_fileno(reinterpret_cast<uv_handle_t*>(&tcp_), &fd) != 0 ||
-      ioctl(fd, FIONREAD, &queued) != 0 || queued < 0) {
-    return 0;
-  }
-  return static_cast<std::size_t>(queued);
 }
 
 void Connection::on_alloc(uv_handle_t*, std::size_t, uv_buf_t* buf) noexcept {

@@ -93,6 +93,12 @@ class ConnectionSocket : public ::testing::Test {
     EXPECT_EQ(handler.status, 0);
     return connection;
   }
+  // The listener's end of the connection connect() made.
+  ConnectionPtr accept_one() {
+    ConnectionPtr accepted = Connection::create(&loop_, nullptr);
+    EXPECT_EQ(uv_accept(reinterpret_cast<uv_stream_t*>(&listener_), accepted->stream()), 0);
+    return accepted;
+  }
   std::uint16_t listening_port() const {
     return ntohs(reinterpret_cast<const sockaddr_in*>(&bound_)->sin_port);
   }
@@ -127,8 +133,7 @@ TEST_F(ConnectionSocket, AcceptedSocketsTakeTheListenersOptions) {
 
   RecordingHandler handler;
   ConnectionPtr client = connect(handler, std::nullopt);
-  ConnectionPtr accepted = Connection::create(&loop_, nullptr);
-  ASSERT_EQ(uv_accept(reinterpret_cast<uv_stream_t*>(&listener_), accepted->stream()), 0);
+  ConnectionPtr accepted = accept_one();
   accepted->configure_socket(Connection::TcpOptions::kInherited);
 
   EXPECT_EQ(socket_option(*accepted, IPPROTO_TCP, TCP_NODELAY), 1);
@@ -161,8 +166,7 @@ TEST_F(ConnectionSocket, ALargeExpectedReadSetsTheSocketsLowWatermark) {
 TEST_F(ConnectionSocket, BytesShortOfALargeReadMakeASlowPeerNotASilentOne) {
   RecordingHandler client_handler;
   ConnectionPtr client = connect(client_handler, std::nullopt);
-  ConnectionPtr accepted = Connection::create(&loop_, nullptr);
-  ASSERT_EQ(uv_accept(reinterpret_cast<uv_stream_t*>(&listener_), accepted->stream()), 0);
+  ConnectionPtr accepted = accept_one();
   EXPECT_EQ(client->check_silence(), Connection::Silence::kSilent);
   client->expect_bytes(1024 * 1024);
   client->start_reading();
@@ -199,8 +203,7 @@ TEST_F(ConnectionSocket, BytesShortOfALargeReadMakeASlowPeerNotASilentOne) {
 TEST_F(ConnectionSocket, ALargeReadThatHasArrivedIsNoSilence) {
   RecordingHandler client_handler;
   ConnectionPtr client = connect(client_handler, std::nullopt);
-  ConnectionPtr accepted = Connection::create(&loop_, nullptr);
-  ASSERT_EQ(uv_accept(reinterpret_cast<uv_stream_t*>(&listener_), accepted->stream()), 0);
+  ConnectionPtr accepted = accept_one();
   client->expect_bytes(1024 * 1024);
   client->start_reading();
   // Straight to the socket, not through the loop, which would read the bytes at once.

@@ -3,6 +3,7 @@
 // size reaches the receiver piece by piece, can be paused and resumed, and stopped.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -25,6 +26,7 @@ class Receiver final : public protocol::HttpBodyReceiver {
   }
   bool on_body_data(std::string_view data) override {
     body.append(data);
+    piece_ends.push_back(body.size());
     ++pieces;
     if (pause_after_first && pieces == 1) {
       handle->pause_reading();
@@ -34,6 +36,7 @@ class Receiver final : public protocol::HttpBodyReceiver {
   std::vector<int> heads;
   std::string body;
   std::size_t pieces = 0;
+  std::vector<std::size_t> piece_ends;  // body size after each piece
   bool pause_after_first = false;
   std::size_t stop_after = SIZE_MAX;
   HttpClient::RequestHandle* handle = nullptr;
@@ -130,6 +133,20 @@ TEST_F(HttpClientStreamTest, AServerTooSlowForALargeReadIsReadAsItComes) {
   const HttpResult result = fetch(client, std::move(request));
   ASSERT_TRUE(result.ok()) << result.error_text;
   EXPECT_EQ(receiver.body, blob);
+  // The slow path was taken: the trickle waited in the socket (below the large read's
+  // watermark) until the silence timer found it, and came up together. Read as it came,
+  // each piece would carry one 2 KiB write.
+  const std::size_t trickle_begin = 100 * 1024, trickle_end = trickle_begin + 6 * 2048;
+  std::size_t most_trickle_in_a_piece = 0, piece_begin = 0;
+  for (const std::size_t piece_end : receiver.piece_ends) {
+    const std::size_t overlap_begin = std::max(piece_begin, trickle_begin);
+    const std::size_t overlap_end = std::min(piece_end, trickle_end);
+    if (overlap_end > overlap_begin) {
+      most_trickle_in_a_piece = std::max(most_trickle_in_a_piece, overlap_end - overlap_begin);
+    }
+    piece_begin = piece_end;
+  }
+  EXPECT_GT(most_trickle_in_a_piece, 2u * 2048) << "the trickle was never held for a large read";
 }
 
 // The receiver paused on the body's last piece: the download is complete all the same, and

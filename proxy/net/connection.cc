@@ -302,6 +302,7 @@ void Connection::decrypt_available() {
       return;
     }
     handshake_done_ = true;
+    received_when_heard_ = bytes_received_;
     flush();  // seals what was written before the handshake finished
     if (handler_ != nullptr) {
       handler_->on_tls_established();
@@ -330,6 +331,7 @@ void Connection::pump_tls_reads() {
       filled += static_cast<std::size_t>(result);
     }
     if (filled > 0) {
+      received_when_heard_ = bytes_received_;
       handler_->on_data(std::string_view(t_plaintext_buffer.data(), filled));
       if (filled == t_plaintext_buffer.size()) {
         continue;  // full: more may be waiting

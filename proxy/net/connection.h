@@ -90,6 +90,10 @@ class Connection {
   enum class Silence {
     kSilent,        // nothing: the peer is silent
     kBytesWaiting,  // bytes the loop's next poll reads: not silent
+    // Part of a TLS record arrived since the peer was last heard or last checked: coming,
+    // slowly. The engine hands up nothing until a record is whole, so nothing re-armed the
+    // timer. (A peer that stops there is found by the next check.)
+    kRecordArriving,
     // Bytes short of an awaited large read: slow, not silent. From now on this connection
     // hands up bytes as they come (expect_bytes() is ignored).
     kSlowPeer,
@@ -199,7 +203,11 @@ class Connection {
   std::size_t read_low_watermark_ = 1;  // SO_RCVLOWAT as set on the socket
   bool slow_peer_ = false;              // see check_silence()
   bool handling_read_ = false;          // inside this connection's on_read
-  bool close_requested_ = false;        // graceful close pending
+  // bytes_received_ when plaintext was last handed up (or the TLS handshake ended), and
+  // when check_silence() last ran: see Silence::kRecordArriving.
+  std::uint64_t received_when_heard_ = 0;
+  std::uint64_t received_when_checked_ = 0;
+  bool close_requested_ = false;  // graceful close pending
   bool shutdown_started_ = false;
   bool closing_ = false;        // uv_close called
   bool handle_closed_ = false;  // libuv called back: the handle memory is unused

@@ -5,6 +5,8 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 
+#include <algorithm>
+
 #include "proxy/net/connection.h"
 
 namespace popbridge::proxy {
@@ -25,9 +27,15 @@ void Connection::expect_bytes(std::uint64_t bytes) {
 }
 
 Connection::Silence Connection::check_silence() {
+  const bool record_arriving =
+      ssl_ != nullptr && bytes_received_ > std::max(received_when_heard_, received_when_checked_);
+  received_when_checked_ = bytes_received_;
   const std::size_t queued = unread_socket_bytes();
-  if (queued == 0 || !reading_) {
+  if (!reading_) {
     return Silence::kSilent;  // not reading: bytes there are not on their way up
+  }
+  if (queued == 0) {
+    return record_arriving ? Silence::kRecordArriving : Silence::kSilent;
   }
   if (queued >= read_low_watermark_) {
     return Silence::kBytesWaiting;  // arrived as the timer expired: the next poll reads them

@@ -383,6 +383,7 @@ class HttpClient::Exchange final : public Connection::Handler,
                                 " KiB of a body within the timeout"}});
             [[fallthrough]];
           case Connection::Silence::kBytesWaiting:
+          case Connection::Silence::kRecordArriving:
             start_timeout(kBodySilence);
             return;
           case Connection::Silence::kSilent:

@@ -348,6 +348,41 @@ def test_a_server_too_slow_for_a_large_read_is_read_as_it_comes(make_gateway, ct
     assert not fake.errors, fake.errors
 
 
+def test_a_tls_record_that_arrives_slowly_is_no_silence(make_gateway, pki, ctx):
+    """Over TLS nothing is handed up until a record is whole, so a record that takes longer
+    than the command timeout to arrive used to fail the message although its bytes kept
+    coming. Bytes since the last timeout are progress; the client gets the whole message."""
+    body = messages.big_message(30 * 1024)
+    timeout = math.ceil(2 * TIME_FACTOR)
+    last = 8 * 1024  # sealed in one record, sent in 8 pieces over 1.75 command timeouts
+
+    def fetch(session, cmd):
+        if b"BODY" not in cmd.args.upper():
+            return False
+        response = session.fetch_response(session.server.message(1), cmd.args.decode())
+        session.send(response[:-last])
+        session.send_sealed_in_pieces(response[-last:], pieces=8, pause=timeout / 4)
+        session.ok(cmd.tag)
+        return True
+
+    server_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_tls.load_cert_chain(pki.cert, pki.key)
+    fake = FakeImap(users={"erin": "erin-secret-5"}, messages=[Message(1, body)],
+                    hooks={"UID FETCH": fetch}, tls=server_tls).start()
+    try:
+        g = make_gateway(fake.address, {"upstream": {"command_timeout": f"{timeout}s"}},
+                         upstream_tls="implicit")
+        with RawPop3(g.pop3s_port, tls_context=ctx, timeout=QUICK) as c:
+            c.login("erin", "erin-secret-5")
+            r = c.cmd("RETR 1", multiline=True, timeout=QUICK + 3 * timeout)
+        assert r.ok, r
+        assert r.body == messages.as_retrieved(body)
+        assert "event=upstream_failed" not in g.log_text(), g.diagnostics()
+    finally:
+        fake.close()
+    assert not fake.errors, fake.errors
+
+
 @pytest.mark.parametrize("state", ["authorization", "transaction"])
 def test_overlong_line_is_refused_at_once_and_closed(dovecot, account, gateway, state):
     """A line past the 16 KiB limit and no line end: -ERR as soon as the limit is passed

@@ -516,6 +516,7 @@ void ImapClient::arm_command_timer() {
                                   " KiB of a message in upstream.command_timeout"}});
         [[fallthrough]];
       case Connection::Silence::kBytesWaiting:
+      case Connection::Silence::kRecordArriving:
         arm_command_timer();
         return;
       case Connection::Silence::kSilent:

@@ -1,8 +1,8 @@
 # SPDX-License-Identifier: Apache-2.0
 """A small scripted IMAP server, for upstream behaviour Dovecot cannot imitate.
 
-Plain TCP on 127.0.0.1 (the gateway runs with upstream.tls: none), one thread per
-connection, one mailbox shared by all connections. It answers what popbridge sends
+Plain TCP on 127.0.0.1 (the gateway runs with upstream.tls: none), or implicit TLS
+when given a server context (upstream.tls: implicit), one thread per connection, one mailbox shared by all connections. It answers what popbridge sends
 (CAPABILITY, LOGIN, AUTHENTICATE PLAIN, SELECT, UID FETCH (BODY[], and TOP's
 BODY[HEADER] and BODY[TEXT]<o.n>), UID STORE, UID EXPUNGE,
 EXPUNGE, NOOP, LOGOUT) like a minimal IMAP4rev1 server, and records every command
@@ -17,6 +17,8 @@ Scripting:
   login_capabilities how a successful login tells the capabilities after it: None (it
                      does not: Courier, Exchange), "untagged" (a CAPABILITY response
                      before the tagged OK: Gmail) or "code" (OK [CAPABILITY ...]: Dovecot)
+  tls                an ssl.SSLContext (server side): implicit TLS, through memory BIOs
+                     so a hook can send part of a record (Session.send_sealed_in_pieces)
   hooks              {verb: fn(session, command) -> bool}: runs before the default
                      handling of that verb ("UID FETCH", "LOGIN", ...); returning True
                      means the hook answered (or chose not to answer) the command.
@@ -35,6 +37,7 @@ import dataclasses
 import re
 import select
 import socket
+import ssl
 import threading
 import time
 from typing import Callable, Optional
@@ -143,6 +146,49 @@ def parse_uid_set(text: str, max_uid: int) -> set[int]:
     return out
 
 
+class _TlsChannel:
+    """Implicit TLS over a session's socket through memory BIOs: what is sealed can be
+    sent in pieces, a server slow within one record."""
+
+    def __init__(self, sock: socket.socket, context: ssl.SSLContext):
+        self.sock = sock
+        self.incoming = ssl.MemoryBIO()
+        self.outgoing = ssl.MemoryBIO()
+        self.engine = context.wrap_bio(self.incoming, self.outgoing, server_side=True)
+        while True:
+            try:
+                self.engine.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                self._send_sealed()
+                self._fill()
+        self._send_sealed()
+
+    def _send_sealed(self) -> None:
+        data = self.outgoing.read()
+        if data:
+            self.sock.sendall(data)
+
+    def _fill(self) -> None:
+        data = self.sock.recv(65536)
+        if not data:
+            raise Closed()
+        self.incoming.write(data)
+
+    def seal(self, data: bytes) -> bytes:
+        self.engine.write(data)
+        return self.outgoing.read()
+
+    def recv(self) -> bytes:
+        while True:
+            try:
+                return self.engine.read(65536)
+            except ssl.SSLWantReadError:
+                self._fill()
+            except ssl.SSLZeroReturnError:
+                return b""
+
+
 class Session:
     """One client connection (runs in its own thread)."""
 
@@ -154,6 +200,7 @@ class Session:
         self.closed = False
         self.logged_in = False
         self.selected = False
+        self.tls: Optional[_TlsChannel] = None
 
     # ---------------------------------------------------------- I/O
     def send(self, data) -> None:
@@ -162,9 +209,23 @@ class Session:
         if self.closed:
             raise Closed()
         try:
-            self.sock.sendall(data)
+            self.sock.sendall(self.tls.seal(data) if self.tls is not None else data)
         except OSError:
             raise Closed() from None
+
+    def send_sealed_in_pieces(self, data: bytes, pieces: int, pause: float) -> None:
+        """Seals `data` (at most 16 KiB: one TLS record) and sends the ciphertext in
+        `pieces` parts, `pause` seconds apart: the record is whole only at the end."""
+        assert self.tls is not None and len(data) <= 16384
+        sealed = self.tls.seal(data)
+        step = -(-len(sealed) // pieces)
+        for at in range(0, len(sealed), step):
+            if at:
+                time.sleep(pause)  # pacing the server's output, not synchronisation
+            try:
+                self.sock.sendall(sealed[at:at + step])
+            except OSError:
+                raise Closed() from None
 
     def line(self, text: str) -> None:
         self.send(text + "\r\n")
@@ -191,8 +252,8 @@ class Session:
 
     def _recv(self) -> None:
         try:
-            data = self.sock.recv(65536)
-        except OSError:
+            data = self.tls.recv() if self.tls is not None else self.sock.recv(65536)
+        except (OSError, ssl.SSLError):
             data = b""
         if not data:
             raise Closed()
@@ -218,7 +279,7 @@ class Session:
 
     def _client_sent_early(self) -> bool:
         """True if the client sent more before we answered with "+" (it must wait)."""
-        if self.buf:
+        if self.buf or (self.tls is not None and (self.tls.engine.pending() or self.tls.incoming.pending)):
             return True
         try:
             readable, _, _ = select.select([self.sock], [], [], CONTINUATION_GRACE)
@@ -268,6 +329,11 @@ class Session:
     # ------------------------------------------------------- loop
     def run(self) -> None:
         try:
+            if self.server.tls is not None:
+                try:
+                    self.tls = _TlsChannel(self.sock, self.server.tls)
+                except (OSError, ssl.SSLError):
+                    raise Closed() from None
             if self.server.greeting is not None:
                 self.line(self.server.greeting)
             while not self.closed:
@@ -448,7 +514,8 @@ class FakeImap:
                  login_capabilities: Optional[str] = None,
                  messages=(), uidvalidity: int = 1234567,
                  permanent_flags: Optional[str] = None,
-                 hooks: Optional[dict[str, Hook]] = None, port: int = 0):
+                 hooks: Optional[dict[str, Hook]] = None, port: int = 0,
+                 tls: Optional[ssl.SSLContext] = None):
         def b(v):
             return v.encode("utf-8") if isinstance(v, str) else v
         self.users = {b(k): b(v) for k, v in (users or {}).items()}
@@ -464,6 +531,7 @@ class FakeImap:
         self.uidvalidity = uidvalidity
         self.permanent_flags = permanent_flags  # SELECT's [PERMANENTFLAGS (...)]; None: not sent
         self.hooks: dict[str, Hook] = dict(hooks or {})
+        self.tls = tls
         self.commands: list[Command] = []
         self.logins: list[tuple[bytes, bytes]] = []
         self.errors: list[str] = []

@@ -3,6 +3,7 @@
 // reads ciphertext in place, records sealed in full when writes come in small pieces, and
 // decrypted input handed up in large chunks.
 #include <gtest/gtest.h>
+#include <sys/socket.h>
 #include <uv.h>
 
 #include <chrono>
@@ -184,6 +185,29 @@ TEST_F(ConnectionTlsTest, WhatIsWrittenBeforeTheHandshakeFollowsIt) {
   EXPECT_GT(client_.connection->pending_bytes(), 0u);
   ASSERT_TRUE(run_until([&] { return server_.received.size() >= 12; }));
   EXPECT_EQ(server_.received, "first second");
+}
+
+// A record that arrives slowly re-arms no timer (nothing is handed up until it is whole),
+// so a silence timer asks: bytes came since the peer was last heard, or since the last
+// check, and the peer is coming; none since, and it is silent.
+TEST_F(ConnectionTlsTest, PartOfARecordIsNoSilenceUntilACheckFindsNothingMore) {
+  SSL_CTX_set_max_proto_version(client_context_.get(), TLS1_2_VERSION);  // no tickets after
+  connect_client();
+  ASSERT_TRUE(run_until([&] { return client_.established && server_.established; }));
+  server_.connection->write("whole");
+  ASSERT_TRUE(run_until([&] { return client_.received == "whole"; }));
+  EXPECT_EQ(client_.connection->check_silence(), Connection::Silence::kSilent);
+
+  // A record's header alone, straight to the socket: the engine waits for the rest.
+  uv_os_fd_t fd = -1;
+  ASSERT_EQ(uv_fileno(reinterpret_cast<uv_handle_t*>(server_.connection->stream()), &fd), 0);
+  const unsigned char header[] = {0x17, 0x03, 0x03, 0x00, 0x40};
+  ASSERT_EQ(send(fd, header, sizeof(header), 0), static_cast<ssize_t>(sizeof(header)));
+  const std::uint64_t before = client_.connection->bytes_received();
+  ASSERT_TRUE(run_until([&] { return client_.connection->bytes_received() == before + 5; }));
+  EXPECT_EQ(client_.received, "whole");
+  EXPECT_EQ(client_.connection->check_silence(), Connection::Silence::kRecordArriving);
+  EXPECT_EQ(client_.connection->check_silence(), Connection::Silence::kSilent);
 }
 
 TEST_F(ConnectionTlsTest, AGracefulCloseSendsEverythingStagedBeforeTheCloseNotify) {

@@ -17,7 +17,8 @@
 //
 // This file holds the command line; each subcommand lives in its own file
 // (one_message, mailbox_runs, short_sessions, idle_sessions), on top of the POP3 and IMAP
-// clients (pop3_client, imap_client) and the connection they share (connection).
+// clients (pop3_client, imap_client) and the connection they share (connection). The relay
+// subcommand (byte_relay) is no client: it is the cpu workload's floor reference.
 #include <CLI/CLI.hpp>
 #include <csignal>
 #include <cstdint>
@@ -25,6 +26,7 @@
 #include <limits>
 #include <string>
 
+#include "tests/bench/bench_client/byte_relay.h"
 #include "tests/bench/bench_client/connection.h"
 #include "tests/bench/bench_client/failure.h"
 #include "tests/bench/bench_client/idle_sessions.h"
@@ -156,6 +158,19 @@ int main(int argc, char** argv) {
   short_sub->add_option("--expect-sha256", short_sha,
                         "SHA-256 of one session's messages, concatenated");
 
+  // The floor for the cpu workload: a relay that only reads and writes.
+  popbridge::bench::RelayOptions relay_options;
+  CLI::App* relay_sub = app.add_subcommand(
+      "relay", "relay connections to a server, reading and writing only, until killed");
+  relay_sub->add_option("--to", relay_options.target, "server HOST:PORT")->required();
+  auto* relay_cert = relay_sub->add_option("--tls-certificate", relay_options.certificate_file,
+                                           "clients connect with TLS: this certificate chain");
+  relay_sub->add_option("--tls-key", relay_options.key_file, "and this key")->needs(relay_cert);
+  relay_cert->needs("--tls-key");
+  relay_sub->add_flag("--tls-to", relay_options.tls_to, "TLS to the server");
+  relay_sub->add_flag("--large-reads", relay_options.large_reads,
+                      "wake for the server once 64 KiB are there, or after 1 ms");
+
   CLI11_PARSE(app, argc, argv);
   try {
     if (retr->parsed()) {
@@ -169,6 +184,9 @@ int main(int argc, char** argv) {
       return popbridge::bench::run_mailbox(imap ? "imap-fetch-many" : "retr-many", imap,
                                            many_options, many_count, many_repeat, many_check,
                                            many_expect);
+    }
+    if (relay_sub->parsed()) {
+      return popbridge::bench::run_byte_relay(relay_options);
     }
     if (short_sub->parsed()) {
       if (short_pop3.empty() == short_imap.empty()) {

@@ -53,6 +53,7 @@ class Bench(RetrOneWorkload, MailboxWorkloads, ShortSessionsWorkload, IdleWorklo
         self.gateways: list[Gateway] = []
         self.clients: list[subprocess.Popen] = []
         self.relay: Optional[subprocess.Popen] = None  # --upstream-rtt-ms
+        self.byte_relays: dict[str, subprocess.Popen] = {}  # the floor references, by name
         self.relayed: dict[int, int] = {}  # Dovecot port -> the relay's port in front of it
 
     def _copy(self, path: str, name: str) -> str:
@@ -73,6 +74,7 @@ class Bench(RetrOneWorkload, MailboxWorkloads, ShortSessionsWorkload, IdleWorklo
                 print(f"warning: stopping popbridge: {e}", file=sys.stderr)
         if self.relay is not None:
             procs.stop_group(self.relay)
+        self.stop_byte_relays()
         if self.peer is not None:
             try:
                 self.peer.close()
@@ -126,6 +128,31 @@ class Bench(RetrOneWorkload, MailboxWorkloads, ShortSessionsWorkload, IdleWorklo
             raise BenchError("the delay relay did not start")
         self.relay.stdout.close()
 
+    def start_byte_relay(self, name: str, tls: bool = False, large_reads: bool = False) -> int:
+        """A floor reference: pop3_bench_client's relay (read and write only, 64 KiB reads,
+        one thread, epoll) in front of Dovecot's IMAP port, or with `tls` between a TLS
+        client and Dovecot's IMAPS port (decrypt and seal as well); `large_reads` as the
+        gateway reads a large message (see byte_relay.h). Its CPU is in
+        cpu_snapshot() as "relay NAME". Returns its port."""
+        argv = [self.client, "relay", "--to", self.imap_address(tls)]
+        if tls:
+            argv += ["--tls-certificate", self.pki.cert, "--tls-key", self.pki.key, "--tls-to"]
+        if large_reads:
+            argv.append("--large-reads")
+        relay = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True,
+                                 start_new_session=True, preexec_fn=procs.die_with_parent(signal.SIGKILL))
+        self.byte_relays[name] = relay
+        line = relay.stdout.readline().split()
+        relay.stdout.close()
+        if len(line) != 2 or line[0] != "relay":
+            raise BenchError(f"the byte relay did not start: {line}")
+        return int(line[1])
+
+    def stop_byte_relays(self) -> None:
+        for relay in self.byte_relays.values():
+            procs.stop_group(relay)
+        self.byte_relays.clear()
+
     def upstream(self, tls: str):
         """The upstream argument of Gateway(...) for upstream TLS mode `tls`."""
         if not self.relayed:
@@ -151,6 +178,9 @@ class Bench(RetrOneWorkload, MailboxWorkloads, ShortSessionsWorkload, IdleWorklo
         if gw is not None and gw.running:
             snap["gateway"] = proc_cpu_seconds_ns(gw.proc.pid)
             snap["gateway_user"] = proc_user_seconds(gw.proc.pid)
+        for name, relay in self.byte_relays.items():
+            if relay.poll() is None:
+                snap["relay " + name] = proc_cpu_seconds_ns(relay.pid)
         if self.dovecot is not None and self.dovecot.running:
             snap["upstream"] = group_cpu_seconds(self.dovecot.proc.pid)
         if self.peer is not None and self.peer.running:

@@ -105,13 +105,32 @@ class MailboxWorkloads:
                     ["retr-many", "--pop3", f"{HOST}:{gw_plain.port('pop3')}"], gw_plain),
                    ("tls", f"TLS both legs (client POP3S, upstream {a.cpu_upstream_tls})",
                     ["retr-many", "--tls", "--pop3", f"{HOST}:{gw_tls.port('pop3s')}"], gw_tls)]
+        # The floors: the direct IMAP client through relays that only read and write the
+        # same bytes between the same kinds of sockets, in large reads (the TLS one decrypts
+        # and seals too, with one write per batch of records, as the gateway).
+        for tls in (False, True):
+            kind = "tls" if tls else "plain"
+            port = self.start_byte_relay(kind, tls=tls, large_reads=True)
+            targets.append((f"relay {kind}", f"byte relay, {'TLS both legs' if tls else 'plain both legs'}",
+                            ["imap-fetch-many", "--imap", f"{HOST}:{port}"] + (["--tls"] if tls else []), None))
         res = self.mailbox_runs(targets, BIG_USER, a.big_count, octets, sha)
+        self.stop_byte_relays()
         self.gateway_alive(gw_tls, "the TLS-both-legs runs")
         self.stop_gateway(gw_tls, "popbridge after the TLS-both-legs runs")
-        for key, label, _, _ in targets:
-            self.add_row(wl, label, "gateway CPU s/GB",
-                         [r.servers_cpu.get("gateway", 0) / (octets / 1e9) for r in res[key]])
+        per_gb: dict = {}
+        for key, label, _, _ in targets[:2]:
+            per_gb[key] = self.add_row(wl, label, "gateway CPU s/GB",
+                                       [r.servers_cpu.get("gateway", 0) / (octets / 1e9) for r in res[key]])
             self.add_row(wl, label, "user-space s/GB",
                          [r.servers_cpu.get("gateway_user", 0) / (octets / 1e9) for r in res[key]],
                          "10 ms ticks; the rest is the kernel's")
             self.add_row(wl, label, "MB/s", [octets / 1e6 / float(r.fields["seconds"]) for r in res[key]])
+        for key, label, _, _ in targets[2:]:
+            relay_row = self.add_row(wl, label, "relay CPU s/GB",
+                                     [r.servers_cpu.get(key, 0) / (octets / 1e9) for r in res[key]],
+                                     "reference: " + ("decrypt, seal, " if key == "relay tls" else "")
+                                     + "read and write only")
+            self.add_row(wl, label, "MB/s", [octets / 1e6 / float(r.fields["seconds"]) for r in res[key]])
+            leg = key.split()[1]
+            self.add_ratio(wl, f"gateway / byte relay, {'TLS both legs' if leg == 'tls' else 'plain'} (CPU per GB)",
+                           per_gb[leg], relay_row)

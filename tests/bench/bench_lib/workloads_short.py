@@ -40,6 +40,11 @@ class ShortSessionsWorkload:
         if self.peer is not None:
             targets.append(("peer", "peer Dovecot POP3 (imapc)",
                             ["short-sessions", "--pop3", f"{self.peer.host}:{self.peer.pop3_port}"], None))
+        # The floor for a process in the middle: the direct IMAP client's sessions through a
+        # relay that only accepts, connects, reads and writes (see cpu_per_gb).
+        relay_port = self.start_byte_relay("plain")
+        targets.append(("relay", "direct IMAP through the byte relay",
+                        ["short-sessions", "--imap", f"{HOST}:{relay_port}"], None))
         res: dict = {key: [] for key, _, _, _ in targets}
         for _ in range(a.repeat):
             for key, label, argv, g in targets:
@@ -47,6 +52,7 @@ class ShortSessionsWorkload:
                 # and auth connections), so their CPU lands in the right run.
                 time.sleep(0.5)
                 res[key].append(self.run_client(label, argv + common, g, user=SHORT_USER))
+        self.stop_byte_relays()
         rows = {}
         for key, label, _, _ in targets:
             rs = res[key]
@@ -55,11 +61,19 @@ class ShortSessionsWorkload:
                                      f"{sum(int(r.fields['sessions']) for r in rs)} sessions")
         self.add_ratio(wl, "gateway / direct IMAP", rows.get("gateway"), rows.get("direct"))
         self.add_ratio(wl, "gateway / peer", rows.get("gateway"), rows.get("peer"))
+        # Any process in the middle shares the cores with the upstream, the bottleneck here.
+        self.add_ratio(wl, "byte relay / direct IMAP", rows.get("relay"), rows.get("direct"))
+        self.add_ratio(wl, "gateway / byte relay", rows.get("gateway"), rows.get("relay"))
 
         def per_session(r: Result, who: str) -> float:
             return r.servers_cpu.get(who, 0) * 1000 / int(r.fields["sessions"])
         wl5 = f"CPU per {'poll' if poll else 'short session'} (same runs)"
-        self.add_row(wl5, "gateway (popbridge)", "CPU ms/session", [per_session(r, "gateway") for r in res["gateway"]])
+        gateway_row = self.add_row(wl5, "gateway (popbridge)", "CPU ms/session",
+                                   [per_session(r, "gateway") for r in res["gateway"]])
+        relay_row = self.add_row(wl5, "byte relay, the direct IMAP client's sessions", "CPU ms/session",
+                                 [per_session(r, "relay plain") for r in res["relay"]],
+                                 "reference: accept, connect, read and write only")
+        self.add_ratio(wl5, "gateway / byte relay (CPU per session)", gateway_row, relay_row)
         self.add_row(wl5, "upstream Dovecot, serving the gateway", "CPU ms/session",
                      [per_session(r, "upstream") for r in res["gateway"]])
         self.add_row(wl5, "upstream Dovecot, serving direct IMAP", "CPU ms/session",

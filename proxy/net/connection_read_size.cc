@@ -27,10 +27,12 @@ void Connection::expect_bytes(std::uint64_t bytes) {
 }
 
 Connection::Silence Connection::check_silence() {
+  const std::size_t queued = unread_socket_bytes();
   const bool record_arriving =
       ssl_ != nullptr && bytes_received_ > std::max(received_when_heard_, received_when_checked_);
-  received_when_checked_ = bytes_received_;
-  const std::size_t queued = unread_socket_bytes();
+  // Bytes queued now are counted when they are read: they were this check's news, and must
+  // not be the next check's too (a peer that stops would be found a period later).
+  received_when_checked_ = bytes_received_ + queued;
   if (!reading_) {
     return Silence::kSilent;  // not reading: bytes there are not on their way up
   }

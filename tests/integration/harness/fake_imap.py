@@ -2,7 +2,8 @@
 """A small scripted IMAP server, for upstream behaviour Dovecot cannot imitate.
 
 Plain TCP on 127.0.0.1 (the gateway runs with upstream.tls: none), or implicit TLS
-when given a server context (upstream.tls: implicit), one thread per connection, one mailbox shared by all connections. It answers what popbridge sends
+when given a server context (upstream.tls: implicit), one thread per connection, one
+mailbox shared by all connections. It answers what popbridge sends
 (CAPABILITY, LOGIN, AUTHENTICATE PLAIN, SELECT, UID FETCH (BODY[], and TOP's
 BODY[HEADER] and BODY[TEXT]<o.n>), UID STORE, UID EXPUNGE,
 EXPUNGE, NOOP, LOGOUT) like a minimal IMAP4rev1 server, and records every command
@@ -279,7 +280,8 @@ class Session:
 
     def _client_sent_early(self) -> bool:
         """True if the client sent more before we answered with "+" (it must wait)."""
-        if self.buf or (self.tls is not None and (self.tls.engine.pending() or self.tls.incoming.pending)):
+        tls = self.tls
+        if self.buf or (tls is not None and (tls.engine.pending() or tls.incoming.pending)):
             return True
         try:
             readable, _, _ = select.select([self.sock], [], [], CONTINUATION_GRACE)

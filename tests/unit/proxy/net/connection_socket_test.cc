@@ -93,10 +93,12 @@ class ConnectionSocket : public ::testing::Test {
     EXPECT_EQ(handler.status, 0);
     return connection;
   }
-  // The listener's end of the connection connect() made.
+  // The listener's end of the connection connect() made; null if there is none.
   ConnectionPtr accept_one() {
     ConnectionPtr accepted = Connection::create(&loop_, nullptr);
-    EXPECT_EQ(uv_accept(reinterpret_cast<uv_stream_t*>(&listener_), accepted->stream()), 0);
+    if (uv_accept(reinterpret_cast<uv_stream_t*>(&listener_), accepted->stream()) != 0) {
+      return nullptr;  // released: closed and freed in its close callback
+    }
     return accepted;
   }
   std::uint16_t listening_port() const {
@@ -134,6 +136,7 @@ TEST_F(ConnectionSocket, AcceptedSocketsTakeTheListenersOptions) {
   RecordingHandler handler;
   ConnectionPtr client = connect(handler, std::nullopt);
   ConnectionPtr accepted = accept_one();
+  ASSERT_NE(accepted, nullptr);
   accepted->configure_socket(Connection::TcpOptions::kInherited);
 
   EXPECT_EQ(socket_option(*accepted, IPPROTO_TCP, TCP_NODELAY), 1);
@@ -167,6 +170,7 @@ TEST_F(ConnectionSocket, BytesShortOfALargeReadMakeASlowPeerNotASilentOne) {
   RecordingHandler client_handler;
   ConnectionPtr client = connect(client_handler, std::nullopt);
   ConnectionPtr accepted = accept_one();
+  ASSERT_NE(accepted, nullptr);
   EXPECT_EQ(client->check_silence(), Connection::Silence::kSilent);
   client->expect_bytes(1024 * 1024);
   client->start_reading();
@@ -204,6 +208,7 @@ TEST_F(ConnectionSocket, ALargeReadThatHasArrivedIsNoSilence) {
   RecordingHandler client_handler;
   ConnectionPtr client = connect(client_handler, std::nullopt);
   ConnectionPtr accepted = accept_one();
+  ASSERT_NE(accepted, nullptr);
   client->expect_bytes(1024 * 1024);
   client->start_reading();
   // Straight to the socket, not through the loop, which would read the bytes at once.

@@ -10,6 +10,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "proxy/base/uv_handle.h"
@@ -207,6 +208,34 @@ TEST_F(ConnectionTlsTest, PartOfARecordIsNoSilenceUntilACheckFindsNothingMore) {
   ASSERT_TRUE(run_until([&] { return client_.connection->bytes_received() == before + 5; }));
   EXPECT_EQ(client_.received, "whole");
   EXPECT_EQ(client_.connection->check_silence(), Connection::Silence::kRecordArriving);
+  EXPECT_EQ(client_.connection->check_silence(), Connection::Silence::kSilent);
+}
+
+// The bytes that made a peer slow are not news again once read: a peer that stopped after
+// them is silent at the next check, within twice the timeout.
+TEST_F(ConnectionTlsTest, BytesThatMadeAPeerSlowAreNotCountedAgainOnceRead) {
+  SSL_CTX_set_max_proto_version(client_context_.get(), TLS1_2_VERSION);  // no tickets after
+  connect_client();
+  ASSERT_TRUE(run_until([&] { return client_.established && server_.established; }));
+  client_.connection->expect_bytes(1024 * 1024);  // a large read awaited
+
+  // A record's header and part of its body, straight to the socket.
+  uv_os_fd_t fd = -1;
+  ASSERT_EQ(uv_fileno(reinterpret_cast<uv_handle_t*>(server_.connection->stream()), &fd), 0);
+  std::string partial = {0x17, 0x03, 0x03, 0x40, 0x00};
+  partial.append(1000, 'r');
+  ASSERT_EQ(send(fd, partial.data(), partial.size(), 0), static_cast<ssize_t>(partial.size()));
+  // Below the watermark nothing wakes the loop: look at the socket without running it.
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (client_.connection->unread_socket_bytes() < partial.size() &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::yield();
+  }
+  ASSERT_EQ(client_.connection->unread_socket_bytes(), partial.size());
+  const std::uint64_t before = client_.connection->bytes_received();
+  EXPECT_EQ(client_.connection->check_silence(), Connection::Silence::kSlowPeer);
+  ASSERT_TRUE(
+      run_until([&] { return client_.connection->bytes_received() == before + partial.size(); }));
   EXPECT_EQ(client_.connection->check_silence(), Connection::Silence::kSilent);
 }
 

@@ -204,7 +204,8 @@ class Connection {
   bool slow_peer_ = false;              // see check_silence()
   bool handling_read_ = false;          // inside this connection's on_read
   // bytes_received_ when plaintext was last handed up (or the TLS handshake ended), and
-  // when check_silence() last ran: see Silence::kRecordArriving.
+  // when check_silence() last ran plus the bytes then queued in the socket (counted once
+  // read): see Silence::kRecordArriving.
   std::uint64_t received_when_heard_ = 0;
   std::uint64_t received_when_checked_ = 0;
   bool close_requested_ = false;  // graceful close pending

@@ -305,6 +305,27 @@ def test_upstream_command_timeout(silent_fetch_upstream, make_gateway, ctx):
     assert "event=upstream_failed kind=timeout" in g.log_text(), g.diagnostics()
 
 
+def _retr_from_slow_server(make_gateway, ctx, message, fetch, timeout, tls=None):
+    """RETR 1 of `message` through a gateway whose upstream, a scripted server (implicit
+    TLS with the server context `tls`), answers UID FETCH with the hook `fetch`: the client
+    gets the whole message and the gateway logs no upstream failure. Returns the gateway."""
+    fake = FakeImap(users={"dave": "dave-secret-4"}, messages=[Message(1, message)],
+                    hooks={"UID FETCH": fetch}, tls=tls).start()
+    try:
+        g = make_gateway(fake.address, {"upstream": {"command_timeout": f"{timeout}s"}},
+                         upstream_tls="implicit" if tls is not None else "none")
+        with RawPop3(g.pop3s_port, tls_context=ctx, timeout=QUICK) as c:
+            c.login("dave", "dave-secret-4")
+            r = c.cmd("RETR 1", multiline=True, timeout=QUICK + 3 * timeout)
+        assert r.ok, r
+        assert r.body == messages.as_retrieved(message)
+        assert "event=upstream_failed" not in g.log_text(), g.diagnostics()
+    finally:
+        fake.close()
+    assert not fake.errors, fake.errors
+    return g
+
+
 def test_a_server_too_slow_for_a_large_read_is_read_as_it_comes(make_gateway, ctx):
     """A large message is read from the upstream in large reads: the gateway is woken only
     once 64 KiB are there. A server that then sends less than that within the command
@@ -330,22 +351,8 @@ def test_a_server_too_slow_for_a_large_read_is_read_as_it_comes(make_gateway, ct
         session.ok(cmd.tag)
         return True
 
-    fake = FakeImap(users={"dave": "dave-secret-4"}, messages=[Message(1, big)],
-                    hooks={"UID FETCH": fetch}).start()
-    try:
-        g = make_gateway(fake.address, {"upstream": {"command_timeout": f"{timeout}s"}},
-                         upstream_tls="none")
-        with RawPop3(g.pop3s_port, tls_context=ctx, timeout=QUICK) as c:
-            c.login("dave", "dave-secret-4")
-            r = c.cmd("RETR 1", multiline=True, timeout=QUICK + 3 * timeout)
-        assert r.ok, r
-        assert r.body == messages.as_retrieved(big)
-        log = g.log_text()
-        assert "event=upstream_slow" in log, g.diagnostics()
-        assert "event=upstream_failed" not in log, g.diagnostics()
-    finally:
-        fake.close()
-    assert not fake.errors, fake.errors
+    g = _retr_from_slow_server(make_gateway, ctx, big, fetch, timeout)
+    assert "event=upstream_slow" in g.log_text(), g.diagnostics()
 
 
 def test_a_tls_record_that_arrives_slowly_is_no_silence(make_gateway, pki, ctx):
@@ -367,20 +374,7 @@ def test_a_tls_record_that_arrives_slowly_is_no_silence(make_gateway, pki, ctx):
 
     server_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_tls.load_cert_chain(pki.cert, pki.key)
-    fake = FakeImap(users={"erin": "erin-secret-5"}, messages=[Message(1, body)],
-                    hooks={"UID FETCH": fetch}, tls=server_tls).start()
-    try:
-        g = make_gateway(fake.address, {"upstream": {"command_timeout": f"{timeout}s"}},
-                         upstream_tls="implicit")
-        with RawPop3(g.pop3s_port, tls_context=ctx, timeout=QUICK) as c:
-            c.login("erin", "erin-secret-5")
-            r = c.cmd("RETR 1", multiline=True, timeout=QUICK + 3 * timeout)
-        assert r.ok, r
-        assert r.body == messages.as_retrieved(body)
-        assert "event=upstream_failed" not in g.log_text(), g.diagnostics()
-    finally:
-        fake.close()
-    assert not fake.errors, fake.errors
+    _retr_from_slow_server(make_gateway, ctx, body, fetch, timeout, tls=server_tls)
 
 
 @pytest.mark.parametrize("state", ["authorization", "transaction"])

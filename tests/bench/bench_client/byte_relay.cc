@@ -110,7 +110,7 @@ class Side {
     for (;;) {
       transport_.ciphertext_in = unread_;
       const int result = SSL_do_handshake(tls_.get());
-      unread_ = transport_.ciphertext_in;
+      unread_ = std::exchange(transport_.ciphertext_in, {});
       if (!send_sealed()) {
         return false;
       }
@@ -135,6 +135,8 @@ class Side {
   }
 
   int fd() const { return socket_.fd(); }
+  // Ciphertext read past the handshake's end: no wake-up will bring it.
+  bool holds_ciphertext() const { return !unread_.empty(); }
 
   // Up to `size` octets of what has arrived (for TLS, decrypted); 0 if nothing yet,
   // -1 once the peer closed or failed.
@@ -147,7 +149,7 @@ class Side {
     while (filled < size) {
       transport_.ciphertext_in = unread_;
       const int n = SSL_read(tls_.get(), buffer + filled, static_cast<int>(size - filled));
-      unread_ = transport_.ciphertext_in;
+      unread_ = std::exchange(transport_.ciphertext_in, {});
       if (n > 0) {
         filled += static_cast<std::size_t>(n);
         continue;
@@ -196,11 +198,12 @@ class Side {
   }
 
   Socket socket_;
-  SslPtr tls_;
+  // The transport and its output outlive the engine (declared before it).
   proxy::TlsTransport transport_;
+  std::string sealed_;
+  SslPtr tls_;
   std::vector<char> ciphertext_;  // TLS only
   std::string_view unread_;       // of ciphertext_, not yet taken by the engine
-  std::string sealed_;
   bool drained_ = false;
 };
 
@@ -253,7 +256,8 @@ std::unique_ptr<Relayed> accept_relayed(int listener, const Endpoint& endpoint,
   }
   std::unique_ptr<Relayed> each;
   try {
-    each = std::make_unique<Relayed>(client.release(), connect_to(endpoint));
+    const int server = connect_to(endpoint);  // first: a throw leaves the client owned
+    each = std::make_unique<Relayed>(client.release(), server);
   } catch (const Failure& e) {
     std::fprintf(stderr, "%s\n", e.what());
     return nullptr;
@@ -338,9 +342,10 @@ int run_byte_relay(const RelayOptions& options) {
           epoll_ctl(poller.fd(), EPOLL_CTL_ADD, end.from->fd(), &event);
         }
         relayed.push_back(std::move(each));
-        // What the handshakes read past their end is there already: no wake-up brings it.
         for (Relayed::End& end : relayed.back()->ends) {
-          relay_what_came(end);
+          if (end.from->holds_ciphertext()) {
+            relay_what_came(end);
+          }
         }
       }
     }

@@ -183,8 +183,11 @@ class _TlsChannel:
     def recv(self) -> bytes:
         while True:
             try:
-                return self.engine.read(65536)
+                data = self.engine.read(65536)
+                self._send_sealed()  # what reading made the engine say (a KeyUpdate's reply)
+                return data
             except ssl.SSLWantReadError:
+                self._send_sealed()
                 self._fill()
             except ssl.SSLZeroReturnError:
                 return b""
@@ -218,6 +221,8 @@ class Session:
         """Seals `data` (at most 16 KiB: one TLS record) and sends the ciphertext in
         `pieces` parts, `pause` seconds apart: the record is whole only at the end."""
         assert self.tls is not None and len(data) <= 16384
+        if self.closed:
+            raise Closed()
         sealed = self.tls.seal(data)
         step = -(-len(sealed) // pieces)
         for at in range(0, len(sealed), step):
